@@ -1,0 +1,39 @@
+"""Entry point: navigation over pages/, and the chrome every page shares (disclaimer, device, loaded models)."""
+from pathlib import Path
+
+import streamlit as st
+
+from core import DISCLAIMER
+from core.registry import REGISTRY
+from ui.common import device_line
+
+ROOT = Path(__file__).parent
+# (file, title, icon, section). A page appears only when its file exists, i.e. when its capability exists.
+PAGES = [
+    ("pages/home.py", "Home", ":material/home:", "Overview"),
+    ("pages/embryo.py", "Embryo grading", ":material/egg:", "Tasks"),
+    ("pages/sperm.py", "Sperm heads", ":material/biotech:", "Tasks"),
+    ("pages/pcos.py", "PCOS ultrasound", ":material/radiology:", "Tasks"),
+    ("pages/timelapse.py", "Time-lapse staging", ":material/timeline:", "Tasks"),
+    ("pages/metrics.py", "Metrics", ":material/monitoring:", "Models"),
+    ("pages/confusion.py", "Confusion matrices", ":material/grid_on:", "Models"),
+    ("pages/batch.py", "Batch scoring", ":material/dataset:", "Records"),
+    ("pages/history.py", "History", ":material/history:", "Records"),
+]
+
+st.set_page_config(page_title="Reproductive-medicine image AI", page_icon=":material/biotech:", layout="wide")
+
+sections: dict[str, list] = {}
+for file, title, icon, section in PAGES:
+    if (ROOT / file).is_file():
+        sections.setdefault(section, []).append(st.Page(file, title=title, icon=icon, default=file == "pages/home.py"))
+page = st.navigation(sections)
+
+with st.sidebar:
+    st.caption(DISCLAIMER)
+    st.caption(device_line())
+    loaded = REGISTRY.status()
+    if loaded:
+        st.caption("Loaded: " + ", ".join(f"{s.model_id} ({s.device})" for s in loaded))
+
+page.run()

@@ -1,0 +1,145 @@
+"""Command line: python -m core list | train | evaluate | predict | bench  (see README and DESIGN.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_list(args) -> int:
+    from . import registry
+
+    rows = []
+    for c in registry.cards():
+        rows.append({"id": c.id, "title": c.title, "task": c.task, "framework": c.framework,
+                     "version": c.version, "file": c.file, "outputs": c.classes})
+    if args.json:
+        args.result = rows
+    else:
+        for r in rows:
+            outs = "; ".join(f"{o}: {'/'.join(labels)}" for o, labels in r["outputs"].items())
+            print(f"{r['id']:<16} {r['framework']:<12} v{r['version']:<8} {r['title']}  [{outs}]")
+        if not rows:
+            print("no models in weights/")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .device import resolve
+    from .tasks import task_module
+
+    path = task_module(args.model).train(args.model, Path(args.data), device=resolve(args.device),
+                                         epochs=args.epochs, seed=args.seed)
+    log(f"wrote {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .device import resolve
+    from .tasks import task_module
+
+    path = Path(args.path)
+    if not path.exists():
+        log(f"error: {path} does not exist")
+        return 2
+    name = args.name or path.resolve().name
+    result = task_module(args.model).evaluate(args.model, path, name=name, split=args.split, device=resolve(args.device))
+    if args.json:
+        args.result = result
+    else:
+        for output, m in result["metrics"].items():
+            keys = [k for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "mask_map50", "map50",
+                                "mean_dice", "count_mae") if m.get(k) is not None]
+            log(f"{result['model']} on {result['dataset']} (n={result['n']}) {output}: "
+                + ", ".join(f"{k}={m[k]:.3f}" for k in keys))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .batch import predict_paths
+
+    return predict_paths(args.model, [Path(p) for p in args.paths], out=args.out, device=args.device, log=log)
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    result = bench.run(args.models or None, args.device, references=not args.no_references, log=log)
+    if args.json:
+        args.result = result
+    else:
+        for group in ("references", "models"):
+            for name, s in result[group].items():
+                vs = " ".join(f"{k}×{v}" for k, v in s.get("vs", {}).items())
+                print(f"{name:<18} load {s['load_s']:.2f}s  p50 {s['p50_ms']:.1f}ms  p95 {s['p95_ms']:.1f}ms  "
+                      f"{s['throughput_ips']:.1f} img/s @batch {s['batch']}  {vs}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("list", help="registered models (reads cards only)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_list)
+    s = sub.add_parser("train", help="train a model and write weights/<id>/ with its card")
+    s.add_argument("model")
+    s.add_argument("--data", required=True)
+    s.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_train)
+    s = sub.add_parser("evaluate", help="evaluate on a labelled dataset in a native layout")
+    s.add_argument("model")
+    s.add_argument("path")
+    s.add_argument("--name", default=None)
+    s.add_argument("--split", default=None)
+    s.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+    s = sub.add_parser("predict", help="predict images, folders or zips; writes a CSV")
+    s.add_argument("model")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--out", default=None)
+    s.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    s.set_defaults(func=cmd_predict)
+    s = sub.add_parser("bench", help="load time, latency and throughput per model, against reference backbones")
+    s.add_argument("models", nargs="*")
+    s.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--no-references", action="store_true", help="skip the ResNet101/InceptionV3 references")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    args.result = None
+    json_out = getattr(args, "json", False)
+    saved = os.dup(1) if json_out else None
+    if json_out:  # stdout must hold exactly one JSON object: everything else printed goes to stderr
+        sys.stdout.flush()
+        os.dup2(2, 1)
+    try:
+        code = args.func(args)
+    except (KeyError, FileNotFoundError, NotImplementedError, ValueError) as exc:
+        log(f"error: {exc.args[0] if exc.args else exc}")
+        code = 2
+    finally:
+        if json_out:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+    if json_out and args.result is not None:
+        print(json.dumps(args.result, default=str), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

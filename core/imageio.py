@@ -1,0 +1,186 @@
+"""One reader for every uploaded or local image: PNG, JPEG, BMP, TIFF (8/16-bit), grey, RGBA, palette, CMYK, DICOM.
+
+Everything becomes an RGB uint8 array; bad input raises ImageInputError with a message meant for the user.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_BYTES = 200 * 2**20  # same as .streamlit/config.toml maxUploadSize
+MAX_PIXELS = 40_000_000  # ~ 6300 x 6300; larger images are refused before decoding
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+
+
+class ImageInputError(ValueError):
+    """The input is not an image this tool can use; str(e) is a message for the user."""
+
+
+@dataclass
+class InputImage:
+    pixels: np.ndarray  # H x W x 3 uint8 RGB
+    name: str
+    sha256: str
+    n_bytes: int
+    format: str
+    original_mode: str
+    bit_depth: int
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, column) from DICOM, when given
+    notes: list[str] = field(default_factory=list)  # conversions made, shown to the user
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def read_image(source, name: str | None = None, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> InputImage:
+    """Read bytes, a path or a file-like object (e.g. a Streamlit upload)."""
+    data, name = _read_bytes(source, name, max_bytes)
+    if not data:
+        raise ImageInputError(f"{name}: the file is empty.")
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) > 132 and data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom")):
+        pixels, spacing, mode, depth, notes = _decode_dicom(data, name, max_pixels)
+        return InputImage(pixels, name, digest, len(data), "DICOM", mode, depth, spacing, notes)
+    pixels, fmt, mode, depth, notes = _decode_pil(data, name, max_pixels)
+    return InputImage(pixels, name, digest, len(data), fmt, mode, depth, None, notes)
+
+
+def _read_bytes(source, name, max_bytes) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        name = name or path.name
+        if not path.is_file():
+            raise ImageInputError(f"{name}: no such file.")
+        if path.stat().st_size > max_bytes:
+            raise ImageInputError(f"{name}: the file is larger than {max_bytes // 2**20} MB.")
+        data = path.read_bytes()
+    else:  # file-like (Streamlit UploadedFile, BytesIO)
+        name = name or getattr(source, "name", None)
+        if hasattr(source, "getvalue"):
+            data = source.getvalue()
+        else:
+            data = source.read()
+    name = name or "image"
+    if len(data) > max_bytes:
+        raise ImageInputError(f"{name}: the file is larger than {max_bytes // 2**20} MB.")
+    return data, name
+
+
+def _decode_pil(data: bytes, name: str, max_pixels: int):
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageInputError(
+                    f"{name}: {w}×{h} pixels is more than this tool accepts ({max_pixels / 1e6:.0f} megapixels). "
+                    "Downscale the image or crop the region of interest."
+                )
+            img.load()
+    except ImageInputError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageInputError(
+            f"{name}: not a readable image. Accepted: PNG, JPEG, BMP, TIFF or DICOM."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if "truncated" in str(exc).lower():
+            raise ImageInputError(f"{name}: the image file is truncated or corrupt (incomplete download?).") from None
+        raise ImageInputError(f"{name}: the image could not be decoded ({exc}).") from None
+    fmt = img.format or "unknown"
+    mode = img.mode
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"multi-page {fmt}: the first page is used")
+    img = ImageOps.exif_transpose(img)
+    arr, depth = _to_rgb8(img, notes)
+    return arr, fmt, mode, depth, notes
+
+
+def _to_rgb8(img: Image.Image, notes: list[str]) -> tuple[np.ndarray, int]:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        depth = 32 if mode in ("I", "F") else 16
+        arr = _stretch(arr)
+        notes.append(f"{depth}-bit image scaled to 8-bit by its own range")
+        return np.repeat(arr[:, :, None], 3, axis=2), depth
+    if mode == "1":
+        img = img.convert("L")
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA")
+        notes.append("palette image converted to RGB")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+        notes.append("transparency removed (composited on black)")
+    if mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    if img.mode == "I;16" or np.asarray(img).dtype == np.uint16:  # e.g. 16-bit RGB TIFF
+        arr = _stretch(np.asarray(img, dtype=np.float64))
+        return (arr if arr.ndim == 3 else np.repeat(arr[:, :, None], 3, axis=2)), 16
+    return np.asarray(img.convert("RGB"), dtype=np.uint8), 8
+
+
+def _stretch(arr: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(arr, [0.1, 99.9]) if arr.size else (0, 1)
+    if hi <= lo:
+        hi = lo + 1
+    return np.uint8(np.clip((arr - lo) / (hi - lo) * 255.0, 0, 255))
+
+
+def _decode_dicom(data: bytes, name: str, max_pixels: int):
+    import pydicom
+
+    notes: list[str] = []
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        if rows * cols > max_pixels:
+            raise ImageInputError(f"{name}: {cols}×{rows} DICOM image is larger than this tool accepts.")
+        arr = ds.pixel_array
+    except ImageInputError:
+        raise
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ImageInputError(f"{name}: the DICOM file could not be read ({type(exc).__name__}: {exc}).") from None
+    if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        arr = arr[0]
+        notes.append("multi-frame DICOM: the first frame is used")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    if arr.ndim == 3 and photometric.startswith("YBR"):
+        from pydicom.pixels import convert_color_space
+
+        arr = convert_color_space(arr, photometric, "RGB")
+    if arr.dtype != np.uint8:
+        arr = _stretch(arr.astype(np.float64))
+    if photometric == "MONOCHROME1":
+        arr = 255 - arr
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    spacing = None
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        if getattr(ds, tag, None):
+            spacing = tuple(float(v) for v in getattr(ds, tag))[:2]
+            break
+    if spacing is None and getattr(ds, "SequenceOfUltrasoundRegions", None):
+        region = ds.SequenceOfUltrasoundRegions[0]
+        if getattr(region, "PhysicalUnitsXDirection", None) == 3:  # cm
+            spacing = (float(region.PhysicalDeltaY) * 10, float(region.PhysicalDeltaX) * 10)
+    depth = int(getattr(ds, "BitsStored", 8))
+    return np.ascontiguousarray(arr[:, :, :3], dtype=np.uint8), spacing, photometric, depth, notes
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()

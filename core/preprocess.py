@@ -1,0 +1,50 @@
+"""Input transforms declared as data in a card's [input] table and built here.
+
+[input] keys: size = [H, W]; channels = 1 (grey) or 3 (RGB); normalise = "per_image" (zero mean, unit
+variance per image), "unit" (x / 255) or "imagenet"-style {mean = [...], std = [...]} on the 0–1 scale.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 HxW or HxWxC -> HxWxchannels."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if channels == 1 and image.shape[2] == 3:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[:, :, None]
+    elif channels == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image
+
+
+def normalise(x: np.ndarray, how) -> np.ndarray:
+    """x: float32 NHWC on the 0–255 scale."""
+    if how == "per_image":
+        mean = x.mean(axis=(1, 2, 3), keepdims=True)
+        std = x.std(axis=(1, 2, 3), keepdims=True)
+        return (x - mean) / np.maximum(std, 1.0)
+    if how == "unit":
+        return x / 255.0
+    if isinstance(how, dict):
+        mean = np.asarray(how["mean"], np.float32)
+        std = np.asarray(how["std"], np.float32)
+        return (x / 255.0 - mean) / std
+    raise ValueError(f"unknown normalisation {how!r}")
+
+
+def prepare(images: list[np.ndarray], spec: dict) -> np.ndarray:
+    """uint8 images of any size -> float32 NHWC batch as the card's model expects."""
+    h, w = spec["size"]
+    channels = int(spec.get("channels", 3))
+    batch = np.empty((len(images), h, w, channels), np.float32)
+    for i, image in enumerate(images):
+        image = to_channels(image, channels)
+        interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
+        resized = cv2.resize(image, (w, h), interpolation=interp)
+        batch[i] = resized.reshape(h, w, channels)
+    return normalise(batch, spec.get("normalise", "unit"))

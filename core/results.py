@@ -1,0 +1,71 @@
+"""One prediction object per input. summary() is its only serialisation; tables, CSV, JSON and records derive from it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    model_id: str
+    model_version: str
+    input_name: str
+    input_sha256: str = ""
+    # output -> label -> probability
+    probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
+    # output -> decision threshold on the probability of the output's second label (binary outputs)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    # task-specific JSON-able parts (boxes, heads, follicles, per-frame stages, events ...)
+    extras: dict[str, Any] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    # images for display only, never serialised (overlays, heat maps)
+    images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def label(self, output: str) -> str:
+        probs = self.probabilities[output]
+        labels = list(probs)
+        if len(labels) == 2 and output in self.thresholds:
+            return labels[1] if probs[labels[1]] >= self.thresholds[output] else labels[0]
+        return max(probs, key=probs.get)
+
+    def labels(self) -> dict[str, str]:
+        return {o: self.label(o) for o in self.probabilities}
+
+    def summary(self) -> dict:
+        return {
+            "model": self.model_id,
+            "version": self.model_version,
+            "input": self.input_name,
+            "input_sha256": self.input_sha256,
+            "labels": self.labels(),
+            "probabilities": {o: {k: round(float(v), 6) for k, v in p.items()} for o, p in self.probabilities.items()},
+            "thresholds": self.thresholds,
+            **_jsonable(self.extras),
+            "timings_ms": {k: round(float(v), 2) for k, v in self.timings_ms.items()},
+        }
+
+    def flat(self) -> dict:
+        """One flat row (for tables and CSV)."""
+        row = {"input": self.input_name, "model": self.model_id, "version": self.model_version}
+        for output, probs in self.probabilities.items():
+            row[output] = self.label(output)
+            for label, p in probs.items():
+                row[f"p_{output}_{label}"] = round(float(p), 4)
+        for k, v in self.extras.items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                row[k] = v
+        return row
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,165 @@
+"""Small procedural images for every task, with their ground truth, so tests run without ../shared.
+
+Each generator is deterministic for a given seed and returns (image uint8 RGB, truth dict).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _rng(seed) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _background(rng, size: int, level: int = 170, noise: float = 8.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    shade = level + 20 * np.cos((xx + yy) / size * np.pi)  # uneven illumination
+    return shade + rng.normal(0, noise, (size, size))
+
+
+def embryo(stage: str = "cleavage", size: int = 256, seed: int = 0, grey: bool = False) -> tuple[np.ndarray, dict]:
+    """A zona pellucida ring around either 2–8 cells (cleavage) or a cavity with an inner cell mass (blastocyst)."""
+    rng = _rng(seed)
+    img = _background(rng, size)
+    c = size // 2 + rng.integers(-size // 20, size // 20 + 1, 2)
+    r = int(size * rng.uniform(0.30, 0.36))
+    cv2.circle(img, (int(c[0]), int(c[1])), r, 110, thickness=max(3, size // 40))
+    if stage == "cleavage":
+        n = int(rng.integers(2, 9))
+        for k in range(n):
+            a = 2 * np.pi * k / n + rng.uniform(-0.2, 0.2)
+            d = r * 0.45 if n > 1 else 0
+            p = (int(c[0] + d * np.cos(a)), int(c[1] + d * np.sin(a)))
+            cv2.circle(img, p, int(r * (0.55 if n <= 2 else 0.38)), 135, -1)
+            cv2.circle(img, p, int(r * (0.55 if n <= 2 else 0.38)), 95, 2)
+        truth = {"stage": "cleavage", "cells": n}
+    else:
+        cv2.circle(img, (int(c[0]), int(c[1])), int(r * 0.85), 200, -1)  # bright cavity
+        cv2.circle(img, (int(c[0]), int(c[1])), int(r * 0.85), 100, 3)  # trophectoderm
+        a = rng.uniform(0, 2 * np.pi)
+        icm = (int(c[0] + r * 0.5 * np.cos(a)), int(c[1] + r * 0.5 * np.sin(a)))
+        cv2.circle(img, icm, int(r * 0.3), 105, -1)
+        truth = {"stage": "blastocyst", "icm": icm}
+    img = cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (0, 0), 1.0)
+    truth.update(center=(int(c[0]), int(c[1])), radius=r)
+    rgb = np.repeat(img[:, :, None], 3, axis=2)
+    if not grey:
+        rgb = np.clip(rgb * np.array([1.0, 0.95, 0.85]), 0, 255).astype(np.uint8)
+    return rgb, truth
+
+
+def sperm_field(n_heads: int = 5, size: tuple[int, int] = (512, 640), seed: int = 0,
+                um_per_px: float = 0.1, head_um: tuple[float, float] = (4.5, 3.0)) -> tuple[np.ndarray, dict]:
+    """Stained-looking sperm: elliptical heads of known size in µm (at `um_per_px`) with tails."""
+    rng = _rng(seed)
+    h, w = size
+    img = np.stack([_background(rng, max(size), 225, 5)[:h, :w]] * 3, axis=2)
+    heads = []
+    a_px = head_um[0] / um_per_px / 2
+    b_px = head_um[1] / um_per_px / 2
+    placed: list[tuple[int, int]] = []
+    for _ in range(200):
+        if len(heads) == n_heads:
+            break
+        cx, cy = int(rng.integers(60, w - 60)), int(rng.integers(60, h - 60))
+        if any((cx - x) ** 2 + (cy - y) ** 2 < (4 * a_px) ** 2 for x, y in placed):
+            continue
+        angle = float(rng.uniform(0, 180))
+        t = np.deg2rad(angle)
+        tail_end = (int(cx + 12 * a_px * np.cos(t)), int(cy + 12 * a_px * np.sin(t)))
+        cv2.line(img, (cx, cy), tail_end, (150, 130, 170), 2)
+        cv2.ellipse(img, (cx, cy), (int(round(a_px)), int(round(b_px))), angle, 0, 360, (90, 60, 140), -1)
+        placed.append((cx, cy))
+        heads.append({"center": (cx, cy), "angle": angle, "length_um": head_um[0], "width_um": head_um[1]})
+    img = cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (0, 0), 0.8)
+    return img, {"heads": heads, "um_per_px": um_per_px}
+
+
+def sperm_head(kind: str = "normal", size: int = 131, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """One centred head crop: normal (oval), tapered (long and thin), pyriform (pear), amorphous (irregular)."""
+    rng = _rng(seed)
+    img = np.stack([_background(rng, size, 215, 5)] * 3, axis=2)
+    c = size // 2
+    colour = (95, 70, 150)
+    if kind == "normal":
+        cv2.ellipse(img, (c, c), (size // 7, size // 10), 0, 0, 360, colour, -1)
+    elif kind == "tapered":
+        cv2.ellipse(img, (c, c), (size // 5, size // 14), 0, 0, 360, colour, -1)
+    elif kind == "pyriform":
+        pts = np.array([[c - size // 6, c - size // 12], [c + size // 6, c - size // 20], [c + size // 6, c + size // 20],
+                        [c - size // 6, c + size // 12]], np.int32)
+        cv2.fillConvexPoly(img, pts, colour)
+    else:
+        pts = (c + rng.normal(0, size / 9, (7, 2))).astype(np.int32)
+        cv2.fillPoly(img, [cv2.convexHull(pts)], colour)
+    return cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (0, 0), 1.0), {"kind": kind}
+
+
+def ovary(n_follicles: int = 14, size: int = 300, seed: int = 0, mm_per_px: float = 0.1,
+          diameters_mm: tuple[float, float] = (2.5, 8.0)) -> tuple[np.ndarray, dict]:
+    """A speckled ultrasound sector with an ovary holding dark round follicles of known diameter."""
+    rng = _rng(seed)
+    speckle = rng.rayleigh(1.0, (size, size))
+    img = 60 * speckle / speckle.mean()
+    yy, xx = np.mgrid[0:size, 0:size]
+    c = np.array([size / 2, size / 2])
+    ovary_r = size * 0.38
+    inside = (xx - c[0]) ** 2 + ((yy - c[1]) * 1.2) ** 2 < ovary_r**2
+    img[inside] *= 1.6
+    follicles = []
+    for _ in range(2000):
+        if len(follicles) == n_follicles:
+            break
+        d_mm = float(rng.uniform(*diameters_mm))
+        r_px = d_mm / mm_per_px / 2
+        p = c + rng.uniform(-ovary_r * 0.8, ovary_r * 0.8, 2)
+        if (p[0] - c[0]) ** 2 + ((p[1] - c[1]) * 1.2) ** 2 > (ovary_r - r_px) ** 2:
+            continue
+        if any(np.hypot(*(p - np.array(f["center"]))) < r_px + f["diameter_mm"] / mm_per_px / 2 + 2 for f in follicles):
+            continue
+        follicles.append({"center": (float(p[0]), float(p[1])), "diameter_mm": d_mm})
+    for f in follicles:
+        r_px = f["diameter_mm"] / mm_per_px / 2
+        mask = (xx - f["center"][0]) ** 2 + (yy - f["center"][1]) ** 2 < r_px**2
+        img[mask] = rng.normal(8, 3, mask.sum())
+    sector = np.arctan2(xx - size / 2, yy + size * 0.1)
+    img[np.abs(sector) > 0.75] = 0  # black outside the probe's sector
+    img = cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (0, 0), 1.2)
+    return np.repeat(img[:, :, None], 3, axis=2), {"follicles": follicles, "mm_per_px": mm_per_px}
+
+
+def timelapse_sequence(n_frames: int = 24, size: int = 128, seed: int = 0) -> tuple[list[np.ndarray], dict]:
+    """Grey frames of one embryo going 1 -> 2 -> 4 -> 8 cells -> blastocyst, with the true coarse stage per frame."""
+    stages, frames = [], []
+    for i in range(n_frames):
+        f = i / max(n_frames - 1, 1)
+        if f < 0.15:
+            stage, cells = "pronuclear", 1
+        elif f < 0.7:
+            stage, cells = "cleavage", 2 ** (1 + int((f - 0.15) / 0.55 * 3))
+        elif f < 0.82:
+            stage, cells = "morula", 16
+        else:
+            stage, cells = "blastocyst", 0
+        rng = _rng(seed * 1000 + i)
+        img = _background(rng, size, 150, 6)
+        c, r = size // 2, int(size * 0.35)
+        cv2.circle(img, (c, c), r, 90, 3)
+        if stage == "blastocyst":
+            cv2.circle(img, (c, c), int(r * 0.85), 190, -1)
+            cv2.circle(img, (c + r // 2, c), int(r * 0.3), 95, -1)
+        elif stage == "morula":
+            cv2.circle(img, (c, c), int(r * 0.8), 110, -1)
+        else:
+            k = max(cells, 1)
+            for j in range(k):
+                a = 2 * np.pi * j / k
+                d = 0 if k == 1 else r * 0.45
+                cv2.circle(img, (int(c + d * np.cos(a)), int(c + d * np.sin(a))), int(r * (0.8 if k == 1 else 0.9 / np.sqrt(k))), 125, -1)
+            if stage == "pronuclear":
+                cv2.circle(img, (c - 6, c), 5, 100, -1)
+                cv2.circle(img, (c + 6, c), 5, 100, -1)
+        frames.append(np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2))
+        stages.append(stage)
+    return frames, {"stages": stages}

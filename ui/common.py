@@ -1,0 +1,63 @@
+"""Widgets every page uses: safe image upload, model card expander, device line."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import device as devices
+from core import registry
+from core.imageio import IMAGE_SUFFIXES, ImageInputError, InputImage, read_image
+
+UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
+
+
+def device_line() -> str:
+    d = devices.describe()
+    return f"Device: {d['device'].upper()} · {d['name']} · {d['memory_gb']} GB"
+
+
+def read_upload(upload) -> InputImage | None:
+    """An uploaded file as an image, or None after showing the user why it cannot be used."""
+    if upload is None:
+        return None
+    try:
+        image = read_image(upload, name=upload.name)
+    except ImageInputError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None
+    for note in image.notes:
+        st.info(f"{image.name}: {note}.", icon=":material/info:")
+    return image
+
+
+def model_unavailable(model_id: str) -> bool:
+    """Show a clear message when a page's model is not installed; True if the page should stop."""
+    try:
+        registry.card(model_id)
+        return False
+    except (KeyError, registry.CardError) as exc:
+        st.warning(f"Model `{model_id}` is not available: {exc}", icon=":material/warning:")
+        return True
+
+
+def card_expander(card: registry.Card) -> None:
+    with st.expander(f"Model card: {card.title} (v{card.version})"):
+        st.markdown(f"**Intended use.** {card.intended_use}")
+        st.markdown(f"**Limitations.** {card.limitations}")
+        data = card.data if isinstance(card.data, list) else [card.data]
+        st.markdown("**Training data.**\n" + "\n".join(f"- {_fmt(d)}" for d in data))
+        if card.metrics:
+            st.markdown("**Measured metrics** (each keyed by the data it was measured on):")
+            for dataset, values in card.metrics.items():
+                st.markdown(f"- `{dataset}`: " + ", ".join(f"{k} {_num(v)}" for k, v in values.items()))
+        st.caption(f"File `{card.file}` · sha256 `{card.sha256[:16]}…` · framework {card.framework} · "
+                   f"reproduce: `{card.train_command}`")
+
+
+def _fmt(d) -> str:
+    if isinstance(d, dict):
+        return " · ".join(f"{k}: {v}" for k, v in d.items())
+    return str(d)
+
+
+def _num(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
