@@ -90,7 +90,12 @@ def _decode_pil(data: bytes, name: str, max_pixels: int):
             img.load()
     except ImageInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageInputError(
+            f"{name}: the image has more pixels than this tool accepts ({max_pixels / 1e6:.0f} megapixels; "
+            f"{exc}). Downscale the image or crop the region of interest."
+        ) from None
+    except UnidentifiedImageError:
         raise ImageInputError(
             f"{name}: not a readable image. Accepted: PNG, JPEG, BMP, TIFF or DICOM."
         ) from None

@@ -88,6 +88,20 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_card(folder: Path, fields: dict) -> Card:
+    """Write folder/card.toml from `fields` (every REQUIRED_KEYS entry but sha256, which is computed from the file)."""
+    import tomli_w
+
+    folder = Path(folder)
+    fields = {**fields, "sha256": file_sha256(folder / fields["file"])}
+    missing = [k for k in REQUIRED_KEYS if k not in fields]
+    if missing:
+        raise CardError(f"card for {fields.get('id')} lacks {', '.join(missing)}")
+    ordered = {k: fields[k] for k in REQUIRED_KEYS} | {k: v for k, v in fields.items() if k not in REQUIRED_KEYS}
+    (folder / "card.toml").write_text(tomli_w.dumps(ordered))
+    return Card.from_file(folder / "card.toml")
+
+
 @dataclass
 class LoadStatus:
     model_id: str

@@ -1,0 +1,93 @@
+"""Gomez et al. 2022 time-lapse layout: embryo_dataset/<embryo>/*RUN<k>.jpeg and
+embryo_dataset_annotations/<embryo>_phases.csv (no header: phase,first_frame,last_frame; frame = RUN number).
+
+Also reads a bare embryo folder (frames only) and the blastocyst-crops folder (E2_<embryo>_phase_split_<n>.jpeg).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PHASES = ["tPB2", "tPNa", "tPNf", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9+", "tM", "tSB", "tB", "tEB", "tHB"]
+STAGES = ["pronuclear", "cleavage", "morula", "blastocyst"]
+STAGE_OF_PHASE = {
+    **{p: "pronuclear" for p in ("tPB2", "tPNa", "tPNf")},
+    **{p: "cleavage" for p in ("t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9+")},
+    "tM": "morula",
+    **{p: "blastocyst" for p in ("tSB", "tB", "tEB", "tHB")},
+}
+RUN_RE = re.compile(r"RUN(\d+)", re.IGNORECASE)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class Frame:
+    path: Path
+    number: int  # RUN<k>
+    phase: str | None = None  # None: outside every annotated interval
+
+    @property
+    def stage(self) -> str | None:
+        return STAGE_OF_PHASE.get(self.phase) if self.phase else None
+
+
+@dataclass
+class Embryo:
+    name: str
+    frames: list[Frame] = field(default_factory=list)
+
+
+def frame_number(path: Path) -> int | None:
+    m = RUN_RE.search(path.name)
+    return int(m.group(1)) if m else None
+
+
+def read_phases(csv_path: Path) -> list[tuple[str, int, int]]:
+    rows = []
+    for line in csv_path.read_text().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3 and parts[0] in PHASES:
+            rows.append((parts[0], int(parts[1]), int(parts[2])))
+    return rows
+
+
+def phase_of(number: int, phases: list[tuple[str, int, int]]) -> str | None:
+    for phase, first, last in phases:
+        if first <= number <= last:
+            return phase
+    return None
+
+
+def is_gomez_root(path: Path) -> bool:
+    return (path / "embryo_dataset").is_dir() and (path / "embryo_dataset_annotations").is_dir()
+
+
+def read_embryo(folder: Path, annotations: Path | None = None) -> Embryo:
+    """One embryo's frames in time order, each with its annotated phase when the annotation file is given."""
+    phases = read_phases(annotations) if annotations and annotations.is_file() else []
+    frames = []
+    for p in folder.iterdir():
+        if p.suffix.lower() in IMAGE_SUFFIXES and (n := frame_number(p)) is not None:
+            frames.append(Frame(p, n, phase_of(n, phases)))
+    frames.sort(key=lambda f: f.number)
+    return Embryo(folder.name, frames)
+
+
+def read_dataset(root: Path) -> list[Embryo]:
+    """Every embryo of a Gomez-layout root (the public full set has 704; the shared copy has 5)."""
+    ann = root / "embryo_dataset_annotations"
+    return [
+        read_embryo(d, ann / f"{d.name}_phases.csv")
+        for d in sorted((root / "embryo_dataset").iterdir()) if d.is_dir()
+    ]
+
+
+def read_blastocyst_crops(folder: Path) -> dict[str, list[Path]]:
+    """E2_<embryo>_phase_split_<n>.jpeg files grouped by embryo (all blastocyst stage)."""
+    groups: dict[str, list[Path]] = {}
+    for p in sorted(folder.glob("*")):
+        m = re.match(r"E2_(.+)_phase_split_(\d+)", p.stem)
+        if m and p.suffix.lower() in IMAGE_SUFFIXES:
+            groups.setdefault(m.group(1), []).append(p)
+    return groups
