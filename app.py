@@ -1,4 +1,5 @@
 """Entry point: navigation over pages/, and the chrome every page shares (disclaimer, device, loaded models)."""
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -21,6 +22,17 @@ PAGES = [
     ("pages/history.py", "History", ":material/history:", "Records"),
 ]
 
+
+
+@st.cache_resource
+def preload_models() -> list[str]:
+    """Warm the models named in REPRO_PRELOAD ("all" or comma-separated ids) once per server process."""
+    wanted = os.environ.get("REPRO_PRELOAD", "").strip()
+    ids = REGISTRY.ids() if wanted == "all" else [i.strip() for i in wanted.split(",") if i.strip()]
+    REGISTRY.preload(ids)
+    return ids
+
+
 st.set_page_config(page_title="Reproductive-medicine image AI", page_icon=":material/biotech:", layout="wide")
 
 sections: dict[str, list] = {}
@@ -28,6 +40,7 @@ for file, title, icon, section in PAGES:
     if (ROOT / file).is_file():
         sections.setdefault(section, []).append(st.Page(file, title=title, icon=icon, default=file == "pages/home.py"))
 page = st.navigation(sections)
+preload_models()
 
 with st.sidebar:
     st.caption(DISCLAIMER)
