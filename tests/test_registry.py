@@ -144,3 +144,20 @@ def test_yolo_backend_end_to_end(tmp_path):
     assert set(out) >= {"boxes", "scores", "labels"}
     assert out["boxes"].shape[1] == 4 and len(out["boxes"]) == len(out["scores"])
     assert file_sha256(weights / "tiny-yolo" / "model.pt") == Registry(weights).card("tiny-yolo").sha256
+
+
+def test_legacy_h5_keras_file_loads(weights, tmp_path):
+    from core.backends.keras import import_keras
+    from core.registry import write_card
+
+    keras = import_keras()
+    net = keras.saving.load_model(weights / "tiny-keras" / "model.keras")
+    folder = tmp_path / "tiny-h5"
+    folder.mkdir()
+    net.save(folder / "model.h5")
+    fields = {**Registry(weights).card("tiny-keras").raw, "id": "tiny-h5", "file": "model.h5"}
+    write_card(folder, fields)
+    images, _ = tiny_models.dataset(4, seed=3000)
+    a = Registry(weights).load("tiny-keras", "cpu").predict(images)["stage"]
+    b = Registry(tmp_path).load("tiny-h5", "cpu").predict(images)["stage"]
+    assert np.allclose(a, b, atol=1e-5)
