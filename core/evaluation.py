@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import PROJECT_ROOT
+from . import PROJECT_ROOT, audit
 
 
 def classification_metrics(y_true, probs: np.ndarray, labels: list[str], threshold: float = 0.5) -> dict:
@@ -102,6 +102,8 @@ def store(card, name: str, predictions: pd.DataFrame, metrics: dict, meta: dict)
     predictions.to_csv(folder / "predictions.csv", index=False)
     (folder / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+    if "phash" in predictions and (card.folder / audit.HASHES_FILE).is_file():
+        audit.write_audit(card.folder, folder, predictions, card.classes)
     return result
 
 
@@ -125,7 +127,8 @@ def load_evaluation(card, name: str) -> tuple[dict, dict, pd.DataFrame]:
     folder = card.folder / "eval" / name
     metrics = json.loads((folder / "metrics.json").read_text())
     meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
-    preds = pd.read_csv(folder / "predictions.csv") if (folder / "predictions.csv").is_file() else pd.DataFrame()
+    path = folder / "predictions.csv"
+    preds = pd.read_csv(path, dtype={"item": str, "true": str, "pred": str, "phash": str}) if path.is_file() else pd.DataFrame()
     return metrics, meta, preds
 
 
@@ -139,3 +142,235 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     return str(obj)
+
+
+# --- evaluating an uploaded or local labelled set (Metrics page) ---------------------------------------------------
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+MAX_UNZIPPED = 2 << 30
+PATH_COLUMNS = ("path", "image", "imagepath", "file", "filename", "item")
+
+
+class LabelledSetError(ValueError):
+    """The given data is not a labelled set this model can be evaluated on; str(e) is meant for the user."""
+
+
+def normalise_label(text) -> str:
+    """'01_Normal' -> 'normal', 'Not good' -> 'not_good'."""
+    import re
+
+    t = re.sub(r"^[\d\s._-]+", "", str(text).strip().lower())
+    return re.sub(r"[\s-]+", "_", t)
+
+
+def _output_for(labels: set[str], classes: dict[str, list[str]]) -> str:
+    for output, known in classes.items():
+        if labels <= set(known):
+            return output
+    known = "; ".join(f"{o}: {', '.join(ls)}" for o, ls in classes.items())
+    raise LabelledSetError(f"the labels {', '.join(sorted(labels))} do not match this model's outputs ({known})")
+
+
+class _Source:
+    """Files of a folder or of a zip (bytes), by relative path."""
+
+    def __init__(self, label: str, root: Path | None = None, archive=None, names: list[str] | None = None):
+        self.label, self.root, self.zip = label, root, archive
+        if names is not None:
+            self.names = names
+        elif archive is not None:
+            self.names = sorted(n for n in archive.namelist()
+                                if not n.endswith("/") and "__MACOSX" not in n and not Path(n).name.startswith("."))
+        else:
+            self.names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    @classmethod
+    def open(cls, source, name: str | None = None) -> "_Source":
+        import io
+        import zipfile
+
+        if isinstance(source, (str, Path)):
+            path = Path(source).expanduser()
+            if path.is_dir():
+                return cls(str(path.resolve()), root=path.resolve())
+            if not path.is_file():
+                raise LabelledSetError(f"{path}: no such folder or file")
+            data, label = path.read_bytes(), path.name
+        else:
+            data = bytes(source) if isinstance(source, (bytes, bytearray)) else source.getvalue()
+            label = name or getattr(source, "name", "upload")
+        if not zipfile.is_zipfile(io.BytesIO(data)):
+            raise LabelledSetError(f"{label}: not a zip file, a CSV or a folder")
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        if sum(info.file_size for info in archive.infolist()) > MAX_UNZIPPED:
+            raise LabelledSetError(f"{label}: unpacks to more than {MAX_UNZIPPED >> 30} GB; evaluate it as a folder")
+        return cls(label, archive=archive)
+
+    def bytes(self, name: str) -> bytes:
+        return self.zip.read(name) if self.zip else (self.root / name).read_bytes()
+
+    def read(self, name: str):
+        return self.zip.read(name) if self.zip else self.root / name
+
+    def item(self, name: str) -> str:
+        return f"{self.label}!/{name}" if self.zip else str(self.root / name)
+
+
+def labelled_items(source, classes: dict[str, list[str]], name: str | None = None) -> tuple[_Source, list[str], dict, str]:
+    """Images of a labelled set and their truth: (source, names, {output: [label or None per image]}, layout).
+
+    Class-per-folder (the folder holding each image is its label), or a CSV of image paths with a `label` column or
+    one column per model output; a CSV may be given alone, with paths absolute or relative to it."""
+    label = str(source) if isinstance(source, (str, Path)) else (name or getattr(source, "name", "upload"))
+    if label.lower().endswith(".csv"):
+        if isinstance(source, (str, Path)):
+            path = Path(source).expanduser().resolve()
+            if not path.is_file():
+                raise LabelledSetError(f"{path}: no such file")
+            data, root = path.read_bytes(), path.parent
+        else:
+            data, root = source.getvalue(), Path.cwd()
+        return _from_csv(_Source(label, root=root, names=[]), data, "", classes)
+    src = _Source.open(source, name)
+    csvs = [n for n in src.names if n.lower().endswith(".csv")]
+    images = [n for n in src.names if n.lower().endswith(IMAGE_SUFFIXES)]
+    if len(csvs) == 1:
+        parent = str(Path(csvs[0]).parent)
+        try:
+            return _from_csv(src, src.bytes(csvs[0]), "" if parent == "." else parent, classes)
+        except LabelledSetError:
+            if not images:
+                raise
+    if not images:
+        raise LabelledSetError(f"{src.label}: no images found (accepted: {', '.join(IMAGE_SUFFIXES)})")
+    images = [n for n in images if normalise_label(Path(n).parent.name)]  # loose files have no class folder
+    folder_labels = [normalise_label(Path(n).parent.name) for n in images]
+    if not images:
+        raise LabelledSetError(f"{src.label}: images must sit in one folder per class (e.g. good/, not_good/), "
+                               "or come with a CSV of paths and labels")
+    output = _output_for(set(folder_labels), classes)
+    return src, images, {output: folder_labels}, "class-per-folder"
+
+
+def _from_csv(src: _Source, data: bytes, prefix: str, classes: dict) -> tuple[_Source, list[str], dict, str]:
+    import io
+
+    try:
+        table = pd.read_csv(io.BytesIO(data), dtype=str)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LabelledSetError(f"the CSV could not be read ({exc})") from None
+    lower = {c.lower().strip(): c for c in table.columns}
+    path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), table.columns[0])
+    label_cols = {o: lower[o.lower()] for o in classes if o.lower() in lower}
+    if not label_cols:
+        col = lower.get("label") or lower.get("class")
+        if col is None or len(table.columns) < 2:
+            raise LabelledSetError("the CSV needs a column of image paths and a `label` column (or one per output: "
+                                   + ", ".join(classes) + ")")
+        label_cols = {_output_for(set(table[col].dropna().map(normalise_label)), classes): col}
+    names = [p if Path(p).is_absolute() or not prefix else f"{prefix}/{p}" for p in table[path_col].astype(str)]
+    if src.zip:
+        by_base = {Path(n).name: n for n in src.names}
+        names = [n if n in src.names else by_base.get(Path(n).name, n) for n in names]
+    truth = {}
+    for output, col in label_cols.items():
+        labels = [normalise_label(v) if isinstance(v, str) and v.strip() else None for v in table[col]]
+        unknown = {lab for lab in labels if lab is not None} - set(classes[output])
+        if unknown:
+            raise LabelledSetError(f"unknown {output} labels {', '.join(sorted(unknown))}; expected "
+                                   + ", ".join(classes[output]))
+        truth[output] = labels
+    return src, names, truth, "CSV of paths and labels"
+
+
+def evaluate_labelled(model_id: str, source, name: str | None = None, progress=None, device: str | None = None,
+                      predict=None, batch_size: int = 16, registry=None) -> dict:
+    """Evaluate a classifier on a labelled zip, folder or CSV and store it like `python -m core evaluate`.
+
+    progress(done, total) is called after each batch; `predict(images: list[InputImage]) -> list[Prediction]`
+    defaults to the model's task module. Unreadable images are skipped and listed in meta.json."""
+    from . import registry as default_registry
+    from .imageio import ImageInputError, read_image
+
+    card = (registry or default_registry).card(model_id)
+    if predict is None:
+        from .tasks import task_module
+
+        module = task_module(model_id)
+        predict = lambda images: module.predict_images(model_id, images, device=device)  # noqa: E731
+    src, names, truth, layout = labelled_items(source, card.classes, name=getattr(source, "name", None))
+    if not names:
+        raise LabelledSetError(f"{src.label}: the set lists no images")
+    name = _safe_name(name or Path(src.label).stem)
+    frames_rows: dict[str, list] = {o: [] for o in truth}
+    skipped = []
+    total = len(names)
+    for start in range(0, total, batch_size):
+        batch, idx = [], []
+        for i in range(start, min(start + batch_size, total)):
+            try:
+                batch.append(read_image(src.read(names[i]), name=names[i]))
+                idx.append(i)
+            except (ImageInputError, KeyError, OSError) as exc:
+                skipped.append(f"{names[i]}: {exc}")
+        for i, image, pred in zip(idx, batch, predict(batch) if batch else []):
+            hexhash = f"{audit.phash(image.pixels):016x}"
+            for output, labels in truth.items():
+                if labels[i] is not None and output in pred.probabilities:
+                    probs = [pred.probabilities[output].get(lab, np.nan) for lab in card.classes[output]]
+                    frames_rows[output].append((src.item(names[i]), labels[i], probs, hexhash))
+        if progress:
+            progress(min(start + batch_size, total), total)
+    frames = []
+    for output, rows in frames_rows.items():
+        if rows:
+            items, y, probs, hashes = zip(*rows)
+            frames.append(predictions_frame(list(items), output, card.classes[output], list(y), np.array(probs),
+                                            phash=list(hashes)))
+    if not frames:
+        raise LabelledSetError(f"{src.label}: none of the {total} images could be evaluated"
+                               + (f" (first problem: {skipped[0]})" if skipped else ""))
+    n_per_class = {o: {lab: int(sum(1 for r in rows if r[1] == lab)) for lab in card.classes[o]}
+                   for o, rows in frames_rows.items() if rows}
+    meta = {"data_path": src.label, "layout": layout, "split": "all (uploaded set)", "n_per_class": n_per_class,
+            "skipped": skipped, "source": "labelled set evaluated from the Metrics page"}
+    return evaluate_classifier_outputs(card, name, frames, meta)
+
+
+def _safe_name(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "upload"
+
+
+def evaluate_source(model_id: str, source, name: str | None = None, progress=None, device: str | None = None) -> dict:
+    """A labelled set (see evaluate_labelled) with a progress callback; anything else (a native dataset layout, a
+    detection or time-lapse set) goes to the task's own evaluator, as `python -m core evaluate` would."""
+    import tempfile
+
+    from .tasks import task_module
+
+    try:
+        return evaluate_labelled(model_id, source, name=name, progress=progress, device=device)
+    except LabelledSetError as exc:
+        labelled_error = exc
+    module = task_module(model_id)
+
+    def native(root: Path, label: str) -> dict:
+        try:
+            return module.evaluate(model_id, root, name=_safe_name(name or Path(label).stem), split=None, device=device)
+        except (ValueError, FileNotFoundError, NotImplementedError, KeyError) as exc:
+            raise LabelledSetError(f"{labelled_error}; nor is it a dataset layout the {model_id} evaluator reads "
+                                   f"({exc.args[0] if exc.args else exc})") from None
+
+    if isinstance(source, (str, Path)) and Path(source).expanduser().is_dir():
+        path = Path(source).expanduser().resolve()
+        result = native(path, path.name)
+    else:
+        src = _Source.open(source, getattr(source, "name", None))  # a zip, or LabelledSetError
+        with tempfile.TemporaryDirectory(prefix="eval-upload-") as tmp:
+            src.zip.extractall(tmp)
+            entries = [p for p in Path(tmp).iterdir() if not p.name.startswith((".", "__MACOSX"))]
+            result = native(entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(tmp), src.label)
+    if progress:
+        progress(1, 1)
+    return result

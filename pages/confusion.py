@@ -1,0 +1,164 @@
+"""Confusion matrices of stored evaluations at a chosen threshold; click a cell to see its images."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import PROJECT_ROOT, metrics
+from core.tasks import TASK_OF_MODEL
+from ui import evaluations as ev
+
+GALLERY = 12  # images shown per cell
+
+st.title("Confusion matrices")
+st.markdown(
+    "Where each model's calls agree with the truth, per output, at the decision threshold you choose. **Click a "
+    "cell** (or pick it below the matrices) to see its images, most confident first, with the model's "
+    "probabilities; open one in the task page's what-if view to see what changes its call."
+)
+
+
+def heatmap(cm: np.ndarray, labels: list[str], normalised: bool, source: str, selected=None) -> go.Figure:
+    """A heat map with one invisible marker per cell, so a click selects the cell (plotly point selection)."""
+    shown = metrics.row_normalise(cm) if normalised else cm
+    text = [[(f"{100 * v:.0f} %<br>({cm[i, j]})" if not np.isnan(v) else "–") if normalised else str(int(v))
+             for j, v in enumerate(row)] for i, row in enumerate(shown)]
+    fig = go.Figure(go.Heatmap(z=shown, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
+                               zmin=0, zmax=1 if normalised else max(int(cm.max()), 1), hoverinfo="skip",
+                               colorbar=dict(title="share of row" if normalised else "images")))
+    ii, jj = np.meshgrid(range(len(labels)), range(len(labels)), indexing="ij")
+    fig.add_scatter(x=[labels[j] for j in jj.ravel()], y=[labels[i] for i in ii.ravel()], mode="markers",
+                    marker=dict(size=max(30, 240 // len(labels)), symbol="square", opacity=0.01, color="black"),
+                    customdata=[[int(i), int(j)] for i, j in zip(ii.ravel(), jj.ravel())], showlegend=False, name="cells",
+                    hovertemplate="true %{y} · called %{x}<br>click to see these images<extra></extra>")
+    if selected is not None:
+        fig.add_scatter(x=[labels[selected[1]]], y=[labels[selected[0]]], mode="markers", hoverinfo="skip",
+                        marker=dict(size=max(30, 240 // len(labels)), symbol="square-open", color="firebrick",
+                                    line=dict(width=3)), showlegend=False)
+    title = "Row-normalised (share of each true label)" if normalised else "Counts"
+    source = "<br>".join(f"<sup>{line}</sup>" for line in source.split("<br>"))
+    fig.update_layout(title=dict(text=f"{title}<br>{source}", font=dict(size=15)), height=450,
+                      margin=dict(l=10, r=10, t=90, b=10), template="plotly_white", clickmode="event+select",
+                      dragmode=False)
+    fig.update_xaxes(title="called by the model", side="bottom", type="category")
+    fig.update_yaxes(title="truth", autorange="reversed", type="category")
+    return fig
+
+
+def clicked_cell(event) -> tuple[int, int] | None:
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", [])
+    for point in points:
+        data = point.get("customdata")
+        data = list(data.values()) if isinstance(data, dict) else data
+        if isinstance(data, (list, tuple)) and len(data) == 2:
+            try:
+                return int(data[0]), int(data[1])
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def task_page(model_id: str) -> str | None:
+    page = f"pages/{TASK_OF_MODEL.get(model_id, '')}.py"
+    return page if model_id in TASK_OF_MODEL and (PROJECT_ROOT / page).is_file() else None
+
+
+def output_section(p: ev.Picked, output: str) -> None:
+    data = metrics.output_data(p.preds, output, p.card.classes.get(output))
+    if data.n == 0:
+        st.warning(f"No labelled rows for {output} in this evaluation.")
+        return
+    labels = data.labels
+    d = ev.decision_ui(p, data, f"c_{output}")
+    pred = metrics.decide(data.probs, d.threshold, d.positive)
+    cm = metrics.confusion(data.y, pred, len(labels))
+    st.caption(f"Decision rule: {d.describe(labels)}. {data.n} images; {int(np.trace(cm))} called correctly "
+               f"({ev.pct(np.trace(cm) / data.n)}).")
+
+    cell_key, seen_key = f"c_cell::{p.card.id}::{p.name}::{output}", f"c_seen::{p.card.id}::{p.name}::{output}"
+    cells = [(i, j) for i in range(len(labels)) for j in range(len(labels))]
+    fmt = {c: f"true {labels[c[0]]} → called {labels[c[1]]} ({cm[c]} images)" for c in cells}
+    current = st.session_state.get(cell_key)
+    selected = tuple(current) if current in cells else None
+    src = p.short_source("<br>")
+    a, b = st.columns(2)
+    events = [a.plotly_chart(heatmap(cm, labels, False, src, selected), on_select="rerun", selection_mode="points",
+                             key=f"c_counts_{output}_{p.card.id}_{p.name}", width="stretch"),
+              b.plotly_chart(heatmap(cm, labels, True, src, selected), on_select="rerun", selection_mode="points",
+                             key=f"c_norm_{output}_{p.card.id}_{p.name}", width="stretch")]
+    # a click counts once: remember the last selection of each chart and act only when it changes
+    seen = st.session_state.setdefault(seen_key, {})
+    for n, event in enumerate(events):
+        cell = clicked_cell(event)
+        if cell != seen.get(n):
+            seen[n] = cell
+            if cell is not None:
+                st.session_state[cell_key] = cell
+    if st.session_state.get(cell_key) not in cells:
+        errors = [c for c in cells if c[0] != c[1] and cm[c] > 0]
+        st.session_state[cell_key] = max(errors, key=lambda c: cm[c]) if errors else cells[0]
+    if st.session_state[cell_key] != selected:
+        st.rerun()  # redraw the outline on the chosen cell
+    cell = st.selectbox("Images of the cell", cells, key=cell_key, format_func=fmt.get,
+                        help="Clicking a cell of either matrix chooses it here too.")
+    gallery(p, data, pred, cell)
+
+
+def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tuple[int, int]) -> None:
+    labels = data.labels
+    i, j = cell
+    idx = np.flatnonzero((data.y == i) & (pred == j))
+    st.markdown(f"**True {labels[i]}, called {labels[j]}: {len(idx)} images**")
+    if not len(idx):
+        st.info("No image falls in this cell at this threshold.")
+        return
+    order = idx[np.argsort(-data.probs[idx, j])]
+    rows = data.rows.iloc[order]
+    table = pd.DataFrame({"image": rows["item"].astype(str).to_numpy()})
+    for c, lab in enumerate(labels):
+        table[f"P({lab})"] = [ev.pct(v) for v in data.probs[order, c]]
+    extra = [c for c in metrics.subgroup_columns(data.rows) if c in rows]
+    for c in extra:
+        table[c] = rows[c].to_numpy()
+    paths = ev.item_paths(p, table["image"][:GALLERY])
+    reachable = [k for k, v in paths.items() if v]
+    version = f"{p.card.id} v{p.meta.get('model_version', p.card.version)}"
+    target = task_page(p.card.id)
+    if not reachable:
+        st.caption("The images of this evaluation are not reachable from this server (the data folder "
+                   f"`{p.meta.get('data_path') or p.meta.get('data') or '?'}` is absent), so only their names "
+                   "are listed.")
+    else:
+        cols = st.columns(4)
+        for n, (item, k) in enumerate(zip(table["image"][:GALLERY], order[:GALLERY])):
+            col = cols[n % 4]
+            path = paths.get(item)
+            img = ev.thumbnail(path) if path else None
+            if img is None:
+                col.caption(f"`{Path(item).name}`: not reachable")
+                continue
+            probs = " · ".join(f"{lab} {ev.pct(data.probs[k, c])}" for c, lab in enumerate(labels))
+            col.image(img, caption=f"{Path(item).name} — {probs} ({version})", width="stretch")
+            if col.button("Open in what-if", key=f"c_whatif_{data.output}_{n}", disabled=target is None,
+                          help=None if target else "The task page for this model is not installed."):
+                st.session_state["whatif_item"] = path
+                st.session_state["whatif_model"] = p.card.id
+                st.switch_page(target)
+    with st.expander(f"All {len(table)} images of this cell"):
+        st.dataframe(table, hide_index=True, width="stretch")
+
+
+# --- page ------------------------------------------------------------------------------------------------------------
+picked = ev.pick("c")
+if picked is not None:
+    ev.show_source(picked)
+    outputs = metrics.classification_outputs(picked.preds)
+    if not outputs:
+        st.info(f"The evaluation {picked.card.id}/{picked.name} holds no per-image class probabilities (it is a "
+                "segmentation or detection evaluation): see its metrics on the Metrics page.")
+    else:
+        output = st.radio("Output", outputs, horizontal=True, key="c_output") if len(outputs) > 1 else outputs[0]
+        output_section(picked, output)

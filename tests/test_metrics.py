@@ -1,0 +1,377 @@
+"""core.metrics against scikit-learn on fixed inputs, bootstrap CIs, thresholds, the evaluation store, evaluating a
+labelled set, and an AppTest of the Metrics page on a generated store."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+from core import evaluation, metrics, synthetic
+from core.registry import Registry
+from core.results import Prediction
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def binary_case(n=200, seed=1, signal=0.3):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = np.round(np.clip(y * signal + rng.random(n) * (1 - signal), 0, 1), 2)  # rounded: ties on purpose
+    return y, np.c_[1 - p, p]
+
+
+def multiclass_case(n=240, k=4, seed=2):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    p = rng.dirichlet(np.ones(k), n)
+    p[np.arange(n), y] += 0.3
+    return y, p / p.sum(axis=1, keepdims=True)
+
+
+def as_data(y, probs, labels=None, **cols):
+    labels = labels or [f"c{i}" for i in range(probs.shape[1])]
+    rows = pd.DataFrame({"item": [f"i{i}" for i in range(len(y))], "output": "o", "true": [labels[t] for t in y], **cols})
+    for i, lab in enumerate(labels):
+        rows[f"p:{lab}"] = probs[:, i]
+    return metrics.output_data(rows, "o", labels)
+
+
+# --- against scikit-learn -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.72])
+def test_binary_metrics_match_sklearn(threshold):
+    y, probs = binary_case()
+    m = metrics.point_metrics(y, probs, threshold)
+    pred = (probs[:, 1] >= threshold).astype(int)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["sensitivity"] == pytest.approx(skm.recall_score(y, pred))
+    assert m["specificity"] == pytest.approx(skm.recall_score(y, pred, pos_label=0))
+    assert m["precision"] == pytest.approx(skm.precision_score(y, pred))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, probs[:, 1]))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, probs[:, 1]))
+
+
+def test_multiclass_metrics_match_sklearn_macro():
+    y, probs = multiclass_case()
+    m = metrics.point_metrics(y, probs)
+    pred = probs.argmax(axis=1)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["sensitivity"] == pytest.approx(skm.recall_score(y, pred, average="macro"))
+    assert m["precision"] == pytest.approx(skm.precision_score(y, pred, average="macro"))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(np.eye(4)[y], probs, average="macro"))
+
+
+def test_weighted_auc_and_ap_match_sklearn_sample_weight():
+    """A bootstrap resample is a weighting of the items: one resample against sklearn with those weights."""
+    y, probs = binary_case(seed=5)
+    w = metrics.bootstrap_weights(len(y), 3, seed=9)
+    auc, ap = metrics._auc_ap(probs[:, 1], y.astype(float), w)
+    for b in range(3):
+        assert auc[b] == pytest.approx(skm.roc_auc_score(y, probs[:, 1], sample_weight=w[b]))
+        assert ap[b] == pytest.approx(skm.average_precision_score(y, probs[:, 1], sample_weight=w[b]))
+
+
+def test_agrees_with_the_stored_classification_metrics():
+    y, probs = binary_case(seed=3)
+    stored = evaluation.classification_metrics([("a", "b")[t] for t in y], probs, ["a", "b"], threshold=0.4)
+    m = metrics.point_metrics(y, probs, 0.4)
+    for key in ("accuracy", "balanced_accuracy", "precision", "f1", "roc_auc", "sensitivity", "specificity", "pr_auc"):
+        assert m[key] == pytest.approx(stored[key]), key
+
+
+def test_reliability_matches_sklearn_calibration_curve_and_ece():
+    rng = np.random.default_rng(4)
+    p = rng.random(3000)
+    y = (rng.random(3000) < p).astype(float)  # calibrated by construction
+    table, ece = metrics.reliability(p, y, n_bins=10)
+    observed, predicted = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    assert np.allclose(table["observed"], observed) and np.allclose(table["mean_predicted"], predicted)
+    assert ece < 0.04
+    _, ece_bad = metrics.reliability(np.clip(p * 0.5 + 0.5, 0, 1), y)  # over-confident in the positive class
+    assert ece_bad > 0.2
+
+
+def test_per_class_recall_matches_sklearn():
+    y, probs = multiclass_case()
+    table = metrics.per_class(as_data(y, probs), n_boot=50)
+    assert np.allclose(table["recall"], skm.recall_score(y, probs.argmax(axis=1), average=None))
+    assert (table["recall_low"] <= table["recall"]).all() and (table["recall"] <= table["recall_high"]).all()
+
+
+# --- bootstrap -----------------------------------------------------------------------------------------------------
+def test_bootstrap_ci_covers_the_estimate_and_shrinks_with_n():
+    widths = {}
+    for n in (60, 600):
+        y, probs = binary_case(n=n, seed=11)
+        table = metrics.metrics_with_ci(as_data(y, probs), 0.5, n_boot=500).set_index("metric")
+        for m in metrics.METRICS:
+            assert table.loc[m, "low"] <= table.loc[m, "estimate"] <= table.loc[m, "high"], (n, m)
+        widths[n] = (table["high"] - table["low"])[list(metrics.METRICS)]
+    assert (widths[600] < widths[60]).all()
+    assert widths[600].mean() < 0.6 * widths[60].mean()  # ~ 1/sqrt(10) in theory
+
+
+def test_stratified_resamples_keep_the_class_counts():
+    y = np.array([0] * 30 + [1] * 5)
+    w = metrics.bootstrap_weights(len(y), 200, strata=y)
+    assert np.allclose(w[:, y == 1].sum(axis=1), 5) and np.allclose(w[:, y == 0].sum(axis=1), 30)
+
+
+def test_clustered_items_are_resampled_by_group_and_give_wider_intervals():
+    """Frames of one embryo are not independent: resampling embryos widens the interval honestly."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(12), 20)
+    skill = rng.normal(0, 2.0, 12)[groups]  # some embryos easy, some hard
+    y = rng.integers(0, 2, len(groups))
+    p = 1 / (1 + np.exp(-(skill + 1.0) * (2 * y - 1) - rng.normal(0, 0.5, len(y))))
+    data = as_data(y, np.c_[1 - p, p], embryo=[f"E{g}" for g in groups])
+    grouped = metrics.metrics_with_ci(data, 0.5, n_boot=400).set_index("metric")
+    items = metrics.metrics_with_ci(data, 0.5, n_boot=400, clustered=False).set_index("metric")
+    assert grouped.attrs["resampled"] == "groups" and items.attrs["resampled"] == "items"
+    width = lambda t: t.loc["accuracy", "high"] - t.loc["accuracy", "low"]  # noqa: E731
+    assert width(grouped) > 1.3 * width(items)
+
+
+# --- threshold -----------------------------------------------------------------------------------------------------
+def test_threshold_changes_the_confusion_matrix_as_expected():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p1 = np.array([0.1, 0.35, 0.55, 0.8, 0.2, 0.45, 0.6, 0.95])
+    probs = np.c_[1 - p1, p1]
+    cm = lambda t: metrics.confusion(y, metrics.decide(probs, t), 2)  # noqa: E731
+    assert cm(0.5).tolist() == [[2, 2], [2, 2]]
+    assert cm(0.3).tolist() == [[1, 3], [1, 3]]
+    assert cm(0.9).tolist() == [[4, 0], [3, 1]]
+    assert cm(0.05).tolist() == [[0, 4], [0, 4]]
+    positives = [cm(t)[:, 1].sum() for t in np.linspace(0.01, 0.99, 30)]
+    assert all(a >= b for a, b in zip(positives, positives[1:]))  # a higher threshold never calls more positives
+    op = metrics.operating_point(as_data(y, probs), 0.5)
+    assert (op["tp"], op["fp"], op["fn"], op["tn"]) == (2, 2, 2, 2) and op["tpr"] == 0.5
+
+
+def test_multiclass_threshold_on_one_label():
+    probs = np.array([[0.5, 0.3, 0.2], [0.4, 0.35, 0.25], [0.1, 0.2, 0.7]])
+    assert metrics.decide(probs).tolist() == [0, 0, 2]
+    assert metrics.decide(probs, 0.3, 1).tolist() == [1, 1, 2]  # label 1 at >= 30 %, else the best other
+    assert metrics.decide(probs, 0.9, 0).tolist() == [1, 1, 2]
+
+
+def test_row_normalise():
+    cm = np.array([[3, 1], [0, 0]])
+    norm = metrics.row_normalise(cm)
+    assert norm[0].tolist() == [0.75, 0.25] and np.isnan(norm[1]).all()
+
+
+# --- store, subgroups, comparison, time-lapse ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weights")
+    planted = synthetic.evaluation_store(root, n=40)
+    return root, planted
+
+
+def test_store_subgroups_compare_and_events(store):
+    root, _ = store
+    reg = Registry(root)
+    card = reg.card("embryo-grade")
+    assert evaluation.list_evaluations(card) == ["heldout", "heldout-v2"]
+    _, meta, preds = evaluation.load_evaluation(card, "heldout")
+    assert metrics.classification_outputs(preds) == ["stage", "quality"]
+    assert metrics.subgroup_columns(preds) == ["scope"]
+    data = metrics.output_data(preds, "stage", card.classes["stage"])
+    table = metrics.subgroup_table(data, "scope", 0.5, n_boot=50)
+    assert table["n"].sum() == data.n and set(table["scope"]) == {"scope A", "scope B"}
+
+    _, _, preds2 = evaluation.load_evaluation(card, "heldout-v2")
+    same = metrics.compare(data, data, 0.5, 0.5, n_boot=100)
+    assert same.attrs["n_common"] == 40 and set(same.iloc[:8, -1]) == {"0.000 (0.000–0.000)"}
+    other = metrics.compare(data, metrics.output_data(preds2, "stage", card.classes["stage"]), 0.5, 0.5, n_boot=100)
+    assert other.columns[-1].startswith("B − A") and other.iloc[6, -1] != "0.000 (0.000–0.000)"
+
+    tl = reg.card("timelapse-stage")
+    result, meta, preds = evaluation.load_evaluation(tl, "heldout")
+    events, note = metrics.event_table(tl.folder / "eval" / "heldout", meta)
+    assert set(events["event"]) == {"tM", "tSB"} and (events["error_h"].abs() <= 0.5).all() and "15" in note
+    tdata = metrics.output_data(preds, "stage", tl.classes["stage"])
+    assert tdata.groups() is not None  # frames resampled by embryo
+
+    seg = reg.card("sperm-seg")
+    result, meta, preds = evaluation.load_evaluation(seg, "heldout")
+    assert metrics.is_segmentation(result["metrics"]) and not metrics.classification_outputs(preds)
+    err = metrics.count_errors(preds)
+    mean, lo, hi = metrics.mean_ci(err.abs())
+    assert lo <= mean <= hi and mean == pytest.approx(result["metrics"]["heads"]["count_mae"])
+
+
+def test_resolve_items_finds_moved_names(store, tmp_path):
+    root, _ = store
+    (tmp_path / "set" / "train").mkdir(parents=True)
+    f = tmp_path / "set" / "train" / "D3_001.jpg"
+    f.write_bytes(b"x")
+    found = metrics.resolve_items(["hungvuong/D3_001.jpg", "nowhere.png", str(f)], {"data_path": str(tmp_path / "set")})
+    assert found["hungvuong/D3_001.jpg"] == f and found["nowhere.png"] is None and found[str(f)] == f
+
+
+# --- evaluating a labelled set -------------------------------------------------------------------------------------
+def fake_predict(card):
+    def predict(images):
+        out = []
+        for im in images:
+            blast = float(im.pixels.mean() > 150) * 0.6 + 0.2  # any deterministic rule
+            out.append(Prediction(card.id, card.version, im.name,
+                                  probabilities={"stage": {"cleavage": 1 - blast, "blastocyst": blast},
+                                                 "quality": {"not_good": 0.5, "good": 0.5}}))
+        return out
+    return predict
+
+
+def labelled_zip(csv: bool = False) -> bytes:
+    buf = io.BytesIO()
+    rows = []
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(6):
+            stage = ("cleavage", "blastocyst")[i % 2]
+            img = synthetic.embryo(stage, size=64, seed=i)[0]
+            from core.imageio import encode_png
+
+            name = f"imgs/x{i}.png" if csv else f"set/{'01_' if i == 0 else ''}{stage.title()}/x{i}.png"
+            z.writestr(name, encode_png(img))
+            rows.append(f"{Path(name).name},{stage}")
+        z.writestr("set/readme.txt" if not csv else "labels.csv", "" if not csv else "path,label\n" + "\n".join(rows))
+        z.writestr("set/Cleavage/broken.png" if not csv else "imgs/ignored.txt", b"not an image")
+        z.writestr("loose.png", encode_png(img))  # no class folder: not part of the set
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("csv", [False, True])
+def test_evaluate_labelled_zip_stores_an_evaluation(store, csv):
+    root, _ = store
+    reg = Registry(root)
+    card = reg.card("embryo-grade")
+    calls = []
+    result = evaluation.evaluate_labelled("embryo-grade", labelled_zip(csv), name=f"upload-{csv}", registry=reg,
+                                          predict=fake_predict(card), progress=lambda d, t: calls.append((d, t)),
+                                          batch_size=4)
+    assert result["n"] == 6 and set(result["metrics"]) == {"stage"}
+    assert calls[-1][0] == calls[-1][1] and len(calls) >= 2
+    _, meta, preds = evaluation.load_evaluation(card, f"upload-{csv}")
+    assert meta["n_per_class"]["stage"] == {"cleavage": 3, "blastocyst": 3}
+    assert [x.split(":")[0] for x in meta["skipped"]] == ([] if csv else ["set/Cleavage/broken.png"])
+    assert meta["layout"] == ("CSV of paths and labels" if csv else "class-per-folder")
+    assert preds["phash"].str.len().eq(16).all()
+    assert (card.folder / "eval" / f"upload-{csv}" / "audit.json").is_file()  # the model has training hashes
+
+
+def test_evaluate_labelled_folder_and_bad_input(store, tmp_path):
+    root, _ = store
+    reg = Registry(root)
+    card = reg.card("embryo-grade")
+    result = evaluation.evaluate_labelled("embryo-grade", root / "_data" / "heldout", name="folder", registry=reg,
+                                          predict=fake_predict(card))
+    assert result["n"] == 40
+    with pytest.raises(evaluation.LabelledSetError, match="do not match"):
+        bad = tmp_path / "wrong"
+        for lab in ("cat", "dog"):
+            (bad / lab).mkdir(parents=True)
+            (bad / lab / "a.png").write_bytes(b"x")
+        evaluation.evaluate_labelled("embryo-grade", bad, registry=reg, predict=fake_predict(card))
+    with pytest.raises(evaluation.LabelledSetError, match="not a zip"):
+        evaluation.evaluate_labelled("embryo-grade", b"plain text, not a zip", name="x.zip", registry=reg,
+                                     predict=fake_predict(card))
+    assert evaluation.normalise_label("01_Normal") == "normal" and evaluation.normalise_label("Not good") == "not_good"
+
+
+# --- real data: the evaluation store of a shipped model (skips when absent) ----------------------------------------
+def test_shipped_evaluations_are_readable():
+    """Every stored evaluation in weights/ loads, and its classification outputs give finite CIs."""
+    from core import registry
+
+    cards = [c for c in registry.cards() if evaluation.list_evaluations(c)]
+    if not cards:
+        pytest.skip("no stored evaluations in weights/ yet (python -m core evaluate MODEL PATH writes them)")
+    for card in cards:
+        for name in evaluation.list_evaluations(card):
+            result, meta, preds = evaluation.load_evaluation(card, name)
+            assert result["model"] == card.id and "model_sha256" in meta
+            for output in metrics.classification_outputs(preds)[:1]:
+                data = metrics.output_data(preds, output, card.classes[output])
+                table = metrics.metrics_with_ci(data, None if not data.binary else 0.5, n_boot=100).set_index("metric")
+                assert np.isfinite(table.loc["accuracy", ["estimate", "low", "high"]].astype(float)).all()
+
+
+# --- page ----------------------------------------------------------------------------------------------------------
+def test_metrics_page_apptest(store, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from core import registry
+
+    root, _ = store
+    monkeypatch.setattr(registry.REGISTRY, "root", root)
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "pages" / "metrics.py"), default_timeout=90).run()
+    assert not at.exception, at.exception[0].value
+    table = at.dataframe[0].value
+    assert table["Metric"].tolist()[0] == "Accuracy" and table["95 % CI"].str.contains("–").all()
+    acc_05 = table["Estimate"][0]
+    cm_05 = at.dataframe[1].value.to_numpy().tolist()
+    at.slider(key="m_thr_stage").set_value(0.9).run()
+    assert not at.exception
+    cm_09 = at.dataframe[1].value.to_numpy().tolist()
+    assert np.array(cm_09)[:, 1].sum() < np.array(cm_05)[:, 1].sum()  # fewer blastocyst calls at 0.9
+    assert at.dataframe[0].value["Estimate"][0] != acc_05 or cm_09 != cm_05
+    assert any("near-copies of training images" in e.value for e in at.error)  # the planted leak
+    audit_table = next(d.value for d in at.dataframe if any("Without training" in c for c in d.value.columns))
+    assert any("n = 38" in c for c in audit_table.columns)
+
+    at.selectbox(key="m_model").set_value("sperm-seg").run()
+    assert not at.exception
+    assert {"mask mAP50", "mean Dice"} <= {m.label for m in at.metric}
+    at.selectbox(key="m_model").set_value("timelapse-stage").run()
+    assert not at.exception
+    assert any("Morphokinetic" in h.value for h in at.subheader)
+
+    # evaluate a local folder from the page (with the task's predict replaced by a deterministic rule)
+    import core.tasks
+
+    class FakeModule:
+        @staticmethod
+        def predict_images(model_id, images, device=None):
+            return fake_predict(Registry(root).card(model_id))(images)
+
+    monkeypatch.setattr(core.tasks, "task_module", lambda model_id: FakeModule)
+    at.selectbox(key="m_model").set_value("embryo-grade").run()
+    form_inputs = [t for t in at.text_input if "folder" in t.label]
+    form_inputs[0].set_value(str(root / "_data" / "heldout"))
+    next(t for t in at.text_input if "Name" in t.label).set_value("from-page")
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    assert not at.exception, at.exception[0].value
+    assert "from-page" in evaluation.list_evaluations(Registry(root).card("embryo-grade"))
+    assert at.selectbox(key="m_eval").value == "from-page"
+
+    next(t for t in at.text_input if "folder" in t.label).set_value(str(root / "no-such-folder"))
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    assert not at.exception and any("could not be evaluated" in e.value for e in at.error)
+
+
+def test_metrics_page_empty_store(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from core import registry
+
+    monkeypatch.setattr(registry.REGISTRY, "root", tmp_path)
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "pages" / "metrics.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("No stored evaluations" in i.value for i in at.info)
+    assert any("No models are installed" in i.value for i in at.info)
