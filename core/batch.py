@@ -1,0 +1,318 @@
+"""Batch scoring: many images, folders and zips through one model, in batches, every prediction recorded.
+
+Unreadable files are listed with their error and skipped; the rest are scored. `run()` yields progress after each
+batch (for the Batch page); `predict_paths()` is `python -m core predict MODEL PATH... [--out results.csv|.xlsx]`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import records, registry
+from .device import resolve
+from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, InputImage, encode_png, read_image
+from .results import Prediction
+
+ZIP_SUFFIXES = {".zip"}
+THUMB_PX = 96
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: a file, a member of a zip file, or bytes already in memory (an upload)."""
+
+    name: str
+    path: Path | None = None
+    member: str | None = None
+    data: bytes | None = None
+
+    def read(self, zips: dict) -> InputImage:
+        if self.data is not None:
+            return read_image(self.data, name=self.name)
+        if self.member is None:
+            return read_image(self.path, name=self.name)
+        archive = zips.get(self.path) or zips.setdefault(self.path, zipfile.ZipFile(self.path))
+        if archive.getinfo(self.member).file_size > MAX_BYTES:
+            raise ImageInputError(f"{self.name}: the file is larger than {MAX_BYTES // 2**20} MB.")
+        return read_image(archive.read(self.member), name=self.name)
+
+
+@dataclass
+class Item:
+    """The outcome for one input: a prediction, or the reason it was skipped."""
+
+    name: str
+    prediction: Prediction | None = None
+    error: str | None = None
+    record_id: int | None = None
+    thumbnail: bytes | None = None  # small JPEG, when asked for
+
+    @property
+    def ok(self) -> bool:
+        return self.prediction is not None
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    elapsed_s: float
+    items: list[Item] = field(default_factory=list)  # the inputs finished in this step
+    record_error: str | None = None  # set when predictions could not be stored in the database
+
+    @property
+    def images_per_s(self) -> float:
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        return (self.total - self.done) / self.images_per_s if self.images_per_s > 0 else None
+
+    def line(self) -> str:
+        eta = self.eta_s
+        left = f", about {_duration(eta)} left" if eta is not None and self.done < self.total else ""
+        return f"{self.done}/{self.total} images · {self.images_per_s:.1f} images/s{left}"
+
+
+# --- inputs -----------------------------------------------------------------------------------------------------------
+def expand(paths: Iterable[Path | str]) -> tuple[list[Source], list[Item]]:
+    """Files, folders (recursively, image files only) and zips as a list of inputs, plus paths that cannot be used."""
+    sources: list[Source] = []
+    errors: list[Item] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))):
+                if f.suffix.lower() in ZIP_SUFFIXES:
+                    _expand_zip(f, str(f.relative_to(path.parent)), sources, errors)
+                elif f.suffix.lower() in IMAGE_SUFFIXES:
+                    sources.append(Source(str(f.relative_to(path.parent)), path=f))
+        elif path.is_file() and (path.suffix.lower() in ZIP_SUFFIXES or _looks_zip(path)):
+            _expand_zip(path, path.name, sources, errors)
+        elif path.is_file():
+            sources.append(Source(path.name, path=path))
+        else:
+            errors.append(Item(str(path), error="no such file or folder"))
+    return sources, errors
+
+
+def uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[Source], list[Item]]:
+    """Uploaded (name, bytes) pairs as inputs; zips are opened and their image files used."""
+    sources: list[Source] = []
+    errors: list[Item] = []
+    for name, data in files:
+        if name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04":
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    for info in _zip_images(archive):
+                        if info.file_size > MAX_BYTES:
+                            errors.append(Item(f"{name}/{info.filename}", error=f"larger than {MAX_BYTES // 2**20} MB"))
+                        else:
+                            sources.append(Source(f"{name}/{info.filename}", data=archive.read(info)))
+            except (zipfile.BadZipFile, OSError, ValueError) as exc:  # also CRC errors in members
+                errors.append(Item(name, error=f"not a readable zip file ({exc})"))
+        else:
+            sources.append(Source(name, data=data))
+    return sources, errors
+
+
+def _expand_zip(path: Path, name: str, sources: list[Source], errors: list[Item]) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            sources.extend(Source(f"{name}/{info.filename}", path=path, member=info.filename)
+                           for info in _zip_images(archive))
+    except (zipfile.BadZipFile, OSError) as exc:
+        errors.append(Item(name, error=f"not a readable zip file ({exc})"))
+
+
+def _zip_images(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    return [i for i in archive.infolist() if not i.is_dir() and not _hidden(Path(i.filename))
+            and Path(i.filename).suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
+def _looks_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+# --- scoring -----------------------------------------------------------------------------------------------------------
+def run(model_id: str, sources: list[Source], *, device: str | None = None, batch_size: int | None = None,
+        record: bool = True, case_code: str | None = None, user: str | None = None, keep_images: bool = False,
+        source: str = "batch", thumbnails: bool = False, url: str | None = None) -> Iterator[Progress]:
+    """Score the inputs batch by batch, yielding progress after each batch (its items carry the outcomes).
+
+    Every prediction is recorded in the case-records database (with the case code and user given); the images are
+    kept there only with keep_images. A database failure does not stop the scoring: Progress.record_error says so.
+    """
+    card = registry.card(model_id)  # an unknown model fails here, before any work
+    device = resolve(device)
+    batch_size = batch_size or (32 if device.startswith("cuda") else 8)
+    start = time.perf_counter()
+    done = 0
+    zips: dict = {}
+    try:
+        for first in range(0, len(sources), batch_size):
+            chunk = sources[first:first + batch_size]
+            items: dict[int, Item] = {}
+            images: list[tuple[int, InputImage]] = []
+            for k, src in enumerate(chunk):
+                try:
+                    images.append((k, src.read(zips)))
+                except Exception as exc:  # noqa: BLE001 - any unreadable input is listed, never fatal
+                    items[k] = Item(src.name, error=_reason(src.name, exc))
+            for (k, image), outcome in zip(images, _predict(model_id, [im for _, im in images], device)):
+                if not isinstance(outcome, str):
+                    outcome.images.clear()  # overlays are for single-image pages; a batch keeps memory bounded
+                items[k] = Item(image.name, error=outcome) if isinstance(outcome, str) else \
+                    Item(image.name, prediction=outcome, thumbnail=_thumbnail(image.pixels) if thumbnails else None)
+            record_error = _record([items[k] for k, _ in images], [im for _, im in images], card, record, case_code,
+                                   user, keep_images, source, url)
+            done += len(chunk)
+            yield Progress(done, len(sources), time.perf_counter() - start, [items[k] for k in sorted(items)],
+                           record_error)
+    finally:
+        for archive in zips.values():
+            archive.close()
+
+
+def _predict(model_id: str, images: list[InputImage], device: str) -> list[Prediction | str]:
+    """One prediction per image; when the batch fails, each image alone, so one bad input cannot sink the rest."""
+    if not images:
+        return []
+    try:
+        return list(predict_images(model_id, images, device))
+    except Exception:  # noqa: BLE001
+        if len(images) == 1:
+            return [f"the model could not score this image ({_exc_text(sys.exc_info()[1])})"]
+    return [_predict(model_id, [image], device)[0] for image in images]
+
+
+def predict_images(model_id: str, images: list[InputImage], device: str | None = None) -> list[Prediction]:
+    """Through the model's task module; a classifier without one (a model dropped into weights/) gets plain
+    per-output probabilities."""
+    from .tasks import TASK_OF_MODEL, task_module
+
+    if model_id in TASK_OF_MODEL and importlib.util.find_spec(f"core.tasks.{TASK_OF_MODEL[model_id]}"):
+        return task_module(model_id).predict_images(model_id, images, device=device)
+    model = registry.load(model_id, device)
+    if model.card.framework == "ultralytics":
+        raise ValueError(f"{model_id}: a detector needs its task module to turn boxes into results")
+    t0 = time.perf_counter()
+    probs = model.predict([im.pixels for im in images])
+    ms = (time.perf_counter() - t0) * 1000 / len(images)
+    return [Prediction(model_id, model.card.version, im.name, im.sha256,
+                       {o: {label: float(p) for label, p in zip(model.classes[o], probs[o][i])} for o in model.classes},
+                       timings_ms={"predict": ms})
+            for i, im in enumerate(images)]
+
+
+def _record(items, images, card, record, case_code, user, keep_images, source, url) -> str | None:
+    done = [(item, image) for item, image in zip(items, images) if item.ok]
+    if not record or not done:
+        return None
+    try:
+        ids = records.record_many([dict(prediction=item.prediction, task=card.task, card=card, input_bytes=image.n_bytes,
+                                        input_size=image.size, case_code=case_code, user=user, source=source,
+                                        image=encode_png(image.pixels) if keep_images else None)
+                                   for item, image in done], url=url)
+    except Exception as exc:  # noqa: BLE001 - scoring goes on; the caller shows this
+        return f"predictions could not be saved to the case records ({_exc_text(exc)})"
+    for (item, _), new_id in zip(done, ids):
+        item.record_id = new_id
+    return None
+
+
+def _reason(name: str, exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, ImageInputError) else f"could not be read ({_exc_text(exc)})"
+    return text[len(name) + 2:] if text.startswith(f"{name}: ") else text
+
+
+def _exc_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _thumbnail(pixels: np.ndarray, px: int = THUMB_PX) -> bytes:
+    img = Image.fromarray(pixels)
+    img.thumbnail((px, px))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --- tables ---------------------------------------------------------------------------------------------------------------
+def results_frame(items: list[Item]) -> pd.DataFrame:
+    """One row per scored input: file, per output its label and probabilities, record id."""
+    rows = [{**item.prediction.flat(), "record": item.record_id} for item in items if item.ok]
+    frame = pd.DataFrame(rows).convert_dtypes()
+    if not frame.empty:
+        frame = frame.rename(columns={"input": "file"})
+    return frame
+
+
+def errors_frame(items: list[Item]) -> pd.DataFrame:
+    return pd.DataFrame([{"file": i.name, "error": i.error} for i in items if not i.ok], columns=["file", "error"])
+
+
+def to_csv(items: list[Item]) -> bytes:
+    """Scored rows, then skipped inputs with their error in the `error` column."""
+    table = pd.concat([results_frame(items), errors_frame(items)], ignore_index=True).convert_dtypes()
+    return table.to_csv(index=False).encode("utf-8")
+
+
+def to_excel(items: list[Item]) -> bytes:
+    buf = io.BytesIO()
+    with pd.ExcelWriter(buf, engine="openpyxl") as xl:
+        results_frame(items).to_excel(xl, sheet_name="results", index=False)
+        errors_frame(items).to_excel(xl, sheet_name="skipped", index=False)
+    return buf.getvalue()
+
+
+# --- command line -----------------------------------------------------------------------------------------------------
+def predict_paths(model_id: str, paths: list[Path], out: str | None = None, device: str | None = None, log=print) -> int:
+    """`python -m core predict`: score, record, write CSV (or Excel for .xlsx) to `out` or stdout.
+    Exit status 0 when at least one input was scored, 1 when none could be."""
+    sources, items = expand(paths)
+    for item in items:
+        log(f"skipped {item.name}: {item.error}")
+    warned = False
+    for progress in run(model_id, sources, device=device, source="cli"):
+        for item in progress.items:
+            if not item.ok:
+                log(f"skipped {item.name}: {item.error}")
+        if progress.record_error and not warned:
+            log(f"warning: {progress.record_error}")
+            warned = True
+        log(progress.line())
+        items.extend(progress.items)
+    n_ok = sum(item.ok for item in items)
+    if out and str(out).lower().endswith(".xlsx"):
+        Path(out).write_bytes(to_excel(items))
+    elif out:
+        Path(out).write_bytes(to_csv(items))
+    else:
+        sys.stdout.write(to_csv(items).decode())
+        sys.stdout.flush()
+    log(f"{n_ok} scored, {len(items) - n_ok} skipped" + (f"; results in {out}" if out else "")
+        + ("" if warned else f"; recorded in {records.describe_url()}"))
+    return 0 if n_ok else 1

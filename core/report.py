@@ -1,0 +1,322 @@
+"""One-page reports (HTML and PDF) of a single-image result or a stored case record.
+
+A report holds the image and its overlays when available, the outputs as percentages with the model version,
+a summary of the model card, the measured metrics of that model (each named by its data), the disclaimer, the date
+and the case code. Build one with from_prediction() or from_record(), then call html() or pdf().
+"""
+from __future__ import annotations
+
+import base64
+import html as htmlmod
+import io
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import DISCLAIMER, registry
+
+FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+MAX_TEXT = 420  # characters of intended use / limitations, so the report stays on one page
+MAX_METRICS = 4  # datasets; each with at most 8 numbers
+
+
+@dataclass
+class Report:
+    title: str
+    created: datetime
+    model: dict  # id, version, sha256, and from the card when installed: title, framework, intended_use, limitations, data
+    input_name: str
+    input_sha256: str
+    outputs: list[tuple[str, str, list[tuple[str, float]]]]  # (output, decided label, [(label, probability)])
+    case_code: str | None = None
+    user: str | None = None
+    record_id: int | None = None
+    input_size: tuple[int, int] | None = None
+    details: dict = field(default_factory=dict)  # scalar task results (counts, sizes ...)
+    whatif: dict | None = None
+    metrics: dict = field(default_factory=dict)  # data name -> {metric: number}
+    notes: list[str] = field(default_factory=list)
+    images: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (caption, RGB uint8)
+
+    def html(self) -> str:
+        return _html(self)
+
+    def pdf(self) -> bytes:
+        return _pdf(self)
+
+    @property
+    def filename(self) -> str:
+        stem = f"report-{self.case_code or self.model['id']}-{self.created.strftime('%Y%m%d-%H%M')}"
+        return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+
+
+def from_prediction(prediction, *, image=None, card=None, case_code: str | None = None, user: str | None = None,
+                    whatif: dict | None = None, record_id: int | None = None, created: datetime | None = None) -> Report:
+    """A report of a core.results.Prediction. image: the input (InputImage or RGB array); the prediction's own
+    display images (overlays, heat maps) are added after it."""
+    summary = prediction.summary()
+    pixels = getattr(image, "pixels", image)
+    images = [("Input image", pixels)] if pixels is not None else []
+    images += [(name.replace("_", " ").capitalize(), im) for name, im in prediction.images.items()]
+    size = getattr(image, "size", None) or ((pixels.shape[1], pixels.shape[0]) if pixels is not None else None)
+    facts = {"id": prediction.model_id, "version": prediction.model_version, "sha256": ""}
+    return _build(summary, facts, card, images=images, case_code=case_code, user=user, whatif=whatif,
+                  record_id=record_id, created=created or datetime.now(timezone.utc), input_size=size)
+
+
+def from_record(record, card=None) -> Report:
+    """A report of a core.records.Record; its image is shown when it was kept."""
+    images = []
+    if record.image:
+        from .imageio import ImageInputError, read_image
+
+        try:
+            images.append(("Input image (kept with the record)", read_image(record.image, name="kept image").pixels))
+        except ImageInputError:
+            pass
+    facts = {"id": record.model_id, "version": record.model_version, "sha256": record.model_sha256}
+    size = (record.input_width, record.input_height) if record.input_width else None
+    return _build(record.summary, facts, card, images=images, case_code=record.case_code, user=record.username,
+                  whatif=record.whatif, record_id=record.id, created=record.created_at, input_size=size)
+
+
+def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif, record_id, created, input_size) -> Report:
+    notes = []
+    if card is None:
+        try:
+            card = registry.card(facts["id"])
+        except (KeyError, registry.CardError):
+            notes.append(f"The model card of {facts['id']} is not installed here: no card summary or metrics.")
+    model = dict(facts)
+    metrics = {}
+    if card is not None:
+        model.update(title=card.title, framework=card.framework, intended_use=_cut(card.intended_use),
+                     limitations=_cut(card.limitations), data=_data_line(card.data))
+        model["sha256"] = model["sha256"] or card.sha256
+        if facts["sha256"] and facts["sha256"] != card.sha256:
+            notes.append(f"The installed {card.id} (v{card.version}) differs from the model that made this prediction "
+                         f"(v{facts['version']}, sha256 {facts['sha256'][:12]}…): its metrics may not apply.")
+        metrics = _metrics(card.metrics)
+    probabilities = summary.get("probabilities") or {}
+    labels = summary.get("labels") or {}
+    outputs = [(o, labels.get(o, max(p, key=p.get)), sorted(p.items(), key=lambda kv: -kv[1]))
+               for o, p in probabilities.items()]
+    skip = {"model", "version", "input", "input_sha256", "labels", "probabilities", "thresholds", "timings_ms"}
+    details = {k: v for k, v in summary.items() if k not in skip and isinstance(v, (int, float, str, bool))}
+    if summary.get("thresholds"):
+        details.update({f"decision threshold ({o})": f"{t:.0%}" for o, t in summary["thresholds"].items()})
+    title = f"{model.get('title') or facts['id']}: single-image report"
+    return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
+                  case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,
+                  whatif=whatif or None, metrics=metrics, notes=notes, images=[(c, im) for c, im in images if im is not None])
+
+
+def _cut(text: str, n: int = MAX_TEXT) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _data_line(data) -> str:
+    items = data if isinstance(data, list) else [data]
+    parts = []
+    for d in items:
+        if isinstance(d, dict):
+            parts.append(", ".join(str(d[k]) for k in ("name", "licence", "split") if k in d) or str(d))
+        else:
+            parts.append(str(d))
+    return _cut("; ".join(parts), 300)
+
+
+def _metrics(raw: dict) -> dict:
+    out = {}
+    for dataset, values in list(raw.items())[:MAX_METRICS]:
+        flat = {}
+        _flatten(values, "", flat)
+        if flat:
+            out[dataset] = dict(list(flat.items())[:8])
+    return out
+
+
+def _flatten(value, prefix: str, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{prefix}{k}" if not prefix else f"{prefix}.{k}", out)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[prefix] = value
+
+
+def fmt_number(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _when(r: Report) -> str:
+    return r.created.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _facts(r: Report) -> list[tuple[str, str]]:
+    rows = [("Date", _when(r)), ("Case code", r.case_code or "not given")]
+    if r.record_id is not None:
+        rows.append(("Record", f"#{r.record_id}"))
+    if r.user:
+        rows.append(("User", r.user))
+    size = f", {r.input_size[0]}×{r.input_size[1]} px" if r.input_size else ""
+    rows.append(("Input", f"{r.input_name}{size}"))
+    if r.input_sha256:
+        rows.append(("Input sha256", r.input_sha256[:16] + "…"))
+    rows.append(("Model", f"{r.model['id']} v{r.model['version']}"
+                 + (f" ({r.model['framework']})" if r.model.get("framework") else "")
+                 + (f", sha256 {r.model['sha256'][:12]}…" if r.model.get("sha256") else "")))
+    return rows
+
+
+# --- HTML -------------------------------------------------------------------------------------------------------------
+CSS = """
+@page { size: A4; margin: 12mm; }
+body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 11px; color: #111; max-width: 190mm; margin: auto; }
+h1 { font-size: 17px; margin: 0 0 6px; } h2 { font-size: 12.5px; margin: 10px 0 4px; border-bottom: 1px solid #ccc; }
+.disclaimer { border: 1px solid #b45309; background: #fff7ed; padding: 5px 8px; margin: 6px 0; }
+table { border-collapse: collapse; } td, th { padding: 2px 8px 2px 0; text-align: left; vertical-align: top; }
+.figs { margin-top: 8px; display: flex; gap: 8px; flex-wrap: wrap; } figure { margin: 0; } figure img { height: 170px; }
+figcaption { font-size: 10px; color: #555; } .note { color: #92400e; } .muted { color: #555; font-size: 10px; }
+"""
+
+
+def _html(r: Report) -> str:
+    e = htmlmod.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(r.title)}</title><style>{CSS}</style>"
+             "</head><body>", f"<h1>{e(r.title)}</h1>", f"<div class='disclaimer'>{e(DISCLAIMER)}</div>",
+             "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _facts(r)) + "</table>"]
+    parts += [f"<p class='note'>{e(n)}</p>" for n in r.notes]
+    if r.images:
+        parts.append("<div class='figs'>" + "".join(
+            f"<figure><img alt='{e(c)}' src='data:image/png;base64,{base64.b64encode(_png(im, 600)).decode()}'>"
+            f"<figcaption>{e(c)}</figcaption></figure>" for c, im in r.images[:3]) + "</div>")
+    parts.append("<h2>Result</h2><table><tr><th>Output</th><th>Result</th><th>Probabilities</th></tr>")
+    for output, label, probs in r.outputs:
+        parts.append(f"<tr><td>{e(output)}</td><td><b>{e(label)}</b></td><td>"
+                     + e(", ".join(f"{k} {p:.1%}" for k, p in probs)) + "</td></tr>")
+    parts.append(f"</table><p class='muted'>Probabilities from {e(r.model['id'])} v{e(r.model['version'])}.</p>")
+    if r.details:
+        parts.append("<table>" + "".join(f"<tr><th>{e(str(k))}</th><td>{e(fmt_number(v))}</td></tr>"
+                                         for k, v in r.details.items()) + "</table>")
+    if r.whatif:
+        parts.append("<h2>What-if settings</h2><p>" + e(", ".join(f"{k} = {v}" for k, v in r.whatif.items())) + "</p>")
+    if r.model.get("title"):
+        parts.append("<h2>Model</h2><table>" + "".join(
+            f"<tr><th>{e(k)}</th><td>{e(r.model[key])}</td></tr>"
+            for k, key in (("Intended use", "intended_use"), ("Limitations", "limitations"), ("Training data", "data"))
+            if r.model.get(key)) + "</table>")
+    if r.metrics:
+        parts.append("<h2>Measured metrics of this model</h2><table>")
+        parts += [f"<tr><th>{e(d)}</th><td>" + e(", ".join(f"{k} {fmt_number(v)}" for k, v in m.items())) + "</td></tr>"
+                  for d, m in r.metrics.items()]
+        parts.append("</table>")
+    parts.append(f"<p class='muted'>{e(DISCLAIMER)} Generated {e(_when(r))}.</p></body></html>")
+    return "".join(parts)
+
+
+def _png(image: np.ndarray, px: int) -> bytes:
+    img = Image.fromarray(np.ascontiguousarray(image))
+    img.thumbnail((px, px))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- PDF --------------------------------------------------------------------------------------------------------------
+def _pdf(r: Report) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.set_margins(12, 12, 12)
+    pdf.set_auto_page_break(True, margin=12)
+    pdf.set_title(r.title)
+    pdf.set_creator("reproductive-medicine image AI dashboard")
+    family, clean = _font(pdf)
+    pdf.add_page()
+    width = pdf.w - pdf.l_margin - pdf.r_margin
+
+    def text(size, s, style="", h=None, colour=(17, 17, 17)):
+        pdf.set_font(family, style, size)
+        pdf.set_text_color(*colour)
+        pdf.multi_cell(width, h or size * 0.45, clean(s), new_x="LMARGIN", new_y="NEXT")
+
+    def heading(s):
+        pdf.ln(1.5)
+        text(10.5, s, "B", 5.5)
+        pdf.set_draw_color(200, 200, 200)
+        pdf.line(pdf.l_margin, pdf.get_y(), pdf.l_margin + width, pdf.get_y())
+        pdf.ln(1)
+
+    text(15, r.title, "B", 7.5)
+    pdf.set_fill_color(255, 247, 237)
+    pdf.set_font(family, "", 8.5)
+    pdf.set_text_color(120, 53, 15)
+    pdf.multi_cell(width, 4.2, clean(DISCLAIMER), border=1, fill=True, new_x="LMARGIN", new_y="NEXT", padding=1.5)
+    pdf.ln(1.5)
+    for k, v in _facts(r):
+        pdf.set_font(family, "B", 8.5)
+        pdf.set_text_color(17, 17, 17)
+        pdf.cell(28, 4.3, clean(k))
+        pdf.set_font(family, "", 8.5)
+        pdf.multi_cell(width - 28, 4.3, clean(v), new_x="LMARGIN", new_y="NEXT")
+    for n in r.notes:
+        text(8.5, n, colour=(146, 64, 14))
+    if r.images:
+        pdf.ln(2)
+        shown = r.images[:3]
+        box_w = min(62.0, (width - 4 * (len(shown) - 1)) / len(shown))
+        top, x, tallest = pdf.get_y(), pdf.l_margin, 0.0
+        for caption, im in shown:
+            h_mm = min(box_w * im.shape[0] / im.shape[1], 58.0)
+            w_mm = h_mm * im.shape[1] / im.shape[0]
+            pdf.image(io.BytesIO(_png(im, 700)), x=x, y=top, w=w_mm, h=h_mm)
+            pdf.set_xy(x, top + h_mm + 0.5)
+            pdf.set_font(family, "", 7.5)
+            pdf.set_text_color(85, 85, 85)
+            pdf.cell(box_w, 3.5, clean(caption))
+            x += box_w + 4
+            tallest = max(tallest, h_mm)
+        pdf.set_xy(pdf.l_margin, top + tallest + 5)
+    heading("Result")
+    for output, label, probs in r.outputs:
+        pdf.set_font(family, "B", 9.5)
+        pdf.set_text_color(17, 17, 17)
+        pdf.cell(38, 5, clean(output))
+        pdf.cell(38, 5, clean(label))
+        pdf.set_font(family, "", 9)
+        pdf.multi_cell(width - 76, 5, clean(", ".join(f"{k} {p:.1%}" for k, p in probs)), new_x="LMARGIN", new_y="NEXT")
+    text(7.5, f"Probabilities from {r.model['id']} v{r.model['version']}.", colour=(85, 85, 85))
+    if r.details:
+        text(8.5, "; ".join(f"{k}: {fmt_number(v)}" for k, v in r.details.items()))
+    if r.whatif:
+        heading("What-if settings")
+        text(8.5, ", ".join(f"{k} = {v}" for k, v in r.whatif.items()))
+    if r.model.get("title"):
+        heading(f"Model: {r.model['title']}")
+        for label, key in (("Intended use", "intended_use"), ("Limitations", "limitations"), ("Training data", "data")):
+            if r.model.get(key):
+                text(8, f"{label}: {r.model[key]}")
+    if r.metrics:
+        heading("Measured metrics of this model")
+        for dataset, values in r.metrics.items():
+            text(8, f"{dataset}: " + ", ".join(f"{k} {fmt_number(v)}" for k, v in values.items()))
+    pdf.ln(2)
+    text(7, f"{DISCLAIMER} Generated {_when(r)}.", colour=(85, 85, 85))
+    return bytes(pdf.output())
+
+
+def _font(pdf):
+    """DejaVu Sans when installed (full Unicode); otherwise Helvetica with the text folded to Latin-1."""
+    regular, bold = FONT_DIR / "DejaVuSans.ttf", FONT_DIR / "DejaVuSans-Bold.ttf"
+    if regular.is_file() and bold.is_file():
+        pdf.add_font("DejaVu", "", str(regular))
+        pdf.add_font("DejaVu", "B", str(bold))
+        return "DejaVu", str
+    table = str.maketrans({"–": "-", "—": "-", "…": "...", "×": "x", "≥": ">=", "≤": "<=", "’": "'", "“": '"', "”": '"'})
+    return "Helvetica", lambda s: str(s).translate(table).encode("latin-1", "replace").decode("latin-1")

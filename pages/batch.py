@@ -1,0 +1,102 @@
+"""Batch scoring: many images, zips or a folder through one model; results table, CSV/Excel, skipped files."""
+import base64
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import batch, records, registry
+from ui.common import UPLOAD_TYPES, card_expander
+from ui.records import require_login
+
+user = require_login(sidebar=False)
+st.title("Batch scoring")
+st.markdown(
+    "Score a whole set of images with one model: upload image files or zips, or give a folder or zip on the machine "
+    "running this app. Files that cannot be read are listed with the reason and skipped; the rest are scored in "
+    "batches (on the GPU when there is one). Every result is saved in the case records with the case code from the "
+    "sidebar, and can be downloaded as CSV or Excel."
+)
+
+try:
+    cards = {c.id: c for c in registry.cards()}
+except registry.CardError as exc:
+    st.error(f"A model card could not be read: {exc}")
+    st.stop()
+if not cards:
+    st.info("No models are installed in `weights/` yet. Train one with `python -m core train MODEL_ID --data PATH`.")
+    st.stop()
+
+model_id = st.selectbox("Model", list(cards), format_func=lambda i: f"{cards[i].title} ({i}, v{cards[i].version})")
+card = cards[model_id]
+card_expander(card)
+
+local_allowed = user is None or user.is_admin  # a server path reads the server's disk: admins only when signed in
+choice = st.radio("Images", ["Upload files", "Folder or zip on this machine"] if local_allowed else ["Upload files"],
+                  horizontal=True)
+if choice == "Upload files":
+    uploads = st.file_uploader("Images or zip files of images", type=UPLOAD_TYPES + ["zip"], accept_multiple_files=True)
+    ready = bool(uploads)
+else:
+    folder = st.text_input("Folder or zip file", placeholder="/data/plates/2026-03-04")
+    ready = bool(folder.strip())
+
+if st.button("Score", type="primary", disabled=not ready, icon=":material/play_arrow:"):
+    if choice == "Upload files":
+        sources, skipped = batch.uploads((f.name, f.getvalue()) for f in uploads)
+    else:
+        sources, skipped = batch.expand([Path(folder.strip()).expanduser()])
+    if not sources:
+        st.error("No images found to score." + (f" {skipped[0].name}: {skipped[0].error}" if skipped else ""))
+    else:
+        bar = st.progress(0.0, text=f"Scoring {len(sources)} images with {model_id}…")
+        items, record_error, rate, start = list(skipped), None, 0.0, time.perf_counter()
+        try:
+            for progress in batch.run(model_id, sources, case_code=st.session_state.get("case_code"),
+                                      user=user.name if user else None,
+                                      keep_images=bool(st.session_state.get("keep_image")), thumbnails=True):
+                items += progress.items
+                record_error = record_error or progress.record_error
+                rate = progress.images_per_s
+                bar.progress(progress.done / progress.total, text=progress.line())
+        except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded; keep what was scored
+            st.error(f"Scoring stopped: {type(exc).__name__}: {exc}")
+        st.session_state["batch_result"] = {"model": model_id, "items": items, "seconds": time.perf_counter() - start,
+                                            "rate": rate,
+                                            "record_error": record_error}
+
+result = st.session_state.get("batch_result")
+if result:
+    items = result["items"]
+    scored = [i for i in items if i.ok]
+    skipped = [i for i in items if not i.ok]
+    st.subheader(f"Results: {result['model']}")
+    st.markdown(f"**{len(scored)}** scored, **{len(skipped)}** skipped, in {result['seconds']:.1f} s including "
+                f"loading the model; scoring ran at {result['rate']:.1f} images/s.")
+    if result["record_error"]:
+        st.warning(result["record_error"], icon=":material/database:")
+    elif scored:
+        st.caption(f"Saved as case records #{scored[0].record_id}–#{scored[-1].record_id} in "
+                   f"{records.describe_url()}.")
+    if scored:
+        table = batch.results_frame(items)
+        table.insert(0, "image", [f"data:image/jpeg;base64,{base64.b64encode(i.thumbnail).decode()}" if i.thumbnail
+                                  else None for i in scored])
+        config = {"image": st.column_config.ImageColumn("Image", width="small"),
+                  "record": st.column_config.NumberColumn("Record", format="#%d")}
+        for c in [c for c in table.columns if c.startswith("p_")]:
+            table[c] = table[c] * 100
+            config[c] = st.column_config.NumberColumn(c.removeprefix("p_").replace("_", " ", 1), format="%.1f %%")
+        st.dataframe(table, column_config=config, hide_index=True, width="stretch", row_height=60)
+        stamp = time.strftime("%Y%m%d-%H%M")
+        left, right = st.columns(2)
+        left.download_button("Download CSV", batch.to_csv(items), f"batch-{result['model']}-{stamp}.csv", "text/csv",
+                             icon=":material/download:", on_click="ignore", width="stretch")
+        right.download_button("Download Excel", batch.to_excel(items), f"batch-{result['model']}-{stamp}.xlsx",
+                              "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                              icon=":material/table:", on_click="ignore", width="stretch")
+    if skipped:
+        st.markdown(f"**Skipped files ({len(skipped)})**: not scored, for the reason given.")
+        st.dataframe(pd.DataFrame([{"file": i.name, "reason": i.error} for i in skipped]), hide_index=True,
+                     width="stretch")

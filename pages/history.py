@@ -1,0 +1,100 @@
+"""History: find stored predictions by date, task, model and case code; open one; reports; CSV of the selection."""
+from datetime import date, timedelta
+
+import pandas as pd
+import streamlit as st
+
+from core import records, report
+from core.imageio import ImageInputError, read_image
+from ui.records import report_downloads, require_login
+
+viewer = require_login(sidebar=False)
+st.title("History")
+st.markdown(
+    "Every prediction made on the task pages, by batch scoring or by `python -m core predict` is kept here with its "
+    "model version, the image's fingerprint and the case code. Images are stored only when \"keep images\" was ticked."
+    + ("" if viewer is None or viewer.is_admin else " You see the records you made.")
+)
+
+try:
+    tasks = records.distinct("task", viewer)
+    models = records.distinct("model_id", viewer)
+except Exception as exc:  # noqa: BLE001 - an unreachable or broken database: say which and why
+    st.error(f"The case-records database ({records.describe_url()}) cannot be opened: {type(exc).__name__}: {exc}")
+    st.stop()
+
+today = date.today()
+c1, c2, c3, c4 = st.columns([1.3, 1, 1, 1])
+days = c1.date_input("Dates", (today - timedelta(days=30), today), max_value=today, format="YYYY-MM-DD")
+chosen_tasks = c2.multiselect("Task", tasks)
+chosen_models = c3.multiselect("Model", models)
+case_code = c4.text_input("Case code contains", placeholder="e.g. IVF-2026")
+start, end = (tuple(days) + (None, None))[:2] if isinstance(days, (tuple, list)) else (days, days)
+
+rows = records.query(start=start, end=end or start, task=chosen_tasks, model=chosen_models, case_code=case_code,
+                     viewer=viewer)
+selected = []
+if not rows:
+    st.info("No records match these filters. Predictions made on the task pages and batch scoring appear here.")
+else:
+    table = records.frame(rows)
+    table["result"] = [", ".join(f"{o}: {label}" for o, label in r.labels.items()) for r in rows]
+    columns = ["id", "time", "task", "model", "version", "case_code", "result", "input", "image_kept", "source"]
+    if viewer is None or viewer.is_admin:
+        columns.insert(6, "user")
+    st.caption(f"{len(rows)} record{'' if len(rows) == 1 else 's'}{' (the newest 5000)' if len(rows) == 5000 else ''}"
+               " · select a row to open it.")
+    event = st.dataframe(table[columns], hide_index=True, width="stretch", on_select="rerun",
+                         selection_mode="single-row", key="history_table",
+                         column_config={"id": st.column_config.NumberColumn("Record", format="#%d"),
+                                        "case_code": "Case code", "image_kept": "Image kept"})
+    st.download_button(f"Download {'this record' if len(rows) == 1 else f'these {len(rows)} records'} (CSV)",
+                       records.to_csv(rows),
+                       f"case-records-{today:%Y%m%d}.csv", "text/csv", icon=":material/download:", on_click="ignore")
+    selected = event.selection.rows if event and event.selection else []
+
+wanted = rows[selected[0]].id if selected else st.query_params.get("record")  # ?record=ID links to one record
+if not wanted:
+    st.stop()
+record = records.get(int(wanted), viewer) if str(wanted).isdigit() else None
+if record is None:
+    st.warning(f"Record {wanted} does not exist or is not yours to see.")
+    st.stop()
+
+st.divider()
+st.subheader(f"Record #{record.id} · " + (f"case {record.case_code} · " if record.case_code else "")
+             + f"{record.model_id} v{record.model_version}")
+left, right = st.columns([1, 1.4])
+with left:
+    if record.image:
+        try:
+            st.image(read_image(record.image, name=f"record-{record.id}").pixels, caption=record.input_name)
+        except ImageInputError as exc:
+            st.warning(f"The kept image cannot be shown: {exc}")
+    else:
+        st.info("The image was not kept with this record (privacy default); its sha256 fingerprint identifies it.",
+                icon=":material/visibility_off:")
+with right:
+    outputs = [{"output": o, "result": record.labels.get(o, ""),
+                **{label: f"{p:.1%}" for label, p in sorted(probs.items(), key=lambda kv: -kv[1])}}
+               for o, probs in (record.summary.get("probabilities") or {}).items()]
+    if outputs:
+        st.markdown(f"**Outputs** (probabilities from {record.model_id} v{record.model_version})")
+        for row in outputs:
+            st.markdown(f"- **{row.pop('output')}: {row.pop('result')}** · "
+                        + ", ".join(f"{label} {p}" for label, p in row.items()))
+    extras = {k: v for k, v in record.summary.items()
+              if k not in {"model", "version", "input", "input_sha256", "labels", "probabilities", "thresholds",
+                           "timings_ms"} and isinstance(v, (int, float, str, bool))}
+    facts = {"Time": record.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), "Task": record.task,
+             "Case code": record.case_code or "—", "User": record.username or "—", "Made by": record.source,
+             "Input": record.input_name, "Input size": f"{record.input_width}×{record.input_height} px, "
+             f"{record.input_bytes or 0:,} bytes" if record.input_width else "—",
+             "Input sha256": record.input_sha256, "Model sha256": record.model_sha256 or "—", **extras}
+    st.table(pd.DataFrame({"Details": [str(v) for v in facts.values()]}, index=pd.Index(list(facts), name="")))
+    if record.whatif:
+        st.markdown("**What-if settings** used for this prediction")
+        st.json(record.whatif, expanded=True)
+    report_downloads(lambda: report.from_record(record), key=f"history-{record.id}", stem=f"report-record-{record.id}")
+    with st.expander("Everything stored (JSON)"):
+        st.json(record.summary, expanded=False)

@@ -1,0 +1,99 @@
+"""Browser tests of Batch scoring and History, on an app of their own: a tiny model in a temp weights folder and a
+temp case-records database, so they touch neither weights/ nor records.db."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core import records
+from core.imageio import encode_png
+from core import synthetic
+from tests.conftest import _free_port, assert_no_errors, wait_for_app
+from tests.test_batch import make_tiny_weights, write_inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def records_app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("records_app")
+    weights = make_tiny_weights(tmp / "weights")
+    url = f"sqlite:///{tmp / 'records.db'}"
+    port = _free_port()
+    env = {**os.environ, "REPRO_WEIGHTS_DIR": str(weights), "DATABASE_URL": url, "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=open(tmp / "streamlit.log", "w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield type("App", (), {"url": base, "db": url, "tmp": tmp})
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    records.dispose(url)
+
+
+def test_batch_page_uploads_images_and_a_bad_file(records_app, page):
+    files = write_inputs(records_app.tmp / "uploads", 4, corrupt=("text.png",))
+    page.goto(f"{records_app.url}/batch")
+    wait_for_app(page)
+    page.get_by_text("Score a whole set of images").wait_for()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(p) for p in files])
+    page.get_by_text("text.png").first.wait_for()
+    page.get_by_role("button", name="Score").click()
+    page.get_by_text("scored,").wait_for(timeout=90_000)
+    wait_for_app(page)
+    assert_no_errors(page)
+    body = page.locator('[data-testid="stMain"]').inner_text()
+    assert "4 scored, 1 skipped" in body.replace("*", "")
+    assert "Skipped files (1)" in body
+    assert page.get_by_role("button", name="Download CSV").count() == 1
+    assert page.get_by_role("button", name="Download Excel").count() == 1
+    page.screenshot(path=str(ROOT / ".pytest_cache" / "batch.png"), full_page=True)
+    assert records.count(records_app.db) >= 4
+
+
+def test_history_page_lists_filters_and_opens_a_record(records_app, page):
+    img = synthetic.embryo(size=96, seed=5)[0]
+    from core.results import Prediction
+
+    pred = Prediction("tiny-cls", "0.1", "case-image.png", "cd" * 32, {"quality": {"not_good": 0.2, "good": 0.8}})
+    new_id = records.record(pred, task="embryo", case_code="IVF-BROWSER", image=encode_png(img),
+                            whatif={"brightness": 12}, input_size=(96, 96), url=records_app.db)
+    page.goto(f"{records_app.url}/history")
+    wait_for_app(page)
+    page.get_by_text("select a row to open it").wait_for()
+    assert_no_errors(page)
+    page.get_by_label("Case code contains").fill("browser")
+    page.get_by_label("Case code contains").press("Enter")
+    page.get_by_text("1 record ·").wait_for()
+    page.goto(f"{records_app.url}/history?record={new_id}")
+    wait_for_app(page)
+    page.get_by_text(f"Record #{new_id}").wait_for()
+    assert_no_errors(page)
+    page.get_by_text("96×96 px").wait_for()
+    body = page.locator('[data-testid="stMain"]').inner_text()
+    assert "good 80.0%" in body and "case IVF-BROWSER" in body and "What-if settings" in body
+    assert page.locator('[data-testid="stJson"]').count() >= 1
+    assert page.get_by_role("button", name="Report (PDF)").count() == 1
+    assert page.locator('[data-testid="stImage"] img').count() >= 1
+    page.screenshot(path=str(ROOT / ".pytest_cache" / "history.png"), full_page=True)

@@ -1,0 +1,63 @@
+"""record_prediction in a page: one record per prediction across reruns, case code and "keep image" applied even when
+set afterwards, report buttons, and a database failure shown as a warning, never an exception."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def page():
+    import streamlit as st
+
+    from core import synthetic
+    from core.imageio import encode_png, read_image
+    from core.results import Prediction
+    from ui.records import case_controls, record_prediction
+
+    case_controls()
+    image = read_image(encode_png(synthetic.embryo(size=64, seed=st.session_state.get("seed", 0))[0]), name="e.png")
+    pred = Prediction("embryo-grade", "1.0", image.name, image.sha256, {"stage": {"cleavage": 0.4, "blastocyst": 0.6}})
+    st.session_state["last_id"] = record_prediction(pred, "embryo", image=image, whatif={"blur_sigma": 0.0})
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.chdir(ROOT)
+    yield url
+    records.dispose(url)
+
+
+def test_one_record_per_prediction_with_case_code_and_image_added_later(db):
+    at = AppTest.from_function(page, default_timeout=30).run()
+    assert not at.exception
+    first = at.session_state["last_id"]
+    r = records.get(first)
+    assert r.case_code is None and not r.has_image and r.input_width == 64 and r.whatif == {"blur_sigma": 0.0}
+    assert "no case code" in at.caption[0].value
+    assert {b.label for b in at.get("download_button")} == {"Report (PDF)", "Report (HTML)"}
+    at.run()
+    assert records.count() == 1
+    at.sidebar.text_input(key="case_code").input("IVF-77").run()
+    at.sidebar.checkbox(key="keep_image").check().run()
+    r = records.get(first)
+    assert records.count() == 1 and r.case_code == "IVF-77" and r.image[:4] == b"\x89PNG"
+    assert "IVF-77" in at.caption[0].value and "image kept" in at.caption[0].value
+    at.session_state["seed"] = 1  # another image: a new record
+    at.run()
+    assert records.count() == 2 and at.session_state["last_id"] != first
+
+
+def test_unwritable_database_warns_and_the_page_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    at = AppTest.from_function(page, default_timeout=30).run()
+    assert not at.exception
+    assert "could not be saved to the case records" in at.warning[0].value
+    assert at.session_state["last_id"] is None

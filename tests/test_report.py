@@ -1,0 +1,86 @@
+"""Reports: one page, PDF text holds the disclaimer, outputs, case code and the model's measured metrics."""
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+
+import pytest
+from pypdf import PdfReader
+
+from core import DISCLAIMER, records, registry, report, synthetic
+from core.explain import overlay
+from core.imageio import encode_png, read_image
+from core.results import Prediction
+from tests.test_batch import CARD
+
+
+@pytest.fixture
+def card(tmp_path, monkeypatch):
+    folder = tmp_path / "weights" / "tiny-cls"
+    folder.mkdir(parents=True)
+    (folder / "card.toml").write_text(CARD.format(id="tiny-cls", sha="c" * 64))
+    monkeypatch.setattr(registry, "card", registry.Registry(tmp_path / "weights").card)
+    return registry.card("tiny-cls")
+
+
+def _prediction(with_overlay=True):
+    img, _ = synthetic.embryo("blastocyst", size=200, seed=3)
+    image = read_image(encode_png(img), name="embryo-3.png")
+    pred = Prediction("tiny-cls", "0.1", image.name, image.sha256, {"quality": {"not_good": 0.27, "good": 0.73}},
+                      thresholds={"quality": 0.5}, extras={"cells": 6})
+    if with_overlay:
+        heat = synthetic.embryo(size=50, seed=1)[0][:, :, 0] / 255.0
+        pred.images["heat_map"] = overlay(img, heat)
+    return pred, image
+
+
+def _pdf_text(data: bytes) -> tuple[int, str]:
+    reader = PdfReader(io.BytesIO(data))
+    return len(reader.pages), " ".join(" ".join(p.extract_text().split()) for p in reader.pages)
+
+
+def test_pdf_report_of_a_prediction_is_one_page_with_disclaimer_outputs_and_metrics(card):
+    pred, image = _prediction()
+    rep = report.from_prediction(pred, image=image, case_code="IVF-042", whatif={"blur_sigma": 2.0},
+                                 created=datetime(2026, 3, 4, 10, 30, tzinfo=timezone.utc))
+    assert [c for c, _ in rep.images] == ["Input image", "Heat map"]
+    pages, text = _pdf_text(rep.pdf())
+    assert pages == 1
+    for needle in (" ".join(DISCLAIMER.split()[:8]), "IVF-042", "2026-03-04", "quality", "good 73.0%", "not_good 27.0%",
+                   "tiny-cls v0.1", "generated/heldout", "accuracy 0.875", "roc_auc 0.912", "blur_sigma = 2.0",
+                   "Looks at mean colour only", "embryo-3.png", "cells: 6"):
+        assert needle in text, needle
+    assert rep.filename.startswith("report-IVF-042-20260304")
+
+
+def test_html_report_is_self_contained_and_escaped(card):
+    pred, image = _prediction()
+    page = report.from_prediction(pred, image=image, case_code="<b>x</b>").html()
+    assert page.count("data:image/png;base64,") == 2 and "src='http" not in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    assert DISCLAIMER in page and "good 73.0%" in page and "accuracy 0.875" in page
+
+
+def test_report_from_a_record_shows_the_kept_image_and_warns_when_the_model_changed(card, tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    pred, image = _prediction(with_overlay=False)
+    kept = records.record(pred, task="embryo", card=card, case_code="C-7", user="ann", image=encode_png(image.pixels),
+                          input_size=image.size, url=url)
+    changed = records.record(pred, task="embryo", card={"id": "tiny-cls", "version": "0.0", "sha256": "d" * 64}, url=url)
+    rep = report.from_record(records.get(kept, url=url))
+    assert rep.record_id == kept and rep.case_code == "C-7" and len(rep.images) == 1 and not rep.notes
+    pages, text = _pdf_text(rep.pdf())
+    assert pages == 1 and "C-7" in text and f"#{kept}" in text and "200×200 px" in text and "good 73.0%" in text
+    old = report.from_record(records.get(changed, url=url))
+    assert not old.images and "differs from the model that made this prediction" in old.notes[0]
+    records.dispose(url)
+
+
+def test_report_without_an_installed_card_or_unicode_font_still_renders(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "card", registry.Registry(tmp_path / "none").card)
+    monkeypatch.setattr(report, "FONT_DIR", tmp_path / "no-fonts")
+    pred, image = _prediction()
+    rep = report.from_prediction(pred, image=image, case_code="Ünïcode–code …")
+    assert "not installed" in rep.notes[0] and not rep.metrics
+    pages, text = _pdf_text(rep.pdf())
+    assert pages == 1 and "Research demonstration only" in text and "Ünïcode-code ..." in text

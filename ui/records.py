@@ -1,0 +1,160 @@
+"""Case records and sign-in in the app: the sidebar's case code and "keep image", recording each prediction once,
+report downloads, and the sign-in gate (off unless .streamlit/secrets.toml configures users or single sign-on)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import streamlit as st
+
+from core import auth, records, report
+from core.imageio import encode_png
+
+
+# --- sign-in ----------------------------------------------------------------------------------------------------------
+def auth_config() -> auth.AuthConfig:
+    """The [auth] table of the app's secrets; raises ValueError when it is malformed."""
+    try:
+        secrets = st.secrets.to_dict()
+    except Exception:  # noqa: BLE001 - no secrets file (or an unreadable one) means sign-in is off
+        secrets = {}
+    return auth.config_from_secrets(secrets)
+
+
+def current_user() -> auth.User | None:
+    """The signed-in user, or None (also when sign-in is off: then everyone sees every record)."""
+    try:
+        config = auth_config()
+    except ValueError:
+        return None
+    if not config.enabled:
+        return None
+    signed = st.session_state.get("auth_user")
+    if signed:
+        return auth.User(signed["name"], signed["role"])
+    if config.oidc_providers and st.user.is_logged_in:
+        name = st.user.get("email") or st.user.get("name") or st.user.get("sub")
+        return auth.User(str(name), config.role_of(str(name)))
+    return None
+
+
+def require_login(sidebar: bool = True) -> auth.User | None:
+    """When sign-in is configured: the signed-in user (with, if sidebar, who it is and a sign-out button in the
+    sidebar), or a sign-in form and the page stops. When it is not configured: None, and the page goes on.
+    app.py calls it for every page; pages that show records call it too (sidebar=False), because Streamlit runs a
+    file in pages/ on its own when its URL is opened before the app's entry point has run once."""
+    try:
+        config = auth_config()
+    except ValueError as exc:
+        st.error(f"Sign-in is configured wrongly in .streamlit/secrets.toml: {exc}", icon=":material/lock:")
+        st.stop()
+    if not config.enabled:
+        return None
+    user = current_user()
+    if user is not None:
+        if not sidebar:
+            return user
+        with st.sidebar:
+            st.caption(f"Signed in as **{user.name}**" + (" (admin)" if user.is_admin else ""))
+            st.button("Sign out", on_click=_sign_out, key="auth_sign_out", icon=":material/logout:")
+        return user
+    _sign_in_form(config)
+    st.stop()
+
+
+def _sign_in_form(config: auth.AuthConfig) -> None:
+    st.title("Sign in")
+    st.caption("This dashboard keeps case records, so it asks who you are.")
+    if config.users:
+        with st.form("auth_sign_in"):
+            name = st.text_input("User name", autocomplete="username")
+            password = st.text_input("Password", type="password", autocomplete="current-password")
+            if st.form_submit_button("Sign in", type="primary"):
+                user = auth.check_password(config, name, password)
+                if user is None:
+                    st.error("Unknown user name or wrong password.", icon=":material/lock:")
+                else:
+                    st.session_state["auth_user"] = {"name": user.name, "role": user.role}
+                    st.rerun()
+    for provider in config.oidc_providers:
+        label = f"Sign in with {provider}" if provider else "Sign in with your organisation's account"
+        st.button(label, on_click=st.login, args=(provider,) if provider else (), key=f"auth_oidc_{provider}")
+
+
+def _sign_out() -> None:
+    if st.session_state.pop("auth_user", None) is None and st.user.is_logged_in:
+        st.logout()
+
+
+# --- case controls and recording ---------------------------------------------------------------------------------------
+def case_controls() -> None:
+    """Sidebar: the case code stored with each prediction, and whether the image itself is kept."""
+    with st.sidebar:
+        st.text_input("Case code", key="case_code", max_chars=64, placeholder="e.g. IVF-2026-014",
+                      help="Stored with every prediction you make, so you can find it again on the History page. "
+                           "Use your clinic's pseudonymous code, not a patient's name.")
+        st.checkbox("Keep images with the records", key="keep_image",
+                    help="Off: only the image's fingerprint (sha256) and size are stored. On: the image itself is "
+                         "stored too, so the record and its report show it.")
+
+
+def record_prediction(prediction, task: str, image=None, whatif: dict | None = None, *, show: bool = True) -> int | None:
+    """Store a prediction in the case records once (reruns of the page do not duplicate it) and, with show, say so
+    and offer its report. image: the input (InputImage or RGB array), kept only when "keep image" is ticked.
+    Returns the record id, or None when the database could not be written (a warning is shown; the page goes on)."""
+    case_code = (st.session_state.get("case_code") or "").strip() or None
+    keep = bool(st.session_state.get("keep_image"))
+    user = current_user()
+    pixels = getattr(image, "pixels", image)
+    key = _fingerprint(prediction, task, whatif, user)
+    seen = st.session_state.setdefault("_recorded", {})
+    try:
+        if key not in seen:
+            record_id = records.record(
+                prediction, task=task, input_bytes=getattr(image, "n_bytes", None),
+                input_size=(pixels.shape[1], pixels.shape[0]) if pixels is not None else None, case_code=case_code,
+                user=user.name if user else None, whatif=whatif,
+                image=encode_png(pixels) if keep and pixels is not None else None)
+            seen[key] = (record_id, case_code, keep)
+        elif seen[key][1:] != (case_code, keep):  # code typed or "keep" ticked after the prediction
+            records.amend(seen[key][0], case_code=case_code,
+                          image=encode_png(pixels) if keep and pixels is not None else None)
+            seen[key] = (seen[key][0], case_code, keep)
+    except Exception as exc:  # noqa: BLE001 - a database problem must not take the result away
+        st.warning(f"This result could not be saved to the case records ({type(exc).__name__}: {exc}).",
+                   icon=":material/database:")
+        return None
+    record_id = seen[key][0]
+    if show:
+        st.caption(f"Saved as case record #{record_id}"
+                   + (f" for case **{case_code}**" if case_code else " (no case code: set one in the sidebar)")
+                   + (", image kept." if keep else ", image not stored."))
+        report_downloads(lambda: report.from_prediction(prediction, image=image, case_code=case_code,
+                                                        user=user.name if user else None, whatif=whatif,
+                                                        record_id=record_id),
+                         key=f"record-{record_id}", stem=f"report-record-{record_id}")
+    return record_id
+
+
+def report_downloads(make_report, key: str, stem: str) -> None:
+    """HTML and PDF download buttons; make_report() builds the core.report.Report only when one is clicked."""
+    cache: dict = {}
+
+    def build():
+        if "r" not in cache:
+            cache["r"] = make_report()
+        return cache["r"]
+
+    left, right = st.columns(2)
+    left.download_button("Report (PDF)", data=lambda: build().pdf(), file_name=f"{stem}.pdf",
+                         mime="application/pdf", key=f"{key}-pdf", icon=":material/picture_as_pdf:",
+                         on_click="ignore", width="stretch")
+    right.download_button("Report (HTML)", data=lambda: build().html(), file_name=f"{stem}.html",
+                          mime="text/html", key=f"{key}-html", icon=":material/description:", on_click="ignore",
+                          width="stretch")
+
+
+def _fingerprint(prediction, task, whatif, user) -> str:
+    summary = {k: v for k, v in prediction.summary().items() if k != "timings_ms"}
+    blob = json.dumps([task, summary, whatif, user.name if user else None], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
