@@ -7,6 +7,7 @@ import streamlit as st
 from core import DISCLAIMER
 from core.registry import REGISTRY
 from ui.common import device_line
+from ui.records import case_controls, require_login
 
 ROOT = Path(__file__).parent
 # (file, title, icon, section). A page appears only when its file exists, i.e. when its capability exists.
@@ -40,13 +41,16 @@ for file, title, icon, section in PAGES:
     if (ROOT / file).is_file():
         sections.setdefault(section, []).append(st.Page(file, title=title, icon=icon, default=file == "pages/home.py"))
 page = st.navigation(sections)
-preload_models()
 
 with st.sidebar:
     st.caption(DISCLAIMER)
     st.caption(device_line())
+require_login()  # a sign-in form and stop when .streamlit/secrets.toml configures users; nothing otherwise
+preload_models()
+with st.sidebar:
     loaded = REGISTRY.status()
     if loaded:
         st.caption("Loaded: " + ", ".join(f"{s.model_id} ({s.device})" for s in loaded))
+    case_controls()
 
 page.run()
