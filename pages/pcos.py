@@ -1,0 +1,156 @@
+"""PCOS ultrasound: how much a frame resembles PCOS-labelled frames, with a heat map, and an assistive follicle count
+in millimetres against the diagnostic criteria."""
+import pandas as pd
+import streamlit as st
+
+from core import follicles as fol
+from core import registry
+from core.explain import overlay
+from core.imageio import InputImage
+from core.results import Prediction
+from core.tasks import pcos as task
+from ui.common import UPLOAD_TYPES, card_expander, model_unavailable, read_upload
+
+st.title("PCOS ultrasound")
+st.markdown(
+    "Upload one frame of a transvaginal or transabdominal **ovarian ultrasound** (JPEG, PNG or DICOM). You get the "
+    "probability that the frame resembles the PCOS-labelled frames the model learnt from, a heat map of what drove "
+    "it, and the **antral follicles** found, measured in millimetres and counted against the diagnostic criteria. "
+    "Both are aids for your own reading: PCOS remains a clinical diagnosis."
+)
+if model_unavailable(task.MODEL_ID):
+    st.stop()
+CARD = registry.card(task.MODEL_ID)
+
+
+# --- inputs ---------------------------------------------------------------------------------------------------------
+def input_ui() -> InputImage | None:
+    upload = st.file_uploader("Ovarian ultrasound frame", type=UPLOAD_TYPES, key="pcos_upload",
+                              help="Burned-in text, calipers and black borders are ignored; DICOM pixel spacing is "
+                                   "used for the follicle sizes.")
+    return read_upload(upload)
+
+
+def calibration_ui(image: InputImage) -> float | None:
+    if image.pixel_spacing_mm:
+        st.caption(f"Pixel size from the DICOM header: {image.pixel_spacing_mm[0]:.3f} × "
+                   f"{image.pixel_spacing_mm[1]:.3f} mm.")
+        return None
+    value = st.number_input(
+        "Calibration (mm per pixel)", min_value=0.01, max_value=2.0, value=fol.DEFAULT_MM_PER_PX, step=0.005,
+        format="%.3f", key="pcos_mm_per_px",
+        help="Divide a known distance on the image (scale bar or caliper, in mm) by its length in pixels. "
+             f"The default {fol.DEFAULT_MM_PER_PX} mm/pixel is a typical value for 300-pixel frames, not a "
+             "measurement of yours.")
+    return None if value == fol.DEFAULT_MM_PER_PX else value  # None: sizes are labelled as not calibrated
+
+
+# --- cached work ----------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner="Analysing the frame…", max_entries=64)
+def analyse(sha: str, mm_per_px: float | None, version: str, _image: InputImage) -> Prediction:
+    """The page's one prediction: PCOS probability and the follicles found."""
+    return task.predict_images(task.MODEL_ID, [_image], mm_per_px=mm_per_px)[0]
+
+
+@st.cache_data(show_spinner="Computing heat map…", max_entries=64)
+def heat_map(sha: str, version: str, _pixels) -> object:
+    return task.heatmap(registry.load(task.MODEL_ID), _pixels)
+
+
+# --- drawing --------------------------------------------------------------------------------------------------------
+def classifier_view(image: InputImage, pred: Prediction) -> None:
+    p = pred.probabilities[task.OUTPUT]["pcos"]
+    threshold = pred.thresholds[task.OUTPUT]
+    above = p >= threshold
+    st.metric("Resemblance to PCOS-labelled frames", f"{100 * p:.1f} %",
+              help=f"Probability from {CARD.id} v{pred.model_version}; decision threshold {100 * threshold:.1f} %.")
+    st.markdown(f"**{'Above' if above else 'Below'} the decision threshold** of {100 * threshold:.1f} % "
+                f"({CARD.id} v{pred.model_version}).")
+    held_out = next((m for k, m in CARD.metrics.items() if "heldout" in k), None)
+    if held_out:
+        st.caption(f"On held-out scans it never saw: accuracy {100 * held_out['accuracy']:.0f} %, sensitivity "
+                   f"{100 * held_out.get('sensitivity', float('nan')):.0f} %, specificity "
+                   f"{100 * held_out.get('specificity', float('nan')):.0f} %, ROC-AUC {held_out['roc_auc']:.2f} "
+                   f"(n = {held_out['n']}). Treat a single frame's answer with that in mind.")
+    opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.4, 0.05, key="pcos_opacity")
+    try:
+        heat = heat_map(image.sha256, pred.model_version, image.pixels)
+        st.image(overlay(image.pixels, heat, opacity), width="stretch",
+                 caption="Grad-CAM: red areas raised the PCOS probability most. Only the scanned region is used; "
+                         "text and borders are masked.")
+    except Exception as exc:  # an explanation failure must not hide the result
+        st.warning(f"No heat map for this image: {exc}")
+
+
+def follicle_view(image: InputImage, pred: Prediction) -> None:
+    rows = pred.extras["follicles"]
+    mm, source = pred.extras["mm_per_px"], pred.extras["mm_per_px_source"]
+    st.caption(f"Sizes use {mm:.3f} mm per pixel ({source}).")
+    if not rows:
+        overlay_slot.image(image.pixels, width="stretch", caption=image.name)
+        st.info("No follicle-like dark round regions were found in this frame.")
+        return
+    table = pd.DataFrame({"follicle": [r["id"] for r in rows],
+                          "diameter (mm)": [r["diameter_mm"] for r in rows],
+                          "2–9 mm": [r["in_2_9_mm"] for r in rows],
+                          "counted": [r["in_2_9_mm"] for r in rows]})
+    edited = st.data_editor(
+        table, hide_index=True, width="stretch", key=f"pcos_follicles_{image.sha256[:12]}_{mm:.4f}",
+        disabled=["follicle", "diameter (mm)", "2–9 mm"],
+        column_config={"diameter (mm)": st.column_config.NumberColumn(format="%.1f"),
+                       "counted": st.column_config.CheckboxColumn(
+                           help="Untick a detection that is not a follicle; it leaves the count.")})
+    counted = set(edited.loc[edited["counted"], "follicle"].astype(int))
+    follicles = [fol.Follicle.from_row(r) for r in rows]
+    overlay_slot.image(fol.draw(image.pixels, follicles, counted), width="stretch",
+                       caption="Green: counted · orange: outside 2–9 mm · grey: unticked. Numbers match the table.")
+    n = len(counted)
+    st.metric("Follicles counted in this frame", n)
+    for c in fol.criteria(n):
+        icon = ":material/check_circle:" if c["met"] else ":material/radio_button_unchecked:"
+        st.markdown(f"{icon} {c['criterion']}: {'reached' if c['met'] else 'not reached'} in this frame")
+    st.caption("The criteria count follicles across the whole ovary (every plane of a sweep), one ovary at a time. "
+               "One frame shows one plane, so its count is a lower bound for that ovary.")
+
+
+def validation_note() -> None:
+    with st.expander("How the follicle finder works and was checked"):
+        st.markdown(
+            "Classical image processing, no learning: the scanned region is found and burned-in marks are removed, "
+            "the speckle is smoothed, regions much darker than the surrounding tissue are kept, touching follicles "
+            "are separated, and only round, solid regions are kept. Each diameter is the mean of the two axes of an "
+            "ellipse fitted to the edge, placed half-way between the follicle's inside and the tissue around it.\n\n"
+            "There are no follicle annotations in the public data, so it was checked in two ways: on **generated "
+            "ovaries** with follicles of known number and size (the test suite requires the exact count and every "
+            "diameter within 0.5 mm on each of them), and **by eye on real PCOSGen frames**, where it finds clear "
+            "anechoic follicles well but also marks some dark shadows outside the ovary (untick them), and can miss "
+            "follicles with faint walls or merge touching ones. Sizes are only as good as the calibration.")
+
+
+# --- page -----------------------------------------------------------------------------------------------------------
+image = input_ui()
+if image is None:
+    st.info("Upload an ultrasound frame to start.", icon=":material/upload:")
+else:
+    mm_per_px = calibration_ui(image)
+    pred = analyse(image.sha256, mm_per_px, CARD.version, image)
+    reasons = pred.extras["not_ultrasound_reasons"]
+    if reasons:
+        st.warning("This may not be a B-mode ultrasound frame: " + "; ".join(reasons)
+                   + ". The model and the follicle finder are meaningful for ultrasound only.",
+                   icon=":material/warning:")
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.subheader("PCOS probability")
+        classifier_view(image, pred)
+    with right:
+        st.subheader("Follicles")
+        overlay_slot = st.empty()
+        follicle_view(image, pred)
+    validation_note()
+    with st.expander("What-if: change the image and watch the answer move"):
+        from ui.whatif import whatif_panel
+
+        whatif_panel(image.pixels, task.predict_outputs, key="pcos-whatif", explain=task.explain_on_image,
+                     ultrasound=True, detail=task.follicle_table, cache_key=f"{CARD.id}@{CARD.version}")
+card_expander(CARD)

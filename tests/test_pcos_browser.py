@@ -1,0 +1,72 @@
+"""PCOS page in Chromium: upload a generated ultrasound export, see the probability, heat map and follicle table,
+untick a follicle and see the count drop; then a bad file gives a clear error and no exception."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import registry
+from core.imageio import encode_png
+from tests.conftest import assert_no_errors, wait_for_app
+from tests.test_pcos import exported
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _needs_model():
+    try:
+        registry.card("pcos")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"weights/pcos is not installed: {exc}")
+
+
+def counted(page) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Follicles counted")
+    return metric.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def test_pcos_page_upload_untick_and_bad_file(app_url, page, tmp_path):
+    canvas, _, truth = exported(seed=1)
+    good = tmp_path / "export.png"
+    good.write_bytes(encode_png(canvas))
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is text, not an image")
+
+    page.goto(f"{app_url}/pcos")
+    wait_for_app(page)
+    uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    uploader.set_input_files(str(good))
+    page.get_by_text("Follicles counted in this frame").wait_for(timeout=120_000)
+    wait_for_app(page)
+    assert_no_errors(page)
+    calibration = page.get_by_label("Calibration (mm per pixel)", exact=True).and_(page.locator("input"))
+    calibration.fill(str(truth["mm_per_px"]))  # the generated export's true scale
+    calibration.press("Enter")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some("
+        "m => m.innerText.includes('Follicles counted') && m.innerText.trim().endsWith('8'))", timeout=60_000)
+    wait_for_app(page)
+    assert counted(page) == "8"
+    body = page.locator('[data-testid="stMain"]').inner_text()
+    assert "Resemblance to PCOS-labelled frames" in body and "decision threshold" in body
+    assert "Rotterdam 2003" in body
+    assert page.locator('[data-testid="stImage"]').count() >= 2  # heat map and follicle overlay
+
+    # untick follicle 1: its checkbox sits in the centre of the last column (glide grid rows are 35 px high)
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    assert grid.locator("#glide-cell-3-0").text_content() == "true"
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + box["width"] - 50, box["y"] + 35 + 17)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some("
+        "m => m.innerText.includes('Follicles counted') && m.innerText.trim().endsWith('7'))", timeout=30_000)
+    page.screenshot(path=str(tmp_path / "pcos.png"), full_page=True)
+    assert_no_errors(page)
+
+    uploader.set_input_files(str(bad))
+    page.get_by_text("not a readable image").wait_for(timeout=30_000)
+    wait_for_app(page)
+    assert_no_errors(page)
