@@ -1,0 +1,111 @@
+"""AppTest of the what-if panel on its harness page (numpy stand-in model: no training, no framework)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import whatif
+
+PAGE = Path(__file__).resolve().parent / "whatif_harness" / "page.py"
+
+
+@pytest.fixture
+def at(monkeypatch):
+    monkeypatch.delenv("WHATIF_WEIGHTS", raising=False)
+    app = AppTest.from_file(str(PAGE), default_timeout=60)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def metric(app, output_label: str, which: int):
+    """The value of the `which`-th (0 original, 1 modified) metric whose label starts with output_label."""
+    values = [m for m in app.metric if m.label.startswith(output_label)]
+    return values[which]
+
+
+def caption_text(app) -> str:
+    return " ".join(c.value for c in app.caption if c.value.startswith("Changes applied"))
+
+
+def test_panel_shows_both_outputs_and_follows_a_slider(at):
+    assert metric(at, "spot: present", 0).value == metric(at, "spot: present", 1).value
+    assert "Changes applied: none" in caption_text(at)
+    at.slider(key="harness-p-brightness").set_value(-100).run()
+    assert not at.exception
+    assert "Brightness -100 levels" in caption_text(at)
+    modified = [m for m in at.metric if m.label.startswith("spot:")][1]
+    assert modified.label == "spot: absent"  # the bright square is no longer bright enough
+    assert any("prediction changed from **present** to **absent**" in w.value for w in at.warning)
+    at.button(key="harness-reset").click().run()
+    assert at.slider(key="harness-p-brightness").value == 0
+    assert "Changes applied: none" in caption_text(at)
+
+
+def test_every_perturbation_control_runs(at):
+    for p in whatif.perturbations():
+        if p.choices:
+            at.selectbox(key=f"harness-p-{p.name}").set_value(p.choices[-1])
+        else:
+            at.slider(key=f"harness-p-{p.name}").set_value(p.lo if p.name == "jpeg" else p.hi)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = caption_text(at)
+    for p in whatif.perturbations():
+        assert p.label.split(" (")[0] in text
+
+
+def test_ultrasound_controls_appear_only_for_ultrasound(monkeypatch):
+    monkeypatch.setenv("WHATIF_ULTRASOUND", "1")
+    app = AppTest.from_file(str(PAGE), default_timeout=60)
+    app.run()
+    keys = {s.key for s in app.slider}
+    assert {"harness-p-speckle", "harness-p-gain"} <= keys
+    app.slider(key="harness-p-speckle").set_value(0.5).run()
+    assert "Speckle 0.5" in caption_text(app)
+
+
+def test_heat_map_occlusion_and_sensitivity_tabs(at):
+    assert len(at.get("image")) == 3  # original, modified and the heat map of the original
+    at.toggle(key="harness-heat-follow").set_value(True).run()
+    assert not at.exception
+    assert len(at.get("image")) == 4  # and the heat map of the modified image
+    at.session_state["harness-tabs"] = "Occlusion map"
+    at.run()
+    at.button(key="harness-occ-run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("largest drop of 'present'" in m.label for m in at.metric)
+    at.session_state["harness-tabs"] = "Sensitivity curve"
+    at.run()
+    at.selectbox(key="harness-sens-name").set_value("blur").run()
+    at.button(key="harness-sens-run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.get("plotly_chart")
+
+
+def test_experiment_save_and_load_restores_settings(at):
+    from core import synthetic
+
+    at.session_state["harness-tabs"] = "Save / load"
+    at.run()
+    assert at.get("download_button")
+    image = synthetic.bright_spot(True, 192, seed=3, side=40)[0]  # the harness's default image
+    settings = {**whatif.DEFAULT_SETTINGS, "brightness": -50, "rotation": 90}
+    data = whatif.save_experiment(whatif.Experiment(image, settings, meta={"model": "stand-in@1"}))
+    at.file_uploader(key="harness-load").upload("exp.zip", data, "application/zip").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="harness-p-brightness").value == -50
+    assert at.slider(key="harness-p-rotation").value == 90
+    assert any("reproduced exactly" in s.value for s in at.success)
+    assert "Rotation +90°, Brightness -50 levels" in caption_text(at)
+
+
+def test_bad_experiment_upload_is_a_clear_message(at):
+    at.session_state["harness-tabs"] = "Save / load"
+    at.run()
+    at.file_uploader(key="harness-load").upload("exp.zip", b"not a zip", "application/zip").run()
+    assert not at.exception
+    assert any("not a what-if experiment" in e.value for e in at.error)
+    assert at.slider(key="harness-p-brightness").value == 0
