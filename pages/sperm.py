@@ -1,0 +1,225 @@
+"""Sperm heads: every head of a stained field segmented, measured in µm against WHO ranges and classified; or one
+head crop classified directly."""
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core import morphometry, registry
+from core.explain import overlay
+from core.imageio import InputImage
+from core.results import Prediction
+from core.tasks import sperm as task
+from ui.common import UPLOAD_TYPES, card_expander, read_upload
+
+MODES = ["Auto (by image size)", "Full field", "Single head crop"]
+SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "shape": "shape",
+         "length_um": "length (µm)", "width_um": "width (µm)", "ratio": "length/width", "area_um2": "area (µm²)",
+         "perimeter_um": "perimeter (µm)", "ellipticity": "ellipticity", "acrosome_pct": "acrosome (% head)",
+         "vacuole_count": "vacuoles", "vacuole_pct": "vacuoles (% head)", "who_normal": "WHO normal",
+         "who_outside": "outside WHO range", "at_border": "at border (not scored)"}
+
+st.title("Sperm head morphology")
+st.markdown(
+    "Upload a **stained bright-field field** (e.g. Papanicolaou or Diff-Quik, 100× objective) to find every sperm "
+    "head, measure it in micrometres against the WHO reference ranges and classify it; the page gives the "
+    "percentage of normal forms by the classifier and by the WHO measurements, side by side. A **single-head "
+    "crop** goes straight to the classifier. Both are aids for your own reading of the slide."
+)
+
+
+def available(model_id: str) -> registry.Card | None:
+    try:
+        return registry.card(model_id)
+    except (KeyError, registry.CardError):
+        return None
+
+
+SEG_CARD, HEAD_CARD = available(task.SEG), available(task.HEAD)
+if SEG_CARD is None and HEAD_CARD is None:
+    st.warning("Neither sperm model is installed (`sperm-seg`, `sperm-head`). Train them with "
+               "`python -m core train sperm-seg|sperm-head --data …`.", icon=":material/warning:")
+    st.stop()
+
+
+# --- inputs ---------------------------------------------------------------------------------------------------------
+def input_ui() -> tuple[InputImage | None, str, float, bool]:
+    left, right = st.columns([2, 1])
+    with right:
+        mode = st.radio("Image type", MODES, key="sperm_mode",
+                        help=f"Auto treats images up to {task.AUTO_CROP_MAX_SIDE} px on their long side as one "
+                             "head crop, larger ones as a field.")
+        um = st.number_input(
+            "Calibration (µm per pixel)", min_value=0.005, max_value=2.0, value=morphometry.DEFAULT_UM_PER_PX,
+            step=0.001, format="%.3f", key="sperm_um_per_px",
+            help="Measure a stage micrometer with your microscope and camera: known length in µm divided by its "
+                 f"length in pixels. The default {morphometry.DEFAULT_UM_PER_PX} µm/pixel is an estimate for the "
+                 "Sperm Parsing v2 fields (1280×1024), not a calibration of yours.")
+        acrosome = st.checkbox("Use acrosome criterion", value=False,
+                               key="sperm_acrosome", help=morphometry.ACROSOME_NOTE)
+    with left:
+        upload = st.file_uploader("Micrograph (field or single head)", type=UPLOAD_TYPES, key="sperm_upload")
+        image = read_upload(upload)
+    return image, mode, um, acrosome
+
+
+# --- the page's predictions (one place each) ------------------------------------------------------------------------
+@st.cache_data(show_spinner="Finding and measuring heads…", max_entries=32)
+def analyse(sha: str, um_per_px: float, acrosome: bool, versions: str, _image: InputImage) -> Prediction:
+    return task.analyse_field(_image, um_per_px, acrosome_criterion=acrosome)
+
+
+@st.cache_data(show_spinner="Classifying the head…", max_entries=64)
+def classify(sha: str, version: str, _image: InputImage) -> Prediction:
+    return task.classify_heads([_image])[0]
+
+
+@st.cache_data(show_spinner="Computing heat map…", max_entries=64)
+def heat_map(sha: str, version: str, output: str, _pixels: np.ndarray) -> np.ndarray:
+    return registry.load(task.HEAD).explain(_pixels, output)
+
+
+# --- drawing --------------------------------------------------------------------------------------------------------
+def probabilities_view(probs: dict[str, dict[str, float]], version: str) -> None:
+    for output, title in (("normal", "Normal vs abnormal"), ("shape", "Head shape (HuSHeM classes)")):
+        p = probs.get(output)
+        if not p:
+            continue
+        top = max(p, key=p.get)
+        st.markdown(f"**{title}:** {top} ({100 * p[top]:.1f} %)")
+        st.dataframe(pd.DataFrame({"class": list(p), "probability (%)": [round(100 * v, 1) for v in p.values()]}),
+                     hide_index=True, width="stretch")
+    st.caption(f"{task.HEAD} v{version}")
+
+
+def head_view(pixels: np.ndarray, sha: str, probs: dict, version: str, key: str) -> None:
+    """A head crop, its class probabilities and a Grad-CAM heat map."""
+    c1, c2, c3 = st.columns(3)
+    c1.image(pixels, caption="Head crop", width="stretch")
+    with c2:
+        probabilities_view(probs, version)
+    with c3:
+        output = st.radio("Heat map for", ["normal", "shape"], horizontal=True, key=f"{key}_heat_output")
+        try:
+            heat = heat_map(sha, version, output, pixels)
+            st.image(overlay(pixels, heat, 0.45), width="stretch",
+                     caption=f"Grad-CAM for the predicted {output} class: red areas weighed most.")
+        except Exception as exc:  # an explanation failure must not hide the result
+            st.warning(f"No heat map for this crop: {exc}")
+
+
+def single_head_ui(image: InputImage) -> None:
+    if HEAD_CARD is None:
+        st.warning("The head classifier `sperm-head` is not installed.", icon=":material/warning:")
+        return
+    pred = classify(image.sha256, HEAD_CARD.version, image)
+    head_view(image.pixels, image.sha256, pred.probabilities, pred.model_version, "single")
+    cv = HEAD_CARD.metrics.get("hushem/5fold-cv", {})
+    mh = HEAD_CARD.metrics.get("mhsma/valid", {})
+    if cv or mh:
+        st.caption(f"Measured: HuSHeM 5-fold cross-validation shape accuracy {100 * cv.get('shape_accuracy', 0):.0f} %"
+                   f"; MHSMA official validation split normal/abnormal accuracy {100 * mh.get('accuracy', 0):.0f} %.")
+    with st.expander("What-if: change the crop and watch the answer move"):
+        from core.whatif import model_explain, model_predict
+        from ui.whatif import whatif_panel
+
+        model = registry.load(task.HEAD)
+        whatif_panel(image.pixels, model_predict(model), key="sperm-head-whatif", explain=model_explain(model),
+                     cache_key=f"{HEAD_CARD.id}@{HEAD_CARD.version}")
+
+
+def summary_view(summary: dict) -> None:
+    limit = morphometry.WHO_REFERENCE["normal_forms_lower_limit_pct"]
+    cols = st.columns(4)
+    cols[0].metric("Heads found", summary["n_heads"], help="Heads touching the image border are shown but not scored.")
+    cols[1].metric("Heads scored", summary["n_scored"])
+    for col, key, label in ((cols[2], "classifier", "Normal forms (classifier)"), (cols[3], "who", "Normal forms (WHO)")):
+        pct = summary[f"pct_normal_{key}"]
+        col.metric(label, "—" if pct is None else f"{pct:.0f} %")
+        if pct is not None:
+            col.markdown(f":red-badge[below {limit:.0f} %]" if summary[f"below_lower_limit_{key}"]
+                         else f":green-badge[at or above {limit:.0f} %]")
+    st.caption(f"Lower reference limit of normal forms: {limit:.0f} %. One field holds few heads: WHO asks for at "
+               "least 200 assessed spermatozoa, so pool several fields before reading the percentage.")
+
+
+def histograms(table: pd.DataFrame) -> go.Figure:
+    ref = morphometry.WHO_REFERENCE
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Length (µm)", "Width (µm)", "Length / width"))
+    for i, (col, rng) in enumerate((("length_um", ref["length_um"]), ("width_um", ref["width_um"]),
+                                    ("ratio", ref["ratio"])), start=1):
+        fig.add_trace(go.Histogram(x=table[col], nbinsx=15, marker_color="#4477aa", showlegend=False), row=1, col=i)
+        fig.add_vrect(x0=rng[0], x1=rng[1], fillcolor="green", opacity=0.12, line_width=0, row=1, col=i)
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=40, b=10), bargap=0.05)
+    return fig
+
+
+def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
+    if SEG_CARD is None:
+        st.warning("The head segmenter `sperm-seg` is not installed: upload a single-head crop instead.",
+                   icon=":material/warning:")
+        return
+    versions = f"{SEG_CARD.version}/{HEAD_CARD.version if HEAD_CARD else '-'}"
+    pred = analyse(image.sha256, um, acrosome, versions, image)
+    rows, summary = pred.extras["heads"], pred.extras
+    summary_view(summary)
+    st.image(pred.images["overlay"], width="stretch",
+             caption="Green: normal · red: abnormal (classifier) · blue: not classified. Numbers match the table. "
+                     f"{task.SEG} v{pred.model_version}" + (f", {summary['head_model']}" if summary["head_model"] else ""))
+    if not rows:
+        st.info("No sperm heads were found. The segmenter was trained on stained bright-field fields; unstained, "
+                "phase-contrast or very different magnifications may need another model.")
+        return
+    table = pd.DataFrame(rows)
+    shown = table[[c for c in SHOWN if c in table]].rename(columns=SHOWN)
+    st.subheader("Heads")
+    event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                         key=f"sperm_table_{image.sha256[:12]}")
+    st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), mime="text/csv",
+                       file_name=f"{image.name.rsplit('.', 1)[0]}_heads.csv", key="sperm_csv")
+    st.plotly_chart(histograms(table), width="stretch", key="sperm_hist")
+    st.caption(f"Green bands: WHO reference ranges. {morphometry.reference_text()} Sizes use {um:.3f} µm per pixel. "
+               + ("" if acrosome else morphometry.ACROSOME_NOTE))
+    selected = event.selection.rows if event and event.selection else []
+    options = [r["head"] for r in rows]
+    default = options.index(rows[selected[0]]["head"]) if selected else 0
+    head = st.selectbox("Show head", options, index=default, key=f"sperm_head_pick_{image.sha256[:12]}",
+                        help="Or click a row of the table.")
+    row = next(r for r in rows if r["head"] == head)
+    crop = pred.images[f"head_{head}"]
+    if "p_normal" in row:
+        probs = {"normal": {"abnormal": 1 - row["p_normal"], "normal": row["p_normal"]},
+                 "shape": {s: row[f"p_shape_{s}"] for s in task.ds.SHAPES}}
+        head_view(crop, f"{image.sha256}-{head}-{um}", probs, HEAD_CARD.version, "field")
+    else:
+        st.image(crop, caption=f"Head {head}", width=200)
+    with st.expander("What-if: change the field and watch the heads move"):
+        from ui.whatif import whatif_panel
+
+        def predict(pixels):
+            s = task.analyse_field(pixels, um, acrosome_criterion=acrosome).extras
+            p = (s["pct_normal_classifier"] or 0) / 100
+            return {"normal_forms": {"abnormal": 1 - p, "normal": p}}
+
+        def detail(pixels):
+            return pd.DataFrame(task.analyse_field(pixels, um, acrosome_criterion=acrosome).extras["heads"])
+
+        whatif_panel(image.pixels, predict, key="sperm-field-whatif", detail=detail,
+                     cache_key=f"{task.SEG}@{versions}#{um}#{acrosome}")
+
+
+# --- page -----------------------------------------------------------------------------------------------------------
+image, mode, um, acrosome = input_ui()
+if image is None:
+    st.info("Upload a field micrograph or a single-head crop to start.", icon=":material/upload:")
+else:
+    single = mode == MODES[2] or (mode == MODES[0] and task.is_single_head(image.pixels))
+    st.caption(f"Treated as {'a single-head crop' if single else 'a full field'} ({image.size[0]}×{image.size[1]} px).")
+    if single:
+        single_head_ui(image)
+    else:
+        field_ui(image, um, acrosome)
+for card in (SEG_CARD, HEAD_CARD):
+    if card is not None:
+        card_expander(card)

@@ -1,0 +1,48 @@
+"""Sperm page in Chromium: upload a generated field and see the summary, overlay, head table and histograms; upload a
+single-head crop and see the classifier; then a bad file gives a clear error and no exception."""
+from __future__ import annotations
+
+import pytest
+
+from core import registry, synthetic
+from core.imageio import encode_png
+from tests.conftest import assert_no_errors, wait_for_app
+
+
+@pytest.fixture(autouse=True)
+def _needs_models():
+    for model_id in ("sperm-seg", "sperm-head"):
+        try:
+            registry.card(model_id)
+        except (KeyError, registry.CardError) as exc:
+            pytest.skip(f"weights/{model_id} is not installed: {exc}")
+
+
+def test_sperm_page_field_crop_and_bad_file(app_url, page, tmp_path):
+    field, _ = synthetic.sperm_field(n_heads=6, size=(1024, 1280), seed=5, um_per_px=0.048)
+    crop, _ = synthetic.sperm_head("normal", seed=2)
+    (tmp_path / "field.png").write_bytes(encode_png(field))
+    (tmp_path / "head.png").write_bytes(encode_png(crop))
+    (tmp_path / "notes.png").write_text("this is text, not an image")
+
+    page.goto(f"{app_url}/sperm")
+    wait_for_app(page)
+    uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    uploader.set_input_files(str(tmp_path / "field.png"))
+    page.get_by_text("Normal forms (WHO)").wait_for(timeout=120_000)
+    wait_for_app(page)
+    assert_no_errors(page)
+    body = page.locator('[data-testid="stMain"]').inner_text()
+    assert "Heads found" in body and "Lower reference limit of normal forms: 4 %" in body
+    assert page.locator('[data-testid="stImage"]').count() >= 1
+    page.screenshot(path=str(tmp_path / "sperm_field.png"), full_page=True)
+
+    uploader.set_input_files(str(tmp_path / "head.png"))
+    page.get_by_text("Normal vs abnormal").wait_for(timeout=60_000)
+    wait_for_app(page)
+    assert_no_errors(page)
+
+    uploader.set_input_files(str(tmp_path / "notes.png"))
+    page.get_by_text("not a readable image").wait_for(timeout=30_000)
+    wait_for_app(page)
+    assert_no_errors(page)
