@@ -1,0 +1,260 @@
+"""Time-lapse sequences: read a video, a zip or folder of frames, or a Gomez embryo folder in time order; decode
+per-frame probabilities with a left-to-right Viterbi (development never goes backwards); extract event times.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from .datasets import gomez
+from .imageio import IMAGE_SUFFIXES, ImageInputError, read_image
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg"}
+MAX_SIDE = 320  # frames are kept at most this large: the model reads 128 px, the page shows ~300 px
+MAX_FRAMES = 5000
+DEFAULT_MINUTES = 15.0  # EmbryoScope's usual acquisition interval; the user sets the real one
+
+
+class SequenceInputError(ValueError):
+    """The input cannot be read as a sequence of frames; str(e) is a message for the user."""
+
+
+@dataclass
+class FrameSequence:
+    frames: list[np.ndarray]  # H x W x 3 uint8 RGB, at most MAX_SIDE px
+    names: list[str]
+    source: str
+    order_rule: str  # how the time order was decided, shown to the user
+    skipped: list[str] = field(default_factory=list)  # "name: reason" for entries that were not usable frames
+    true_phases: list[str | None] | None = None  # Gomez annotations, when given
+    frame_numbers: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+# --- time order ------------------------------------------------------------------------------------------
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """'frame9' < 'frame10': digit runs compare as numbers, the rest case-insensitively."""
+    parts = _DIGITS.split(PurePosixPath(name).name.lower())
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != "")
+
+
+def order_frames(names: list[str]) -> tuple[list[int], str]:
+    """Indices of `names` in time order and the rule used: RUN<k> numbers, else numbers in the names, else name."""
+    bases = [PurePosixPath(n.replace("\\", "/")).name for n in names]
+    runs = [gomez.RUN_RE.search(b) for b in bases]
+    if bases and all(runs):
+        return sorted(range(len(names)), key=lambda i: (int(runs[i].group(1)), bases[i])), "frame number RUN<k> in the file names"
+    if bases and all(_DIGITS.search(PurePosixPath(b).stem) for b in bases):
+        return sorted(range(len(names)), key=lambda i: (natural_key(bases[i]), bases[i])), "numbers in the file names"
+    return sorted(range(len(names)), key=lambda i: bases[i].lower()), "file name order (no frame numbers found)"
+
+
+# --- readers ---------------------------------------------------------------------------------------------
+def _shrink(rgb: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def read_video(source, name: str = "video", max_frames: int = MAX_FRAMES) -> FrameSequence:
+    """Every frame of an MP4/AVI/... (path or bytes) through OpenCV."""
+    tmp = None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        fd, tmp = tempfile.mkstemp(suffix=Path(name).suffix or ".mp4")
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(source))
+        path = tmp
+    else:
+        path = str(source)
+    try:
+        cap = cv2.VideoCapture(path)
+        if not cap.isOpened():
+            raise SequenceInputError(f"{name}: not a readable video (the file is corrupt or its codec is not supported). "
+                                     "Try MP4 (H.264/MPEG-4) or AVI, or upload the frames as a zip.")
+        frames, skipped = [], []
+        while len(frames) < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if bgr is None or bgr.size == 0:
+                skipped.append(f"frame {len(frames) + len(skipped)}: empty")
+                continue
+            frames.append(_shrink(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+        more = cap.read()[0]
+        cap.release()
+    finally:
+        if tmp:
+            os.unlink(tmp)
+    if not frames:
+        raise SequenceInputError(f"{name}: no frame could be decoded from this video (corrupt or empty file).")
+    if more:
+        skipped.append(f"frames after the first {max_frames}: not read (limit)")
+    return FrameSequence(frames, [f"{name}#{i}" for i in range(len(frames))], name, "video frame order", skipped)
+
+
+def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSequence:
+    frames, names, skipped = [], [], []
+    for entry, data in entries:
+        base = PurePosixPath(entry).name
+        if PurePosixPath(entry).suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(f"{entry}: not an image file")
+            continue
+        try:
+            frames.append(_shrink(read_image(data, name=base).pixels))
+            names.append(entry)
+        except ImageInputError as exc:
+            skipped.append(str(exc))
+    if not frames:
+        raise SequenceInputError(f"{source}: no readable image frames found"
+                                 + (f" ({len(skipped)} entries skipped, e.g. {skipped[0]})" if skipped else "") + ".")
+    order, rule = order_frames(names)
+    frames = [frames[i] for i in order]
+    names = [names[i] for i in order]
+    return FrameSequence(frames, names, source, rule, skipped, frame_numbers=_run_numbers(names))
+
+
+def _run_numbers(names: list[str]) -> list[int] | None:
+    nums = [gomez.frame_number(Path(n)) for n in names]
+    return nums if all(n is not None for n in nums) else None
+
+
+def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> FrameSequence:
+    """Image frames of a zip (path or bytes); other entries are skipped and listed."""
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise SequenceInputError(f"{name}: not a readable zip archive.") from None
+    entries, skipped = [], []
+    with zf:
+        for info in zf.infolist():
+            entry = info.filename
+            parts = PurePosixPath(entry).parts
+            if info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1].startswith("."):
+                continue
+            if len(entries) >= max_frames:
+                skipped.append(f"{entry}: not read (limit of {max_frames} frames)")
+                continue
+            try:
+                entries.append((entry, zf.read(info)))
+            except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
+                skipped.append(f"{entry}: cannot be extracted ({exc})")
+    seq = _from_named_bytes(entries, name)
+    seq.skipped = skipped + seq.skipped
+    return seq
+
+
+def read_folder(folder, annotations: Path | None = None) -> FrameSequence:
+    """A folder of frames. A Gomez embryo folder (…/embryo_dataset/<embryo>) also brings its annotated phases."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SequenceInputError(f"{folder}: no such folder.")
+    if annotations is None:
+        candidate = folder.parent.parent / "embryo_dataset_annotations" / f"{folder.name}_phases.csv"
+        annotations = candidate if candidate.is_file() else None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if len(files) > MAX_FRAMES:
+        files = files[:MAX_FRAMES]
+    seq = _from_named_bytes([(p.name, p.read_bytes()) for p in files], str(folder))
+    if annotations is not None and seq.frame_numbers is not None:
+        phases = gomez.read_phases(annotations)
+        seq.true_phases = [gomez.phase_of(n, phases) for n in seq.frame_numbers]
+    return seq
+
+
+def read_sequence(source, name: str | None = None) -> FrameSequence:
+    """A video, a zip or a folder (path), or an upload's bytes with its file name."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        return read_folder(source)
+    name = name or (Path(source).name if isinstance(source, (str, Path)) else "upload")
+    suffix = Path(name).suffix.lower()
+    if isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise SequenceInputError(f"{name}: no such file or folder.")
+        source = Path(source).read_bytes()
+    data = bytes(source)
+    if not data:
+        raise SequenceInputError(f"{name}: the file is empty.")
+    if suffix == ".zip" or data[:4] == b"PK\x03\x04":
+        return read_zip(data, name)
+    if suffix in VIDEO_SUFFIXES:
+        return read_video(data, name)
+    raise SequenceInputError(f"{name}: expected a video (MP4, AVI), a zip of frames or a folder of frames.")
+
+
+# --- decoding --------------------------------------------------------------------------------------------
+def viterbi_monotone(log_p: np.ndarray, switch_cost: float = 2.0, allowed: np.ndarray | None = None) -> np.ndarray:
+    """Best state path of a left-to-right chain: states never decrease, any forward jump (skips allowed) costs
+    `switch_cost` (in log units), staying is free. log_p: (T, K) log-probabilities; allowed: optional (T, K) mask.
+    Returns the (T,) state indices maximising sum(log_p[t, s_t]) - switch_cost * (number of changes)."""
+    log_p = np.asarray(log_p, np.float64)
+    if allowed is not None:
+        log_p = np.where(allowed, log_p, -np.inf)
+    n, k = log_p.shape
+    if n == 0:
+        return np.zeros(0, int)
+    score = log_p[0].copy()
+    back = np.zeros((n, k), np.int64)
+    idx = np.arange(k)
+    for t in range(1, n):
+        # best predecessor strictly before j: running max of score over states 0..j-1
+        prev_best = np.maximum.accumulate(score)
+        prev_arg = np.zeros(k, np.int64)
+        for j in range(1, k):  # argmax of the running max, vectorisation not worth it for k <= 16
+            prev_arg[j] = prev_arg[j - 1] if score[prev_arg[j - 1]] >= score[j - 1] else j - 1
+        shifted = np.concatenate([[-np.inf], prev_best[:-1]]) - switch_cost
+        move = shifted > score
+        back[t] = np.where(move, prev_arg, idx)
+        score = np.where(move, shifted, score) + log_p[t]
+    path = np.empty(n, np.int64)
+    path[-1] = int(np.argmax(score))
+    for t in range(n - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+def decode(stage_p: np.ndarray, phase_p: np.ndarray, switch_cost: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded stage and phase indices per frame: stage by Viterbi, then phase by Viterbi among the phases of the
+    decoded stage, so both are monotone and agree."""
+    eps = 1e-6
+    stage_path = viterbi_monotone(np.log(stage_p + eps), switch_cost)
+    stage_of = np.array([gomez.STAGES.index(gomez.STAGE_OF_PHASE[p]) for p in gomez.PHASES])
+    allowed = stage_of[None, :] == stage_path[:, None]
+    phase_path = viterbi_monotone(np.log(phase_p + eps), switch_cost, allowed)
+    return stage_path, phase_path
+
+
+EVENTS = gomez.PHASES[1:]  # tPNa … tHB: the first frame at or beyond each phase
+
+
+def event_frames(phase_index, phases: list[str] = gomez.PHASES) -> dict[str, int]:
+    """Event -> first frame index whose phase is that phase or a later one (a skipped phase shares the next one's
+    time). Events already passed at the first frame are left out (they happened before the recording)."""
+    idx = np.asarray([(-1 if p is None else p) for p in phase_index], dtype=float)
+    known = np.where(idx >= 0)[0]
+    events = {}
+    if not len(known):
+        return events
+    first = idx[known[0]]
+    for k, name in enumerate(phases):
+        if name not in EVENTS or k <= first:
+            continue
+        hits = known[idx[known] >= k]
+        if len(hits):
+            events[name] = int(hits[0])
+    return events

@@ -1,0 +1,221 @@
+"""Time-lapse staging: a stage timeline and morphokinetic event times from one embryo's video or frames."""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core import registry, synthetic
+from core.datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
+from core.explain import overlay
+from core.sequence import DEFAULT_MINUTES, FrameSequence, SequenceInputError, read_folder, read_sequence
+from core.tasks import timelapse as task
+from ui.common import card_expander, model_unavailable
+
+st.title("Time-lapse staging")
+st.markdown(
+    "Give the time-lapse recording of **one embryo** (a video, a zip or folder of frames, or a Gomez-layout embryo "
+    "folder). Every frame is classified into a developmental stage, the stages are put in biological order over "
+    "time, and the morphokinetic events (t2, t3 … t9+, tM, tSB, tB, tEB) are timed. It is a draft to check "
+    "against the frames, not an annotation you can use without review."
+)
+if model_unavailable(task.MODEL_ID):
+    st.stop()
+CARD = registry.card(task.MODEL_ID)
+STAGE_COLOURS = {"pronuclear": "#9ecae1", "cleavage": "#3182bd", "morula": "#fdae6b", "blastocyst": "#e6550d"}
+STAGE_NAMES = {"pronuclear": "Pronuclear", "cleavage": "Cleavage", "morula": "Morula", "blastocyst": "Blastocyst"}
+
+
+# --- inputs -------------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner="Reading frames…", max_entries=2)
+def read_upload_sequence(sha: str, name: str, _data: bytes) -> FrameSequence:
+    return read_sequence(_data, name)
+
+
+@st.cache_data(show_spinner="Reading frames…", max_entries=2)
+def read_local_folder(path: str, stamp: float) -> FrameSequence:
+    return read_folder(path)
+
+
+def example_sequence() -> FrameSequence:
+    frames, _ = synthetic.timelapse_sequence(60, size=160, seed=1)
+    return FrameSequence(frames, [f"generated_RUN{i + 1}.png" for i in range(60)], "generated example",
+                         "generated in time order")
+
+
+def input_ui() -> tuple[FrameSequence | None, str]:
+    """The sequence the user chose (None after showing why it cannot be used) and its cache key."""
+    source = st.radio("Input", ["Upload video or zip", "Local folder", "Generated example"], horizontal=True,
+                      key="tl_source")
+    try:
+        if source == "Upload video or zip":
+            upload = st.file_uploader("Video (MP4, AVI, MOV) or zip of frames (PNG, JPEG, TIFF, BMP)",
+                                      type=["mp4", "avi", "mov", "mkv", "zip"], key="tl_upload")
+            if upload is None:
+                return None, ""
+            data = upload.getvalue()
+            sha = hashlib.sha256(data).hexdigest()
+            return read_upload_sequence(sha, upload.name, data), sha
+        if source == "Local folder":
+            path = st.text_input("Folder of frames on this computer (e.g. …/embryo_dataset/AA83-7)", key="tl_folder").strip()
+            if not path:
+                return None, ""
+            folder = Path(path).expanduser()
+            if not folder.is_dir():
+                st.error(f"{folder}: no such folder on the machine running this app.", icon=":material/error:")
+                return None, ""
+            stamp = max((p.stat().st_mtime for p in folder.iterdir()), default=0.0)
+            return read_local_folder(str(folder.resolve()), stamp), f"{folder.resolve()}@{stamp}"
+        return example_sequence(), "generated-example"
+    except SequenceInputError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None, ""
+
+
+def describe_input(seq: FrameSequence) -> None:
+    st.caption(f"{len(seq)} frames from {Path(seq.source).name} · time order: {seq.order_rule}"
+               + (" · phase annotations found: the true phases are drawn under the prediction" if seq.true_phases else ""))
+    if seq.skipped:
+        st.warning(f"{len(seq.skipped)} item(s) could not be used and were left out; the other frames were staged:\n\n"
+                   + "\n".join(f"- {s}" for s in seq.skipped[:8]) + ("\n- …" if len(seq.skipped) > 8 else ""),
+                   icon=":material/warning:")
+
+
+# --- cached work (the progress bar is created inside, so a cache hit replays nothing stale) -------------------------
+@st.cache_data(show_spinner=False, max_entries=8)
+def stage_sequence(key: str, minutes: float, version: str, _seq: FrameSequence):
+    bar = st.progress(0.0, text="Classifying frames…")
+    pred = task.predict_sequence(task.MODEL_ID, _seq, minutes,
+                                 progress=lambda done, total: bar.progress(done / total, text=f"Classified {done} of {total} frames"))
+    bar.empty()
+    return pred
+
+
+@st.cache_data(show_spinner="Computing heat map…", max_entries=64)
+def heat_map(key: str, frame: int, version: str, _image: np.ndarray) -> np.ndarray:
+    return registry.load(task.MODEL_ID).explain(_image, "stage")
+
+
+# --- drawing --------------------------------------------------------------------------------------------------------
+def timeline(pred, frame: int) -> go.Figure:
+    x = pred.extras
+    hours = np.asarray(x["hours"])
+    probs = np.asarray(x["stage_probs"])
+    has_truth = "true_phase" in x
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.45, 0.15, 0.40],
+                        subplot_titles=("Stage probability (in context of the whole sequence)",
+                                        "Stage: decoded in biological order" + (" vs annotation" if has_truth else ""),
+                                        "Phase"))
+    for i, s in enumerate(STAGES):
+        fig.add_trace(go.Scatter(x=hours, y=100 * probs[:, i], name=STAGE_NAMES[s], stackgroup="p", mode="none",
+                                 fillcolor=STAGE_COLOURS[s], hovertemplate="%{y:.1f} %"), row=1, col=1)
+    strips = [("model", x["stage_decoded"])] + ([("annotation", [STAGE_OF_PHASE.get(p) if p else None
+                                                                 for p in x["true_phase"]])] if has_truth else [])
+    z = [[STAGES.index(s) if s else None for s in row] for _, row in strips]
+    scale = [[i / 3, STAGE_COLOURS[s]] for i, s in enumerate(STAGES)]
+    fig.add_trace(go.Heatmap(x=hours, y=[n for n, _ in strips], z=z, zmin=0, zmax=3, colorscale=scale, showscale=False,
+                             customdata=[[STAGE_NAMES.get(s, "not annotated") if s else "not annotated" for s in row]
+                                         for _, row in strips],
+                             hovertemplate="%{y}: %{customdata}<extra></extra>"), row=2, col=1)
+    fig.add_trace(go.Scatter(x=hours, y=x["phase_raw"], mode="markers", name="phase, frame by frame",
+                             marker=dict(size=3, color="#bbbbbb")), row=3, col=1)
+    if has_truth:
+        fig.add_trace(go.Scatter(x=hours, y=[p if p else None for p in x["true_phase"]], mode="lines",
+                                 name="annotated phase", line=dict(color="#31a354", width=7), opacity=0.45,
+                                 connectgaps=False), row=3, col=1)
+    fig.add_trace(go.Scatter(x=hours, y=x["phase_decoded"], mode="lines", name="phase, decoded",
+                             line=dict(color="#08306b", width=2, shape="hv")), row=3, col=1)
+    fig.update_yaxes(title_text="%", range=[0, 100], row=1, col=1)
+    fig.update_yaxes(categoryorder="array", categoryarray=PHASES, tickmode="array", tickvals=PHASES, row=3, col=1)
+    for k, ev in enumerate(x["events"]):
+        fig.add_vline(x=ev["hours"], line=dict(color="#444", width=1, dash="dot"))
+        fig.add_annotation(x=ev["hours"], y=1.0 + 0.045 * (k % 2), yref="paper", text=ev["event"], showarrow=False,
+                           font=dict(size=10))
+    fig.add_vline(x=hours[frame], line=dict(color="crimson", width=2))
+    fig.update_xaxes(title_text=f"hours from the first frame ({x['minutes_per_frame']:g} min between frames)", row=3, col=1)
+    fig.update_layout(height=640, margin=dict(t=70, b=40, l=60, r=20), legend=dict(orientation="h", y=-0.12))
+    return fig
+
+
+def events_view(pred) -> None:
+    table = task.events_table(pred)
+    if table.empty:
+        st.info("No stage transition was found in this sequence (every frame is in one phase).")
+    else:
+        shown = table.drop(columns=["frame_name"]).rename(columns={"hours": "time (h)"})
+        st.dataframe(shown, hide_index=True, width="stretch")
+    name = Path(pred.input_name).stem or "sequence"
+    c1, c2 = st.columns(2)
+    c1.download_button("Download events (CSV)", table.to_csv(index=False).encode(), f"{name}-events.csv", "text/csv",
+                       key="tl_events_csv")
+    c2.download_button("Download every frame (CSV)", task.timeline_table(pred).to_csv(index=False).encode(),
+                       f"{name}-frames.csv", "text/csv", key="tl_frames_csv")
+    st.caption("An event is the first frame decoded at that phase or later; a phase the embryo passed too fast to be "
+               "seen shares the time of the next one. Events before the first frame are not listed.")
+
+
+def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
+    x = pred.extras
+    left, mid, right = st.columns([2, 2, 2])
+    image = seq.frames[frame]
+    left.image(image, caption=f"Frame {frame} · {x['hours'][frame]:.1f} h · {seq.names[frame]}", width="stretch")
+    with mid:
+        stage = x["stage_decoded"][frame]
+        st.metric("Stage (decoded)", STAGE_NAMES[stage], help=f"{CARD.id} v{pred.model_version}")
+        st.caption(f"Phase: {x['phase_decoded'][frame]}"
+                   + (f" · annotated: {x['true_phase'][frame] or 'not annotated'}" if "true_phase" in x else ""))
+        probs = np.asarray(x["stage_probs"])[frame]
+        st.dataframe(pd.DataFrame({"stage": [STAGE_NAMES[s] for s in STAGES],
+                                   "probability": [f"{100 * p:.1f} %" for p in probs]}), hide_index=True, width="stretch")
+        st.caption(f"Probabilities in the context of the sequence, {CARD.id} v{pred.model_version}.")
+    with right:
+        try:
+            heat = heat_map(key, frame, pred.model_version, image)
+            st.image(overlay(image, heat, 0.45), caption="Heat map: regions driving this frame's stage (Grad-CAM of the "
+                                                         "per-frame encoder)", width="stretch")
+        except Exception as exc:  # an explanation failure must not hide the timeline
+            st.warning(f"No heat map for this frame: {exc}")
+
+
+# --- page -----------------------------------------------------------------------------------------------------------
+seq, key = input_ui()
+minutes = st.number_input("Minutes between frames", min_value=0.5, max_value=240.0, value=DEFAULT_MINUTES, step=0.5,
+                          key="tl_minutes", help=f"Default {DEFAULT_MINUTES:g} min, a usual EmbryoScope interval. Event "
+                                                 "times in hours depend on it; frame numbers do not.")
+if seq is None:
+    st.info("Upload a video or zip, give a local folder, or pick the generated example to start.",
+            icon=":material/upload:")
+else:
+    describe_input(seq)
+    try:
+        pred = stage_sequence(key, float(minutes), CARD.version, seq)
+    except (ValueError, RuntimeError) as exc:
+        st.error(f"The sequence could not be staged: {exc}")
+        pred = None
+    if pred is not None:
+        st.success(f"Last frame: **{STAGE_NAMES[pred.extras['current_stage']]}** · {len(seq)} frames over "
+                   f"{pred.extras['hours'][-1]:.1f} h · staged in {pred.timings_ms['total'] / 1000:.1f} s "
+                   f"({CARD.id} v{pred.model_version})")
+        frame = st.slider("Frame", 0, len(seq) - 1, 0, key="tl_frame")
+        st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")
+        st.caption("Top: probability of each stage at each frame. Middle: the stage path forced to move forward only "
+                   "(Viterbi), which removes single-frame flickers. Bottom: the phase decoded the same way; grey dots "
+                   "are the frame-by-frame answers" + (", the wide green line the annotation." if "true_phase" in
+                                                       pred.extras else "."))
+        tab_events, tab_frame, tab_whatif = st.tabs(["Events", "Frame", "What-if on this frame"])
+        with tab_events:
+            events_view(pred)
+        with tab_frame:
+            frame_view(seq, pred, key, frame)
+        with tab_whatif:
+            from core.whatif import model_explain, model_predict
+            from ui.whatif import whatif_panel
+
+            model = registry.load(task.MODEL_ID)
+            st.caption("The what-if tools use the per-frame encoder only, without the sequence context.")
+            whatif_panel(seq.frames[frame], model_predict(model), key="tl-whatif", explain=model_explain(model),
+                         cache_key=f"{CARD.id}@{CARD.version}")
+card_expander(CARD)

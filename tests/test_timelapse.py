@@ -1,0 +1,252 @@
+"""Time-lapse staging: frame order, readers, Viterbi decoding, events, the task on generated data, a regression floor."""
+from __future__ import annotations
+
+import io
+import itertools
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+
+from core import synthetic
+from core.datasets.gomez import PHASES, STAGES
+from core.imageio import encode_png
+from core.sequence import (SequenceInputError, decode, event_frames, order_frames, read_folder, read_sequence,
+                           read_video, read_zip, viterbi_monotone)
+from tests.conftest import shared_data
+
+
+# --- frame order ---------------------------------------------------------------------------------------------
+def ordered(names):
+    idx, rule = order_frames(names)
+    return [names[i] for i in idx], rule
+
+
+def test_order_run_numbers_beat_other_digits():
+    names = ["D2013.01.28_S0717_I132_WELL7_RUN10.jpeg", "D2013.01.28_S0717_I132_WELL7_RUN9.jpeg",
+             "D2013.01.28_S0717_I132_WELL7_RUN100.jpeg", "D2013.01.28_S0717_I132_WELL7_RUN1.jpeg"]
+    out, rule = ordered(names)
+    assert [n.split("RUN")[1] for n in out] == ["1.jpeg", "9.jpeg", "10.jpeg", "100.jpeg"]
+    assert "RUN" in rule
+
+
+def test_order_numbers_natural_not_lexicographic():
+    out, rule = ordered(["frame10.png", "frame9.png", "frame_100.png", "frame1.png", "Frame2.png"])
+    assert out == ["frame1.png", "Frame2.png", "frame9.png", "frame10.png", "frame_100.png"]
+    assert "numbers" in rule
+
+
+def test_order_number_before_suffix_and_folders_ignored():
+    out, _ = ordered(["b/well2_t10.tif", "a/well2_t9.tif", "well2_t11.tif"])
+    assert out == ["a/well2_t9.tif", "b/well2_t10.tif", "well2_t11.tif"]
+
+
+def test_order_falls_back_to_names_without_numbers():
+    out, rule = ordered(["c.png", "A.png", "b.png", "x1.png"])
+    assert out == ["A.png", "b.png", "c.png", "x1.png"]
+    assert "name order" in rule
+
+
+# --- Viterbi -------------------------------------------------------------------------------------------------
+def brute_force(log_p, cost):
+    t, k = log_p.shape
+    best, arg = -np.inf, None
+    for path in itertools.product(range(k), repeat=t):
+        if any(b < a for a, b in zip(path, path[1:])):
+            continue
+        score = sum(log_p[i, s] for i, s in enumerate(path)) - cost * sum(b != a for a, b in zip(path, path[1:]))
+        if score > best:
+            best, arg = score, path
+    return np.array(arg), best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_viterbi_finds_the_known_optimum(seed):
+    rng = np.random.default_rng(seed)
+    log_p = np.log(rng.dirichlet(np.ones(4), size=6))
+    cost = [0.0, 0.7, 2.0][seed % 3]
+    path = viterbi_monotone(log_p, cost)
+    want, best = brute_force(log_p, cost)
+    score = log_p[np.arange(6), path].sum() - cost * np.count_nonzero(np.diff(path))
+    assert np.isclose(score, best)
+
+
+def test_viterbi_is_monotone_and_removes_flicker():
+    truth = np.repeat([0, 1, 3], [10, 10, 10])
+    probs = np.full((30, 4), 0.02)
+    probs[np.arange(30), truth] = 0.94
+    probs[15] = [0.9, 0.03, 0.03, 0.04]  # one frame that seems to go back
+    probs[5] = [0.03, 0.03, 0.04, 0.9]  # one frame that seems to jump ahead
+    raw = probs.argmax(1)
+    path = viterbi_monotone(np.log(probs), 2.0)
+    assert np.all(np.diff(path) >= 0)
+    assert np.array_equal(path, truth) and not np.array_equal(raw, truth)
+
+
+def test_viterbi_respects_allowed_mask():
+    log_p = np.log(np.full((5, 3), 1 / 3))
+    allowed = np.ones((5, 3), bool)
+    allowed[:, 1] = False
+    assert 1 not in viterbi_monotone(log_p, 1.0, allowed)
+
+
+def test_decode_stage_and_phase_agree():
+    rng = np.random.default_rng(0)
+    stage_p = rng.dirichlet(np.ones(4), size=40)
+    phase_p = rng.dirichlet(np.ones(16), size=40)
+    s, p = decode(stage_p, phase_p)
+    from core.datasets.gomez import STAGE_OF_PHASE
+
+    assert all(STAGES[a] == STAGE_OF_PHASE[PHASES[b]] for a, b in zip(s, p))
+    assert np.all(np.diff(s) >= 0) and np.all(np.diff(p) >= 0)
+
+
+def test_event_frames_with_skips_and_unannotated():
+    i = PHASES.index
+    seq = [None, None, i("tPNa"), i("tPNa"), i("t2"), i("t2"), i("t4"), None, i("t5")]
+    ev = event_frames(seq)
+    assert ev["t2"] == 4 and ev["t3"] == 6 and ev["t4"] == 6 and ev["t5"] == 8
+    assert "tPNa" not in ev  # already there at the first annotated frame
+    assert "t6" not in ev
+
+
+# --- readers -------------------------------------------------------------------------------------------------
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_zip_with_non_images_keeps_good_frames():
+    frames, _ = synthetic.timelapse_sequence(5, size=64)
+    entries = {f"seq/frame{i * 5}.png": encode_png(f) for i, f in enumerate(frames)}
+    entries["seq/notes.txt"] = b"hello"
+    entries["seq/broken7.png"] = b"this is text, not a png"
+    entries["__MACOSX/._frame0.png"] = b"junk"
+    seq = read_zip(_zip(entries), "frames.zip")
+    assert len(seq) == 5
+    assert seq.names == [f"seq/frame{i * 5}.png" for i in range(5)]
+    assert len(seq.skipped) == 2 and any("notes.txt" in s for s in seq.skipped)
+
+
+def test_zip_without_images_is_a_clear_error():
+    with pytest.raises(SequenceInputError, match="no readable image frames"):
+        read_zip(_zip({"a.txt": b"x"}), "bad.zip")
+    with pytest.raises(SequenceInputError, match="not a readable zip"):
+        read_sequence(b"PK\x03\x04garbage", "bad.zip")
+
+
+def write_mp4(path, frames, fps=5):
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_video_input_from_generated_mp4(tmp_path):
+    frames, _ = synthetic.timelapse_sequence(12, size=96)
+    write_mp4(tmp_path / "embryo.mp4", frames)
+    seq = read_sequence(tmp_path / "embryo.mp4")
+    assert len(seq) == 12 and seq.frames[0].shape == (96, 96, 3)
+    assert abs(float(seq.frames[3].mean()) - float(frames[3].mean())) < 8  # lossy codec, same picture
+    same = read_video((tmp_path / "embryo.mp4").read_bytes(), "embryo.mp4")
+    assert len(same) == 12
+
+
+def test_corrupt_video_is_a_clear_error(tmp_path):
+    frames, _ = synthetic.timelapse_sequence(6, size=64)
+    write_mp4(tmp_path / "ok.mp4", frames)
+    data = (tmp_path / "ok.mp4").read_bytes()
+    with pytest.raises(SequenceInputError, match="video"):
+        read_sequence(b"\x00\x01not a video at all" * 50, "broken.mp4")
+    with pytest.raises(SequenceInputError):
+        read_sequence(data[: len(data) // 8], "truncated.avi")
+
+
+def test_gomez_folder_brings_annotations(tmp_path):
+    root = tmp_path / "embryo_dataset" / "E1"
+    root.mkdir(parents=True)
+    (tmp_path / "embryo_dataset_annotations").mkdir()
+    (tmp_path / "embryo_dataset_annotations" / "E1_phases.csv").write_text("tPNa,2,3\nt2,4,6\n")
+    frames, _ = synthetic.timelapse_sequence(6, size=64)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(root / f"D2020_WELL1_RUN{i + 1}.jpeg"), f)
+    seq = read_folder(root)
+    assert seq.frame_numbers == [1, 2, 3, 4, 5, 6]
+    assert seq.true_phases == [None, "tPNa", "tPNa", "t2", "t2", "t2"]
+
+
+# --- the model (skips when the weights are not installed) ----------------------------------------------------
+@pytest.fixture(scope="module")
+def model():
+    from core import registry
+
+    try:
+        return registry.load("timelapse-stage", "cpu")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"timelapse-stage is not installed: {exc}")
+
+
+def test_predict_sequence_shapes_and_monotone(model):
+    from core.sequence import FrameSequence
+    from core.tasks import timelapse as task
+
+    frames, _ = synthetic.timelapse_sequence(40, size=128)
+    calls = []
+    seq = FrameSequence(frames, [f"f{i}" for i in range(40)], "gen", "gen")
+    pred = task.predict_sequence("timelapse-stage", seq, 10.0, progress=lambda d, t: calls.append(d), )
+    x = pred.extras
+    assert np.asarray(x["stage_probs"]).shape == (40, 4) and np.asarray(x["phase_probs"]).shape == (40, 16)
+    assert np.allclose(np.asarray(x["stage_probs"]).sum(1), 1, atol=1e-3)
+    dec = [STAGES.index(s) for s in x["stage_decoded"]]
+    assert np.all(np.diff(dec) >= 0)
+    assert x["hours"][-1] == pytest.approx(39 * 10 / 60, abs=1e-3)
+    assert calls and calls[-1] == 40
+    assert set(task.timeline_table(pred).columns) >= {"frame", "hours", "stage", "phase", "p_blastocyst"}
+    assert pred.summary()["model"] == "timelapse-stage"
+
+
+def test_single_frame_predict_and_explain(model):
+    frames, _ = synthetic.timelapse_sequence(3, size=128)
+    out = model.predict(frames)
+    assert out["stage"].shape == (3, 4) and out["phase"].shape == (3, 16)
+    heat = model.explain(frames[0], "stage")
+    assert heat.shape == tuple(model.input_spec["size"]) and 0 <= heat.min() and heat.max() <= 1
+
+
+def test_sequence_speed_300_frames(model):
+    import time
+
+    from core.sequence import FrameSequence
+    from core.tasks import timelapse as task
+
+    frames = task.example_images("timelapse-stage", 300)
+    seq = FrameSequence(frames, [str(i) for i in range(300)], "gen", "gen")
+    task.predict_sequence("timelapse-stage", seq)
+    t0 = time.perf_counter()
+    task.predict_sequence("timelapse-stage", seq)
+    assert time.perf_counter() - t0 < 6.0  # target 3 s on an idle 2-core CPU; margin for a busy CI machine
+
+
+def test_regression_floor_on_heldout_embryo(model):
+    """AB028-6 is held out of training by the stable hash; a floor well below the measured figure."""
+    from core.tasks import timelapse as task
+
+    root = shared_data("timelapse", "gomez2022")
+    seq = read_folder(root / "embryo_dataset" / "AB028-6")
+    assert task.is_heldout("AB028-6", len(seq))
+    pred = task.predict_sequence("timelapse-stage", seq)
+    truth = [p for p in seq.true_phases]
+    from core.datasets.gomez import STAGE_OF_PHASE
+
+    ok = [STAGE_OF_PHASE[t] == s for t, s in zip(truth, pred.extras["stage_decoded"]) if t]
+    assert np.mean(ok) >= 0.80
+    ev = pred.extras["events"]
+    true_ev = pred.extras["true_events"]
+    t2 = next(e["frame"] for e in ev if e["event"] == "t2")
+    assert abs(t2 - true_ev["t2"]) <= 100  # measured 2026-11: far from the 2-frame target, see the card

@@ -1,0 +1,91 @@
+"""Time-lapse page: AppTest with a generated sequence folder and a bad folder; browser test with an MP4 and a corrupt video."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import cv2
+import pytest
+
+from core import registry, synthetic
+from tests.conftest import ROOT, assert_no_errors, wait_for_app
+
+pytestmark = pytest.mark.skipif(
+    "timelapse-stage" not in registry.REGISTRY.ids(), reason="timelapse-stage weights are not installed"
+)
+
+
+def write_frames(folder, n=16, size=128):
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, _ = synthetic.timelapse_sequence(n, size=size)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"embryo_RUN{i + 1}.png"), f)
+    return folder
+
+
+def test_page_stages_a_local_folder(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    folder = write_frames(tmp_path / "seq")
+    (folder / "readme.txt").write_text("not a frame")
+    at = AppTest.from_file(str(ROOT / "pages" / "timelapse.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(folder)).run()
+    assert not at.exception
+    assert any("16 frames" in c.value for c in at.caption)
+    assert any("readme.txt" in w.value for w in at.warning)  # the non-image is named, the frames still used
+    assert any("Last frame" in s.value for s in at.success)
+    assert len(at.get("plotly_chart")) == 1
+    at.slider(key="tl_frame").set_value(15).run()
+    assert not at.exception
+
+
+def test_page_reports_missing_folder(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "timelapse.py"), default_timeout=60)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(tmp_path / "nope")).run()
+    assert not at.exception
+    assert any("no such folder" in e.value for e in at.error)
+
+
+def test_browser_video_and_corrupt_video(page, app_url, tmp_path):
+    frames, _ = synthetic.timelapse_sequence(20, size=128)
+    path = tmp_path / "embryo.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (128, 128))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    page.goto(f"{app_url}/timelapse")
+    wait_for_app(page, 180_000)
+    page.locator('input[type="file"]').set_input_files(str(path))
+    page.get_by_text("Last frame", exact=False).wait_for(timeout=90_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    assert_no_errors(page)
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is text, not a video " * 40)
+    page.locator('input[type="file"]').set_input_files(str(bad))
+    page.get_by_text("not a readable video", exact=False).wait_for(timeout=60_000)
+    assert_no_errors(page)
+
+
+def test_browser_zip_with_non_images(page, app_url, tmp_path):
+    frames, _ = synthetic.timelapse_sequence(10, size=96)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, f in enumerate(frames):
+            zf.writestr(f"frame{i}.png", cv2.imencode(".png", f)[1].tobytes())
+        zf.writestr("notes.txt", "hello")
+    path = tmp_path / "frames.zip"
+    path.write_bytes(buf.getvalue())
+    page.goto(f"{app_url}/timelapse")
+    wait_for_app(page, 180_000)
+    page.locator('input[type="file"]').set_input_files(str(path))
+    page.get_by_text("notes.txt", exact=False).wait_for(timeout=90_000)
+    page.get_by_text("Last frame", exact=False).wait_for(timeout=90_000)
+    assert_no_errors(page)
