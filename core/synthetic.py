@@ -163,3 +163,160 @@ def timelapse_sequence(n_frames: int = 24, size: int = 128, seed: int = 0) -> tu
         frames.append(np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2))
         stages.append(stage)
     return frames, {"stages": stages}
+
+
+def bright_spot(present: bool = True, size: int = 64, seed: int = 0, side: int | None = None) -> tuple[np.ndarray, dict]:
+    """Textured grey field with a dim distractor square and, if `present`, one bright square: the class is decided
+    by that square alone, so an explanation should point at truth["box"] (x0, y0, x1, y1)."""
+    rng = _rng(seed)
+    img = cv2.GaussianBlur(_background(rng, size, 100, 18), (0, 0), 1.0)
+    side = side or max(4, size // 6)
+
+    def square(level):
+        x, y = (int(v) for v in rng.integers(2, size - side - 2, 2))
+        img[y:y + side, x:x + side] = level + rng.normal(0, 4, (side, side))
+        return x, y, x + side, y + side
+
+    square(135)  # distractor: present in both classes
+    box = square(235) if present else None
+    rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    return rgb, {"spot": present, "box": box}
+
+
+def evaluation_store(root, n: int = 40, seed: int = 0) -> dict:
+    """A weights folder holding stored evaluations of every kind, for tests and demos of the Metrics and Confusion
+    pages: `embryo-grade` (two outputs, a subgroup column, two evaluations of the same images, training hashes with
+    planted leaks), `sperm-seg` (per-image Dice and counts) and `timelapse-stage` (per-frame rows, event times).
+    The cards' model files are placeholders, not models. Images are written under root/_data/. Returns what was
+    planted: {"leaked": [items also in training], "within": [item pairs duplicated inside the evaluation set]}."""
+    import hashlib
+    from pathlib import Path
+
+    import pandas as pd
+    from PIL import Image
+
+    from . import audit, evaluation
+    from .registry import Registry
+
+    root = Path(root)
+    rng = _rng(seed)
+
+    def card(model_id, task, framework, classes):
+        folder = root / model_id
+        folder.mkdir(parents=True, exist_ok=True)
+        blob = f"placeholder {model_id}".encode()
+        (folder / "model.bin").write_bytes(blob)
+        lines = [f'id = "{model_id}"', f'title = "{model_id} (synthetic test store)"', f'task = "{task}"',
+                 f'framework = "{framework}"', 'file = "model.bin"', f'sha256 = "{hashlib.sha256(blob).hexdigest()}"',
+                 'version = "0.0-synthetic"', 'train_command = "core.synthetic.evaluation_store"',
+                 'data = [{ name = "synthetic", licence = "generated", split = "by seed" }]',
+                 'intended_use = "tests only"', 'limitations = "not a model"', "", "[classes]"]
+        lines += [f"{o} = [{', '.join(repr(lab).replace(chr(39), chr(34)) for lab in labels)}]" for o, labels in classes.items()]
+        lines += ["", "[input]", "size = [64, 64]", "channels = 3", 'normalise = "unit"', ""]
+        (folder / "card.toml").write_text("\n".join(lines))
+        return Registry(root).card(model_id)
+
+    def save(img, rel):
+        path = root / "_data" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+        return path
+
+    # --- embryo-grade: binary outputs, a subgroup, planted leaks ---------------------------------------------------
+    grade = card("embryo-grade", "embryo", "keras", {"stage": ["cleavage", "blastocyst"], "quality": ["not_good", "good"]})
+    items, images, stages = [], [], []
+    for i in range(n):
+        stage = "blastocyst" if i % 2 else "cleavage"
+        img = _mottle(embryo(stage, size=96, seed=seed * 10_000 + i)[0], seed * 10_000 + i)
+        if i == 3:  # a near-copy of item 2 inside the evaluation set (re-encoded)
+            img = _jpeg(images[2], 70)
+            stage = stages[2]
+        items.append(str(save(img, f"heldout/{stage}/e{i:03d}.png")))
+        images.append(img)
+        stages.append(stage)
+    train_imgs = [_mottle(embryo("blastocyst" if i % 2 else "cleavage", size=96, seed=seed * 10_000 + 5000 + i)[0],
+                          seed * 10_000 + 5000 + i) for i in range(n)]
+    train_imgs += [_jpeg(images[0][:, ::-1], 75), images[1].copy()]  # flipped + re-encoded, and exact
+    audit.write_train_hashes(grade.folder, [f"train/t{i:03d}.png" for i in range(len(train_imgs))], train_imgs)
+    y_stage = np.array([s == "blastocyst" for s in stages], dtype=int)
+    y_quality = rng.integers(0, 2, n)
+    scope = np.where(rng.random(n) < 0.5, "scope A", "scope B")
+    hashes = [f"{audit.phash(im):016x}" for im in images]
+
+    def probs(y, strength, noise):
+        p = 1 / (1 + np.exp(-(strength * (2 * y - 1) + rng.normal(0, noise, len(y)))))
+        return np.c_[1 - p, p]
+
+    for name, strength in (("heldout", 2.0), ("heldout-v2", 1.0)):
+        frames = [
+            evaluation.predictions_frame(items, "stage", grade.classes["stage"], [stages[i] for i in range(n)],
+                                         probs(y_stage, strength, 1.2), scope=scope, phash=hashes),
+            evaluation.predictions_frame(items, "quality", grade.classes["quality"],
+                                         [grade.classes["quality"][k] for k in y_quality],
+                                         probs(y_quality, strength / 2, 1.2), scope=scope, phash=hashes),
+        ]
+        evaluation.evaluate_classifier_outputs(grade, name, frames, {
+            "data_path": str(root / "_data" / "heldout"), "layout": "class-per-folder (synthetic)",
+            "split": "heldout (synthetic)"})
+
+    # --- sperm-seg: segmentation summaries ----------------------------------------------------------------------
+    seg = card("sperm-seg", "sperm", "ultralytics", {"heads": ["head"]})
+    m = 12
+    true_counts = rng.integers(3, 9, m)
+    pred_counts = true_counts + rng.integers(-1, 2, m)
+    dice = np.clip(rng.normal(0.82, 0.06, m), 0, 1)
+    seg_items = [str(save(sperm_field(int(true_counts[i]), size=(128, 160), seed=i, um_per_px=0.4)[0], f"seg/f{i:02d}.png"))
+                 for i in range(m)]
+    preds = pd.DataFrame({"item": seg_items, "output": "heads", "dice": dice, "count_true": true_counts,
+                          "count_pred": pred_counts})
+    metrics = {"heads": {"mask_map50": 0.71, "mask_map50_95": 0.38, "box_map50": 0.80, "mean_dice": float(dice.mean()),
+                         "count_mae": float(np.abs(pred_counts - true_counts).mean())}}
+    evaluation.store(seg, "heldout", preds, metrics, {"data_path": str(root / "_data" / "seg"), "split": "heldout"})
+
+    # --- timelapse-stage: per-frame rows with an embryo column, event times -----------------------------------------
+    tl = card("timelapse-stage", "timelapse", "torch", {"stage": ["pronuclear", "cleavage", "morula", "blastocyst"]})
+    frames, events = [], {}
+    for e in range(3):
+        seq, truth = timelapse_sequence(16, size=64, seed=seed + e)
+        labels = tl.classes["stage"]
+        y = np.array([labels.index(s) for s in truth["stages"]])
+        logits = rng.normal(0, 1, (len(y), 4))
+        logits[np.arange(len(y)), y] += 2.0
+        p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        paths = [str(save(f, f"timelapse/E{e}/RUN{k}.png")) for k, f in enumerate(seq)]
+        frames.append(evaluation.predictions_frame(paths, "stage", labels, truth["stages"], p, embryo=f"E{e}"))
+        first = {s: truth["stages"].index(s) for s in labels if s in truth["stages"]}
+        events[f"E{e}"] = {"true_events": {"tM": first["morula"], "tSB": first["blastocyst"]},
+                           "events": {"tM": first["morula"] + int(rng.integers(-1, 2)), "tSB": first["blastocyst"] + 1}}
+    evaluation.evaluate_classifier_outputs(tl, "heldout", frames, {
+        "data_path": str(root / "_data" / "timelapse"), "split": "heldout embryos", "events": events,
+        "minutes_per_frame": 15.0})
+    return {"leaked": [items[0], items[1]], "within": [(items[2], items[3])]}
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """The image after a JPEG round trip (a re-encoded copy)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _mottle(image: np.ndarray, seed: int, strength: float = 60.0) -> np.ndarray:
+    """The image under a random smooth shading, so that distinct generated images have distinct perceptual hashes."""
+    h, w = image.shape[:2]
+    field = cv2.resize(_rng(seed).normal(0, 1, (4, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(image.astype(np.float32) + strength * field[:, :, None], 0, 255).astype(np.uint8)
+
+
+def embryo_dish(n_embryos: int = 16, size: int = 640, seed: int = 0, layout: str = "grid") -> tuple[np.ndarray, dict]:
+    """A rendered dish holding `n_embryos` generated embryos (alternating stages), with each embryo's box (xyxy)."""
+    from .dish import compose_dish
+
+    stages = ["cleavage" if i % 2 else "blastocyst" for i in range(n_embryos)]
+    embryos = [embryo(s, size=128, seed=seed * 100 + i, grey=True)[0] for i, s in enumerate(stages)]
+    img, boxes = compose_dish(embryos, seed=seed, size=size, layout=layout, colour=False)
+    return img, {"boxes": boxes.tolist(), "stages": stages}

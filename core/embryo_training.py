@@ -1,0 +1,279 @@
+"""Training of `embryo-grade`: a small two-headed CNN, from scratch, on every single-embryo image we have.
+
+Recipe (a few hundred colour day-3/day-5 photos plus grey EmbryoScope frames of 11 embryos):
+- input: the normalised embryo crop (core.tasks.embryo.embryo_crop), grey, 96 px, per-image standardised, so
+  framing, colour and exposure of one microscope cannot become a shortcut for the stage;
+- augmentation on a wider cached crop: scale 0.8–1.25, any rotation, flips, shifts, gamma, blur, noise;
+- stage: trained on Hung Vuong day 3 (cleavage), good day 5 (blastocyst) and the Gomez frames; the loss is
+  balanced per (image source, stage) so that neither the source nor its class mix predicts the stage;
+  poor day-5 images (stage unknown) and Gomez frames (quality unknown) are masked out of that output's loss;
+- quality: Hung Vuong only, balanced per (day, class) so the 18 good day-3 images weigh as much as the rest;
+- in near-duplicate groups whose labels disagree that output is masked; held-out groups (stable hash) are never seen.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import WEIGHTS_DIR
+from .audit import write_train_hashes
+from .datasets import embryo as ds
+from .preprocess import normalise
+from .tasks.embryo import CROP_SIDE, GRADE_ID, crop_square, embryo_crop
+
+INPUT = 64
+CACHE = 96
+CACHE_MARGIN = 1.2  # cached crop is this much wider than the nominal crop, room for zoom-out and rotation
+GOMEZ_EVERY = 3  # consecutive time-lapse frames are near-identical: keep every third
+CROPS_EVERY = 2  # blastocyst crops: every second
+VERSION = "1.0.0"
+EPOCHS = 40
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_model(keras, input_size: int = INPUT):
+    """Plain Conv-BN-ReLU blocks and two softmax heads (standard layers only: loads on TF and torch backends)."""
+    L = keras.layers
+    x_in = keras.Input((input_size, input_size, 1), name="image")
+
+    def block(x, filters, name, stride=1):
+        x = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=name)(x)
+        x = L.BatchNormalization(name=f"{name}_bn")(x)
+        return L.ReLU(name=f"{name}_relu")(x)
+
+    x = block(x_in, 16, "stem", stride=2)  # 32
+    x = L.MaxPooling2D(name="pool1")(block(x, 24, "b1"))  # 16
+    x = block(x, 48, "b2a")
+    x = L.MaxPooling2D(name="pool2")(block(x, 48, "b2b"))  # 8
+    x = block(x, 96, "b3a")
+    x = block(x, 96, "cam")  # Grad-CAM layer, 8x8
+    x = L.MaxPooling2D(name="pool3")(x)  # 4
+    x = block(x, 160, "b4")
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(0.3, name="drop")(x)
+    stage = L.Dense(2, activation="softmax", name="stage")(x)
+    quality = L.Dense(2, activation="softmax", name="quality")(L.Dense(64, activation="relu", name="q_hidden")(x))
+    return keras.Model(x_in, {"stage": stage, "quality": quality}, name="embryo_grade")
+
+
+def extra_sources(data: Path) -> list[tuple[str, Path]]:
+    """The Gomez EmbryoScope folders beside the Hung Vuong data (../shared/data/timelapse/...)."""
+    shared = data.resolve().parent.parent
+    return [("gomez", shared / "timelapse" / "gomez2022"),
+            ("gomez-crops", shared / "timelapse" / "gomez2022_blastocyst_crops")]
+
+
+def collect(data: Path) -> list[ds.Item]:
+    items = ds.read_hungvuong(data)
+    for kind, path in extra_sources(data):
+        if not path.is_dir():
+            log(f"note: {path} not found: training without it")
+            continue
+        items += ds.read_gomez(path, GOMEZ_EVERY) if kind == "gomez" else ds.read_gomez_crops(path, CROPS_EVERY)
+    return items
+
+
+def balanced_weights(keys: list, cap: float = 8.0) -> np.ndarray:
+    """1 / count of each key (None: weight 0), scaled to mean 1 over the keyed items, capped."""
+    counts = Counter(k for k in keys if k is not None)
+    w = np.array([0.0 if k is None else 1.0 / counts[k] for k in keys])
+    w *= (w > 0).sum() / max(w.sum(), 1e-12)
+    return np.minimum(w, cap).astype(np.float32)
+
+
+def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random view of a cached crop (grey uint8 CACHE×CACHE) as grey uint8 INPUT×INPUT."""
+    nominal = CACHE / CACHE_MARGIN
+    side = nominal * rng.uniform(0.8, 1.25)
+    cx, cy = CACHE / 2 + rng.uniform(-0.08, 0.08, 2) * side
+    out = crop_square(crop, cx, cy, side, INPUT, angle=rng.uniform(0, 360))
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    x = out.astype(np.float32) / 255.0
+    x = np.power(np.clip(x * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1), 0, 1), rng.uniform(0.7, 1.4))
+    if rng.random() < 0.35:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.6))
+    elif rng.random() < 0.2:  # sharpened optics
+        x = np.clip(x + 0.8 * (x - cv2.GaussianBlur(x, (0, 0), 1.5)), 0, 1)
+    if rng.random() < 0.35:
+        x = x + rng.normal(0, rng.uniform(0.005, 0.03), x.shape)
+    return np.uint8(np.clip(x * 255, 0, 255))
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+
+
+def train_grade(data: Path, device: str = "cpu", epochs: int | None = None, seed: int = 0) -> Path:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    from .backends.keras import import_keras
+
+    keras = import_keras()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(seed)
+    epochs = epochs or EPOCHS
+
+    items = collect(data)
+    conflicts = sorted({f"{it.group} ({'/'.join(it.conflicts)})" for it in items if it.conflicts})
+    train_items = [it for it in items if it.split == "train"]
+    log(f"{len(items)} items; training on {len(train_items)} (held-out groups excluded; {len(conflicts)} duplicate "
+        f"groups with conflicting labels masked for that output); by source: {Counter(it.source for it in train_items)}")
+    images = [ds.load_rgb(it.path) for it in train_items]
+    cache = np.stack([grey(embryo_crop(im, out=CACHE, side=CROP_SIDE * CACHE_MARGIN)[0]) for im in images])
+    stage_y = np.array([ds.STAGES.index(it.stage) if it.stage else 0 for it in train_items])
+    quality_y = np.array([ds.QUALITIES.index(it.quality) if it.quality else 0 for it in train_items])
+    domain = ["hungvuong" if it.source == "hungvuong" else "embryoscope" for it in train_items]
+    stage_w = balanced_weights([(d, it.stage) if it.stage and "stage" not in it.conflicts else None
+                                for d, it in zip(domain, train_items)])
+    quality_w = balanced_weights([(it.day, it.quality) if it.quality and "quality" not in it.conflicts else None
+                                  for it in train_items])
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self, batch_size=32):
+            super().__init__()
+            self.batch_size = batch_size
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(cache))
+
+        def __len__(self):
+            return int(np.ceil(len(cache) / self.batch_size))
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(cache))
+
+        def __getitem__(self, i):
+            idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = np.stack([augment(cache[j], self.rng) for j in idx]).astype(np.float32)[..., None]
+            x = normalise(x, "per_image")
+            ys = {"stage": keras.utils.to_categorical(stage_y[idx], 2),
+                  "quality": keras.utils.to_categorical(quality_y[idx], 2)}
+            return x, ys, {"stage": stage_w[idx], "quality": quality_w[idx]}
+
+    batches = Batches()
+    model = build_model(keras)
+    schedule = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=epochs * len(batches), alpha=0.02,
+                                                      warmup_target=None)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+        loss={o: keras.losses.CategoricalCrossentropy(label_smoothing=0.05) for o in ("stage", "quality")},
+        loss_weights={"stage": 1.0, "quality": 1.0},
+    )
+    model.fit(batches, epochs=epochs, verbose=2)
+
+    folder = WEIGHTS_DIR / GRADE_ID
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.keras"
+    model.save(path)
+    write_train_hashes(folder, [it.name for it in train_items], images)
+    write_card(folder, path, data, epochs, seed, train_items, conflicts, model.count_params())
+    return path
+
+
+def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, train_items, conflicts,
+               model_params: int) -> None:
+    from .registry import file_sha256, write_card as write
+
+    counts = Counter((it.source, it.stage or "-", it.quality or "-") for it in train_items)
+    card = {
+        "id": GRADE_ID,
+        "title": "Embryo stage and quality (single embryo)",
+        "task": "embryo",
+        "framework": "keras",
+        "file": path.name,
+        "version": VERSION,
+        "trained": dt.date.today().isoformat(),
+        "train_command": f"python -m core train {GRADE_ID} --data {_rel(data)} --seed {seed}"
+                         + (f" --epochs {epochs}" if epochs != EPOCHS else ""),
+        "classes": {"stage": ds.STAGES, "quality": ds.QUALITIES},
+        "thresholds": {"stage": 0.5, "quality": 0.5},
+        "input": {"size": [INPUT, INPUT], "channels": 1, "normalise": "per_image",
+                  "crop": f"embryo located by core.tasks.embryo.embryo_crop, square of {CROP_SIDE} radii"},
+        "explain": {"layer": "cam"},
+        "architecture": f"7 Conv3x3-BN-ReLU layers (16→160 channels, 3 max-pools), global average pooling, "
+                        f"softmax heads stage and quality; {model_params} parameters, trained from scratch",
+        "intended_use": "Research demonstration: suggests the developmental stage (cleavage vs blastocyst) and a "
+                        "good / not-good quality call for one embryo in a bright-field or time-lapse image, to "
+                        "compare with an embryologist's own assessment. Not for clinical selection.",
+        "limitations": "Quality was learned from one clinic's labels only (Hung Vuong; 18 good day-3 images), so it "
+                       "carries that clinic's grading habits and is weak for day-3 embryos. Stage was learned from "
+                       "two microscopes (Hung Vuong colour photos, EmbryoScope grey frames of 11 embryos); morulae, "
+                       "arrested or fragmented embryos and unusual optics may be mis-staged. The embryo is located "
+                       "by a classical detector that can be misled by debris or several embryos in one image (use "
+                       "dish mode). Probabilities are not calibrated for any clinic's population.",
+        "data": [
+            {"name": "Hung Vuong Hospital day-3/day-5 embryos (Kaggle World Championship 2023)",
+             "licence": "competition data, research only",
+             "split": f"pHash near-duplicate groups (Hamming ≤ {ds.NEAR_DUP_BITS}, flips included); held-out = "
+                      f"crc32('{ds.SPLIT_SALT}' + group) % 100 < {ds.HELDOUT_PERCENT}; in {len(conflicts)} groups "
+                      "the members' labels disagree: that output is masked in training and left out of held-out "
+                      "scoring (the other output is kept)"},
+            {"name": "Gomez et al. 2022 time-lapse embryos (EmbryoScope), annotated frames, every "
+                     f"{GOMEZ_EVERY}rd frame; stage only", "licence": "CC BY 4.0",
+             "split": "by embryo, same hash rule (group = embryo id)"},
+            {"name": f"Gomez 2022 blastocyst crops (6 embryos), every {CROPS_EVERY}nd crop; stage only",
+             "licence": "CC BY 4.0",
+             "split": "by embryo, same hash rule"},
+        ],
+        "train_counts": {f"{s}/{st}/{q}": n for (s, st, q), n in sorted(counts.items())},
+        "conflicting_duplicate_groups": conflicts,
+    }
+    old = folder / "card.toml"
+    if old.is_file():  # keep measured metrics of earlier evaluations of the same file only
+        import tomllib
+
+        prev = tomllib.loads(old.read_text())
+        if prev.get("sha256") == file_sha256(path) and "metrics" in prev:
+            card["metrics"] = prev["metrics"]
+    write(folder, card)
+
+
+def update_card_metrics(model_id: str, names: dict[str, str], keys=("accuracy", "balanced_accuracy", "roc_auc",
+                                                                    "sensitivity", "specificity", "n")) -> None:
+    """Copy stored evaluations (eval/<name>/metrics.json, written for this model file) into the card's
+    [metrics."<label>"] tables; `names` maps eval name -> card label (e.g. "hungvuong/heldout-groups")."""
+    import json
+    import tomllib
+
+    from .registry import write_card
+
+    folder = WEIGHTS_DIR / model_id
+    card = tomllib.loads((folder / "card.toml").read_text())
+    card["metrics"] = {}
+    for name, label in names.items():
+        meta = json.loads((folder / "eval" / name / "meta.json").read_text())
+        if meta.get("model_sha256") != card["sha256"]:
+            raise ValueError(f"eval/{name} was measured on another model file: evaluate again")
+        result = json.loads((folder / "eval" / name / "metrics.json").read_text())
+        table = {}
+        for output, m in result["metrics"].items():
+            for k in keys:
+                if m.get(k) is not None:
+                    table[f"{output}_{k}"] = round(m[k], 4) if isinstance(m[k], float) else m[k]
+            for day, dm in (m.get("by_day") or {}).items():
+                table[f"{output}_{day}_balanced_accuracy"] = round(dm["balanced_accuracy"], 4)
+                if dm.get("roc_auc") is not None:
+                    table[f"{output}_{day}_roc_auc"] = round(dm["roc_auc"], 4)
+        card["metrics"][label] = table
+    write_card(folder, card)
+
+
+def _rel(path: Path) -> str:
+    from . import PROJECT_ROOT
+
+    try:
+        return os.path.relpath(Path(path).resolve(), PROJECT_ROOT)
+    except ValueError:
+        return str(path)

@@ -1,0 +1,246 @@
+"""Embryo grading: stage (cleavage / blastocyst) and quality (not good / good) of each embryo in an image.
+
+The grader never sees the raw framing: `embryo_crop` first finds the embryo (a classical detector on fine image
+detail, so it works on a tight crop, a wide well view or a dish) and cuts a square of fixed size relative to the
+embryo. The same function is used in training, evaluation and the page. In a dish image `embryo-dish` (YOLO)
+finds each embryo and every box is graded the same way.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .. import registry
+from ..imageio import InputImage
+from ..results import Prediction
+
+GRADE_ID = "embryo-grade"
+DISH_ID = "embryo-dish"
+CROP_SIDE = 2.5  # crop side in embryo radii: the whole zona plus a margin
+
+
+# --- localisation and the normalised crop ---------------------------------------------------------------------
+
+def locate_embryo(image: np.ndarray) -> tuple[float, float, float]:
+    """(cx, cy, r) in pixels: the largest region of dense fine detail (cells), robust to well rims and vignettes.
+
+    A second pass inside a crop of CROP_SIDE radii around the first estimate makes the result independent of how
+    much of the frame the embryo fills (one pass over-estimates small embryos: its detail map has a fixed scale)."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
+    cx, cy, r = _locate_once(grey)
+    side = CROP_SIDE * r
+    x, y, rr = _locate_once(crop_square(grey, cx, cy, side, 128))
+    k = side / 128
+    return cx + (x - 64) * k, cy + (y - 64) * k, rr * k
+
+
+def _locate_once(grey: np.ndarray) -> tuple[float, float, float]:
+    h, w = grey.shape
+    s = 128 / max(h, w)
+    g = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA).astype(np.float32)
+    # fine detail relative to local brightness, so a bright smooth rim counts less than textured cells
+    detail = np.abs(g - cv2.GaussianBlur(g, (0, 0), 1.5)) / (cv2.GaussianBlur(g, (0, 0), 8) + 16)
+    detail = cv2.medianBlur(detail, 3)
+    coarse = cv2.GaussianBlur(detail, (0, 0), 12)
+    cy, cx = np.unravel_index(int(np.argmax(coarse)), coarse.shape)
+    fine = cv2.GaussianBlur(detail, (0, 0), 4)
+    if fine[cy, cx] <= 1e-6:  # flat image: nothing to find, use the whole frame
+        return w / 2, h / 2, min(h, w) / CROP_SIDE
+    _, lab = cv2.connectedComponents((fine >= 0.4 * fine[cy, cx]).astype(np.uint8))
+    ys, xs = np.nonzero(lab == lab[cy, cx])
+    r = max(np.sqrt(len(xs) / np.pi), 4.0)
+    return float(xs.mean() / s), float(ys.mean() / s), float(r / s)
+
+
+def crop_square(image: np.ndarray, cx: float, cy: float, side: float, out: int, angle: float = 0.0) -> np.ndarray:
+    """A side×side square centred at (cx, cy), rotated by `angle` degrees, resampled to out×out (edges replicated)."""
+    scale = out / max(side, 1.0)
+    m = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, scale)
+    m[:, 2] += out / 2 - np.array([cx, cy])
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(np.ascontiguousarray(image), m, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+
+
+def embryo_crop(image: np.ndarray, out: int = 128, side: float = CROP_SIDE) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The normalised square crop around the embryo (side = `side` radii), and the located (cx, cy, r)."""
+    cx, cy, r = locate_embryo(image)
+    return crop_square(image, cx, cy, side * r, out), (cx, cy, r)
+
+
+# --- prediction ---------------------------------------------------------------------------------------------
+
+def _thresholds(card) -> dict[str, float]:
+    return {o: float(t) for o, t in (card.get("thresholds") or {}).items()}
+
+
+def predict_images(model_id: str, images: list[InputImage], device: str | None = None) -> list[Prediction]:
+    """One Prediction per image: embryo-grade grades the single embryo; embryo-dish finds and grades each one."""
+    if model_id == DISH_ID:
+        return [grade_dish(im, device=device) for im in images]
+    model = registry.load(GRADE_ID, device)
+    t0 = time.perf_counter()
+    crops, where = zip(*(embryo_crop(im.pixels) for im in images)) if images else ((), ())
+    t1 = time.perf_counter()
+    probs = model.predict(list(crops)) if images else {}
+    t2 = time.perf_counter()
+    out = []
+    for i, im in enumerate(images):
+        cx, cy, r = where[i]
+        p = Prediction(
+            GRADE_ID, model.card.version, im.name, im.sha256,
+            probabilities={o: dict(zip(model.classes[o], map(float, probs[o][i]))) for o in model.classes},
+            thresholds=_thresholds(model.card),
+            extras={"embryo_center": [round(cx, 1), round(cy, 1)], "embryo_radius": round(r, 1)},
+            timings_ms={"locate": (t1 - t0) * 1000 / len(images), "grade": (t2 - t1) * 1000 / len(images)},
+        )
+        p.images["crop"] = crops[i]
+        out.append(p)
+    return out
+
+
+def dish_available() -> bool:
+    try:
+        registry.card(DISH_ID)
+        return True
+    except (KeyError, registry.CardError):
+        return False
+
+
+def grade_image(image: InputImage, mode: str = "auto", device: str | None = None) -> list[Prediction]:
+    """Every embryo in one image, graded. mode: "single" (the image holds one embryo), "dish" (find each embryo
+    with embryo-dish) or "auto" (dish when the detector finds more than one embryo). Each Prediction's
+    extras["mode"] says which was used; dish predictions carry box, number and rank."""
+    if mode not in ("auto", "single", "dish"):
+        raise ValueError(f"unknown mode {mode!r}")
+    if mode != "single":
+        if not dish_available():
+            if mode == "dish":
+                raise ValueError("the dish detector (embryo-dish) is not installed: only single-embryo mode is available")
+        else:
+            from ..dish import detect, grade_boxes
+
+            found = detect(image.pixels, device)
+            if mode == "dish" or len(found["boxes"]) > 1:
+                return grade_boxes(image, found["boxes"], found["scores"], device)
+    pred = predict_images(GRADE_ID, [image], device)[0]
+    pred.extras["mode"] = "single"
+    return [pred]
+
+
+def explain(image: np.ndarray, output: str, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(crop, Grad-CAM map in [0, 1] at the crop's size) for the predicted label of `output`."""
+    model = registry.load(GRADE_ID, device)
+    crop, _ = embryo_crop(image)
+    heat = model.explain(crop, output)
+    return crop, cv2.resize(heat, crop.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+
+
+def explain_on_image(image: np.ndarray, output: str, device: str | None = None) -> np.ndarray:
+    """The Grad-CAM map of `explain` placed back on the whole image (zero outside the graded crop)."""
+    crop, heat = explain(image, output, device)
+    cx, cy, r = locate_embryo(image)
+    side, out = CROP_SIDE * r, crop.shape[0]
+    m = cv2.getRotationMatrix2D((float(cx), float(cy)), 0.0, out / side)
+    m[:, 2] += out / 2 - np.array([cx, cy])
+    return cv2.warpAffine(heat, m, image.shape[1::-1], flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def predict_outputs(image: np.ndarray, device: str | None = None) -> dict[str, dict[str, float]]:
+    """{output: {label: probability}} for one single-embryo image (the what-if panel's predictor)."""
+    model = registry.load(GRADE_ID, device)
+    probs = model.predict([embryo_crop(image)[0]])
+    return {o: dict(zip(model.classes[o], map(float, probs[o][0]))) for o in model.classes}
+
+
+def grade_dish(image: InputImage, device: str | None = None, conf: float | None = None) -> Prediction:
+    from ..dish import grade_dish as _grade
+
+    return _grade(image, device=device, conf=conf)
+
+
+def example_images(model_id: str, n: int) -> list[np.ndarray]:
+    from .. import synthetic
+
+    if model_id == DISH_ID:
+        return [synthetic.embryo_dish(n_embryos=16, seed=i)[0] for i in range(n)]
+    return [synthetic.embryo("cleavage" if i % 2 else "blastocyst", seed=i)[0] for i in range(n)]
+
+
+# --- train / evaluate -----------------------------------------------------------------------------------------
+
+def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int) -> Path:
+    if model_id == GRADE_ID:
+        from ..embryo_training import train_grade
+
+        return train_grade(Path(data), device=device, epochs=epochs, seed=seed)
+    from ..dish import train_dish
+
+    return train_dish(Path(data), device=device, epochs=epochs, seed=seed)
+
+
+def evaluate(model_id: str, path: Path, name: str, split: str | None, device: str) -> dict:
+    if model_id == DISH_ID:
+        from ..dish import evaluate_dish
+
+        return evaluate_dish(path, name=name, device=device)
+    return evaluate_grade(path, name=name, split=split, device=device)
+
+
+def evaluate_grade(path: Path, name: str, split: str | None, device: str | None = None) -> dict:
+    import pandas as pd
+
+    from ..audit import phash
+    from ..datasets.embryo import load_rgb, read_any
+    from ..evaluation import classification_metrics, predictions_frame, store
+
+    items, layouts = read_any(Path(path))
+    excluded = 0
+    if split:
+        if split not in ("heldout", "train"):
+            raise ValueError(f"unknown split {split!r}: use 'heldout' or 'train'")
+        items = [it for it in items if it.split == split]
+        excluded = sum(1 for it in items if it.conflicts)
+    if not items:
+        raise ValueError(f"{path}: no labelled embryo images{f' in split {split!r}' if split else ''}")
+    model = registry.load(GRADE_ID, device)
+    probs = {o: [] for o in model.classes}
+    hashes = []
+    for start in range(0, len(items), 32):
+        batch = [load_rgb(it.path) for it in items[start:start + 32]]
+        hashes += [f"{phash(im):016x}" for im in batch]
+        for o, p in model.predict([embryo_crop(im)[0] for im in batch]).items():
+            probs[o].append(p)
+    probs = {o: np.concatenate(p) for o, p in probs.items()}
+    frames, metrics = [], {}
+    for output, attr in (("stage", "stage"), ("quality", "quality")):
+        # duplicate groups with conflicting labels have no trustworthy truth: left out of held-out scoring
+        idx = [i for i, it in enumerate(items) if getattr(it, attr) is not None
+               and not (split and output in it.conflicts)]
+        if not idx:
+            continue
+        labels = model.classes[output]
+        sel = [items[i] for i in idx]
+        frame = predictions_frame(
+            [it.name for it in sel], output, labels, [getattr(it, attr) for it in sel], probs[output][idx],
+            source=[it.source for it in sel], day=[it.day or "" for it in sel], group=[it.group for it in sel],
+            phash=[hashes[i] for i in idx],
+        )
+        frames.append(frame)
+        thr = _thresholds(model.card).get(output, 0.5)
+        m = classification_metrics(frame["true"].tolist(), probs[output][idx], labels, threshold=thr)
+        if output == "quality":  # per day: the day-3 and day-5 good/not-good balance differ a lot
+            m["by_day"] = {
+                day: classification_metrics(rows["true"].tolist(), probs[output][idx][rows.index.to_numpy()],
+                                            labels, threshold=thr)
+                for day, rows in frame.groupby("day") if day
+            }
+        metrics[output] = m
+    predictions = pd.concat(frames, ignore_index=True)
+    meta = {"data_path": str(Path(path).resolve()), "layouts": layouts, "split": split or "all (pooled)",
+            "n": len(items), "items_in_conflicting_duplicate_groups": excluded,
+            "crop": f"embryo_crop (classical localisation, side {CROP_SIDE} radii)"}
+    return store(model.card, name, predictions, metrics, meta)

@@ -1,0 +1,182 @@
+"""Embryo grading: stage and quality of one embryo, or of every embryo in a dish image."""
+import base64
+
+import cv2
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import registry, synthetic
+from core.explain import overlay
+from core.imageio import InputImage, encode_png
+from core.tasks import embryo as task
+from ui.common import card_expander, model_unavailable, read_upload
+
+st.title("Embryo grading")
+st.markdown(
+    "Upload a bright-field or time-lapse image of **one embryo**, or of a **dish** holding several. The model "
+    "suggests the developmental stage (cleavage or blastocyst) and whether the embryo looks good, with the "
+    "probability of each and a heat map of the image regions that drove the call. It is a second opinion to "
+    "compare with your own grading, not a selection tool."
+)
+
+if model_unavailable(task.GRADE_ID):
+    st.stop()
+GRADE_CARD = registry.card(task.GRADE_ID)
+MODES = {"Automatic": "auto", "One embryo": "single", "Dish (several embryos)": "dish"}
+EXAMPLES = {
+    "Generated cleavage-stage embryo": lambda: synthetic.embryo("cleavage", seed=3)[0],
+    "Generated blastocyst": lambda: synthetic.embryo("blastocyst", seed=4)[0],
+    "Generated dish with 16 embryos": lambda: synthetic.embryo_dish(16, seed=7)[0],
+}
+LABELS = {"cleavage": "Cleavage", "blastocyst": "Blastocyst", "good": "Good", "not_good": "Not good"}
+
+
+# --- inputs -------------------------------------------------------------------------------------------------------
+def input_ui() -> InputImage | None:
+    source = st.radio("Image", ["Upload", "Generated example"], horizontal=True, key="embryo_source")
+    if source == "Upload":
+        upload = st.file_uploader("Embryo or dish image (PNG, JPEG, BMP, TIFF or DICOM)",
+                                  type=["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"], key="embryo_upload")
+        return read_upload(upload)
+    name = st.selectbox("Example", list(EXAMPLES), key="embryo_example")
+    pixels = EXAMPLES[name]()
+    import hashlib
+
+    return InputImage(pixels, f"{name}.png", hashlib.sha256(pixels.tobytes()).hexdigest(), pixels.nbytes, "PNG", "RGB", 8)
+
+
+def mode_ui() -> str:
+    help_text = ("Automatic: the dish detector looks for embryos; with more than one the image is treated as a dish. "
+                 "Choose a mode yourself when the automatic choice is wrong.")
+    if not task.dish_available():
+        st.caption("Dish mode is unavailable: the dish detector (embryo-dish) is not installed.")
+        return "single"
+    return MODES[st.radio("Mode", list(MODES), horizontal=True, key="embryo_mode", help=help_text)]
+
+
+# --- cached work (model objects are passed with a leading underscore: not hashed) -------------------------------------
+@st.cache_data(show_spinner="Grading…", max_entries=64)
+def grade(sha: str, mode: str, version: str, _image: InputImage) -> list:
+    return task.grade_image(_image, mode)
+
+
+@st.cache_data(show_spinner="Computing heat map…", max_entries=64)
+def heat_map(sha: str, output: str, version: str, _crop: np.ndarray) -> np.ndarray:
+    return registry.load(task.GRADE_ID).explain(_crop, output)
+
+
+# --- drawing --------------------------------------------------------------------------------------------------------
+def pct(p: float) -> str:
+    return f"{100 * p:.1f} %"
+
+
+def outcome(pred, output: str) -> tuple[str, float]:
+    label = pred.label(output)
+    return LABELS.get(label, label), pred.probabilities[output][label]
+
+
+def single_view(image: InputImage, pred) -> None:
+    crop = pred.images["crop"]
+    cx, cy = pred.extras["embryo_center"]
+    r = pred.extras["embryo_radius"]
+    located = image.pixels.copy()
+    half = int(task.CROP_SIDE * r / 2)
+    thick = max(2, int(max(located.shape[:2]) / 300))
+    cv2.rectangle(located, (int(cx) - half, int(cy) - half), (int(cx) + half, int(cy) + half), (255, 140, 0), thick)
+    left, right = st.columns([3, 2])
+    with right:
+        for output, title in (("stage", "Stage"), ("quality", "Quality")):
+            label, p = outcome(pred, output)
+            st.markdown(f"**{title}**")
+            st.markdown(f"### {label} · {pct(p)}")
+            probs = pred.probabilities[output]
+            st.caption(" · ".join(f"{LABELS.get(k, k)} {pct(v)}" for k, v in probs.items())
+                       + f" — {GRADE_CARD.id} v{pred.model_version}")
+        st.caption("Area graded (orange box): the embryo is located automatically and a square around it is graded.")
+    with left:
+        st.image(located, caption=image.name, width="stretch")
+    st.subheader("What drove each answer")
+    opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key="embryo_opacity")
+    cols = st.columns(2)
+    for col, output, title in zip(cols, ("stage", "quality"), ("Stage", "Quality")):
+        with col:
+            try:
+                heat = heat_map(image.sha256, output, pred.model_version, crop)
+            except Exception as exc:  # an explanation failure must not hide the grading
+                st.warning(f"No heat map for {title.lower()}: {exc}")
+                continue
+            label, _ = outcome(pred, output)
+            st.image(overlay(crop, heat, opacity), caption=f"{title}: regions supporting “{label}” (Grad-CAM)",
+                     width="stretch")
+    st.caption("Red marks regions that raised the probability of the shown answer, blue regions that did not. A map "
+               "on the background or the dish rather than the embryo is a reason to distrust the answer.")
+
+
+def thumbnail(crop: np.ndarray) -> str:
+    small = cv2.resize(crop, (72, 72), interpolation=cv2.INTER_AREA)
+    return "data:image/png;base64," + base64.b64encode(encode_png(small)).decode()
+
+
+def dish_view(image: InputImage, preds: list) -> None:
+    boxed = image.pixels.copy()
+    scale = max(boxed.shape[:2]) / 640
+    for p in preds:
+        x0, y0, x1, y1 = map(int, p.extras["box"])
+        good = p.label("quality") == "good"
+        colour = (40, 200, 80) if good else (255, 150, 0)
+        cv2.rectangle(boxed, (x0, y0), (x1, y1), colour, max(2, int(2 * scale)))
+        cv2.putText(boxed, str(p.extras["number"]), (x0 + 3, y0 + int(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.6 * scale, colour, max(1, int(2 * scale)), cv2.LINE_AA)
+    st.image(boxed, caption=f"{len(preds)} embryos found (green: graded good; orange: not good)", width="stretch")
+    rows = []
+    for p in sorted(preds, key=lambda q: q.extras["rank"]):
+        rows.append({
+            "rank": p.extras["rank"], "embryo": p.extras["number"], "image": thumbnail(p.images["crop"]),
+            "quality": LABELS[p.label("quality")], "P(good)": round(100 * p.probabilities["quality"]["good"], 1),
+            "stage": LABELS[p.label("stage")], "P(blastocyst)": round(100 * p.probabilities["stage"]["blastocyst"], 1),
+            "detection": round(100 * p.extras["detection_confidence"], 1),
+        })
+    table = pd.DataFrame(rows)
+    st.dataframe(
+        table, hide_index=True, width="stretch", row_height=76,
+        column_config={
+            "image": st.column_config.ImageColumn("embryo image"),
+            "P(good)": st.column_config.NumberColumn(format="%.1f %%"),
+            "P(blastocyst)": st.column_config.NumberColumn(format="%.1f %%"),
+            "detection": st.column_config.NumberColumn("detection confidence", format="%.1f %%"),
+        },
+    )
+    st.caption(f"Ranked by the probability of good quality ({GRADE_CARD.id} v{preds[0].model_version}; embryos found "
+               f"by embryo-dish v{registry.card(task.DISH_ID).version}). The numbers match the boxes on the image.")
+    csv = pd.DataFrame([p.flat() | {k: p.extras[k] for k in ("number", "rank", "detection_confidence")}
+                        | {"box_xyxy": " ".join(map(str, p.extras["box"]))} for p in preds]).sort_values("rank")
+    st.download_button("Download table (CSV)", csv.to_csv(index=False).encode(), f"{image.name}-embryos.csv",
+                       "text/csv", key="embryo_csv")
+
+
+# --- page -----------------------------------------------------------------------------------------------------------
+image = input_ui()
+mode = mode_ui()
+if image is None:
+    st.info("Upload an image or pick a generated example to start.", icon=":material/upload:")
+else:
+    try:
+        preds = grade(image.sha256, mode, GRADE_CARD.version, image)
+    except ValueError as exc:
+        st.error(str(exc))
+        preds = None
+    if preds is not None and not preds:
+        st.warning("No embryo was found in this image. If it shows a single embryo, choose “One embryo” as the mode.")
+    elif preds and preds[0].extras.get("mode") == "dish":
+        dish_view(image, preds)
+    elif preds:
+        single_view(image, preds[0])
+        with st.expander("What-if: change the image and watch the answers move"):
+            from ui.whatif import whatif_panel
+
+            whatif_panel(image.pixels, task.predict_outputs, key="embryo-whatif", explain=task.explain_on_image,
+                         cache_key=f"{GRADE_CARD.id}@{GRADE_CARD.version}")
+card_expander(GRADE_CARD)
+if task.dish_available():
+    card_expander(registry.card(task.DISH_ID))

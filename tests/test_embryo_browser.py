@@ -1,0 +1,37 @@
+"""Embryo grading page in a real browser: upload a generated embryo and see both answers; upload bad files and
+see a clear message, never an exception."""
+from __future__ import annotations
+
+import pytest
+
+from core import registry, synthetic
+from core.imageio import encode_png
+from tests.conftest import assert_no_errors, wait_for_app
+from tests.test_embryo import bad_uploads
+
+try:
+    registry.card("embryo-grade")
+except (KeyError, registry.CardError):
+    pytest.skip("weights/embryo-grade is not installed", allow_module_level=True)
+
+
+def upload(page, name: str, data: bytes, mime: str = "image/png") -> None:
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        {"name": name, "mimeType": mime, "buffer": data})
+
+
+def test_upload_single_embryo_then_bad_files(app_url, page, tmp_path):
+    page.goto(f"{app_url}/embryo")
+    wait_for_app(page)
+    upload(page, "blastocyst.png", encode_png(synthetic.embryo("blastocyst", seed=5)[0]))
+    page.get_by_text("What drove each answer").wait_for(timeout=90_000)
+    answers = page.locator('[data-testid="stMarkdown"] h3')
+    answers.first.wait_for(timeout=30_000)
+    assert answers.count() == 2 and all(" %" in answers.nth(i).inner_text() for i in range(2))
+    assert "embryo-grade v" in page.inner_text("body")
+    assert_no_errors(page)
+
+    for name, (data, message) in bad_uploads(tmp_path).items():
+        upload(page, name, data, "image/jpeg" if name.endswith(".jpg") else "image/png")
+        page.locator('[data-testid="stAlertContentError"]').filter(has_text=message).wait_for(timeout=60_000)
+        assert_no_errors(page)
