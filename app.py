@@ -1,4 +1,4 @@
-"""Entry point: navigation over pages/, and the chrome every page shares (disclaimer, device, loaded models)."""
+"""Entry point: navigation over app_pages/, and the chrome every page shares (disclaimer, device, loaded models)."""
 import os
 from pathlib import Path
 
@@ -12,15 +12,15 @@ from ui.records import case_controls, require_login
 ROOT = Path(__file__).parent
 # (file, title, icon, section). A page appears only when its file exists, i.e. when its capability exists.
 PAGES = [
-    ("pages/home.py", "Home", ":material/home:", "Overview"),
-    ("pages/embryo.py", "Embryo grading", ":material/egg:", "Tasks"),
-    ("pages/sperm.py", "Sperm heads", ":material/biotech:", "Tasks"),
-    ("pages/pcos.py", "PCOS ultrasound", ":material/radiology:", "Tasks"),
-    ("pages/timelapse.py", "Time-lapse staging", ":material/timeline:", "Tasks"),
-    ("pages/metrics.py", "Metrics", ":material/monitoring:", "Models"),
-    ("pages/confusion.py", "Confusion matrices", ":material/grid_on:", "Models"),
-    ("pages/batch.py", "Batch scoring", ":material/dataset:", "Records"),
-    ("pages/history.py", "History", ":material/history:", "Records"),
+    ("app_pages/home.py", "Home", ":material/home:", "Overview"),
+    ("app_pages/embryo.py", "Embryo grading", ":material/egg:", "Tasks"),
+    ("app_pages/sperm.py", "Sperm heads", ":material/biotech:", "Tasks"),
+    ("app_pages/pcos.py", "PCOS ultrasound", ":material/radiology:", "Tasks"),
+    ("app_pages/timelapse.py", "Time-lapse staging", ":material/timeline:", "Tasks"),
+    ("app_pages/metrics.py", "Metrics", ":material/monitoring:", "Models"),
+    ("app_pages/confusion.py", "Confusion matrices", ":material/grid_on:", "Models"),
+    ("app_pages/batch.py", "Batch scoring", ":material/dataset:", "Records"),
+    ("app_pages/history.py", "History", ":material/history:", "Records"),
 ]
 
 
@@ -39,7 +39,7 @@ st.set_page_config(page_title="Reproductive-medicine image AI", page_icon=":mate
 sections: dict[str, list] = {}
 for file, title, icon, section in PAGES:
     if (ROOT / file).is_file():
-        sections.setdefault(section, []).append(st.Page(file, title=title, icon=icon, default=file == "pages/home.py"))
+        sections.setdefault(section, []).append(st.Page(file, title=title, icon=icon, default=file == "app_pages/home.py"))
 page = st.navigation(sections)
 
 with st.sidebar:

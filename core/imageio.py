@@ -95,7 +95,9 @@ def _decode_pil(data: bytes, name: str, max_pixels: int):
             f"{name}: the image has more pixels than this tool accepts ({max_pixels / 1e6:.0f} megapixels; "
             f"{exc}). Downscale the image or crop the region of interest."
         ) from None
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):
+        # ImportError: once Ultralytics is imported, its patched Image.open reacts to an unknown format by trying the
+        # optional HEIF plugin and raises ModuleNotFoundError instead of UnidentifiedImageError
         raise ImageInputError(
             f"{name}: not a readable image. Accepted: PNG, JPEG, BMP, TIFF or DICOM."
         ) from None
@@ -103,6 +105,8 @@ def _decode_pil(data: bytes, name: str, max_pixels: int):
         if "truncated" in str(exc).lower():
             raise ImageInputError(f"{name}: the image file is truncated or corrupt (incomplete download?).") from None
         raise ImageInputError(f"{name}: the image could not be decoded ({exc}).") from None
+    except Exception as exc:  # a decoder plugin failing in its own way must still reach the user as a message
+        raise ImageInputError(f"{name}: the image could not be decoded ({type(exc).__name__}).") from None
     fmt = img.format or "unknown"
     mode = img.mode
     if getattr(img, "n_frames", 1) > 1:

@@ -32,7 +32,7 @@ def test_home_page_shows_a_loaded_model_as_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "cards", reg.cards)
     monkeypatch.setattr(registry, "status", reg.status)
     reg.load("tiny-torch", "cpu")
-    at = AppTest.from_file(str(ROOT / "pages/home.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60).run()
     assert not at.exception
     row = at.dataframe[0].value.set_index("model").loc["tiny-torch"]
     assert row["status"].startswith("loaded on cpu")

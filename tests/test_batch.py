@@ -208,7 +208,7 @@ def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, 
 
     monkeypatch.setattr(registry, "cards", registry.Registry(tmp_path / "weights").cards)
     write_inputs(tmp_path / "plate", 6, corrupt=("text.png",))
-    at = AppTest.from_file(str(ROOT / "pages" / "batch.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "batch.py"), default_timeout=60)
     at.session_state["case_code"] = "PLATE-7"
     at.run()
     assert not at.exception

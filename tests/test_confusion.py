@@ -25,7 +25,7 @@ def app(store, monkeypatch):
     monkeypatch.setattr(registry.REGISTRY, "root", store)
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
-    at.switch_page("pages/confusion.py").run()
+    at.switch_page("app_pages/confusion.py").run()
     assert not at.exception, at.exception[0].value
     return at
 
@@ -57,7 +57,7 @@ def test_cells_threshold_and_gallery(app, store):
 def test_threshold_is_shared_with_the_metrics_page(app):
     at = app
     at.slider(key="c_stage_thr_stage").set_value(0.8).run()
-    at.switch_page("pages/metrics.py").run()
+    at.switch_page("app_pages/metrics.py").run()
     assert not at.exception
     assert at.slider(key="m_thr_stage").value == pytest.approx(0.8)
 
@@ -65,9 +65,9 @@ def test_threshold_is_shared_with_the_metrics_page(app):
 def test_what_if_button_hands_the_image_to_the_task_page(app):
     at = app
     buttons = [b for b in at.button if b.label == "Open in what-if"]
-    if not (ROOT / "pages" / "embryo.py").is_file():
+    if not (ROOT / "app_pages" / "embryo.py").is_file():
         assert buttons and all(b.disabled for b in buttons)
-        pytest.skip("pages/embryo.py is not installed: the hand-off cannot be followed")
+        pytest.skip("app_pages/embryo.py is not installed: the hand-off cannot be followed")
     buttons[0].click().run()
     path = at.session_state["whatif_item"]
     assert Path(path).is_file() and at.session_state["whatif_model"] == "embryo-grade"
@@ -89,14 +89,14 @@ def test_multiclass_and_segmentation_evaluations(app):
 def test_empty_store(tmp_path, monkeypatch):
     monkeypatch.setattr(registry.REGISTRY, "root", tmp_path)
     st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "pages" / "confusion.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "confusion.py"), default_timeout=60).run()
     assert not at.exception
     assert any("No stored evaluations" in i.value for i in at.info)
 
 
 def test_heatmap_cells_carry_their_indices():
     """Each invisible marker of the clickable layer names its (true, called) cell."""
-    page = ROOT / "pages" / "confusion.py"
+    page = ROOT / "app_pages" / "confusion.py"
     namespace: dict = {}
     exec(compile(page.read_text().split("# --- page")[0], str(page), "exec"), namespace)  # functions, not the page
     fig = namespace["heatmap"](np.array([[5, 1, 0], [2, 7, 1], [0, 0, 4]]), ["a", "b", "c"], True, "src")

@@ -291,7 +291,7 @@ def test_16_bit_tiff_is_scaled_with_a_note(tmp_path):
 def test_page_single_mode_with_generated_example():
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "embryo.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "embryo.py"), default_timeout=120)
     at.run()
     assert not at.exception
     at.radio(key="embryo_source").set_value("Generated example").run()
@@ -312,7 +312,7 @@ def test_page_single_mode_with_generated_example():
 def test_page_dish_mode_table_and_csv():
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "embryo.py"), default_timeout=180)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "embryo.py"), default_timeout=180)
     at.run()
     at.radio(key="embryo_source").set_value("Generated example").run()
     at.selectbox(key="embryo_example").set_value("Generated dish with 16 embryos").run()

@@ -13,7 +13,7 @@ from core.imageio import encode_png
 from core.results import Prediction
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages" / "history.py")
+PAGE = str(ROOT / "app_pages" / "history.py")
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_sign_in_on_users_see_their_own_records_and_admins_all(db):
         from ui.records import require_login
 
         require_login()
-        runpy.run_path("pages/history.py")
+        runpy.run_path("app_pages/history.py")
 
     at = AppTest.from_function(app, default_timeout=60)
     at.secrets["auth"] = secrets["auth"]

@@ -60,6 +60,14 @@ def test_not_an_image():
         read_image(b"hello, this is a text file\n" * 10, name="notes.png")
 
 
+def test_not_an_image_after_ultralytics_patched_pil():
+    """Ultralytics replaces PIL's Image.open on import; a text file must still get the same clear message."""
+    import ultralytics.utils.patches  # noqa: F401
+
+    with pytest.raises(ImageInputError, match="not a readable image"):
+        read_image(b"this is text, not an image", name="notes.png")
+
+
 def test_truncated_jpeg():
     data = encode(RGB.resize((400, 300)), "JPEG")
     with pytest.raises(ImageInputError, match="truncated|corrupt|decoded"):

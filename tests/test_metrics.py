@@ -318,7 +318,7 @@ def test_metrics_page_apptest(store, monkeypatch):
     root, _ = store
     monkeypatch.setattr(registry.REGISTRY, "root", root)
     st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "pages" / "metrics.py"), default_timeout=90).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "metrics.py"), default_timeout=90).run()
     assert not at.exception, at.exception[0].value
     table = at.dataframe[0].value
     assert table["Metric"].tolist()[0] == "Accuracy" and table["95 % CI"].str.contains("–").all()
@@ -371,7 +371,7 @@ def test_metrics_page_empty_store(tmp_path, monkeypatch):
 
     monkeypatch.setattr(registry.REGISTRY, "root", tmp_path)
     st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "pages" / "metrics.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "metrics.py"), default_timeout=60).run()
     assert not at.exception
     assert any("No stored evaluations" in i.value for i in at.info)
     assert any("No models are installed" in i.value for i in at.info)

@@ -308,7 +308,7 @@ def test_page_with_an_export_a_dicom_and_a_bad_file():
     needs_model()
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "pcos.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "pcos.py"), default_timeout=120).run()
     assert not at.exception
     canvas, _, truth = exported(seed=1)
     at.file_uploader[0].upload("export.png", encode_png(canvas), "image/png").run()

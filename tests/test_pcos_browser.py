@@ -54,12 +54,17 @@ def test_pcos_page_upload_untick_and_bad_file(app_url, page, tmp_path):
     assert "Rotterdam 2003" in body
     assert page.locator('[data-testid="stImage"]').count() >= 2  # heat map and follicle overlay
 
-    # untick follicle 1: its checkbox sits in the centre of the last column (glide grid rows are 35 px high)
+    # untick follicle 1 (glide grid rows are 35 px high)
     grid = page.locator('[data-testid="stDataFrame"]').first
     grid.scroll_into_view_if_needed()
     assert grid.locator("#glide-cell-3-0").text_content() == "true"
     box = grid.bounding_box()
-    page.mouse.click(box["x"] + box["width"] - 50, box["y"] + 35 + 17)
+    # select follicle 1's number cell (read-only), move to its "counted" cell and toggle it with the space bar:
+    # a mouse click on a checkbox cell only selects it in the grid
+    page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press(" ")
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some("
         "m => m.innerText.includes('Follicles counted') && m.innerText.trim().endsWith('7'))", timeout=30_000)

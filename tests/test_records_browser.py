@@ -60,7 +60,7 @@ def test_batch_page_uploads_images_and_a_bad_file(records_app, page):
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(p) for p in files])
     page.get_by_text("text.png").first.wait_for()
     page.get_by_role("button", name="Score").click()
-    page.get_by_text("scored,").wait_for(timeout=90_000)
+    page.get_by_text("scored,").first.wait_for(timeout=90_000)
     wait_for_app(page)
     assert_no_errors(page)
     body = page.locator('[data-testid="stMain"]').inner_text()

@@ -296,7 +296,7 @@ def test_page_field_crop_and_bad_file():
     needs_model(task.HEAD)
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "sperm.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120).run()
     assert not at.exception
     field, _ = synthetic.sperm_field(n_heads=6, size=(1024, 1280), seed=5, um_per_px=0.048)
     at.file_uploader[0].upload("field.png", encode_png(field), "image/png").run()

@@ -28,7 +28,7 @@ def test_page_stages_a_local_folder(tmp_path):
 
     folder = write_frames(tmp_path / "seq")
     (folder / "readme.txt").write_text("not a frame")
-    at = AppTest.from_file(str(ROOT / "pages" / "timelapse.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
     at.run()
     assert not at.exception
     at.radio(key="tl_source").set_value("Local folder").run()
@@ -45,7 +45,7 @@ def test_page_stages_a_local_folder(tmp_path):
 def test_page_reports_missing_folder(tmp_path):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "timelapse.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=60)
     at.run()
     at.radio(key="tl_source").set_value("Local folder").run()
     at.text_input(key="tl_folder").input(str(tmp_path / "nope")).run()

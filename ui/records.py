@@ -42,7 +42,7 @@ def require_login(sidebar: bool = True) -> auth.User | None:
     """When sign-in is configured: the signed-in user (with, if sidebar, who it is and a sign-out button in the
     sidebar), or a sign-in form and the page stops. When it is not configured: None, and the page goes on.
     app.py calls it for every page; pages that show records call it too (sidebar=False), because Streamlit runs a
-    file in pages/ on its own when its URL is opened before the app's entry point has run once."""
+    file in a pages/ folder on its own when its URL is opened first (this app keeps its pages in app_pages/)."""
     try:
         config = auth_config()
     except ValueError as exc:

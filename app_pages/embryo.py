@@ -11,6 +11,7 @@ from core.explain import overlay
 from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
 from ui.common import card_expander, model_unavailable, read_upload
+from ui.records import record_prediction
 
 st.title("Embryo grading")
 st.markdown(
@@ -172,6 +173,9 @@ else:
         dish_view(image, preds)
     elif preds:
         single_view(image, preds[0])
+    for p in preds or []:
+        record_prediction(p, "embryo", image=image, show=len(preds) == 1)
+    if preds and preds[0].extras.get("mode") != "dish":
         with st.expander("What-if: change the image and watch the answers move"):
             from ui.whatif import whatif_panel
 

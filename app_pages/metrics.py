@@ -143,7 +143,7 @@ def classification_section(p: ev.Picked, output: str) -> None:
         st.dataframe(pd.DataFrame(cm, index=[f"true {x}" for x in labels], columns=[f"called {x}" for x in labels]),
                      width="stretch")
         try:
-            st.page_link("pages/confusion.py", label="Images per cell: confusion-matrix page", icon=":material/grid_on:")
+            st.page_link("app_pages/confusion.py", label="Images per cell: confusion-matrix page", icon=":material/grid_on:")
         except StreamlitAPIException:  # the page runs outside the app's navigation (tests)
             pass
 

@@ -10,6 +10,7 @@ from core.imageio import InputImage
 from core.results import Prediction
 from core.tasks import pcos as task
 from ui.common import UPLOAD_TYPES, card_expander, model_unavailable, read_upload
+from ui.records import record_prediction
 
 st.title("PCOS ultrasound")
 st.markdown(
@@ -148,6 +149,7 @@ else:
         overlay_slot = st.empty()
         follicle_view(image, pred)
     validation_note()
+    record_prediction(pred, "pcos", image=image)
     with st.expander("What-if: change the image and watch the answer move"):
         from ui.whatif import whatif_panel
 

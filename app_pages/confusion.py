@@ -62,7 +62,7 @@ def clicked_cell(event) -> tuple[int, int] | None:
 
 
 def task_page(model_id: str) -> str | None:
-    page = f"pages/{TASK_OF_MODEL.get(model_id, '')}.py"
+    page = f"app_pages/{TASK_OF_MODEL.get(model_id, '')}.py"
     return page if model_id in TASK_OF_MODEL and (PROJECT_ROOT / page).is_file() else None
 
 

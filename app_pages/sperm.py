@@ -12,6 +12,7 @@ from core.imageio import InputImage
 from core.results import Prediction
 from core.tasks import sperm as task
 from ui.common import UPLOAD_TYPES, card_expander, read_upload
+from ui.records import record_prediction
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
 SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "shape": "shape",
@@ -115,6 +116,7 @@ def single_head_ui(image: InputImage) -> None:
         return
     pred = classify(image.sha256, HEAD_CARD.version, image)
     head_view(image.pixels, image.sha256, pred.probabilities, pred.model_version, "single")
+    record_prediction(pred, "sperm", image=image)
     cv = HEAD_CARD.metrics.get("hushem/5fold-cv", {})
     mh = HEAD_CARD.metrics.get("mhsma/valid", {})
     if cv or mh:
@@ -164,6 +166,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     pred = analyse(image.sha256, um, acrosome, versions, image)
     rows, summary = pred.extras["heads"], pred.extras
     summary_view(summary)
+    record_prediction(pred, "sperm", image=image)
     st.image(pred.images["overlay"], width="stretch",
              caption="Green: normal · red: abnormal (classifier) · blue: not classified. Numbers match the table. "
                      f"{task.SEG} v{pred.model_version}" + (f", {summary['head_model']}" if summary["head_model"] else ""))

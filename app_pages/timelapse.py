@@ -14,6 +14,7 @@ from core.explain import overlay
 from core.sequence import DEFAULT_MINUTES, FrameSequence, SequenceInputError, read_folder, read_sequence
 from core.tasks import timelapse as task
 from ui.common import card_expander, model_unavailable
+from ui.records import record_prediction
 
 st.title("Time-lapse staging")
 st.markdown(
@@ -199,6 +200,7 @@ else:
         st.success(f"Last frame: **{STAGE_NAMES[pred.extras['current_stage']]}** · {len(seq)} frames over "
                    f"{pred.extras['hours'][-1]:.1f} h · staged in {pred.timings_ms['total'] / 1000:.1f} s "
                    f"({CARD.id} v{pred.model_version})")
+        record_prediction(pred, "timelapse")
         frame = st.slider("Frame", 0, len(seq) - 1, 0, key="tl_frame")
         st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")
         st.caption("Top: probability of each stage at each frame. Middle: the stage path forced to move forward only "
