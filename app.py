@@ -48,9 +48,11 @@ with st.sidebar:
 require_login()  # a sign-in form and stop when .streamlit/secrets.toml configures users; nothing otherwise
 preload_models()
 with st.sidebar:
-    loaded = REGISTRY.status()
-    if loaded:
-        st.caption("Loaded: " + ", ".join(f"{s.model_id} ({s.device})" for s in loaded))
     case_controls()
 
 page.run()
+
+with st.sidebar:  # after the page ran, so a model it just loaded is listed
+    loaded = REGISTRY.status()
+    if loaded:
+        st.caption("Loaded: " + ", ".join(f"{s.model_id} ({s.device})" for s in loaded))
