@@ -1,6 +1,7 @@
 """Shared fixtures: a running app on a loopback port and a headless Chromium driven by Playwright."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -33,35 +34,48 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url():
-    """Start `streamlit run app.py` on a free loopback port; yields its base URL and the time to healthy."""
+@contextlib.contextmanager
+def streamlit_server(script: Path = ROOT / "app.py", env: dict | None = None, log: Path | None = None):
+    """`streamlit run script` on a free loopback port with extra environment variables; yields its base URL."""
     port = _free_port()
-    log = open(ROOT / ".pytest_cache" / "streamlit.log", "w") if (ROOT / ".pytest_cache").is_dir() else subprocess.DEVNULL
+    out = open(log, "w") if log else subprocess.DEVNULL
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    for key, value in (env or {}).items():  # a value of None removes the variable
+        full_env.pop(key, None) if value is None else full_env.__setitem__(key, value)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        env=full_env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            raise RuntimeError("streamlit exited during start-up")
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not become healthy within 90 s")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        deadline = time.time() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    tail = log.read_text()[-2000:] if log else ""
+                    raise RuntimeError(f"streamlit did not start within 90 s: {script}\n{tail}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The app with the shipped weights, started once per test run."""
+    log = ROOT / ".pytest_cache" / "streamlit.log"
+    log.parent.mkdir(exist_ok=True)
+    with streamlit_server(log=log) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

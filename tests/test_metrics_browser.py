@@ -3,47 +3,20 @@ served by its own app (REPRO_WEIGHTS_DIR), including a click on a confusion-matr
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 
 import pytest
 
 from core import synthetic
-from tests.conftest import ROOT, _free_port, assert_no_errors, wait_for_app
+from tests.conftest import ROOT, assert_no_errors, streamlit_server, wait_for_app
 
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
     synthetic.evaluation_store(root, n=40)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        env={**os.environ, "REPRO_WEIGHTS_DIR": str(root), "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not become healthy within 90 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with streamlit_server(env={"REPRO_WEIGHTS_DIR": str(root)}) as url:
+        yield url
 
 
 def open_page(page, url: str, stem: str) -> None:
@@ -73,7 +46,7 @@ def test_confusion_page_cell_click_shows_its_images(page, store_url):
 def test_metrics_page_figures_and_bad_upload(page, store_url, tmp_path):
     open_page(page, store_url, "metrics")
     page.get_by_text("stage: metrics at this threshold").wait_for(timeout=60_000)
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 2
+    page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=60_000)
     page.wait_for_selector('[data-testid="stPlotlyChart"] .js-plotly-plot', timeout=90_000)
     assert page.get_by_text("near-copies of training images").count() >= 1  # the planted leak
     assert page.get_by_text("sha256").count() >= 1  # every figure names its model file

@@ -2,11 +2,6 @@
 temp case-records database, so they touch neither weights/ nor records.db."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,7 +9,7 @@ import pytest
 from core import records
 from core.imageio import encode_png
 from core import synthetic
-from tests.conftest import _free_port, assert_no_errors, wait_for_app
+from tests.conftest import assert_no_errors, streamlit_server, wait_for_app
 from tests.test_batch import make_tiny_weights, write_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,30 +20,9 @@ def records_app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("records_app")
     weights = make_tiny_weights(tmp / "weights")
     url = f"sqlite:///{tmp / 'records.db'}"
-    port = _free_port()
-    env = {**os.environ, "REPRO_WEIGHTS_DIR": str(weights), "DATABASE_URL": url, "PYTHONUNBUFFERED": "1",
-           "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=open(tmp / "streamlit.log", "w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield type("App", (), {"url": base, "db": url, "tmp": tmp})
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    env = {"REPRO_WEIGHTS_DIR": str(weights), "DATABASE_URL": url, "OMP_NUM_THREADS": "1"}
+    with streamlit_server(env=env, log=tmp / "streamlit.log") as base:
+        yield type("App", (), {"url": base, "db": url, "tmp": tmp})
     records.dispose(url)
 
 
@@ -66,8 +40,9 @@ def test_batch_page_uploads_images_and_a_bad_file(records_app, page):
     body = page.locator('[data-testid="stMain"]').inner_text()
     assert "4 scored, 1 skipped" in body.replace("*", "")
     assert "Skipped files (1)" in body
+    page.get_by_role("button", name="Download CSV").wait_for(timeout=60_000)
     assert page.get_by_role("button", name="Download CSV").count() == 1
-    assert page.get_by_role("button", name="Download Excel").count() == 1
+    page.get_by_role("button", name="Download Excel").wait_for(timeout=60_000)
     page.screenshot(path=str(ROOT / ".pytest_cache" / "batch.png"), full_page=True)
     assert records.count(records_app.db) >= 4
 

@@ -1,16 +1,12 @@
 """Browser test of the what-if panel on its harness page: a slider and a painted stroke change the prediction."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
 from core import synthetic
-from tests.conftest import ROOT, _free_port, assert_no_errors
+from tests.conftest import ROOT, assert_no_errors, streamlit_server
 
 CAPTION = """expected => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
     .some(e => e.textContent.includes('Changes applied:') && e.textContent.includes(expected))"""
@@ -18,28 +14,9 @@ CAPTION = """expected => [...document.querySelectorAll('[data-testid="stCaptionC
 
 @pytest.fixture(scope="module")
 def harness_url():
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "WHATIF_WEIGHTS"}  # the numpy stand-in model
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "tests" / "whatif_harness" / "page.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("the what-if harness did not start within 90 s")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    # without WHATIF_WEIGHTS the harness uses its numpy stand-in model
+    with streamlit_server(ROOT / "tests" / "whatif_harness" / "page.py", env={"WHATIF_WEIGHTS": None}) as url:
+        yield url
 
 
 def modified_label(page) -> str:
