@@ -107,24 +107,15 @@ def audit(predictions: pd.DataFrame, train: pd.DataFrame, max_distance: int = MA
     pairs.sort(key=lambda p: p["distance"])
     result["train"] = {"n_items": len(pairs), "items": [p["item"] for p in pairs], "pairs": pairs[:MAX_PAIRS]}
     # within the evaluation set
-    parent = list(range(len(ev)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     within = []
+    links = []
     if len(ev) > 1:
         d = distances(h, h[:, None])
         ii, jj = np.nonzero(np.triu(d <= max_distance, k=1))
         for i, j in zip(ii, jj):
-            parent[find(i)] = find(j)
+            links.append((int(i), int(j)))
             within.append({"item": ev["item"][i], "other": ev["item"][j], "distance": int(d[i, j])})
-    groups: dict[int, list[int]] = {}
-    for i in range(len(ev)):
-        groups.setdefault(find(i), []).append(i)
+    groups = connected_groups(len(ev), links)
     dup_groups = [g for g in groups.values() if len(g) > 1]
     within.sort(key=lambda p: p["distance"])
     result["within"] = {
@@ -132,6 +123,24 @@ def audit(predictions: pd.DataFrame, train: pd.DataFrame, max_distance: int = MA
         "removed": [ev["item"][i] for g in dup_groups for i in sorted(g)[1:]], "pairs": within[:MAX_PAIRS],
     }
     return result
+
+
+def connected_groups(n: int, links) -> dict[int, list[int]]:
+    """Union-find: the members of each connected group of items 0..n-1 given linked pairs, keyed by a root index."""
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in links:
+        parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return groups
 
 
 def clean_items(result: dict, within: bool = True) -> set[str]:

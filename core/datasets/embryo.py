@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..audit import hamming, phash, phash_variants
+from ..audit import connected_groups, hamming, phash_variants
 from ..imageio import read_image
 from . import gomez
 
@@ -83,23 +83,10 @@ def read_hungvuong(root: Path) -> list[Item]:
 def _group_near_duplicates(items: list[Item]) -> None:
     """Union-find over pHash distance (flips included); group id = first member's name; outputs whose labels
     disagree inside a group are flagged on its members (their stage or quality is then neither trained nor scored)."""
-    hashes = [phash(load_rgb(it.path)) for it in items]
-    variants = [phash_variants(load_rgb(it.path)) for it in items]
-    parent = list(range(len(items)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(items)):
-        for j in range(i + 1, len(items)):
-            if min(hamming(hashes[i], v) for v in variants[j]) <= NEAR_DUP_BITS:
-                parent[find(j)] = find(i)
-    members: dict[int, list[int]] = {}
-    for i in range(len(items)):
-        members.setdefault(find(i), []).append(i)
+    variants = [phash_variants(load_rgb(it.path)) for it in items]  # [0] is the image's own hash
+    links = [(i, j) for i in range(len(items)) for j in range(i + 1, len(items))
+             if min(hamming(variants[i][0], v) for v in variants[j]) <= NEAR_DUP_BITS]
+    members = connected_groups(len(items), links)
     for idx in members.values():
         group = "hv:" + min(items[i].name for i in idx)
         conflicts = tuple(
