@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ..audit import connected_groups
+
 LABELS = ["healthy", "pcos"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 # class-folder names, compared lower-case without punctuation
@@ -138,36 +140,24 @@ def assign_groups(items: list[Item], threshold: float = NEAR_CORRELATION) -> dic
 
     Returns how many given groups there were and how many merges the correlation added (the check of the file).
     """
-    n = len(items)
-    parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i, j):
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-            return 1
-        return 0
-
     first: dict[str, int] = {}
-    for i, item in enumerate(items):
-        if item.group:
-            union(i, first.setdefault(item.group, i))
+    given_links = [(i, first.setdefault(item.group, i)) for i, item in enumerate(items) if item.group]
     given = len(first)
-    merges = linked_pairs = 0
+    linked_pairs = 0
+    near_links = []
     for start, sim in similarity(thumbnails(items)):
         rows, cols = np.nonzero(sim >= threshold)
         for r, c in zip(rows + start, cols):
             if r < c:
                 linked_pairs += items[r].group != items[c].group or not items[r].group
-                merges += union(int(r), int(c))
-    for i, item in enumerate(items):
-        item.group = f"v{items[find(i)].name}"
+                near_links.append((int(r), int(c)))
+    n_given_groups = len(connected_groups(len(items), given_links))
+    groups = connected_groups(len(items), given_links + near_links)
+    merges = n_given_groups - len(groups)
+    for members in groups.values():
+        group = f"v{items[min(members)].name}"  # named after its first item, whatever the union order
+        for i in members:
+            items[i].group = group
     return {"given_groups": given, "pairs_linked_across_given_groups": int(linked_pairs),
             "merges": merges, "video_groups": len({i.group for i in items}), "threshold": threshold}
 
