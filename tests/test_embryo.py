@@ -14,7 +14,7 @@ from PIL import Image
 
 from core import registry, synthetic
 from core.datasets import embryo as ds
-from core.dish import compose_dish
+from core.dish import IMGSZ, compose_dish, drop_nested, real_mosaic, real_view, zona_circle
 from core.imageio import ImageInputError, InputImage, encode_png, read_image
 from core.tasks import embryo as task
 from tests.conftest import shared_data
@@ -165,6 +165,60 @@ def test_dish_boxes_match_pasted_embryos(layout):
         assert pasted[d < 0.7 * r].mean() > 10  # the embryo fills its box
         assert pasted[(d < 1.25 * r)].sum() > 0.97 * pasted[d < 2 * r].sum() or layout != "drop"
     assert pasted[near_any].sum() > 0.97 * pasted.sum()  # nothing pasted outside the boxes
+
+
+def test_zona_circle_on_generated_embryos():
+    for seed in range(4):
+        img, truth = synthetic.embryo("cleavage" if seed % 2 else "blastocyst", seed=seed)
+        cx, cy, r, _ = zona_circle(img)
+        assert np.hypot(cx - truth["center"][0], cy - truth["center"][1]) < 4
+        assert abs(r - truth["radius"]) < 0.1 * truth["radius"]
+
+
+def _pasted_inside_boxes(make, n: int, size: int = IMGSZ):
+    """Build the same training image from textured discs and from blank frames (same seed): the difference is the
+    embryos, each of which must fill its box, and nothing may differ outside the boxes."""
+    circle = (100.0, 50.0, 30.0, 1.0)  # an embryo off the centre of a non-square frame
+    frames = [np.roll(textured_disc(size=160, radius=30, seed=i), (-30, 20), axis=(0, 1))[:128] for i in range(n)]
+    img, boxes = make([(f, circle) for f in frames])
+    blank, same = make([(np.full((128, 160, 3), 150, np.uint8), circle)] * n)
+    assert np.allclose(boxes, same) and boxes.shape == (n, 4)
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes >= 0).all() and (boxes <= size).all()
+    pasted = np.abs(img.astype(float) - blank.astype(float)).mean(axis=2)
+    inside = np.zeros(pasted.shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+        assert pasted[int(cy - h / 4):int(cy + h / 4), int(cx - w / 4):int(cx + w / 4)].mean() > 10
+        if abs(w - h) < 1:  # box not cut by an edge: the embryo's extent is the box (to resampling blur)
+            ys, xs = np.nonzero(pasted[max(int(y0) - 8, 0):int(y1) + 9, max(int(x0) - 8, 0):int(x1) + 9] > 3)
+            xs, ys = xs + max(int(x0) - 8, 0), ys + max(int(y0) - 8, 0)
+            assert np.allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], [x0, y0, x1, y1], atol=3)
+        inside[max(int(y0) - 2, 0):int(y1) + 3, max(int(x0) - 2, 0):int(x1) + 3] = True
+    assert pasted[~inside].sum() < 0.02 * pasted.sum()
+    return boxes
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_mosaic_boxes_map_to_each_tiles_embryo(k):
+    cell = IMGSZ / k
+    for seed in range(3):
+        boxes = _pasted_inside_boxes(lambda frames: real_mosaic(frames, seed=seed), k * k)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):  # box i lies in tile i (row-major)
+            assert int((x0 + x1) / 2 // cell) == i % k and int((y0 + y1) / 2 // cell) == i // k
+
+
+def test_real_view_box_follows_the_embryo():
+    for seed in range(8):  # native framing and random scale, position and mirroring
+        _pasted_inside_boxes(lambda frames: real_view(*frames[0], seed=seed), 1)
+
+
+def test_drop_nested_keeps_neighbours_and_drops_boxes_inside_a_better_one():
+    found = {"boxes": np.array([[0, 0, 100, 100], [20, 20, 60, 60], [100, 0, 200, 100], [150, 0, 250, 100],
+                                [5, 5, 95, 95]], np.float32),
+             "scores": np.array([0.9, 0.5, 0.5, 0.6, 0.95], np.float32), "labels": np.zeros(5, int)}
+    kept = drop_nested(found)
+    assert kept["boxes"].tolist() == [[100, 0, 200, 100], [150, 0, 250, 100], [5, 5, 95, 95]]
+    assert kept["scores"].tolist() == pytest.approx([0.5, 0.6, 0.95]) and len(kept["labels"]) == 3
 
 
 def test_dish_boxes_do_not_overlap_in_a_grid():
