@@ -26,7 +26,7 @@ st.markdown(
     "Upload a **stained bright-field field** (e.g. Papanicolaou or Diff-Quik, 100× objective) to find every sperm "
     "head, measure it in micrometres against the WHO reference ranges and classify it; the page gives the "
     "percentage of normal forms by the classifier and by the WHO measurements, side by side. A **single-head "
-    "crop** goes straight to the classifier. Both are aids for your own reading of the slide."
+    "crop** is centred on its head and classified. Both are aids for your own reading of the slide."
 )
 
 
@@ -72,8 +72,8 @@ def analyse(sha: str, um_per_px: float, acrosome: bool, versions: str, _image: I
 
 
 @st.cache_data(show_spinner="Classifying the head…", max_entries=64)
-def classify(sha: str, version: str, _image: InputImage) -> Prediction:
-    return task.classify_heads([_image])[0]
+def classify(sha: str, version: str, frame: bool, _image: InputImage) -> Prediction:
+    return task.classify_heads([_image], frame=frame)[0]
 
 
 @st.cache_data(show_spinner="Computing heat map…", max_entries=64)
@@ -97,7 +97,7 @@ def probabilities_view(probs: dict[str, dict[str, float]], version: str) -> None
 def head_view(pixels: np.ndarray, sha: str, probs: dict, version: str, key: str) -> None:
     """A head crop, its class probabilities and a Grad-CAM heat map."""
     c1, c2, c3 = st.columns(3)
-    c1.image(pixels, caption="Head crop", width="stretch")
+    c1.image(pixels, caption="Head crop as the classifier sees it", width="stretch")
     with c2:
         probabilities_view(probs, version)
     with c3:
@@ -114,8 +114,12 @@ def single_head_ui(image: InputImage) -> None:
     if HEAD_CARD is None:
         st.warning("The head classifier `sperm-head` is not installed.", icon=":material/warning:")
         return
-    pred = classify(image.sha256, HEAD_CARD.version, image)
-    head_view(image.pixels, image.sha256, pred.probabilities, pred.model_version, "single")
+    frame = st.toggle("Centre on the head", value=True, key="sperm_frame_head",
+                      help=f"Crop the upload around the head, {task.CROP_FACTOR} head lengths wide, as the classifier "
+                           "was trained. Turn off for crops that are already tight (head about half the crop wide).")
+    pred = classify(image.sha256, HEAD_CARD.version, frame, image)
+    crop = pred.images["crop"]
+    head_view(crop, f"{image.sha256}-{frame}", pred.probabilities, pred.model_version, "single")
     record_prediction(pred, "sperm", image=image)
     cv = HEAD_CARD.metrics.get("hushem/5fold-cv", {})
     mh = HEAD_CARD.metrics.get("mhsma/valid", {})
@@ -127,7 +131,7 @@ def single_head_ui(image: InputImage) -> None:
         from ui.whatif import whatif_panel
 
         model = registry.load(task.HEAD)
-        whatif_panel(image.pixels, model_predict(model), key="sperm-head-whatif", explain=model_explain(model),
+        whatif_panel(crop, model_predict(model), key="sperm-head-whatif", explain=model_explain(model),
                      cache_key=f"{HEAD_CARD.id}@{HEAD_CARD.version}")
 
 

@@ -225,6 +225,21 @@ def test_head_augmentation_keeps_shape_and_standardises():
     assert grey.shape == (64, 64) and grey.dtype == np.uint8
 
 
+def test_frame_head_centres_on_the_head_and_ignores_the_tail():
+    img = np.full((131, 131, 3), 215, np.uint8)
+    cv2.ellipse(img, (50, 70), (20, 14), 0, 0, 360, (95, 70, 150), -1)  # a 40 px head left of centre
+    cv2.line(img, (70, 70), (130, 75), (150, 130, 180), 3)  # its tail, thinner than half the head
+    cx, cy, length = task.locate_head(img)
+    assert abs(cx - 50) < 2 and abs(cy - 70) < 2 and 38 <= length <= 43
+    framed = task.frame_head(img)
+    side = round(task.CROP_FACTOR * length)
+    assert framed.shape[:2] == (side, side)
+    again = task.locate_head(framed)
+    assert abs(again[0] - side / 2) < 2 and abs(again[1] - side / 2) < 2  # the head now sits in the middle
+    blank = np.full((80, 80, 3), 200, np.uint8)
+    assert task.locate_head(blank) is None and task.frame_head(blank) is blank
+
+
 # --- shipped models --------------------------------------------------------------------------------------------------
 def needs_model(model_id):
     from core import registry

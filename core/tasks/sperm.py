@@ -24,7 +24,7 @@ from ..results import Prediction
 SEG, HEAD = "sperm-seg", "sperm-head"
 HEAD_SIZE = 64
 SEG_LONG_SIDE = 640
-CROP_FACTOR = 2.5  # a head crop's side, in head lengths (HuSHeM heads fill about 0.35 of their 131 px crop)
+CROP_FACTOR = 1.75  # a head crop's side, in head lengths (the classifier's framing: the head fills ~57 % of it)
 MIN_HEAD_PX = 150  # smallest head interior kept, in segmenter pixels (the smallest annotated head has ~430)
 AUTO_CROP_MAX_SIDE = 300  # "auto" mode treats smaller uploads as single-head crops
 
@@ -121,6 +121,50 @@ def grey64(image: np.ndarray) -> np.ndarray:
     return cv2.resize(g, (HEAD_SIZE, HEAD_SIZE), interpolation=interp)
 
 
+def _central_blob(mask: np.ndarray) -> np.ndarray | None:
+    """The component of a binary mask that is large and near the centre (area weighted by closeness)."""
+    h, w = mask.shape
+    n, lab, stats, cent = cv2.connectedComponentsWithStats(mask)
+    best, score = 0, 0.0
+    for i in range(1, n):
+        closeness = max(0.05, 1 - np.hypot(cent[i][0] - w / 2, cent[i][1] - h / 2) / (0.5 * min(h, w)))
+        area = stats[i, cv2.CC_STAT_AREA]
+        if area >= 0.005 * h * w and area * closeness > score:
+            best, score = i, area * closeness
+    return (lab == best).astype(np.uint8) if best else None
+
+
+def locate_head(image: np.ndarray) -> tuple[float, float, float] | None:
+    """Centre (x, y) and length in pixels of the head in a single-head crop: the central blob that stands out from
+    the background, with the midpiece and tail opened away. None where nothing stands out."""
+    g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    g = cv2.GaussianBlur(g, (0, 0), max(1.0, min(g.shape) / 90)).astype(np.float32)
+    deviation = np.uint8(np.clip(np.abs(g - np.median(g)), 0, 255))
+    _, mask = cv2.threshold(deviation, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    blob = _central_blob(mask)
+    if blob is None:
+        return None
+    width = min(cv2.minAreaRect(np.argwhere(blob)[:, ::-1].astype(np.float32))[1])
+    k = max(3, int(0.5 * width) | 1)  # the midpiece and tail are thinner than half the head's width
+    head = _central_blob(cv2.morphologyEx(blob, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))))
+    (cx, cy), (a, b), _ = cv2.minAreaRect(np.argwhere(head if head is not None else blob)[:, ::-1].astype(np.float32))
+    return float(cx), float(cy), float(max(a, b))
+
+
+def frame_head(image: np.ndarray) -> np.ndarray:
+    """A single-head crop re-framed as the classifier was trained: centred on the head, CROP_FACTOR head lengths
+    wide. Only ever zooms in (to at least half the crop); a crop where no head stands out is returned unchanged."""
+    found = locate_head(image)
+    if found is None:
+        return image
+    cx, cy, length = found
+    h, w = image.shape[:2]
+    side = int(round(np.clip(CROP_FACTOR * length, 0.5 * min(h, w), min(h, w))))
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+    return np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side])
+
+
 def read_rgb(path: Path) -> np.ndarray:
     from ..imageio import read_image
 
@@ -215,7 +259,7 @@ def _head_training_sets(root: Path):
         raise FileNotFoundError(f"{root}: expected hushem/ (class folders) and mhsma/ (x_64_train.npy …) inside")
     items = ds.read_class_folders(hushem_dir)
     rgb = [read_rgb(it.path) for it in items]
-    hx = np.stack([grey64(im) for im in rgb])
+    hx = np.stack([grey64(frame_head(im)) for im in rgb])
     h_normal = np.array([ds.NORMAL_LABELS.index(it.normal) for it in items])
     h_shape = np.array([ds.SHAPES.index(it.shape) for it in items])
     mx, my = ds.read_mhsma(mhsma_dir, "train")
@@ -231,7 +275,7 @@ def _mix(hx, h_normal, h_shape, mx, m_normal, hushem_repeat: int = 2):
     return x, yn, ys
 
 
-HEAD_EPOCHS = 20
+HEAD_EPOCHS = 100
 N_FOLDS = 5
 
 
@@ -269,7 +313,7 @@ def _train_head(root: Path, epochs: int, seed: int, out: Path) -> Path:
     card = {
         "id": HEAD, "title": "Sperm head classifier (normal / abnormal, head shape)", "task": "sperm",
         "framework": "torch", "architecture": "core.tasks.sperm:build_head_net", "arch_kwargs": {"width": 16},
-        "file": "model.pt", "version": "1.0",
+        "file": "model.pt", "version": "2.0",
         "classes": {"normal": ds.NORMAL_LABELS, "shape": ds.SHAPES},
         "input": {"size": [HEAD_SIZE, HEAD_SIZE], "channels": 1, "normalise": "per_image"},
         "explain": {"layer": "features.block3"},
@@ -277,6 +321,8 @@ def _train_head(root: Path, epochs: int, seed: int, out: Path) -> Path:
                          + (f" --epochs {epochs}" if epochs != HEAD_EPOCHS else ""),
         "recipe": {"epochs": epochs, "batch": 64, "optimiser": "AdamW 3e-3 one-cycle", "hushem_repeat": 2,
                    "augmentation": "any rotation, flips, zoom 0.8-1.4, shift, contrast, blur, noise",
+                   "framing": f"HuSHeM crops re-framed on the head (frame_head: {CROP_FACTOR} head lengths wide); "
+                              "MHSMA crops as given (already tight)",
                    "cv": f"{N_FOLDS} folds of HuSHeM by image, stratified by class (hash of the file name); "
                          "each fold model also trains on all MHSMA train"},
         "data": [
@@ -292,7 +338,8 @@ def _train_head(root: Path, epochs: int, seed: int, out: Path) -> Path:
         "limitations": "Trained from scratch (no pretraining) on 216 stained HuSHeM heads and 1000 unstained "
                        "MHSMA heads; shape is learnt from HuSHeM only (4 classes; no other WHO defect classes "
                        "such as neck, midpiece or tail defects). Inputs are reduced to 64 px grey, so stain "
-                       "colour is ignored. MHSMA labels come from one lab; performance on other stains, "
+                       "colour is ignored. Expects a crop about 1.75 head lengths wide: single crops are "
+                       "re-framed on the head first, which can miss on unstained, low-contrast crops. MHSMA labels come from one lab; performance on other stains, "
                        "magnifications and crop margins is unknown.",
         "metrics": {
             "hushem/5fold-cv": {"shape_" + k: v for k, v in _metrics_row(m_cv_shape).items()}
@@ -621,20 +668,24 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
     return pred
 
 
-def classify_heads(images, device: str | None = None) -> list[Prediction]:
-    """Single-head crops straight to the classifier."""
+def classify_heads(images, device: str | None = None, frame: bool = True) -> list[Prediction]:
+    """Single-head crops to the classifier, each first re-framed around its head (frame_head) unless frame=False;
+    the crop the classifier saw is in prediction.images["crop"]."""
     from ..imageio import InputImage
 
     model = registry.load(HEAD, device)
-    pixels = [im.pixels if isinstance(im, InputImage) else im for im in images]
     t0 = time.perf_counter()
+    pixels = [im.pixels if isinstance(im, InputImage) else im for im in images]
+    pixels = [frame_head(p) for p in pixels] if frame else pixels
     probs = model.predict(pixels)
     ms = (time.perf_counter() - t0) * 1000 / max(len(pixels), 1)
     preds = []
     for i, im in enumerate(images):
         name, sha = (im.name, im.sha256) if isinstance(im, InputImage) else (f"image-{i}", "")
         preds.append(Prediction(HEAD, model.card.version, name, sha, timings_ms={"classify": ms}, probabilities={
-            out: {lab: float(p) for lab, p in zip(model.classes[out], probs[out][i])} for out in model.card.outputs}))
+            out: {lab: float(p) for lab, p in zip(model.classes[out], probs[out][i])} for out in model.card.outputs},
+            extras={"framed_on_head": frame}))
+        preds[-1].images["crop"] = pixels[i]
     return preds
 
 
@@ -727,6 +778,8 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
         raise ValueError(f"{path}: all {len(names)} images were used to train {HEAD}; its cross-validated figures "
                          f"on them are stored as eval/hushem-5fold-cv")
     idx = np.flatnonzero(keep)
+    if layout == "class-per-folder":  # stained crops framed as in training; MHSMA crops are already tight
+        images = [frame_head(im) for im in images]
     probs = {o: np.concatenate([model.predict([images[i] for i in idx[s:s + 256]])[o]
                                 for s in range(0, len(idx), 256)]) for o in card.outputs}
     sel = lambda seq: [seq[i] for i in idx]  # noqa: E731
