@@ -1,7 +1,9 @@
 """Input transforms declared as data in a card's [input] table and built here.
 
 [input] keys: size = [H, W]; channels = 1 (grey) or 3 (RGB); normalise = "per_image" (zero mean, unit
-variance per image), "unit" (x / 255) or "imagenet"-style {mean = [...], std = [...]} on the 0–1 scale.
+variance per image), "unit" (x / 255) or "imagenet"-style {mean = [...], std = [...]} on the 0–1 scale;
+optional centre_crop = f: the model reads only the central square of side f × the shorter side (whole-well
+time-lapse frames, where the embryo sits in the middle).
 """
 from __future__ import annotations
 
@@ -37,12 +39,36 @@ def normalise(x: np.ndarray, how) -> np.ndarray:
     raise ValueError(f"unknown normalisation {how!r}")
 
 
+def centre_square(image: np.ndarray, fraction: float) -> np.ndarray:
+    """The central square of side fraction × the shorter side."""
+    h, w = image.shape[:2]
+    side = max(1, int(round(fraction * min(h, w))))
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return image[y0:y0 + side, x0:x0 + side]
+
+
+def heat_on_image(heat: np.ndarray, image_shape: tuple[int, ...], spec: dict) -> np.ndarray:
+    """A heat map computed on the model's input placed back on the whole image: unchanged without centre_crop,
+    else zero outside the central square the model read (returned at the image's size)."""
+    fraction = spec.get("centre_crop")
+    if not fraction:
+        return heat
+    h, w = image_shape[:2]
+    side = max(1, int(round(fraction * min(h, w))))
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    full = np.zeros((h, w), np.float32)
+    full[y0:y0 + side, x0:x0 + side] = cv2.resize(heat.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    return full
+
+
 def prepare(images: list[np.ndarray], spec: dict) -> np.ndarray:
     """uint8 images of any size -> float32 NHWC batch as the card's model expects."""
     h, w = spec["size"]
     channels = int(spec.get("channels", 3))
     batch = np.empty((len(images), h, w, channels), np.float32)
     for i, image in enumerate(images):
+        if spec.get("centre_crop"):
+            image = centre_square(image, float(spec["centre_crop"]))
         image = to_channels(image, channels)
         interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
         resized = cv2.resize(image, (w, h), interpolation=interp)

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 
 from ..explain import gradcam_map
+from ..preprocess import heat_on_image
 from .base import Model, register
 
 _setup_lock = threading.Lock()
@@ -102,7 +103,7 @@ class KerasModel(Model):
                     score, idx = _score(outs, out_index, labels, label)
                     grads = torch.autograd.grad(score, feats)[0]
                 feats, grads = feats.detach().cpu().numpy(), grads.detach().cpu().numpy()
-        return gradcam_map(feats[0], grads[0], self.card.input["size"])
+        return heat_on_image(gradcam_map(feats[0], grads[0], self.card.input["size"]), image.shape, self.card.input)
 
 
 def _score(outs, out_index, labels, label):

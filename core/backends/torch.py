@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..explain import gradcam_map
+from ..preprocess import heat_on_image
 from .base import Model, register
 
 
@@ -62,7 +63,8 @@ class TorchModel(Model):
         finally:
             handle.remove()
         feats = captured["feats"][0].detach().cpu().numpy()
-        return gradcam_map(feats, grads[0].detach().cpu().numpy(), self.card.input["size"], channels_last=False)
+        heat = gradcam_map(feats, grads[0].detach().cpu().numpy(), self.card.input["size"], channels_last=False)
+        return heat_on_image(heat, image.shape, self.card.input)
 
     def _as_list(self, raw):
         if isinstance(raw, dict):

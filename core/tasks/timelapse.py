@@ -2,8 +2,8 @@
 
 The card's outputs (`stage`, `phase`) are the encoder's per-frame heads, so Model.predict/explain work on one
 frame (what-if, Grad-CAM). A sequence goes through `predict_sequence`: frames encoded in batches by the loaded
-module's `embed`, then its temporal head (`sequence`), which adds a correction to the per-frame logits, then the
-left-to-right Viterbi of core.sequence and the event times.
+module's `embed`, then its temporal head (`sequence`; "none" passes the per-frame logits through, "gru"/"tcn" add a
+learnt correction), then the left-to-right Viterbi of core.sequence and the event times.
 """
 from __future__ import annotations
 
@@ -24,21 +24,25 @@ from torch import nn
 from .. import WEIGHTS_DIR, audit, registry
 from ..datasets import gomez
 from ..datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
-from ..preprocess import normalise
+from ..preprocess import centre_square, normalise
 from ..results import Prediction
 from ..sequence import DEFAULT_MINUTES, EVENTS, FrameSequence, decode, event_frames
 
 MODEL_ID = "timelapse-stage"
-SIZE = 96
-LOAD = 120  # training images are kept at this size and warped to SIZE by the augmentation
+SIZE = 112
+LOAD = 140  # training images are kept at this size and warped to SIZE by the augmentation
+WELL_FRACTION = 0.6  # the model reads the central 60 % of a whole-well frame, where the embryo sits (card: centre_crop)
+CROP_FILL = 0.85  # an embryo crop (blastocyst crops, Hung Vuong) spans this much of the model's input
 EMB = 96
 BATCH = 64  # frames per encoder batch at inference
-TEMPORAL = "tcn"  # shipped temporal head: chosen on the leave-one-embryo-out folds (see the card)
+TEMPORALS = ("none", "gru", "tcn")  # sequence models compared on the leave-one-embryo-out folds
+TEMPORAL = "none"  # shipped: per-frame probabilities straight to the Viterbi won on those folds (see the card)
 HELDOUT_PERCENT = 30  # embryos whose stable hash falls below this are never trained on
 MIN_SEQUENCE = 30  # embryos with fewer frames are sparse samples: evaluation only
 MAX_TRAIN_FRAMES = 60_000  # the full public set (704 embryos) is subsampled in time to stay within memory
-SWITCH_COST = 4.0
-TEMPORAL_STEPS = 400  # Viterbi cost of one stage/phase change, log units
+SWITCH_COST = 4.0  # Viterbi cost of one stage/phase change, log units
+EPOCHS = 30  # encoder epochs (1024 frames each)
+TEMPORAL_STEPS = 400  # training steps of the temporal head on frozen encoder embeddings
 STAGE_IDX = np.array([STAGES.index(STAGE_OF_PHASE[p]) for p in PHASES])
 
 
@@ -80,18 +84,19 @@ class TimelapseNet(nn.Module):
     def __init__(self, temporal: str = TEMPORAL, width: int = 64):
         super().__init__()
         self.encoder = nn.Sequential(
-            _conv(1, 16, 2), nn.MaxPool2d(2),  # 96 -> 48 -> 24
-            _conv(16, 32), _conv(32, 32), nn.MaxPool2d(2),  # 12
-            _conv(32, 64), _conv(64, 64), nn.MaxPool2d(2),  # 6
-            _conv(64, EMB),  # index 8: Grad-CAM layer (6 x 6)
+            _conv(1, 16, 2), nn.MaxPool2d(2),  # 112 -> 56 -> 28
+            _conv(16, 32), _conv(32, 32), nn.MaxPool2d(2),  # 14
+            _conv(32, 64), _conv(64, 64), nn.MaxPool2d(2),  # 7
+            _conv(64, EMB),  # index 8: Grad-CAM layer (7 x 7)
         )
         self.drop = nn.Dropout(0.3)
         self.stage_head = nn.Linear(EMB, len(STAGES))
         self.phase_head = nn.Linear(EMB, len(PHASES))
         self.temporal_kind = temporal
-        self.project = nn.Sequential(nn.Dropout(0.2), nn.Linear(EMB + len(STAGES) + len(PHASES), width), nn.GELU())
-        self.temporal = TemporalGRU(width) if temporal == "gru" else TemporalConv(width)
-        self.delta = nn.Linear(width, len(STAGES) + len(PHASES))
+        if temporal != "none":
+            self.project = nn.Sequential(nn.Dropout(0.2), nn.Linear(EMB + len(STAGES) + len(PHASES), width), nn.GELU())
+            self.temporal = TemporalGRU(width) if temporal == "gru" else TemporalConv(width)
+            self.delta = nn.Linear(width, len(STAGES) + len(PHASES))
 
     def embed(self, x):  # (N, 1, H, W) -> (N, EMB)
         return self.encoder(x).mean(dim=(2, 3))
@@ -104,8 +109,10 @@ class TimelapseNet(nn.Module):
         s, p = self.frame_logits(self.embed(x))
         return torch.softmax(s, 1), torch.softmax(p, 1)
 
-    def sequence_logits(self, e):  # (B, T, EMB) -> per-frame logits corrected by the temporal context
+    def sequence_logits(self, e):  # (B, T, EMB) -> per-frame logits corrected by the temporal context, if any
         s, p = self.frame_logits(e)
+        if self.temporal_kind == "none":
+            return s, p
         h = self.temporal(self.project(torch.cat([e, s.detach(), p.detach()], dim=-1)))
         d = self.delta(h)
         return s + d[..., : len(STAGES)], p + d[..., len(STAGES):]
@@ -252,11 +259,23 @@ def find_layouts(root: Path, depth: int = 3) -> dict[str, list[Path]]:
     return found
 
 
-def _load_grey(path: Path, size: int = LOAD) -> np.ndarray:
+def _load_grey(path: Path, whole_well: bool, size: int = LOAD) -> np.ndarray:
+    """A training image at LOAD px: the central WELL_FRACTION of a whole-well frame (what the model reads of it at
+    inference), or an embryo crop as it is."""
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"cannot read {path}")
+    if whole_well:
+        img = centre_square(img, WELL_FRACTION)
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def crop_as_well_frame(image: np.ndarray) -> np.ndarray:
+    """An embryo crop padded with its border's level so that the model's centre crop shows it at CROP_FILL."""
+    h, w = image.shape[:2]
+    pad = int(round(max(h, w) * (1 / (CROP_FILL * WELL_FRACTION) - 1) / 2))
+    edge = np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]), axis=0)
+    return cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=np.atleast_1d(edge).tolist())
 
 
 def _phase_mask(phase: str | None, stage: str | None) -> np.ndarray:
@@ -276,10 +295,12 @@ class Pool:
     phase_mask: list = field(default_factory=list)
     zoomed: list = field(default_factory=list)  # True: crop around the embryo (crops, Hung Vuong)
     items: list = field(default_factory=list)
+    paths: list = field(default_factory=list)  # the source files (training hashes are of these, as evaluated)
     groups: list = field(default_factory=list)
     sequences: dict = field(default_factory=dict)  # group -> indices in time order
 
-    def add(self, img, stage, phase, zoomed, item, group):
+    def add(self, path, img, stage, phase, zoomed, item, group):
+        self.paths.append(path)
         self.images.append(img)
         self.stage.append(STAGES.index(stage) if stage else -1)
         self.phase_mask.append(_phase_mask(phase, stage))
@@ -304,7 +325,7 @@ def load_pool(data: Path, want) -> Pool:
             if not want("gomez", e.name, len(e.frames)):
                 continue
             frames = e.frames[::stride] if len(e.frames) >= MIN_SEQUENCE else e.frames
-            idx = [pool.add(_load_grey(f.path), f.stage, f.phase, False, f"{e.name}/{f.path.name}", e.name)
+            idx = [pool.add(f.path, _load_grey(f.path, True), f.stage, f.phase, False, f"{e.name}/{f.path.name}", e.name)
                    for f in frames]
             if len(e.frames) >= MIN_SEQUENCE:
                 pool.sequences[e.name] = idx
@@ -314,25 +335,26 @@ def load_pool(data: Path, want) -> Pool:
             if not want("crops", name, len(paths)):
                 continue
             paths = sorted(paths, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-            idx = [pool.add(_load_grey(p), "blastocyst", None, True, f"crops/{p.name}", name) for p in paths]
+            idx = [pool.add(p, _load_grey(p, False), "blastocyst", None, True, f"crops/{p.name}", name) for p in paths]
             pool.sequences[f"crops:{name}"] = idx
     for folder in layouts["hungvuong"]:
         labels = pd.read_csv(folder / "train.csv")
         for image, cls in zip(labels["Image"], labels["Class"]):
             stage = "cleavage" if image.startswith("D3_") else "blastocyst" if image.startswith("D5_") and cls == 1 else None
-            if stage and want("hungvuong", image, 1) and (folder / "train" / image).is_file():
-                pool.add(_load_grey(folder / "train" / image), stage, None, True, f"hungvuong/{image}", f"hv:{image}")
+            path = folder / "train" / image
+            if stage and want("hungvuong", image, 1) and path.is_file():
+                pool.add(path, _load_grey(path, False), stage, None, True, f"hungvuong/{image}", f"hv:{image}")
     return pool
 
 
 def augment(img: np.ndarray, zoomed: bool, rng: np.random.Generator, strong: bool = True) -> np.ndarray:
     """Random rotation, flip, zoom, shift and photometric change, LOAD px -> SIZE px (float32, 0–255)."""
     angle = rng.uniform(0, 360)
-    zoom = rng.uniform(0.45, 0.85) if zoomed else rng.uniform(0.9, 1.3) if strong else rng.uniform(0.95, 1.1)
+    zoom = CROP_FILL * rng.uniform(0.8, 1.15) if zoomed else rng.uniform(0.9, 1.3) if strong else rng.uniform(0.95, 1.1)
     c = LOAD / 2 + rng.uniform(-8, 8, 2) * (1 if strong else 0.5)
     m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), angle, zoom * SIZE / LOAD)
     m[:, 2] += SIZE / 2 - c
-    if zoomed:  # zoomed out: the crop sits on a flat background like the dish around an embryo
+    if zoomed:  # the crop sits on a flat background like the well around an embryo
         edge = float(np.median(np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])))
         out = cv2.warpAffine(img, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=edge)
     else:
@@ -482,13 +504,15 @@ def fit(pool: Pool, temporal: str, epochs: int, seed: int, device: str, temporal
     torch.manual_seed(seed)
     net = build_net(temporal).to(device)
     train_encoder(net, pool, epochs, seed, device)
-    train_temporal(net, pool, temporal_steps, seed, device)
+    if temporal != "none":
+        train_temporal(net, pool, temporal_steps, seed, device)
     return net
 
 
 # --- evaluation ------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _pool_sequence_probs(net, pool: Pool, idx: list[int], device: str):
+    net.eval()
     x = [plain(pool.images[i]) for i in idx]
     e = torch.cat([net.embed(_batch(x[s:s + BATCH]).to(device)) for s in range(0, len(x), BATCH)])
     frame_s, frame_p = (torch.softmax(t, 1).cpu().numpy() for t in net.frame_logits(e))
@@ -527,7 +551,7 @@ def _phase_index(pool: Pool, i: int) -> int:
     return int(np.argmax(m)) if m.sum() == 1 else -1
 
 
-def leave_one_out(data: Path, out: str, epochs: int, seed: int, device: str, temporals=("gru", "tcn")) -> dict:
+def leave_one_out(data: Path, out: str, epochs: int, seed: int, device: str, temporals=TEMPORALS) -> dict:
     """One leave-one-embryo-out fold: train on every other complete Gomez sequence, the crops the shipped model
     trains on and Hung Vuong, then score the left-out sequence with each temporal head on the fold's encoder."""
     fold = load_pool(data, lambda kind, name, n: kind == "hungvuong" or (kind == "gomez" and n >= MIN_SEQUENCE and name != out)
@@ -545,7 +569,8 @@ def leave_one_out(data: Path, out: str, epochs: int, seed: int, device: str, tem
         fresh = build_net(kind).to(device)
         fresh.load_state_dict({k: v for k, v in net.state_dict().items()
                                if not k.startswith(("project", "temporal", "delta"))}, strict=False)
-        train_temporal(fresh, fold, TEMPORAL_STEPS, seed, device)
+        if kind != "none":
+            train_temporal(fresh, fold, TEMPORAL_STEPS, seed, device)
         frame_s, frame_p, seq_s, seq_p = _pool_sequence_probs(fresh, test, idx, device)
         result[kind] = sequence_report(st, ph, seq_s, seq_p, frame_s, frame_p)
         log(f"LOEO {out} {kind}: {json.dumps(result[kind])}")
@@ -575,23 +600,24 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
         raise ValueError(f"unknown split {split!r}: use heldout or train")
     model = registry.load(model_id, device)
     layouts = find_layouts(path)
-    sequences = []  # (embryo, [paths], [phase or None], [stage or None])
+    sequences = []  # (embryo, [paths], [phase or None], [stage or None], embryo crops rather than whole wells)
     for root in layouts["gomez"]:
         for e in gomez.read_dataset(root):
-            sequences.append((e.name, [f.path for f in e.frames], [f.phase for f in e.frames], [f.stage for f in e.frames]))
+            sequences.append((e.name, [f.path for f in e.frames], [f.phase for f in e.frames], [f.stage for f in e.frames],
+                              False))
     for folder in layouts["crops"]:
         for emb, paths in gomez.read_blastocyst_crops(folder).items():
             paths = sorted(paths, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-            sequences.append((emb, paths, [None] * len(paths), ["blastocyst"] * len(paths)))
+            sequences.append((emb, paths, [None] * len(paths), ["blastocyst"] * len(paths), True))
     if not sequences:
         raise FileNotFoundError(f"{path}: no Gomez layout (embryo_dataset/ + embryo_dataset_annotations/) "
                                 "or blastocyst crops found")
     if split:
         sequences = [s for s in sequences if is_heldout(s[0], len(s[1])) == (split == "heldout")]
     frames_s, frames_p, reports = [], [], {}
-    for emb, paths, phases, stages in sequences:
+    for emb, paths, phases, stages, crops in sequences:
         images = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
-        stage_p, phase_p = sequence_probabilities(model, images)
+        stage_p, phase_p = sequence_probabilities(model, [crop_as_well_frame(im) for im in images] if crops else images)
         dec_s, dec_p = decode(stage_p, phase_p, SWITCH_COST)
         keep = [i for i, s in enumerate(stages) if s]
         items = [f"{emb}/{paths[i].name}" for i in keep]
@@ -611,7 +637,9 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
     meta = {"data": str(path.resolve()), "layout": {k: [str(p) for p in v] for k, v in layouts.items() if v},
             "split": split or "all", "embryos": [s[0] for s in sequences], "events": reports,
             "note": "each embryo is one sequence in frame order; probabilities are the temporal model's; "
-                    "'decoded' is the left-to-right Viterbi path; unannotated frames are left out"}
+                    "'decoded' is the left-to-right Viterbi path; unannotated frames are left out; blastocyst crops are "
+                    "padded with their border level (crop_as_well_frame) so that the model's centre crop shows "
+                    "them as it shows an embryo in a whole-well frame"}
     result = evaluate_classifier_outputs(model.card, name, frames_s + frames_p, meta)
     for frames, output in ((frames_s, "stage"), (frames_p, "phase")):
         if frames and output in result["metrics"]:
@@ -684,7 +712,7 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", 2)))
     torch.manual_seed(seed)
     np.random.seed(seed)
-    epochs = epochs or 20
+    epochs = epochs or EPOCHS
     t0 = time.perf_counter()
     pool = load_pool(data, lambda kind, name, n: kind == "hungvuong" or not is_heldout(name, n))
     log(f"training images: {len(pool.images)} from {len(set(pool.groups))} groups; sequences: {len(pool.sequences)}")
@@ -693,20 +721,21 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     torch.save(state, folder / "model.pt")
-    audit.write_train_hashes(folder, pool.items, pool.images)
+    audit.write_train_hashes(folder, pool.items, [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in pool.paths])
     old = _read_card(folder)
     card = {
         "id": model_id,
-        "title": "Time-lapse embryo staging (CNN + temporal model)",
+        "title": "Time-lapse embryo staging (per-frame CNN"
+                 + ("" if TEMPORAL == "none" else f" + {TEMPORAL.upper()} temporal head") + ", left-to-right Viterbi)",
         "task": "timelapse",
         "framework": "torch",
         "file": "model.pt",
         "sha256": registry.file_sha256(folder / "model.pt"),
-        "version": "1.0",
+        "version": "2.0",
         "architecture": "core.tasks.timelapse:build_net",
         "arch_kwargs": {"temporal": TEMPORAL},
         "classes": {"stage": STAGES, "phase": PHASES},
-        "input": {"size": [SIZE, SIZE], "channels": 1, "normalise": "per_image"},
+        "input": {"size": [SIZE, SIZE], "channels": 1, "normalise": "per_image", "centre_crop": WELL_FRACTION},
         "explain": {"layer": "encoder.8"},
         "train_command": f"python -m core train {model_id} --data ../shared/data --seed {seed} --epochs {epochs}",
         "data": data_description(data),
@@ -714,14 +743,15 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
             "Research demonstration: a draft stage timeline and morphokinetic event times (t2 … t9+, tM, tSB, tB, "
             "tEB) from a time-lapse sequence of one embryo, for an embryologist to check frame by frame."),
         "limitations": (
-            "Trained on 2 complete early sequences (up to t8 / t9+), 4 blastocyst-crop embryos and Hung Vuong still "
+            "Trained on 2 complete early sequences (up to t8 / t9+), 3 blastocyst-crop embryos and Hung Vuong still "
             "images: it has never seen a morula (tM) frame, nor tSB/tB/tEB/tHB with their finer phase (blastocyst "
             "crops carry the stage only), so morula is essentially never predicted and blastocyst sub-phases are "
-            "guesses. One EmbryoScope clinic, central focal plane, 500 px grey frames; other instruments and "
+            "guesses. One EmbryoScope clinic, central focal plane, 500 px grey frames; the model reads the central "
+            "60 % of each frame (the embryo must sit near the middle of the well image); other instruments and "
             "magnifications are untested. Frames 15 min apart by default: event hours depend on the interval the "
             "user gives. Not a medical device."),
         "notes": {"temporal_comparison": "see [metrics.\"gomez2022/leave-one-embryo-out\"] (chosen head) and "
-                                         "loeo/<embryo>.json (both heads, every fold)",
+                                         "loeo/<embryo>.json (every compared head, every fold)",
                   "viterbi_switch_cost": SWITCH_COST, "train_seconds": round(time.perf_counter() - t0)},
         "metrics": old.get("metrics", {}),
     }
@@ -771,14 +801,13 @@ def _read_card(folder: Path) -> dict:
 def loeo_summary_to_card(folder: Path = WEIGHTS_DIR / MODEL_ID) -> dict:
     """Merge the fold files in loeo/ into the card's leave-one-embryo-out table (shipped head) and return all."""
     folds = {p.stem: json.loads(p.read_text()) for p in sorted((folder / "loeo").glob("*.json"))}
-    summary = {kind: summarise_loeo(folds, kind) for kind in ("gru", "tcn") if folds and all(kind in f for f in folds.values())}
+    summary = {kind: summarise_loeo(folds, kind) for kind in TEMPORALS if folds and all(kind in f for f in folds.values())}
     if TEMPORAL in summary and (folder / "card.toml").is_file():
         card = _read_card(folder)
         card.setdefault("metrics", {})["gomez2022/leave-one-embryo-out"] = {
             "sequences": ", ".join(folds), "temporal_head": TEMPORAL, **summary[TEMPORAL],
             "fold_training": "; ".join(sorted({json.dumps(f.get("settings", {})) for f in folds.values()}))}
-        other = "gru" if TEMPORAL == "tcn" else "tcn"
-        if other in summary:
+        for other in summary.keys() - {TEMPORAL}:
             card["metrics"][f"gomez2022/leave-one-embryo-out-{other}-head"] = summary[other]
         (folder / "card.toml").write_text(dump_toml(card))
     return summary
