@@ -2,13 +2,14 @@
 
 Default: trains the tiny Keras what-if toy model (a few seconds) into a temp weights folder, serves the test harness
 page (tests/whatif_harness/page.py) on a free loopback port and drives it with headless Chromium (Playwright).
-`--url` benchmarks a page already running instead (e.g. a task page; `--upload` gives it an image first).
+`--url` benchmarks a page already running instead (e.g. a task page; `--upload` gives it an image first, `--open`
+clicks the expander or tab that holds the what-if panel).
 
 Each change presses ArrowRight (then ArrowLeft) on the Brightness slider's thumb; the clock stops when the panel's
 "Changes applied: … Brightness +N levels" caption, which is drawn after the new outputs, shows the new value.
 
     python scripts/bench_whatif_browser.py [--changes 25] [--json]
-    python scripts/bench_whatif_browser.py --url http://127.0.0.1:8501/embryo --upload embryo.png
+    python scripts/bench_whatif_browser.py --url http://127.0.0.1:8501/embryo --upload embryo.png --open What-if
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def expected_caption(value: int) -> str:
     return f"Brightness {value:+d} levels" if value else "Changes applied: none"
 
 
-def measure(url: str, changes: int, upload: str | None = None, timeout_ms: int = 60_000) -> list[float]:
+def measure(url: str, changes: int, upload: str | None = None, open_text: str | None = None,
+            timeout_ms: int = 60_000) -> list[float]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -77,6 +79,10 @@ def measure(url: str, changes: int, upload: str | None = None, timeout_ms: int =
             page.wait_for_selector('[data-testid="stFileUploader"] input[type=file]', state="attached",
                                    timeout=timeout_ms)
             page.locator('[data-testid="stFileUploader"] input[type=file]').first.set_input_files(upload)
+        if open_text:
+            target = page.locator('[data-testid="stExpander"] summary, [role="tab"]').filter(has_text=open_text).first
+            target.wait_for(timeout=timeout_ms)
+            target.click()
         page.wait_for_function(CAPTION_JS, arg=expected_caption(0), timeout=timeout_ms)
         thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Brightness").locator('input[type="range"]')
         thumb.focus()
@@ -97,6 +103,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url", help="benchmark this running page instead of the harness")
     ap.add_argument("--upload", help="image to upload into the page's first file uploader (with --url)")
+    ap.add_argument("--open", help="with --url: click the expander or tab whose title contains this text")
     ap.add_argument("--changes", type=int, default=25, help="slider changes to time (>= 20)")
     ap.add_argument("--model", default="whatif-keras", help="harness model: whatif-keras or whatif-torch")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -111,7 +118,7 @@ def main(argv=None) -> int:
             (models.keras_model if args.model == "whatif-keras" else models.torch_model)(Path(tmp))
             proc, url = serve_harness(Path(tmp), args.model)
         try:
-            times = measure(url, args.changes, args.upload)
+            times = measure(url, args.changes, args.upload, args.open)
         finally:
             if proc is not None:
                 proc.terminate()
