@@ -39,11 +39,15 @@ def normalise(x: np.ndarray, how) -> np.ndarray:
     raise ValueError(f"unknown normalisation {how!r}")
 
 
+def _centre_box(h: int, w: int, fraction: float) -> tuple[int, int, int]:
+    """(y0, x0, side) of the central square of side fraction × the shorter side."""
+    side = max(1, int(round(fraction * min(h, w))))
+    return (h - side) // 2, (w - side) // 2, side
+
+
 def centre_square(image: np.ndarray, fraction: float) -> np.ndarray:
     """The central square of side fraction × the shorter side."""
-    h, w = image.shape[:2]
-    side = max(1, int(round(fraction * min(h, w))))
-    y0, x0 = (h - side) // 2, (w - side) // 2
+    y0, x0, side = _centre_box(*image.shape[:2], fraction)
     return image[y0:y0 + side, x0:x0 + side]
 
 
@@ -54,8 +58,7 @@ def heat_on_image(heat: np.ndarray, image_shape: tuple[int, ...], spec: dict) ->
     if not fraction:
         return heat
     h, w = image_shape[:2]
-    side = max(1, int(round(fraction * min(h, w))))
-    y0, x0 = (h - side) // 2, (w - side) // 2
+    y0, x0, side = _centre_box(h, w, fraction)
     full = np.zeros((h, w), np.float32)
     full[y0:y0 + side, x0:x0 + side] = cv2.resize(heat.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
     return full

@@ -3,7 +3,8 @@
 sperm-seg is a small PyTorch U-Net (parts + rim per pixel at 640 px long side) whose heads are separated by
 connected components of the head interiors; a from-scratch Ultralytics YOLO-seg could not be trained to use on
 this project's CPU (measured: ≈1.2 s per 640 px training image, ≈8 min per epoch). sperm-head is a small CNN on
-64 px grey, per-image standardised crops, trained on HuSHeM (stained) and MHSMA (unstained) together.
+64 px grey, per-image standardised crops framed at CROP_FACTOR head lengths, trained on HuSHeM (stained) and MHSMA
+(unstained) together.
 """
 from __future__ import annotations
 
@@ -338,9 +339,10 @@ def _train_head(root: Path, epochs: int, seed: int, out: Path) -> Path:
         "limitations": "Trained from scratch (no pretraining) on 216 stained HuSHeM heads and 1000 unstained "
                        "MHSMA heads; shape is learnt from HuSHeM only (4 classes; no other WHO defect classes "
                        "such as neck, midpiece or tail defects). Inputs are reduced to 64 px grey, so stain "
-                       "colour is ignored. Expects a crop about 1.75 head lengths wide: single crops are "
-                       "re-framed on the head first, which can miss on unstained, low-contrast crops. MHSMA labels come from one lab; performance on other stains, "
-                       "magnifications and crop margins is unknown.",
+                       f"colour is ignored. Expects a crop about {CROP_FACTOR} head lengths wide: single crops "
+                       "are re-framed on the head first, which can miss on unstained, low-contrast crops. MHSMA "
+                       "labels come from one lab; performance on other stains, magnifications and crop margins is "
+                       "unknown.",
         "metrics": {
             "hushem/5fold-cv": {"shape_" + k: v for k, v in _metrics_row(m_cv_shape).items()}
             | {"normal_" + k: v for k, v in _metrics_row(m_cv_normal).items() if k != "n"},

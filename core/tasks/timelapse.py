@@ -636,7 +636,8 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
         log(f"{emb}: {len(paths)} frames")
     meta = {"data": str(path.resolve()), "layout": {k: [str(p) for p in v] for k, v in layouts.items() if v},
             "split": split or "all", "embryos": [s[0] for s in sequences], "events": reports,
-            "note": "each embryo is one sequence in frame order; probabilities are the temporal model's; "
+            "note": "each embryo is one sequence in frame order; probabilities are the sequence model's (the "
+                    "encoder's per-frame ones when the card's temporal head is 'none'); "
                     "'decoded' is the left-to-right Viterbi path; unannotated frames are left out; blastocyst crops are "
                     "padded with their border level (crop_as_well_frame) so that the model's centre crop shows "
                     "them as it shows an embryo in a whole-well frame"}
@@ -747,8 +748,8 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
             "images: it has never seen a morula (tM) frame, nor tSB/tB/tEB/tHB with their finer phase (blastocyst "
             "crops carry the stage only), so morula is essentially never predicted and blastocyst sub-phases are "
             "guesses. One EmbryoScope clinic, central focal plane, 500 px grey frames; the model reads the central "
-            "60 % of each frame (the embryo must sit near the middle of the well image); other instruments and "
-            "magnifications are untested. Frames 15 min apart by default: event hours depend on the interval the "
+            f"{WELL_FRACTION * 100:.0f} % of each frame (the embryo must sit near the middle of the well image); "
+            "other instruments and magnifications are untested. Frames 15 min apart by default: event hours depend on the interval the "
             "user gives. Not a medical device."),
         "notes": {"temporal_comparison": "see [metrics.\"gomez2022/leave-one-embryo-out\"] (chosen head) and "
                                          "loeo/<embryo>.json (every compared head, every fold)",
