@@ -175,8 +175,10 @@ def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
     with right:
         try:
             heat = heat_map(key, frame, pred.model_version, image)
-            st.image(overlay(image, heat, 0.45), caption="Heat map: regions driving this frame's stage (Grad-CAM of the "
-                                                         "per-frame encoder)", width="stretch")
+            crop = CARD.input.get("centre_crop")
+            st.image(overlay(image, heat, 0.45), width="stretch",
+                     caption="Heat map: regions driving this frame's stage (Grad-CAM of the per-frame encoder)"
+                             + (f"; the model reads only the central {crop * 100:.0f} % square" if crop else ""))
         except Exception as exc:  # an explanation failure must not hide the timeline
             st.warning(f"No heat map for this frame: {exc}")
 
