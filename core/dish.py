@@ -612,6 +612,7 @@ def evaluate_dish(path: Path, name: str, device: str | None = None) -> dict:
             src: {"n_images": len(g), "count_exact": float((g["true"] == g["pred"]).mean()),
                   "count_mae": float((g["true"] - g["pred"]).abs().mean())}
             for src, g in frame.groupby("source") if src}
-    meta = {"data_path": str(Path(path).resolve()), "layout": "yolo-detection", "images": str(images),
+    split = images.parent.name if images.parent.resolve() != Path(path).resolve() else "every image in the folder"
+    meta = {"data_path": str(Path(path).resolve()), "layout": "yolo-detection", "images": str(images), "split": split,
             "imgsz": IMGSZ, "conf_for_counts": registry.card(DISH_ID).get("conf", 0.25)}
     return store(model.card, name, frame, metrics, meta)
