@@ -535,28 +535,19 @@ def write_dish_card(folder: Path, path: Path, data: Path, epochs: int, seed: int
 def fill_card_metrics(names: dict[str, str]) -> None:
     """Copy stored evaluations (weights/embryo-dish/eval/<name>, measured on this model file) into the card's
     [metrics."<label>"] tables, with the exact-count rate per source where the evaluation has one."""
-    import json
-    import tomllib
+    from .evaluation import copy_evaluations_to_card
 
-    from .registry import write_card
-
-    folder = WEIGHTS_DIR / DISH_ID
-    card = tomllib.loads((folder / "card.toml").read_text())
-    card["metrics"] = {}
-    for name, label in names.items():
-        meta = json.loads((folder / "eval" / name / "meta.json").read_text())
-        if meta.get("model_sha256") != card["sha256"]:
-            raise ValueError(f"eval/{name} was measured on another model file: evaluate again")
-        m = json.loads((folder / "eval" / name / "metrics.json").read_text())["metrics"]["embryos"]
-        table = {k: round(m[k], 4) if isinstance(m[k], float) else m[k]
-                 for k in ("map50", "map50_95", "precision", "recall", "count_mae", "count_exact", "n_images",
-                           "n_boxes") if k in m}
+    def table(name: str, metrics: dict) -> dict:
+        m = metrics["embryos"]
+        out = {k: round(m[k], 4) if isinstance(m[k], float) else m[k]
+               for k in ("map50", "map50_95", "precision", "recall", "count_mae", "count_exact", "n_images",
+                         "n_boxes") if k in m}
         for source, sm in (m.get("by_source") or {}).items():
-            table[f"count_exact_{source}"] = round(sm["count_exact"], 4)
-            table[f"n_images_{source}"] = sm["n_images"]
-        table["evaluation"] = name
-        card["metrics"][label] = table
-    write_card(folder, card)
+            out[f"count_exact_{source}"] = round(sm["count_exact"], 4)
+            out[f"n_images_{source}"] = sm["n_images"]
+        return out | {"evaluation": name}
+
+    copy_evaluations_to_card(DISH_ID, names, table)
 
 
 def yolo_layout(path: Path) -> Path:

@@ -244,30 +244,21 @@ def update_card_metrics(model_id: str, names: dict[str, str], keys=("accuracy", 
                                                                     "sensitivity", "specificity", "n")) -> None:
     """Copy stored evaluations (eval/<name>/metrics.json, written for this model file) into the card's
     [metrics."<label>"] tables; `names` maps eval name -> card label (e.g. "hungvuong/heldout-groups")."""
-    import json
-    import tomllib
+    from .evaluation import copy_evaluations_to_card
 
-    from .registry import write_card
-
-    folder = WEIGHTS_DIR / model_id
-    card = tomllib.loads((folder / "card.toml").read_text())
-    card["metrics"] = {}
-    for name, label in names.items():
-        meta = json.loads((folder / "eval" / name / "meta.json").read_text())
-        if meta.get("model_sha256") != card["sha256"]:
-            raise ValueError(f"eval/{name} was measured on another model file: evaluate again")
-        result = json.loads((folder / "eval" / name / "metrics.json").read_text())
-        table = {}
-        for output, m in result["metrics"].items():
+    def table(name: str, metrics: dict) -> dict:
+        out = {}
+        for output, m in metrics.items():
             for k in keys:
                 if m.get(k) is not None:
-                    table[f"{output}_{k}"] = round(m[k], 4) if isinstance(m[k], float) else m[k]
+                    out[f"{output}_{k}"] = round(m[k], 4) if isinstance(m[k], float) else m[k]
             for day, dm in (m.get("by_day") or {}).items():
-                table[f"{output}_{day}_balanced_accuracy"] = round(dm["balanced_accuracy"], 4)
+                out[f"{output}_{day}_balanced_accuracy"] = round(dm["balanced_accuracy"], 4)
                 if dm.get("roc_auc") is not None:
-                    table[f"{output}_{day}_roc_auc"] = round(dm["roc_auc"], 4)
-        card["metrics"][label] = table
-    write_card(folder, card)
+                    out[f"{output}_{day}_roc_auc"] = round(dm["roc_auc"], 4)
+        return out
+
+    copy_evaluations_to_card(model_id, names, table)
 
 
 def _rel(path: Path) -> str:

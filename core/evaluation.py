@@ -118,6 +118,26 @@ def evaluate_classifier_outputs(card, name: str, frames: list[pd.DataFrame], met
     return store(card, name, predictions, metrics, meta)
 
 
+def copy_evaluations_to_card(model_id: str, names: dict[str, str], table) -> None:
+    """Copy stored evaluations (weights/<model_id>/eval/<name>, measured on this model file) into the card's
+    [metrics."<label>"] tables: `names` maps eval name -> card label, `table(name, metrics)` builds one table."""
+    import tomllib
+
+    from . import WEIGHTS_DIR
+    from .registry import write_card
+
+    folder = WEIGHTS_DIR / model_id
+    card = tomllib.loads((folder / "card.toml").read_text())
+    card["metrics"] = {}
+    for name, label in names.items():
+        meta = json.loads((folder / "eval" / name / "meta.json").read_text())
+        if meta.get("model_sha256") != card["sha256"]:
+            raise ValueError(f"eval/{name} was measured on another model file: evaluate again")
+        stored = json.loads((folder / "eval" / name / "metrics.json").read_text())
+        card["metrics"][label] = table(name, stored["metrics"])
+    write_card(folder, card)
+
+
 def list_evaluations(card) -> list[str]:
     root = card.folder / "eval"
     return sorted(p.name for p in root.iterdir() if (p / "metrics.json").is_file()) if root.is_dir() else []
