@@ -197,6 +197,20 @@ def _safe(what: str, fn, *args):
         return None
 
 
+def _computed_on_click(store: dict, run_key, button: str, button_key: str, icon: str, progress: str, what: str,
+                       compute):
+    """A button that runs compute(progress_callback) under a progress bar and keeps its result for run_key (one
+    result at a time); returns the kept result for run_key, None until it has been computed."""
+    if st.button(button, key=button_key, icon=icon):
+        bar = st.progress(0.0, text=f"{progress}…")
+        result = _safe(what, compute, lambda f: bar.progress(f, text=f"{progress}… {f:.0%}"))
+        bar.empty()
+        if result is not None:
+            store.clear()
+            store[run_key] = result
+    return store.get(run_key)
+
+
 # --- the panel -------------------------------------------------------------------------------------------------------
 @st.fragment
 def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version):
@@ -405,16 +419,10 @@ def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch) -> None:
     stride = max(1, patch // 2)
     n = len(whatif._positions(img.shape[0], patch, stride)) * len(whatif._positions(img.shape[1], patch, stride))
     run_key = (ck, s, patch)
-    store = ss.setdefault(f"{key}-occ", {})
-    if st.button(f"Compute occlusion map ({n} predictions)", key=f"{key}-occ-run", icon=":material/grid_view:"):
-        bar = st.progress(0.0, text="Occluding…")
-        result = _safe("Occlusion map", whatif.occlusion_map, img, batch, patch, stride, "mean", None,
-                       lambda f: bar.progress(f, text=f"Occluding… {f:.0%}"))
-        bar.empty()
-        if result is not None:
-            store.clear()
-            store[run_key] = result
-    result = store.get(run_key)
+    result = _computed_on_click(
+        ss.setdefault(f"{key}-occ", {}), run_key, f"Compute occlusion map ({n} predictions)", f"{key}-occ-run",
+        ":material/grid_view:", "Occluding", "Occlusion map",
+        lambda progress: whatif.occlusion_map(img, batch, patch, stride, "mean", None, progress))
     if result is None:
         return
     for output, label in result.labels.items():
@@ -445,17 +453,12 @@ def _sensitivity_tab(key, ck, image, sha, mask, settings, batch, ultrasound) -> 
     st.caption("The other adjustments and the painting are held as they are now.")
     run_key = (ck, sha, json.dumps(settings, sort_keys=True), None if mask is None else int(mask.sum()), name,
                json.dumps(values))
-    store = ss.setdefault(f"{key}-sens", {})
-    if st.button(f"Compute curve ({len(values)} predictions)", key=f"{key}-sens-run", icon=":material/show_chart:"):
-        painted = whatif.apply_mask(image, mask, settings["mask_mode"], settings["mask_colour"])
-        bar = st.progress(0.0, text="Predicting…")
-        curve = _safe("Sensitivity curve", whatif.sensitivity_curve, painted, batch, name, values, settings, None,
-                      lambda f: bar.progress(f, text=f"Predicting… {f:.0%}"))
-        bar.empty()
-        if curve is not None:
-            store.clear()
-            store[run_key] = curve
-    curve = store.get(run_key)
+    curve = _computed_on_click(
+        ss.setdefault(f"{key}-sens", {}), run_key, f"Compute curve ({len(values)} predictions)", f"{key}-sens-run",
+        ":material/show_chart:", "Predicting", "Sensitivity curve",
+        lambda progress: whatif.sensitivity_curve(
+            whatif.apply_mask(image, mask, settings["mask_mode"], settings["mask_colour"]), batch, name, values,
+            settings, None, progress))
     if curve is None:
         return
     for output, part in curve.groupby("output", sort=False):
