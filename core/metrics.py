@@ -65,6 +65,9 @@ class OutputData:
 def output_data(predictions: pd.DataFrame, output: str, labels: list[str] | None = None) -> OutputData:
     """The rows of one output; rows without a known true label (or a missing probability) are left out."""
     rows = predictions[predictions["output"] == output] if "output" in predictions else predictions
+    if rows.empty:  # e.g. an evaluation set that labels only another output of the same model
+        labels = list(labels or [])
+        return OutputData(output, labels, np.zeros(0, int), np.zeros((0, len(labels))), rows.reset_index(drop=True))
     if labels is None:
         labels = [c[2:] for c in rows.columns if c.startswith("p:") and rows[c].notna().any()]
     cols = [f"p:{lab}" for lab in labels]

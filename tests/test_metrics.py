@@ -42,6 +42,15 @@ def as_data(y, probs, labels=None, **cols):
     return metrics.output_data(rows, "o", labels)
 
 
+def test_output_absent_from_an_evaluation_gives_no_rows_not_an_error():
+    rows = pd.DataFrame({"item": ["a", "b"], "output": "normal", "true": ["normal", "abnormal"],
+                         "p:abnormal": [0.2, 0.7], "p:normal": [0.8, 0.3]})
+    shape = metrics.output_data(rows, "shape", ["normal", "tapered", "pyriform", "amorphous"])
+    assert shape.n == 0 and shape.probs.shape == (0, 4)
+    with pytest.raises(ValueError, match="lack the columns"):
+        metrics.output_data(rows, "normal", ["normal", "tapered"])
+
+
 # --- against scikit-learn -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.72])
 def test_binary_metrics_match_sklearn(threshold):
