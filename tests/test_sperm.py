@@ -281,7 +281,7 @@ def test_regression_floor_on_mhsma_valid():
     x, y = ds.read_mhsma(root, "valid")
     probs = registry.load(task.HEAD).predict(list(x))["normal"]
     accuracy = float((probs.argmax(1) == 1 - y).mean())
-    assert accuracy >= 0.74  # the floor: above always answering "normal" (0.733 on this split)
+    assert accuracy >= 0.76  # the floor: above always answering "normal" (0.733 on this split); shipped 0.79
 
 
 def test_regression_floor_on_heldout_fields():
@@ -293,7 +293,8 @@ def test_regression_floor_on_heldout_fields():
     model = registry.load(task.SEG)
     results = [(task.segment(model, task.read_rgb(r.path)), task.truth_heads(r)) for r in records]
     m = task.segmentation_metrics(results)
-    assert m["mean_dice"] >= 0.8 and m["mask_map50"] >= 0.7 and m["count_mae"] <= 1.5
+    # shipped model on these 6 fields: Dice 0.94, mAP50 1.00, count error 0.17
+    assert m["mean_dice"] >= 0.9 and m["mask_map50"] >= 0.9 and m["count_mae"] <= 0.7
 
 
 def test_training_never_saw_the_heldout_fields():

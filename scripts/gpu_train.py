@@ -1,0 +1,153 @@
+"""Train the sperm models on a lent CUDA machine that cannot read ../shared/data, then write their cards here.
+
+The device tool carries at most 64 MiB, so the training arrays travel packed:
+
+  python scripts/gpu_train.py pack .gpu                      # here: .gpu/sperm.npz (prepared fields, head crops)
+  python scripts/gpu_train.py train .gpu $OUT [VARIANT...]   # there: the models in parallel -> $OUT/sperm_*.pt
+  python scripts/gpu_train.py finish RESULTS_DIR VARIANT     # here: cards, hashes and evaluations
+
+The fitting functions are the ones `python -m core train sperm-seg|sperm-head --device cuda` runs; only the
+transport differs (segmentation fields travel as JPEG q95 instead of PNG).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DATA = Path("../shared/data/sperm")  # run from the repository root, as the cards' train commands are
+# (epochs, width) compared by HuSHeM 5-fold CV on the GPU; e100_w16 is the CPU recipe.
+HEAD_VARIANTS = {"e100_w16": (100, 16), "e300_w16": (300, 16), "e300_w32": (300, 32), "e600_w32": (600, 32)}
+
+
+def pack(out: Path) -> None:
+    from core.tasks import sperm
+
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels, _ = sperm._seg_training_set(DATA / "sperm_parsing_v2")
+    jpegs = [cv2.imencode(".jpg", im[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for im in images]
+    pngs = [cv2.imencode(".png", lab)[1].tobytes() for lab in labels]
+    items, _, hx, hn, hs, mx, mn, _ = sperm._head_training_sets(DATA)
+    np.savez(out / "sperm.npz", jpegs=np.array(jpegs, dtype=object), pngs=np.array(pngs, dtype=object),
+             hx=hx, hn=hn, hs=hs, mx=mx, mn=mn, folds=sperm._folds(items, sperm.N_FOLDS))
+    print(f"packed {len(images)} fields, {len(hx)} HuSHeM and {len(mx)} MHSMA heads: "
+          f"{(out / 'sperm.npz').stat().st_size / 2**20:.1f} MiB")
+
+
+def _load(folder: Path) -> dict:
+    return dict(np.load(folder / "sperm.npz", allow_pickle=True))
+
+
+def _seg_job(folder: str) -> dict:
+    import torch
+
+    from core.tasks import sperm
+
+    d = _load(Path(folder))
+    images = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].copy() for b in d["jpegs"]]
+    labels = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_GRAYSCALE) for b in d["pngs"]]
+    torch.set_num_threads(4)
+    r = sperm.SEG_RECIPES["cuda"]
+    t0 = time.perf_counter()
+    net = sperm.fit_seg(images, labels, r["epochs"], 0, device="cuda", crop=r["crop"], batch=r["batch"])
+    return {"state": net.state_dict(), "seconds": time.perf_counter() - t0, "recipe": r}
+
+
+def _head_job(folder: str, variant: str, fold: int | None) -> tuple:
+    import torch
+
+    from core.tasks import sperm
+
+    torch.set_num_threads(1)
+    d = _load(Path(folder))
+    epochs, width = HEAD_VARIANTS[variant]
+    recipe = {"epochs": epochs, "width": width}
+    net = sperm.fit_head_fold(d["hx"], d["hn"], d["hs"], d["mx"], d["mn"], d["folds"], fold, recipe, 0, "cuda")
+    out = {"state": net.state_dict()}
+    if fold is not None:
+        test = d["folds"] == fold
+        out["p_normal"], out["p_shape"] = sperm.head_probs(net, d["hx"][test])
+    return variant, fold, out
+
+
+def train(folder: Path, out: Path, variants: list[str]) -> None:
+    """The segmenter and each head variant's 5 fold models and final model, in parallel; returned files stay
+    under the device tool's 16 MiB per file."""
+    import multiprocessing as mp
+
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    folds = _load(folder)["folds"]
+    results: dict = {"head": {v: {} for v in variants}}
+    with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
+        seg = pool.submit(_seg_job, str(folder))
+        jobs = [pool.submit(_head_job, str(folder), v, f) for v in variants for f in [*range(5), None]]
+        for job in jobs:
+            variant, fold, r = job.result()
+            results["head"][variant][fold] = r
+        summary = {}
+        for variant, fits in results["head"].items():
+            hs = _load(folder)["hs"]
+            p_shape = np.zeros((len(folds), 4))
+            for f in range(5):
+                p_shape[folds == f] = fits[f]["p_shape"]
+            summary[variant] = float((p_shape.argmax(1) == hs).mean())
+        print("HuSHeM 5-fold CV shape accuracy per variant:", json.dumps(summary), flush=True)
+        for variant in variants:
+            torch.save(results["head"][variant], out / f"sperm_head_{variant}.pt")
+        torch.save(seg.result(), out / "sperm_seg.pt")
+        print(f"sperm-seg trained in {seg.result()['seconds']:.0f} s", flush=True)
+
+
+def finish(results: Path, variant: str) -> None:
+    import torch
+
+    from core import WEIGHTS_DIR
+    from core.tasks import sperm
+
+    seg_fit = torch.load(results / "sperm_seg.pt", weights_only=False)
+    seg = sperm.build_seg_net()
+    seg.load_state_dict(seg_fit["state"])
+    sperm._train_seg(DATA / "sperm_parsing_v2", seg_fit["recipe"], 0, WEIGHTS_DIR / sperm.SEG, "cuda",
+                     trained=seg.eval())
+    epochs, width = HEAD_VARIANTS[variant]
+    fits = torch.load(results / f"sperm_head_{variant}.pt", weights_only=False)
+    folds = _load(Path(".gpu"))["folds"]
+    oof_n, oof_s = np.zeros((len(folds), 2)), np.zeros((len(folds), 4))
+    for f in range(5):
+        oof_n[folds == f], oof_s[folds == f] = fits[f]["p_normal"], fits[f]["p_shape"]
+    head = sperm.build_head_net(width)
+    head.load_state_dict(fits[None]["state"])
+    sperm._train_head(DATA, {"epochs": epochs, "width": width}, 0, WEIGHTS_DIR / sperm.HEAD, "cuda",
+                      trained=(oof_n, oof_s, head.eval()))
+    for model_id in (sperm.SEG, sperm.HEAD):
+        _note_transport(WEIGHTS_DIR / model_id)
+
+
+def _note_transport(folder: Path) -> None:
+    import tomllib
+
+    from core.registry import write_card
+
+    card = tomllib.loads((folder / "card.toml").read_text())
+    card["recipe"]["trained_with"] = ("scripts/gpu_train.py on an NVIDIA H100 (the fitting functions of the train "
+                                      "command; segmentation fields carried as JPEG q95 of the prepared 640 px PNGs)")
+    write_card(folder, card)
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "pack":
+        pack(Path(sys.argv[2]))
+    elif cmd == "train":
+        train(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:] or list(HEAD_VARIANTS))
+    elif cmd == "finish":
+        finish(Path(sys.argv[2]), sys.argv[3])
