@@ -1,4 +1,4 @@
-"""Train the sperm models on a lent CUDA machine that cannot read ../shared/data, then write their cards here.
+"""Train models on a lent CUDA machine that cannot read ../shared/data, then write their cards here.
 
 The device tool carries at most 64 MiB, so the training arrays travel packed:
 
@@ -6,12 +6,16 @@ The device tool carries at most 64 MiB, so the training arrays travel packed:
   python scripts/gpu_train.py train .gpu $OUT [VARIANT...]   # there: the models in parallel -> $OUT/sperm_*.pt
   python scripts/gpu_train.py finish RESULTS_DIR VARIANT     # here: cards, hashes and evaluations
 
+  python scripts/gpu_train.py pack-timelapse .gpu_tl          # here: the images timelapse-stage trains on
+  python scripts/gpu_train.py timelapse .gpu_tl $OUT          # there: LOEO folds + final model per variant
+
 The fitting functions are the ones `python -m core train sperm-seg|sperm-head --device cuda` runs; only the
 transport differs (segmentation fields travel as JPEG q95 instead of PNG).
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -143,11 +147,78 @@ def _note_transport(folder: Path) -> None:
     write_card(folder, card)
 
 
+# (input px, load px, encoder epochs) compared by leave-one-embryo-out; s112_e60 is the shipped CPU recipe.
+TIMELAPSE_VARIANTS = {"s112_e60": (112, 140, 60), "s160_e60": (160, 200, 60), "s112_e150": (112, 140, 150),
+                      "s160_e150": (160, 200, 150)}
+LOEO_EMBRYOS = ("AB028-6", "AA83-7", "AAL839-6")
+
+
+def pack_timelapse(out: Path) -> None:
+    """The Gomez sequences and crops as they are, and the Hung Vuong images timelapse-stage trains on (day 3 and
+    good day 5), under out/data in the ../shared/data layout."""
+    import shutil
+
+    import pandas as pd
+
+    src = DATA.parent
+    for name in ("gomez2022", "gomez2022_blastocyst_crops"):
+        shutil.copytree(src / "timelapse" / name, out / "data" / "timelapse" / name, dirs_exist_ok=True)
+    hv, dest = src / "embryo" / "hungvuong", out / "data" / "embryo" / "hungvuong"
+    (dest / "train").mkdir(parents=True, exist_ok=True)
+    shutil.copy(hv / "train.csv", dest / "train.csv")
+    labels = pd.read_csv(hv / "train.csv")
+    for image, cls in zip(labels["Image"], labels["Class"]):
+        if image.startswith("D3_") or (image.startswith("D5_") and cls == 1):
+            shutil.copy(hv / "train" / image, dest / "train" / image)
+
+
+def _timelapse_job(variant: str, embryo: str | None, out: str) -> str:
+    """One leave-one-embryo-out fold, or (embryo None) the final model with its card and held-out evaluation."""
+    os.environ["REPRO_WEIGHTS_DIR"] = str(Path(out) / variant)
+    import torch
+
+    from core.tasks import timelapse
+
+    torch.set_num_threads(1)
+    timelapse.SIZE, timelapse.LOAD, epochs = TIMELAPSE_VARIANTS[variant]
+    data = Path("../shared/data")
+    folder = Path(out) / variant / timelapse.MODEL_ID
+    if embryo is None:
+        timelapse.train(timelapse.MODEL_ID, data, "cuda", epochs, 0)
+    else:
+        result = timelapse.leave_one_out(data, embryo, epochs, 0, "cuda", temporals=("none",))
+        (folder / "loeo").mkdir(parents=True, exist_ok=True)
+        (folder / "loeo" / f"{embryo}.json").write_text(json.dumps(result, indent=2))
+    return f"{variant} {embryo or 'final'} done"
+
+
+def train_timelapse(out: Path) -> None:
+    import multiprocessing as mp
+    import tarfile
+
+    from core.tasks import timelapse
+
+    with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
+        jobs = [pool.submit(_timelapse_job, v, e, str(out)) for v in TIMELAPSE_VARIANTS for e in [*LOEO_EMBRYOS, None]]
+        for job in jobs:
+            print(job.result(), flush=True)
+    for variant in TIMELAPSE_VARIANTS:
+        folder = out / variant / timelapse.MODEL_ID
+        folds = {p.stem: json.loads(p.read_text()) for p in sorted((folder / "loeo").glob("*.json"))}
+        print(variant, "LOEO", json.dumps(timelapse.summarise_loeo(folds, "none")), flush=True)
+        with tarfile.open(out / f"timelapse_{variant}.tar", "w") as tar:
+            tar.add(folder, arcname=variant)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "pack":
         pack(Path(sys.argv[2]))
     elif cmd == "train":
         train(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:] or list(HEAD_VARIANTS))
+    elif cmd == "pack-timelapse":
+        pack_timelapse(Path(sys.argv[2]))
+    elif cmd == "timelapse":
+        train_timelapse(Path(sys.argv[2]))
     elif cmd == "finish":
         finish(Path(sys.argv[2]), sys.argv[3])
