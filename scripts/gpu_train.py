@@ -204,8 +204,7 @@ def train_timelapse(out: Path) -> None:
             print(job.result(), flush=True)
     for variant in TIMELAPSE_VARIANTS:
         folder = out / variant / timelapse.MODEL_ID
-        folds = {p.stem: json.loads(p.read_text()) for p in sorted((folder / "loeo").glob("*.json"))}
-        print(variant, "LOEO", json.dumps(timelapse.summarise_loeo(folds, "none")), flush=True)
+        print(variant, "LOEO", json.dumps(timelapse.loeo_summary_to_card(folder)["none"]), flush=True)
         with tarfile.open(out / f"timelapse_{variant}.tar", "w") as tar:
             tar.add(folder, arcname=variant)
 

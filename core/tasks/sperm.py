@@ -330,13 +330,15 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
     m_cv_normal = classification_metrics(normal_true, oof_n, ds.NORMAL_LABELS)
     card = {
         "id": HEAD, "title": "Sperm head classifier (normal / abnormal, head shape)", "task": "sperm",
-        "framework": "torch", "architecture": "core.tasks.sperm:build_head_net", "arch_kwargs": {"width": recipe["width"]},
+        "framework": "torch", "architecture": "core.tasks.sperm:build_head_net",
+        "arch_kwargs": {"width": recipe["width"]},
         "file": "model.pt", "version": "3.0",
         "classes": {"normal": ds.NORMAL_LABELS, "shape": ds.SHAPES},
         "input": {"size": [HEAD_SIZE, HEAD_SIZE], "channels": 1, "normalise": "per_image"},
         "explain": {"layer": "features.block3"},
         "train_command": _train_command(HEAD, root, seed, device, epochs, HEAD_RECIPES),
-        "recipe": {"epochs": epochs, "device": _kind(device), "batch": 64, "optimiser": "AdamW 3e-3 one-cycle", "hushem_repeat": 2,
+        "recipe": {"epochs": epochs, "device": _kind(device), "batch": 64, "optimiser": "AdamW 3e-3 one-cycle",
+                   "hushem_repeat": 2,
                    "augmentation": "any rotation, flips, zoom 0.8-1.4, shift, contrast, blur, noise",
                    "framing": f"HuSHeM crops re-framed on the head (frame_head: {CROP_FACTOR} head lengths wide); "
                               "MHSMA crops as given (already tight)",
@@ -388,7 +390,8 @@ def _kind(device: str) -> str:
 
 def _train_command(model_id: str, root: Path, seed: int, device: str, epochs: int, recipes: dict) -> str:
     kind = _kind(device)
-    return (f"python -m core train {model_id} --data {root} --seed {seed}" + (" --device cuda" if kind == "cuda" else "")
+    return (f"python -m core train {model_id} --data {root} --seed {seed}"
+            + (" --device cuda" if kind == "cuda" else "")
             + (f" --epochs {epochs}" if epochs != recipes[kind]["epochs"] else ""))
 
 
