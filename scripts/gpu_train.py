@@ -7,7 +7,8 @@ The device tool carries at most 64 MiB, so the training arrays travel packed:
   python scripts/gpu_train.py finish RESULTS_DIR VARIANT     # here: cards, hashes and evaluations
 
   python scripts/gpu_train.py pack-timelapse .gpu_tl          # here: the images timelapse-stage trains on
-  python scripts/gpu_train.py timelapse .gpu_tl $OUT          # there: LOEO folds + final model per variant
+  python scripts/gpu_train.py timelapse $OUT                  # there, with ../shared/data linked to .gpu_tl/data:
+                                                              # LOEO folds + final model per variant
 
 The fitting functions are the ones `python -m core train sperm-seg|sperm-head --device cuda` runs; only the
 transport differs (segmentation fields travel as JPEG q95 instead of PNG).
@@ -89,7 +90,8 @@ def train(folder: Path, out: Path, variants: list[str]) -> None:
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
-    folds = _load(folder)["folds"]
+    packed = _load(folder)
+    folds, hs = packed["folds"], packed["hs"]
     results: dict = {"head": {v: {} for v in variants}}
     with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
         seg = pool.submit(_seg_job, str(folder))
@@ -99,7 +101,6 @@ def train(folder: Path, out: Path, variants: list[str]) -> None:
             results["head"][variant][fold] = r
         summary = {}
         for variant, fits in results["head"].items():
-            hs = _load(folder)["hs"]
             p_shape = np.zeros((len(folds), 4))
             for f in range(5):
                 p_shape[folds == f] = fits[f]["p_shape"]
@@ -147,7 +148,7 @@ def _note_transport(folder: Path) -> None:
     write_card(folder, card)
 
 
-# (input px, load px, encoder epochs) compared by leave-one-embryo-out; s112_e60 is the shipped CPU recipe.
+# (input px, load px, encoder epochs) compared by leave-one-embryo-out; s112_e60 was timelapse-stage 2.0's recipe.
 TIMELAPSE_VARIANTS = {"s112_e60": (112, 140, 60), "s160_e60": (160, 200, 60), "s112_e150": (112, 140, 150),
                       "s160_e150": (160, 200, 150)}
 LOEO_EMBRYOS = ("AB028-6", "AA83-7", "AAL839-6")
