@@ -99,17 +99,21 @@ def train(folder: Path, out: Path, variants: list[str]) -> None:
         for job in jobs:
             variant, fold, r = job.result()
             results["head"][variant][fold] = r
-        summary = {}
-        for variant, fits in results["head"].items():
-            p_shape = np.zeros((len(folds), 4))
-            for f in range(5):
-                p_shape[folds == f] = fits[f]["p_shape"]
-            summary[variant] = float((p_shape.argmax(1) == hs).mean())
+        summary = {v: float((_out_of_fold(fits, folds)[1].argmax(1) == hs).mean())
+                   for v, fits in results["head"].items()}
         print("HuSHeM 5-fold CV shape accuracy per variant:", json.dumps(summary), flush=True)
         for variant in variants:
             torch.save(results["head"][variant], out / f"sperm_head_{variant}.pt")
         torch.save(seg.result(), out / "sperm_seg.pt")
         print(f"sperm-seg trained in {seg.result()['seconds']:.0f} s", flush=True)
+
+
+def _out_of_fold(fits: dict, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each HuSHeM head's P(normal) and P(shape) from the fold model that did not train on it."""
+    oof_n, oof_s = np.zeros((len(folds), 2)), np.zeros((len(folds), 4))
+    for f in range(5):
+        oof_n[folds == f], oof_s[folds == f] = fits[f]["p_normal"], fits[f]["p_shape"]
+    return oof_n, oof_s
 
 
 def finish(results: Path, variant: str) -> None:
@@ -125,10 +129,7 @@ def finish(results: Path, variant: str) -> None:
                      trained=seg.eval())
     epochs, width = HEAD_VARIANTS[variant]
     fits = torch.load(results / f"sperm_head_{variant}.pt", weights_only=False)
-    folds = _load(Path(".gpu"))["folds"]
-    oof_n, oof_s = np.zeros((len(folds), 2)), np.zeros((len(folds), 4))
-    for f in range(5):
-        oof_n[folds == f], oof_s[folds == f] = fits[f]["p_normal"], fits[f]["p_shape"]
+    oof_n, oof_s = _out_of_fold(fits, _load(Path(".gpu"))["folds"])
     head = sperm.build_head_net(width)
     head.load_state_dict(fits[None]["state"])
     sperm._train_head(DATA, {"epochs": epochs, "width": width}, 0, WEIGHTS_DIR / sperm.HEAD, "cuda",
