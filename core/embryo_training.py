@@ -1,8 +1,9 @@
 """Training of `embryo-grade`: a small two-headed CNN, from scratch, on every single-embryo image we have.
 
 Recipe (a few hundred colour day-3/day-5 photos plus grey EmbryoScope frames of 11 embryos):
-- input: the normalised embryo crop (core.tasks.embryo.embryo_crop), grey, 96 px, per-image standardised, so
-  framing, colour and exposure of one microscope cannot become a shortcut for the stage;
+- input: the normalised embryo crop (core.tasks.embryo.embryo_crop), grey, 128 px, per-image standardised, so
+  framing, colour and exposure of one microscope cannot become a shortcut for the stage; the size and length were
+  chosen on an inner split of the training groups (`select_recipe`, never the held-out groups);
 - augmentation on a wider cached crop: scale 0.8–1.25, any rotation, flips, shifts, gamma, blur, noise;
 - stage: trained on Hung Vuong day 3 (cleavage), good day 5 (blastocyst) and the Gomez frames; the loss is
   balanced per (image source, stage) so that neither the source nor its class mix predicts the stage;
@@ -27,13 +28,14 @@ from .datasets import embryo as ds
 from .preprocess import normalise
 from .tasks.embryo import CROP_SIDE, GRADE_ID, crop_square, embryo_crop
 
-INPUT = 64
-CACHE = 96
+INPUT = 128
+CACHE = 160  # px of the cached training crop (wide enough for every compared input size)
 CACHE_MARGIN = 1.2  # cached crop is this much wider than the nominal crop, room for zoom-out and rotation
 GOMEZ_EVERY = 3  # consecutive time-lapse frames are near-identical: keep every third
 CROPS_EVERY = 2  # blastocyst crops: every second
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 EPOCHS = 40
+INNER_VALIDATION_PERCENT = 20  # of the training groups, for choosing the recipe
 
 
 def log(msg: str) -> None:
@@ -90,12 +92,12 @@ def balanced_weights(keys: list, cap: float = 8.0) -> np.ndarray:
     return np.minimum(w, cap).astype(np.float32)
 
 
-def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random view of a cached crop (grey uint8 CACHE×CACHE) as grey uint8 INPUT×INPUT."""
-    nominal = CACHE / CACHE_MARGIN
-    side = nominal * rng.uniform(0.8, 1.25)
-    cx, cy = CACHE / 2 + rng.uniform(-0.08, 0.08, 2) * side
-    out = crop_square(crop, cx, cy, side, INPUT, angle=rng.uniform(0, 360))
+def augment(crop: np.ndarray, rng: np.random.Generator, input_px: int = INPUT) -> np.ndarray:
+    """One random view of a cached crop (grey uint8, CACHE_MARGIN × the nominal crop) as grey uint8 input_px²."""
+    size = crop.shape[0]
+    side = size / CACHE_MARGIN * rng.uniform(0.8, 1.25)
+    cx, cy = size / 2 + rng.uniform(-0.08, 0.08, 2) * side
+    out = crop_square(crop, cx, cy, side, input_px, angle=rng.uniform(0, 360))
     if rng.random() < 0.5:
         out = out[:, ::-1]
     x = out.astype(np.float32) / 255.0
@@ -113,33 +115,43 @@ def grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
 
 
-def train_grade(data: Path, device: str = "cpu", epochs: int | None = None, seed: int = 0) -> Path:
+def nominal_view(crop: np.ndarray, input_px: int = INPUT) -> np.ndarray:
+    """The un-augmented view of a cached crop: what prediction sees (embryo_crop at CROP_SIDE radii)."""
+    size = crop.shape[0]
+    return crop_square(crop, size / 2, size / 2, size / CACHE_MARGIN, input_px)
+
+
+def cache_crops(items: list[ds.Item]) -> tuple[list[np.ndarray], np.ndarray]:
+    """(the images, their grey CACHE² crops around the located embryo, CACHE_MARGIN wider than the graded crop)."""
+    images = [ds.load_rgb(it.path) for it in items]
+    return images, np.stack([grey(embryo_crop(im, out=CACHE, side=CROP_SIDE * CACHE_MARGIN)[0]) for im in images])
+
+
+def setup_keras(seed: int):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    threads = int(os.environ["OMP_NUM_THREADS"])
     from .backends.keras import import_keras
 
     keras = import_keras()
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(seed)
-    epochs = epochs or EPOCHS
+    return keras
 
-    items = collect(data)
-    conflicts = sorted({f"{it.group} ({'/'.join(it.conflicts)})" for it in items if it.conflicts})
-    train_items = [it for it in items if it.split == "train"]
-    log(f"{len(items)} items; training on {len(train_items)} (held-out groups excluded; {len(conflicts)} duplicate "
-        f"groups with conflicting labels masked for that output); by source: {Counter(it.source for it in train_items)}")
-    images = [ds.load_rgb(it.path) for it in train_items]
-    cache = np.stack([grey(embryo_crop(im, out=CACHE, side=CROP_SIDE * CACHE_MARGIN)[0]) for im in images])
-    stage_y = np.array([ds.STAGES.index(it.stage) if it.stage else 0 for it in train_items])
-    quality_y = np.array([ds.QUALITIES.index(it.quality) if it.quality else 0 for it in train_items])
-    domain = ["hungvuong" if it.source == "hungvuong" else "embryoscope" for it in train_items]
+
+def fit_grade(keras, items: list[ds.Item], cache: np.ndarray, input_px: int = INPUT, epochs: int = EPOCHS,
+              seed: int = 0):
+    """The two-headed model trained on `items` (their cached crops), with the balanced, masked losses above."""
+    stage_y = np.array([ds.STAGES.index(it.stage) if it.stage else 0 for it in items])
+    quality_y = np.array([ds.QUALITIES.index(it.quality) if it.quality else 0 for it in items])
+    domain = ["hungvuong" if it.source == "hungvuong" else "embryoscope" for it in items]
     stage_w = balanced_weights([(d, it.stage) if it.stage and "stage" not in it.conflicts else None
-                                for d, it in zip(domain, train_items)])
+                                for d, it in zip(domain, items)])
     quality_w = balanced_weights([(it.day, it.quality) if it.quality and "quality" not in it.conflicts else None
-                                  for it in train_items])
+                                  for it in items])
 
     class Batches(keras.utils.PyDataset):
         def __init__(self, batch_size=32):
@@ -156,22 +168,35 @@ def train_grade(data: Path, device: str = "cpu", epochs: int | None = None, seed
 
         def __getitem__(self, i):
             idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = np.stack([augment(cache[j], self.rng) for j in idx]).astype(np.float32)[..., None]
+            x = np.stack([augment(cache[j], self.rng, input_px) for j in idx]).astype(np.float32)[..., None]
             x = normalise(x, "per_image")
             ys = {"stage": keras.utils.to_categorical(stage_y[idx], 2),
                   "quality": keras.utils.to_categorical(quality_y[idx], 2)}
             return x, ys, {"stage": stage_w[idx], "quality": quality_w[idx]}
 
     batches = Batches()
-    model = build_model(keras)
-    schedule = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=epochs * len(batches), alpha=0.02,
-                                                      warmup_target=None)
+    model = build_model(keras, input_px)
+    schedule = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=epochs * len(batches), alpha=0.02)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
         loss={o: keras.losses.CategoricalCrossentropy(label_smoothing=0.05) for o in ("stage", "quality")},
         loss_weights={"stage": 1.0, "quality": 1.0},
     )
     model.fit(batches, epochs=epochs, verbose=2)
+    return model
+
+
+def train_grade(data: Path, device: str = "cpu", epochs: int | None = None, seed: int = 0) -> Path:
+    keras = setup_keras(seed)
+    epochs = epochs or EPOCHS
+
+    items = collect(data)
+    conflicts = sorted({f"{it.group} ({'/'.join(it.conflicts)})" for it in items if it.conflicts})
+    train_items = [it for it in items if it.split == "train"]
+    log(f"{len(items)} items; training on {len(train_items)} (held-out groups excluded; {len(conflicts)} duplicate "
+        f"groups with conflicting labels masked for that output); by source: {Counter(it.source for it in train_items)}")
+    images, cache = cache_crops(train_items)
+    model = fit_grade(keras, train_items, cache, INPUT, epochs, seed)
 
     folder = WEIGHTS_DIR / GRADE_ID
     folder.mkdir(parents=True, exist_ok=True)
@@ -180,6 +205,44 @@ def train_grade(data: Path, device: str = "cpu", epochs: int | None = None, seed
     write_train_hashes(folder, [it.name for it in train_items], images)
     write_card(folder, path, data, epochs, seed, train_items, conflicts, model.count_params())
     return path
+
+
+def select_recipe(data: Path, recipes: list[tuple[int, int]], out: Path, seed: int = 0) -> list[dict]:
+    """Train each (input px, epochs) recipe on the training groups outside an inner validation split and score it
+    there (Hung Vuong stage accuracy, EmbryoScope stage balanced accuracy, quality ROC-AUC); held-out groups are
+    never read. One JSON line per recipe is appended to `out`."""
+    import json
+    import zlib
+
+    from .evaluation import classification_metrics
+
+    keras = setup_keras(seed)
+    train_items = [it for it in collect(data) if it.split == "train"]
+    inner = np.array([zlib.crc32(f"inner:{it.group}".encode()) % 100 < INNER_VALIDATION_PERCENT
+                      for it in train_items])
+    _, cache = cache_crops(train_items)
+    fit_idx, val_idx = np.nonzero(~inner)[0], np.nonzero(inner)[0]
+    val = [train_items[i] for i in val_idx]
+    rows = []
+    for input_px, epochs in recipes:
+        model = fit_grade(keras, [train_items[i] for i in fit_idx], cache[fit_idx], input_px, epochs, seed)
+        x = normalise(np.stack([nominal_view(cache[i], input_px) for i in val_idx]).astype(np.float32)[..., None],
+                      "per_image")
+        probs = model.predict(x, verbose=0, batch_size=64)
+        row = {"input_px": input_px, "epochs": epochs, "seed": seed, "n_fit": len(fit_idx), "n_validation": len(val)}
+        for name, keep, output, labels in (
+                ("hungvuong_stage", lambda it: it.source == "hungvuong", "stage", ds.STAGES),
+                ("embryoscope_stage", lambda it: it.source != "hungvuong", "stage", ds.STAGES),
+                ("quality", lambda it: True, "quality", ds.QUALITIES)):
+            sel = [k for k, it in enumerate(val) if keep(it) and getattr(it, output) and output not in it.conflicts]
+            m = classification_metrics([getattr(val[k], output) for k in sel], probs[output][sel], labels)
+            row.update({f"{name}_accuracy": m["accuracy"], f"{name}_balanced_accuracy": m["balanced_accuracy"],
+                        f"{name}_roc_auc": m["roc_auc"], f"{name}_n": len(sel)})
+        log(json.dumps(row))
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        rows.append(row)
+    return rows
 
 
 def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, train_items, conflicts,
@@ -227,6 +290,9 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
              "licence": "CC BY 4.0",
              "split": "by embryo, same hash rule"},
         ],
+        "notes": {"recipe_selection": f"input size and epochs chosen among the recipes in recipe_selection.jsonl "
+                                      f"on an inner {INNER_VALIDATION_PERCENT} % of the training groups "
+                                      "(python -m core.embryo_training select); held-out groups were not used"},
         "train_counts": {f"{s}/{st}/{q}": n for (s, st, q), n in sorted(counts.items())},
         "conflicting_duplicate_groups": conflicts,
     }
@@ -268,3 +334,11 @@ def _rel(path: Path) -> str:
         return os.path.relpath(Path(path).resolve(), PROJECT_ROOT)
     except ValueError:
         return str(path)
+
+
+if __name__ == "__main__":  # python -m core.embryo_training select DATA PXxEPOCHS ... (appends to the model folder)
+    if len(sys.argv) >= 4 and sys.argv[1] == "select":
+        recipes = [tuple(int(v) for v in r.split("x")) for r in sys.argv[3:]]
+        select_recipe(Path(sys.argv[2]), recipes, WEIGHTS_DIR / GRADE_ID / "recipe_selection.jsonl")
+    else:
+        print(__doc__)

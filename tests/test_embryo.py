@@ -131,6 +131,25 @@ def test_balanced_weights_mask_and_balance():
     assert w[:4].mean() == pytest.approx(1.0, rel=1e-5)
 
 
+def test_training_view_matches_what_prediction_grades(tmp_path):
+    """The un-augmented training view (cached wide crop, cut to the nominal side) must show the embryo as
+    prediction does (embryo_crop, then the card's resize): otherwise the model is trained at another scale."""
+    import cv2
+
+    from core.embryo_training import INPUT, cache_crops, nominal_view
+    from core.tasks.embryo import embryo_crop
+
+    image = synthetic.embryo("cleavage", seed=4)[0]
+    write_png(tmp_path / "e.png", image)
+    _, cache = cache_crops([ds.Item(tmp_path / "e.png", "e.png", "g", "folders", "cleavage")])
+    trained = nominal_view(cache[0]).astype(float)
+    graded = cv2.resize(cv2.cvtColor(embryo_crop(image)[0], cv2.COLOR_RGB2GRAY), (INPUT, INPUT),
+                        interpolation=cv2.INTER_AREA).astype(float)
+    assert trained.shape == graded.shape == (INPUT, INPUT)
+    assert np.corrcoef(trained.ravel(), graded.ravel())[0, 1] > 0.95
+    assert np.abs(trained - graded).mean() < 8
+
+
 # --- dish composition ---------------------------------------------------------------------------------------------
 def textured_disc(size: int = 128, radius: int = 40, seed: int = 0) -> np.ndarray:
     """A flat field with one disc of strong fine texture: an 'embryo' whose extent is unambiguous."""
@@ -284,8 +303,9 @@ def test_floor_on_hungvuong_heldout(monkeypatch):
     monkeypatch.setattr(core.evaluation, "store", lambda card, name, preds, metrics, meta: {"metrics": metrics})
     result = task.evaluate_grade(root, name="pytest", split="heldout")
     stage, quality = result["metrics"]["stage"], result["metrics"]["quality"]
-    assert stage["n"] >= 60 and stage["accuracy"] >= 0.80, stage["accuracy"]  # measured 0.86
-    assert quality["roc_auc"] >= 0.68, quality["roc_auc"]  # measured 0.76
+    assert stage["n"] >= 60 and stage["accuracy"] >= 0.78, stage["accuracy"]  # measured 0.82
+    assert stage["roc_auc"] >= 0.90, stage["roc_auc"]  # measured 0.94
+    assert quality["roc_auc"] >= 0.68, quality["roc_auc"]  # measured 0.74
 
 
 @needs_grade
@@ -298,7 +318,7 @@ def test_floor_on_heldout_embryoscope_embryos(monkeypatch):
     stage = result["metrics"]["stage"]
     assert "quality" not in result["metrics"]
     assert set(stage["n_per_class"].values()) != {0}
-    assert stage["balanced_accuracy"] >= 0.72, stage["balanced_accuracy"]  # measured 0.79
+    assert stage["balanced_accuracy"] >= 0.83, stage["balanced_accuracy"]  # measured 0.89
 
 
 # --- bad uploads ----------------------------------------------------------------------------------------------------
