@@ -35,7 +35,6 @@ GOMEZ_EVERY = 3  # consecutive time-lapse frames are near-identical: keep every 
 CROPS_EVERY = 2  # blastocyst crops: every second
 VERSION = "2.0.0"
 EPOCHS = 40
-TIGHT_PHOTO_P = 0.4  # share of training views cut close around the embryo (tight_photo)
 INNER_VALIDATION_PERCENT = 20  # of the training groups, for choosing the recipe
 
 
@@ -93,24 +92,9 @@ def balanced_weights(keys: list, cap: float = 8.0) -> np.ndarray:
     return np.minimum(w, cap).astype(np.float32)
 
 
-def tight_photo(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The cached crop as if the photo had been cut close around the embryo (its edges then replicated, as
-    crop_square does): blastocyst crops look like this, so every class and source must too, or the cut edge
-    itself becomes a cue for 'blastocyst'."""
-    size = crop.shape[0]
-    r = size / CACHE_MARGIN / CROP_SIDE  # embryo radius in the cached crop
-    half = r * rng.uniform(1.0, 1.4)
-    cx, cy = size / 2 + rng.uniform(-0.15, 0.15, 2) * r
-    x0, x1 = int(max(0, cx - half)), int(min(size, cx + half))
-    y0, y1 = int(max(0, cy - half)), int(min(size, cy + half))
-    return cv2.copyMakeBorder(crop[y0:y1, x0:x1], y0, size - y1, x0, size - x1, cv2.BORDER_REPLICATE)
-
-
 def augment(crop: np.ndarray, rng: np.random.Generator, input_px: int = INPUT) -> np.ndarray:
     """One random view of a cached crop (grey uint8, CACHE_MARGIN × the nominal crop) as grey uint8 input_px²."""
     size = crop.shape[0]
-    if rng.random() < TIGHT_PHOTO_P:
-        crop = tight_photo(crop, rng)
     side = size / CACHE_MARGIN * rng.uniform(0.8, 1.25)
     cx, cy = size / 2 + rng.uniform(-0.08, 0.08, 2) * side
     out = crop_square(crop, cx, cy, side, input_px, angle=rng.uniform(0, 360))
@@ -245,7 +229,7 @@ def select_recipe(data: Path, recipes: list[tuple[int, int]], out: Path, seed: i
         x = normalise(np.stack([nominal_view(cache[i], input_px) for i in val_idx]).astype(np.float32)[..., None],
                       "per_image")
         probs = model.predict(x, verbose=0, batch_size=64)
-        row = {"input_px": input_px, "epochs": epochs, "tight_photo_p": TIGHT_PHOTO_P, "seed": seed,
+        row = {"input_px": input_px, "epochs": epochs, "seed": seed,
                "n_fit": len(fit_idx), "n_validation": len(val)}
         for name, keep, output, labels in (
                 ("hungvuong_stage", lambda it: it.source == "hungvuong", "stage", ds.STAGES),
@@ -323,11 +307,23 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
     write(folder, card)
 
 
-def update_card_metrics(model_id: str, names: dict[str, str], keys=("accuracy", "balanced_accuracy", "roc_auc",
-                                                                    "sensitivity", "specificity", "n")) -> None:
-    """Copy stored evaluations (eval/<name>/metrics.json, written for this model file) into the card's
-    [metrics."<label>"] tables; `names` maps eval name -> card label (e.g. "hungvuong/heldout-groups")."""
+# stored evaluations (README commands) -> the card's [metrics."<label>"] tables
+CARD_EVALUATIONS = {"hungvuong-heldout": "hungvuong/heldout-groups",
+                    "timelapse-heldout": "gomez-embryoscope/heldout-embryos"}
+
+
+def update_card_metrics(keys=("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "n")) -> None:
+    """Copy the CARD_EVALUATIONS stored for this model file (eval/<name>/) into the card; others are left out."""
+    import json
+
     from .evaluation import copy_evaluations_to_card
+    from .registry import file_sha256
+
+    folder = WEIGHTS_DIR / GRADE_ID
+    sha = file_sha256(folder / "model.keras")
+    names = {name: label for name, label in CARD_EVALUATIONS.items()
+             if (folder / "eval" / name / "meta.json").is_file()
+             and json.loads((folder / "eval" / name / "meta.json").read_text()).get("model_sha256") == sha}
 
     def table(name: str, metrics: dict) -> dict:
         out = {}
@@ -341,7 +337,7 @@ def update_card_metrics(model_id: str, names: dict[str, str], keys=("accuracy", 
                     out[f"{output}_{day}_roc_auc"] = round(dm["roc_auc"], 4)
         return out
 
-    copy_evaluations_to_card(model_id, names, table)
+    copy_evaluations_to_card(GRADE_ID, names, table)
 
 
 def _rel(path: Path) -> str:

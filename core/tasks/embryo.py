@@ -243,4 +243,9 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
     meta = {"data_path": str(Path(path).resolve()), "layouts": layouts, "split": split or "all (pooled)",
             "n": len(items), "items_in_conflicting_duplicate_groups": excluded,
             "crop": f"embryo_crop (classical localisation, side {CROP_SIDE} radii)"}
-    return store(model.card, name, predictions, metrics, meta)
+    result = store(model.card, name, predictions, metrics, meta)
+    from ..embryo_training import CARD_EVALUATIONS, update_card_metrics
+
+    if split == "heldout" and name in CARD_EVALUATIONS:
+        update_card_metrics()
+    return result
