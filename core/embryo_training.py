@@ -349,9 +349,14 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-if __name__ == "__main__":  # python -m core.embryo_training select DATA PXxEPOCHS ... (appends to the model folder)
-    if len(sys.argv) >= 4 and sys.argv[1] == "select":
-        recipes = [tuple(int(v) for v in r.split("x")) for r in sys.argv[3:]]
-        select_recipe(Path(sys.argv[2]), recipes, WEIGHTS_DIR / GRADE_ID / "recipe_selection.jsonl")
+if __name__ == "__main__":  # python -m core.embryo_training select DATA PXxEPOCHS ... [--seed N]
+    args, seed = sys.argv[1:], 0
+    if "--seed" in args:
+        i = args.index("--seed")
+        seed = int(args[i + 1])
+        del args[i:i + 2]
+    if len(args) >= 3 and args[0] == "select":
+        recipes = [tuple(int(v) for v in r.split("x")) for r in args[2:]]
+        select_recipe(Path(args[1]), recipes, WEIGHTS_DIR / GRADE_ID / "recipe_selection.jsonl", seed)
     else:
         print(__doc__)
