@@ -314,16 +314,7 @@ CARD_EVALUATIONS = {"hungvuong-heldout": "hungvuong/heldout-groups",
 
 def update_card_metrics(keys=("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "n")) -> None:
     """Copy the CARD_EVALUATIONS stored for this model file (eval/<name>/) into the card; others are left out."""
-    import json
-
     from .evaluation import copy_evaluations_to_card
-    from .registry import file_sha256
-
-    folder = WEIGHTS_DIR / GRADE_ID
-    sha = file_sha256(folder / "model.keras")
-    names = {name: label for name, label in CARD_EVALUATIONS.items()
-             if (folder / "eval" / name / "meta.json").is_file()
-             and json.loads((folder / "eval" / name / "meta.json").read_text()).get("model_sha256") == sha}
 
     def table(name: str, metrics: dict) -> dict:
         out = {}
@@ -337,7 +328,7 @@ def update_card_metrics(keys=("accuracy", "balanced_accuracy", "roc_auc", "sensi
                     out[f"{output}_{day}_roc_auc"] = round(dm["roc_auc"], 4)
         return out
 
-    copy_evaluations_to_card(GRADE_ID, names, table)
+    copy_evaluations_to_card(GRADE_ID, CARD_EVALUATIONS, table, skip_stale=True)
 
 
 def _rel(path: Path) -> str:

@@ -118,9 +118,10 @@ def evaluate_classifier_outputs(card, name: str, frames: list[pd.DataFrame], met
     return store(card, name, predictions, metrics, meta)
 
 
-def copy_evaluations_to_card(model_id: str, names: dict[str, str], table) -> None:
+def copy_evaluations_to_card(model_id: str, names: dict[str, str], table, skip_stale: bool = False) -> None:
     """Copy stored evaluations (weights/<model_id>/eval/<name>, measured on this model file) into the card's
-    [metrics."<label>"] tables: `names` maps eval name -> card label, `table(name, metrics)` builds one table."""
+    [metrics."<label>"] tables: `names` maps eval name -> card label, `table(name, metrics)` builds one table.
+    An evaluation missing or measured on another file raises, or with skip_stale is left out of the card."""
     import tomllib
 
     from . import WEIGHTS_DIR
@@ -130,9 +131,11 @@ def copy_evaluations_to_card(model_id: str, names: dict[str, str], table) -> Non
     card = tomllib.loads((folder / "card.toml").read_text())
     card["metrics"] = {}
     for name, label in names.items():
-        meta = json.loads((folder / "eval" / name / "meta.json").read_text())
-        if meta.get("model_sha256") != card["sha256"]:
-            raise ValueError(f"eval/{name} was measured on another model file: evaluate again")
+        meta_path = folder / "eval" / name / "meta.json"
+        if not meta_path.is_file() or json.loads(meta_path.read_text()).get("model_sha256") != card["sha256"]:
+            if skip_stale:
+                continue
+            raise ValueError(f"eval/{name} is missing or was measured on another model file: evaluate again")
         stored = json.loads((folder / "eval" / name / "metrics.json").read_text())
         card["metrics"][label] = table(name, stored["metrics"])
     write_card(folder, card)

@@ -130,18 +130,20 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     return [pred]
 
 
-def explain(image: np.ndarray, output: str, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(crop, Grad-CAM map in [0, 1] at the crop's size) for the predicted label of `output`."""
+def explain(image: np.ndarray, output: str, device: str | None = None, located=None) -> tuple[np.ndarray, np.ndarray]:
+    """(crop, Grad-CAM map in [0, 1] at the crop's size) for the predicted label of `output`; `located`: the
+    (crop, (cx, cy, r)) of embryo_crop(image) when the caller already has it."""
     model = registry.load(GRADE_ID, device)
-    crop, _ = embryo_crop(image)
+    crop, _ = located or embryo_crop(image)
     heat = model.explain(crop, output)
     return crop, cv2.resize(heat, crop.shape[1::-1], interpolation=cv2.INTER_LINEAR)
 
 
 def explain_on_image(image: np.ndarray, output: str, device: str | None = None) -> np.ndarray:
     """The Grad-CAM map of `explain` placed back on the whole image (zero outside the graded crop)."""
-    crop, heat = explain(image, output, device)
-    cx, cy, r = locate_embryo(image)
+    located = embryo_crop(image)
+    crop, heat = explain(image, output, device, located)
+    cx, cy, r = located[1]
     side, out = CROP_SIDE * r, crop.shape[0]
     m = cv2.getRotationMatrix2D((float(cx), float(cy)), 0.0, out / side)
     m[:, 2] += out / 2 - np.array([cx, cy])
