@@ -2,9 +2,10 @@
 
 Recipe (a few hundred colour day-3/day-5 photos plus grey EmbryoScope frames of 11 embryos):
 - input: the normalised embryo crop (core.tasks.embryo.embryo_crop), grey, 128 px, per-image standardised, so
-  framing, colour and exposure of one microscope cannot become a shortcut for the stage; the size and length were
-  chosen on an inner split of the training groups (`select_recipe`, never the held-out groups);
-- augmentation on a wider cached crop: scale 0.8–1.25, any rotation, flips, shifts, gamma, blur, noise;
+  framing, colour and exposure of one microscope cannot become a shortcut for the stage; size, length and edge
+  bands were chosen on an inner split of the training groups (`select_recipe`, never the held-out groups);
+- augmentation on a wider cached crop: scale 0.8–1.25, any rotation, flips, shifts, gamma, blur, noise, and
+  replicated-edge bands on any class (replicate_edges), so that a crop reaching past its photo is no stage cue;
 - stage: trained on Hung Vuong day 3 (cleavage), good day 5 (blastocyst) and the Gomez frames; the loss is
   balanced per (image source, stage) so that neither the source nor its class mix predicts the stage;
   poor day-5 images (stage unknown) and Gomez frames (quality unknown) are masked out of that output's loss;
@@ -33,9 +34,10 @@ CACHE = 160  # px of the cached training crop (wide enough for every compared in
 CACHE_MARGIN = 1.2  # cached crop is this much wider than the nominal crop, room for zoom-out and rotation
 GOMEZ_EVERY = 3  # consecutive time-lapse frames are near-identical: keep every third
 CROPS_EVERY = 2  # blastocyst crops: every second
-VERSION = "2.0.0"
-EPOCHS = 40
+VERSION = "2.1.0"
+EPOCHS = 80
 INNER_VALIDATION_PERCENT = 20  # of the training groups, for choosing the recipe
+EDGE_BAND_P = 0.3  # chance per side of a view of a replicated-edge band (see replicate_edges)
 
 
 def log(msg: str) -> None:
@@ -92,7 +94,23 @@ def balanced_weights(keys: list, cap: float = 8.0) -> np.ndarray:
     return np.minimum(w, cap).astype(np.float32)
 
 
-def augment(crop: np.ndarray, rng: np.random.Generator, input_px: int = INPUT) -> np.ndarray:
+def replicate_edges(view: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """Each side, with chance p, overwritten by a band (4-30 % of the side) repeating the row or column inside it.
+
+    A crop that reaches past its photo has such bands (crop_square replicates edges): every blastocyst crop of
+    the EmbryoScope set has them, and day-3 photos that the embryo fills get them at prediction. Putting them on
+    every class keeps "replicated edge" from standing for "blastocyst"."""
+    n = view.shape[0]
+    for side in range(4):
+        if rng.random() < p:
+            w = int(rng.uniform(0.04, 0.3) * n)
+            v = np.rot90(view, side)  # a view: writing into it writes into `view`
+            v[:w] = v[w]
+    return view
+
+
+def augment(crop: np.ndarray, rng: np.random.Generator, input_px: int = INPUT,
+            edge_band_p: float = EDGE_BAND_P) -> np.ndarray:
     """One random view of a cached crop (grey uint8, CACHE_MARGIN × the nominal crop) as grey uint8 input_px²."""
     size = crop.shape[0]
     side = size / CACHE_MARGIN * rng.uniform(0.8, 1.25)
@@ -100,6 +118,8 @@ def augment(crop: np.ndarray, rng: np.random.Generator, input_px: int = INPUT) -
     out = crop_square(crop, cx, cy, side, input_px, angle=rng.uniform(0, 360))
     if rng.random() < 0.5:
         out = out[:, ::-1]
+    if edge_band_p:
+        out = replicate_edges(np.ascontiguousarray(out), rng, edge_band_p)
     x = out.astype(np.float32) / 255.0
     x = np.power(np.clip(x * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1), 0, 1), rng.uniform(0.7, 1.4))
     if rng.random() < 0.35:
@@ -143,7 +163,7 @@ def setup_keras(seed: int):
 
 
 def fit_grade(keras, items: list[ds.Item], cache: np.ndarray, input_px: int = INPUT, epochs: int = EPOCHS,
-              seed: int = 0):
+              seed: int = 0, edge_band_p: float = EDGE_BAND_P):
     """The two-headed model trained on `items` (their cached crops), with the balanced, masked losses above."""
     stage_y = np.array([ds.STAGES.index(it.stage) if it.stage else 0 for it in items])
     quality_y = np.array([ds.QUALITIES.index(it.quality) if it.quality else 0 for it in items])
@@ -168,8 +188,8 @@ def fit_grade(keras, items: list[ds.Item], cache: np.ndarray, input_px: int = IN
 
         def __getitem__(self, i):
             idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = np.stack([augment(cache[j], self.rng, input_px) for j in idx]).astype(np.float32)[..., None]
-            x = normalise(x, "per_image")
+            x = np.stack([augment(cache[j], self.rng, input_px, edge_band_p) for j in idx])
+            x = normalise(x.astype(np.float32)[..., None], "per_image")
             ys = {"stage": keras.utils.to_categorical(stage_y[idx], 2),
                   "quality": keras.utils.to_categorical(quality_y[idx], 2)}
             return x, ys, {"stage": stage_w[idx], "quality": quality_w[idx]}
@@ -196,49 +216,66 @@ def train_grade(data: Path, device: str = "cpu", epochs: int | None = None, seed
     log(f"{len(items)} items; training on {len(train_items)} (held-out groups excluded; {len(conflicts)} duplicate "
         f"groups with conflicting labels masked for that output); by source: {Counter(it.source for it in train_items)}")
     images, cache = cache_crops(train_items)
-    model = fit_grade(keras, train_items, cache, INPUT, epochs, seed)
+    model = fit_grade(keras, train_items, cache, INPUT, epochs, seed, EDGE_BAND_P)
 
     folder = WEIGHTS_DIR / GRADE_ID
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.keras"
     model.save(path)
     write_train_hashes(folder, [it.name for it in train_items], images)
-    write_card(folder, path, data, epochs, seed, train_items, conflicts, model.count_params())
+    write_card(folder, path, data, epochs, seed, train_items, conflicts, model.count_params(), device)
     return path
 
 
-def select_recipe(data: Path, recipes: list[tuple[int, int]], out: Path, seed: int = 0) -> list[dict]:
-    """Train each (input px, epochs) recipe on the training groups outside an inner validation split and score it
-    there (Hung Vuong stage accuracy, EmbryoScope stage balanced accuracy, quality ROC-AUC); held-out groups are
-    never read. One JSON line per recipe is appended to `out`."""
-    import json
+def inner_validation(items: list[ds.Item]) -> np.ndarray:
+    """True for the items of the inner validation groups (a stable hash of the group, apart from the held-out one)."""
     import zlib
 
+    return np.array([zlib.crc32(f"inner:{it.group}".encode()) % 100 < INNER_VALIDATION_PERCENT for it in items])
+
+
+def score_inner(model, val: list[ds.Item], val_cache: np.ndarray, input_px: int) -> tuple[dict, dict]:
+    """(Hung Vuong stage, EmbryoScope stage and quality metrics on the inner validation items, their probabilities)."""
     from .evaluation import classification_metrics
+
+    x = normalise(np.stack([nominal_view(c, input_px) for c in val_cache]).astype(np.float32)[..., None],
+                  "per_image")
+    probs = model.predict(x, verbose=0, batch_size=64)
+    row = {}
+    for name, keep, output, labels in (
+            ("hungvuong_stage", lambda it: it.source == "hungvuong", "stage", ds.STAGES),
+            ("embryoscope_stage", lambda it: it.source != "hungvuong", "stage", ds.STAGES),
+            ("quality", lambda it: True, "quality", ds.QUALITIES)):
+        sel = [k for k, it in enumerate(val) if keep(it) and getattr(it, output) and output not in it.conflicts]
+        m = classification_metrics([getattr(val[k], output) for k in sel], probs[output][sel], labels)
+        row.update({f"{name}_accuracy": m["accuracy"], f"{name}_balanced_accuracy": m["balanced_accuracy"],
+                    f"{name}_roc_auc": m["roc_auc"], f"{name}_n": len(sel)})
+    return row, {o: np.asarray(p) for o, p in probs.items()}
+
+
+def parse_recipe(text: str) -> tuple[int, int, float]:
+    """'128x40' or '128x40e0.3' -> (input px, epochs, edge band chance)."""
+    size, rest = text.split("x")
+    epochs, _, edge = rest.partition("e")
+    return int(size), int(epochs), float(edge or 0.0)
+
+
+def select_recipe(data: Path, recipes: list[tuple[int, int, float]], out: Path, seed: int = 0) -> list[dict]:
+    """Train each (input px, epochs, edge band chance) recipe on the training groups outside an inner validation
+    split and score it there; held-out groups are never read. One JSON line per recipe is appended to `out`."""
+    import json
 
     keras = setup_keras(seed)
     train_items = [it for it in collect(data) if it.split == "train"]
-    inner = np.array([zlib.crc32(f"inner:{it.group}".encode()) % 100 < INNER_VALIDATION_PERCENT
-                      for it in train_items])
+    inner = inner_validation(train_items)
     _, cache = cache_crops(train_items)
     fit_idx, val_idx = np.nonzero(~inner)[0], np.nonzero(inner)[0]
-    val = [train_items[i] for i in val_idx]
     rows = []
-    for input_px, epochs in recipes:
-        model = fit_grade(keras, [train_items[i] for i in fit_idx], cache[fit_idx], input_px, epochs, seed)
-        x = normalise(np.stack([nominal_view(cache[i], input_px) for i in val_idx]).astype(np.float32)[..., None],
-                      "per_image")
-        probs = model.predict(x, verbose=0, batch_size=64)
-        row = {"input_px": input_px, "epochs": epochs, "seed": seed,
-               "n_fit": len(fit_idx), "n_validation": len(val)}
-        for name, keep, output, labels in (
-                ("hungvuong_stage", lambda it: it.source == "hungvuong", "stage", ds.STAGES),
-                ("embryoscope_stage", lambda it: it.source != "hungvuong", "stage", ds.STAGES),
-                ("quality", lambda it: True, "quality", ds.QUALITIES)):
-            sel = [k for k, it in enumerate(val) if keep(it) and getattr(it, output) and output not in it.conflicts]
-            m = classification_metrics([getattr(val[k], output) for k in sel], probs[output][sel], labels)
-            row.update({f"{name}_accuracy": m["accuracy"], f"{name}_balanced_accuracy": m["balanced_accuracy"],
-                        f"{name}_roc_auc": m["roc_auc"], f"{name}_n": len(sel)})
+    for input_px, epochs, edge in recipes:
+        model = fit_grade(keras, [train_items[i] for i in fit_idx], cache[fit_idx], input_px, epochs, seed, edge)
+        scores, _ = score_inner(model, [train_items[i] for i in val_idx], cache[val_idx], input_px)
+        row = {"input_px": input_px, "epochs": epochs, "edge_band_p": edge, "seed": seed,
+               "n_fit": len(fit_idx), "n_validation": len(val_idx), **scores}
         log(json.dumps(row))
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -247,7 +284,7 @@ def select_recipe(data: Path, recipes: list[tuple[int, int]], out: Path, seed: i
 
 
 def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, train_items, conflicts,
-               model_params: int) -> None:
+               model_params: int, device: str = "cpu") -> None:
     from .registry import file_sha256, write_card as write
 
     counts = Counter((it.source, it.stage or "-", it.quality or "-") for it in train_items)
@@ -260,7 +297,8 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
         "version": VERSION,
         "trained": dt.date.today().isoformat(),
         "train_command": f"python -m core train {GRADE_ID} --data {_rel(data)} --seed {seed}"
-                         + (f" --epochs {epochs}" if epochs != EPOCHS else ""),
+                         + (f" --epochs {epochs}" if epochs != EPOCHS else "")
+                         + (" --device cuda" if device.startswith("cuda") else ""),
         "classes": {"stage": ds.STAGES, "quality": ds.QUALITIES},
         "thresholds": {"stage": 0.5, "quality": 0.5},
         "input": {"size": [INPUT, INPUT], "channels": 1, "normalise": "per_image",
@@ -291,9 +329,15 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
              "licence": "CC BY 4.0",
              "split": "by embryo, same hash rule"},
         ],
-        "notes": {"recipe_selection": f"input size and epochs chosen among the recipes in recipe_selection.jsonl "
-                                      f"on an inner {INNER_VALIDATION_PERCENT} % of the training groups "
-                                      "(python -m core.embryo_training select); held-out groups were not used"},
+        "recipe": {"input_px": INPUT, "epochs": epochs, "edge_band_p": EDGE_BAND_P, "batch": 32,
+                   "optimiser": "AdamW 3e-3, cosine decay", "backend": os.environ.get("KERAS_BACKEND", "tensorflow")
+                   if not device.startswith("cuda") else "torch (Keras 3 on an NVIDIA H100; scripts/gpu_train.py "
+                   "carries the cached crops there and runs fit_grade)"},
+        "notes": {"recipe_selection": f"input size, epochs and edge bands chosen among the recipes in "
+                                      f"recipe_selection.jsonl by the mean over seeds of (Hung Vuong stage accuracy "
+                                      f"+ EmbryoScope stage balanced accuracy + quality ROC-AUC) on an inner "
+                                      f"{INNER_VALIDATION_PERCENT} % of the training groups; held-out groups were "
+                                      "not used"},
         "train_counts": {f"{s}/{st}/{q}": n for (s, st, q), n in sorted(counts.items())},
         "conflicting_duplicate_groups": conflicts,
     }
@@ -340,14 +384,14 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-if __name__ == "__main__":  # python -m core.embryo_training select DATA PXxEPOCHS ... [--seed N]
+if __name__ == "__main__":  # python -m core.embryo_training select DATA PXxEPOCHS[eEDGE] ... [--seed N]
     args, seed = sys.argv[1:], 0
     if "--seed" in args:
         i = args.index("--seed")
         seed = int(args[i + 1])
         del args[i:i + 2]
     if len(args) >= 3 and args[0] == "select":
-        recipes = [tuple(int(v) for v in r.split("x")) for r in args[2:]]
+        recipes = [parse_recipe(r) for r in args[2:]]
         select_recipe(Path(args[1]), recipes, WEIGHTS_DIR / GRADE_ID / "recipe_selection.jsonl", seed)
     else:
         print(__doc__)

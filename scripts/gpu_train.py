@@ -10,6 +10,11 @@ The device tool carries at most 64 MiB, so the training arrays travel packed:
   python scripts/gpu_train.py timelapse $OUT                  # there, with ../shared/data linked to .gpu_tl/data:
                                                               # LOEO folds + final model per variant
 
+  python scripts/gpu_train.py pack-embryo .gpu_em             # here: embryo-grade's cached training crops
+  python scripts/gpu_train.py embryo .gpu_em $OUT             # there (KERAS_BACKEND=torch): each variant and seed
+                                                              # scored on the inner split, and trained on all
+  python scripts/gpu_train.py finish-embryo RESULTS VARIANT SEED   # here: weights, hashes, card
+
 The fitting functions are the ones `python -m core train sperm-seg|sperm-head --device cuda` runs; only the
 transport differs (segmentation fields travel as JPEG q95 instead of PNG).
 """
@@ -211,6 +216,105 @@ def train_timelapse(out: Path) -> None:
             tar.add(folder, arcname=variant)
 
 
+# embryo-grade recipes (core.embryo_training.parse_recipe) compared on the inner split, several seeds each
+EMBRYO_VARIANTS = {"base": "128x40", "edges15": "128x40e0.15", "edges30": "128x40e0.3", "edges30_e80": "128x80e0.3"}
+EMBRYO_SEEDS = (0, 1, 2, 3)
+EMBRYO_DATA = DATA.parent / "embryo" / "hungvuong"
+
+
+def pack_embryo(out: Path) -> None:
+    from core import embryo_training as et
+
+    out.mkdir(parents=True, exist_ok=True)
+    items = [it for it in et.collect(EMBRYO_DATA) if it.split == "train"]
+    _, cache = et.cache_crops(items)
+    meta = [{"name": it.name, "group": it.group, "source": it.source, "stage": it.stage, "quality": it.quality,
+             "day": it.day, "conflicts": list(it.conflicts)} for it in items]
+    np.savez_compressed(out / "embryo.npz", cache=cache, meta=json.dumps(meta))
+    print(f"packed {len(items)} crops: {(out / 'embryo.npz').stat().st_size / 2**20:.1f} MiB")
+
+
+def _embryo_items(folder: Path):
+    from core.datasets import embryo as ds
+
+    d = np.load(folder / "embryo.npz")
+    items = [ds.Item(Path(m["name"]), m["name"], m["group"], m["source"], m["stage"], m["quality"], m["day"],
+                     tuple(m["conflicts"])) for m in json.loads(str(d["meta"]))]
+    return items, d["cache"]
+
+
+def _embryo_job(folder: str, variant: str, seed: int, inner: bool, out: str):
+    os.environ["KERAS_BACKEND"] = "torch"
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    from core import embryo_training as et
+
+    torch.set_num_threads(1)
+    items, cache = _embryo_items(Path(folder))
+    keras = et.setup_keras(seed)
+    px, epochs, edge = et.parse_recipe(EMBRYO_VARIANTS[variant])
+    t0 = time.perf_counter()
+    if not inner:
+        model = et.fit_grade(keras, items, cache, px, epochs, seed, edge)
+        np.savez(Path(out) / f"embryo_{variant}_s{seed}.npz", *model.get_weights())  # 1.3 MB, no optimiser state
+        return {"variant": variant, "seed": seed, "final": True, "seconds": time.perf_counter() - t0}
+    val = et.inner_validation(items)
+    model = et.fit_grade(keras, [it for it, v in zip(items, val) if not v], cache[~val], px, epochs, seed, edge)
+    scores, probs = et.score_inner(model, [it for it, v in zip(items, val) if v], cache[val], px)
+    return {"variant": variant, "recipe": EMBRYO_VARIANTS[variant], "seed": seed, "seconds": time.perf_counter() - t0,
+            **scores, "probs": {o: p.tolist() for o, p in probs.items()}}
+
+
+def train_embryo(folder: Path, out: Path) -> None:
+    """Every variant and seed on the inner split and on all training groups, in parallel; the inner rows (with
+    their validation probabilities, for seed ensembles) go to embryo_inner.jsonl, the models to embryo_models.tar."""
+    import multiprocessing as mp
+    import tarfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    models = out / "models"
+    models.mkdir(exist_ok=True)  # one tar per variant keeps each returned file under the tool's 16 MiB
+    with ProcessPoolExecutor(max_workers=15, mp_context=mp.get_context("spawn")) as pool:
+        jobs = [pool.submit(_embryo_job, str(folder), v, s, inner, str(models))
+                for v in EMBRYO_VARIANTS for s in EMBRYO_SEEDS for inner in (True, False)]
+        with open(out / "embryo_inner.jsonl", "w") as f:
+            for job in jobs:
+                row = job.result()
+                print(json.dumps({k: v for k, v in row.items() if k != "probs"}), flush=True)
+                if not row.get("final"):
+                    f.write(json.dumps(row) + "\n")
+    for variant in EMBRYO_VARIANTS:
+        with tarfile.open(out / f"embryo_{variant}.tar", "w") as tar:
+            for f in sorted(models.glob(f"embryo_{variant}_s*")):
+                tar.add(f, arcname=f.name)
+
+
+def finish_embryo(results: Path, variant: str, seed: int) -> None:
+    """The chosen model into weights/embryo-grade with its hashes and card, as `train embryo-grade` writes them."""
+    import tarfile
+
+    from core import WEIGHTS_DIR
+    from core import embryo_training as et
+
+    px, epochs, edge = et.parse_recipe(EMBRYO_VARIANTS[variant])
+    assert (px, epochs, edge) == (et.INPUT, et.EPOCHS, et.EDGE_BAND_P), "set the chosen recipe in embryo_training"
+    with tarfile.open(results / f"embryo_{variant}.tar") as tar:
+        tar.extract(f"embryo_{variant}_s{seed}.npz", results / "unpacked", filter="data")
+    keras = et.setup_keras(seed)
+    model = et.build_model(keras, px)
+    weights = np.load(results / "unpacked" / f"embryo_{variant}_s{seed}.npz")
+    model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
+    folder = WEIGHTS_DIR / et.GRADE_ID
+    path = folder / "model.keras"
+    model.save(path)
+    items = [it for it in et.collect(EMBRYO_DATA) if it.split == "train"]
+    images = [et.ds.load_rgb(it.path) for it in items]
+    conflicts = sorted({f"{it.group} ({'/'.join(it.conflicts)})" for it in items if it.conflicts})
+    et.write_train_hashes(folder, [it.name for it in items], images)
+    et.write_card(folder, path, EMBRYO_DATA, epochs, seed, items, conflicts, model.count_params(), device="cuda")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "pack":
@@ -223,3 +327,9 @@ if __name__ == "__main__":
         train_timelapse(Path(sys.argv[2]))
     elif cmd == "finish":
         finish(Path(sys.argv[2]), sys.argv[3])
+    elif cmd == "pack-embryo":
+        pack_embryo(Path(sys.argv[2]))
+    elif cmd == "embryo":
+        train_embryo(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif cmd == "finish-embryo":
+        finish_embryo(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

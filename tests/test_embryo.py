@@ -150,6 +150,24 @@ def test_training_view_matches_what_prediction_grades(tmp_path):
     assert np.abs(trained - graded).mean() < 8
 
 
+def test_replicated_edge_bands_copy_the_row_inside_them():
+    """The augmentation that keeps 'crop reaches past its photo' from standing for a stage: every band repeats the
+    first row (or column) inside it, and the middle is untouched."""
+    from core.embryo_training import replicate_edges
+
+    rng = np.random.default_rng(0)
+    view = rng.integers(0, 255, (128, 128), dtype=np.uint8)
+    assert np.array_equal(replicate_edges(view.copy(), rng, 0.0), view)
+    out = replicate_edges(view.copy(), rng, 1.0)
+    for side in range(4):
+        o, v = np.rot90(out, side), np.rot90(view, side)
+        w = int(np.argmax([not np.array_equal(o[i], o[i + 1]) for i in range(64)]))  # band ends at row w
+        assert 5 <= w <= 38
+        assert np.array_equal(o[w, 40:-40], v[w, 40:-40])  # the repeated row is the photo's own
+    inner = out[38:-38, 38:-38]
+    assert np.array_equal(inner, view[38:-38, 38:-38])
+
+
 # --- dish composition ---------------------------------------------------------------------------------------------
 def textured_disc(size: int = 128, radius: int = 40, seed: int = 0) -> np.ndarray:
     """A flat field with one disc of strong fine texture: an 'embryo' whose extent is unambiguous."""
