@@ -85,6 +85,10 @@ def single_view(image: InputImage, pred) -> None:
     half = int(task.CROP_SIDE * r / 2)
     thick = max(2, int(max(located.shape[:2]) / 300))
     cv2.rectangle(located, (int(cx) - half, int(cy) - half), (int(cx) + half, int(cy) + half), (255, 140, 0), thick)
+    if pred.extras["embryo_in_view"] < task.TRUSTED_IN_VIEW:
+        st.warning(f"No whole embryo found: only {pct(pred.extras['embryo_in_view'])} of the located embryo lies "
+                   "inside the picture (cut off by the edge, or not an embryo). Stage and quality below may be "
+                   "wrong; a photo showing the whole embryo grades reliably.")
     left, right = st.columns([3, 2])
     with right:
         for output, title in (("stage", "Stage"), ("quality", "Quality")):

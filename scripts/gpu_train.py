@@ -11,7 +11,7 @@ The device tool carries at most 64 MiB, so the training arrays travel packed:
                                                               # LOEO folds + final model per variant
 
   python scripts/gpu_train.py pack-embryo .gpu_em             # here: embryo-grade's cached training crops
-  python scripts/gpu_train.py embryo .gpu_em $OUT             # there (KERAS_BACKEND=torch): each variant and seed
+  python scripts/gpu_train.py embryo .gpu_em $OUT [VARIANT...]  # there (KERAS_BACKEND=torch): each variant, seed
                                                               # scored on the inner split, and trained on all
   python scripts/gpu_train.py finish-embryo RESULTS VARIANT SEED   # here: weights, hashes, card
 
@@ -266,7 +266,7 @@ def _embryo_job(folder: str, variant: str, seed: int, inner: bool, out: str):
             **scores, "probs": {o: p.tolist() for o, p in probs.items()}}
 
 
-def train_embryo(folder: Path, out: Path) -> None:
+def train_embryo(folder: Path, out: Path, variants: list[str]) -> None:
     """Every variant and seed on the inner split and on all training groups, in parallel; the inner rows (with
     their validation probabilities, for seed ensembles) go to embryo_inner.jsonl, the models to embryo_models.tar."""
     import multiprocessing as mp
@@ -277,14 +277,14 @@ def train_embryo(folder: Path, out: Path) -> None:
     models.mkdir(exist_ok=True)  # one tar per variant keeps each returned file under the tool's 16 MiB
     with ProcessPoolExecutor(max_workers=15, mp_context=mp.get_context("spawn")) as pool:
         jobs = [pool.submit(_embryo_job, str(folder), v, s, inner, str(models))
-                for v in EMBRYO_VARIANTS for s in EMBRYO_SEEDS for inner in (True, False)]
+                for v in variants for s in EMBRYO_SEEDS for inner in (True, False)]
         with open(out / "embryo_inner.jsonl", "w") as f:
             for job in jobs:
                 row = job.result()
                 print(json.dumps({k: v for k, v in row.items() if k != "probs"}), flush=True)
                 if not row.get("final"):
                     f.write(json.dumps(row) + "\n")
-    for variant in EMBRYO_VARIANTS:
+    for variant in variants:
         with tarfile.open(out / f"embryo_{variant}.tar", "w") as tar:
             for f in sorted(models.glob(f"embryo_{variant}_s*")):
                 tar.add(f, arcname=f.name)
@@ -330,6 +330,6 @@ if __name__ == "__main__":
     elif cmd == "pack-embryo":
         pack_embryo(Path(sys.argv[2]))
     elif cmd == "embryo":
-        train_embryo(Path(sys.argv[2]), Path(sys.argv[3]))
+        train_embryo(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:] or list(EMBRYO_VARIANTS))
     elif cmd == "finish-embryo":
         finish_embryo(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -75,6 +75,27 @@ def test_locate_on_flat_image_uses_whole_frame():
     assert (cx, cy) == (100, 50) and r > 0
 
 
+def test_share_in_view():
+    assert task.share_in_view((100, 100), 50, 50, 20) == 1.0
+    assert task.share_in_view((100, 100), 50, 0, 20) == pytest.approx(0.5, abs=0.05)  # centred on the top edge
+    assert task.share_in_view((100, 100), -50, 50, 20) == 0.0
+
+
+def test_detector_takes_over_when_the_classical_circle_runs_off_the_photo(monkeypatch):
+    emb, truth = synthetic.embryo("cleavage", size=128, seed=3)
+    canvas = noisy_field((320, 320), np.median(emb))
+    canvas[120:248, 90:218] = emb
+    centre = (90 + truth["center"][0], 120 + truth["center"][1])
+    cx, cy, r = task.detected_circle(canvas)  # the shipped embryo-dish detector, on its own
+    assert abs(cx - centre[0]) < 12 and abs(cy - centre[1]) < 12
+    assert 0.7 * truth["radius"] < r < 1.4 * truth["radius"]
+    monkeypatch.setattr(task, "locate_embryo", lambda image: (5.0, 5.0, 40.0))  # debris in a corner
+    assert task.find_embryo(canvas) == (cx, cy, r)
+    monkeypatch.setattr(task, "locate_embryo", lambda image: (160.0, 160.0, 40.0))  # inside: trusted, no detector
+    monkeypatch.setattr(task, "detected_circle", lambda image: pytest.fail("detector called"))
+    assert task.find_embryo(canvas) == (160.0, 160.0, 40.0)
+
+
 # --- dataset readers and splits --------------------------------------------------------------------------------------
 def write_png(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

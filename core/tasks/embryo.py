@@ -20,6 +20,8 @@ from ..results import Prediction
 GRADE_ID = "embryo-grade"
 DISH_ID = "embryo-dish"
 CROP_SIDE = 2.5  # crop side in embryo radii: the whole zona plus a margin
+TRUSTED_IN_VIEW = 0.9  # least share of the classical locator's circle inside the photo for it to be trusted
+BOX_TO_RADIUS = 0.47  # located radius / longer side of embryo-dish's box (median over Hung Vuong training images)
 
 
 # --- localisation and the normalised crop ---------------------------------------------------------------------
@@ -64,9 +66,36 @@ def crop_square(image: np.ndarray, cx: float, cy: float, side: float, out: int, 
     return cv2.warpAffine(np.ascontiguousarray(image), m, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
 
 
-def embryo_crop(image: np.ndarray, out: int = 128, side: float = CROP_SIDE) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """The normalised square crop around the embryo (side = `side` radii), and the located (cx, cy, r)."""
+def share_in_view(shape: tuple[int, ...], cx: float, cy: float, r: float) -> float:
+    """The share of the circle (cx, cy, r) that lies inside an image of this shape."""
+    yy, xx = np.mgrid[-1:1:41j, -1:1:41j]
+    disc = xx**2 + yy**2 <= 1
+    x, y = cx + xx[disc] * r, cy + yy[disc] * r
+    return float(((x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])).mean())
+
+
+def detected_circle(image: np.ndarray) -> tuple[float, float, float] | None:
+    """(cx, cy, r) from embryo-dish's most confident box, in the classical locator's radius scale; None if none."""
+    found = registry.load(DISH_ID, "cpu").predict([image])[0]
+    if not len(found["boxes"]):
+        return None
+    x0, y0, x1, y1 = found["boxes"][int(np.argmax(found["scores"]))]
+    return float(x0 + x1) / 2, float(y0 + y1) / 2, BOX_TO_RADIUS * float(max(x1 - x0, y1 - y0))
+
+
+def find_embryo(image: np.ndarray) -> tuple[float, float, float]:
+    """(cx, cy, r): the classical locator (2 ms), or embryo-dish's detector (35 ms) where the classical circle runs
+    off the photo. That is how it fails: on textured debris at an edge, or on a well rim's ripples."""
     cx, cy, r = locate_embryo(image)
+    if share_in_view(image.shape, cx, cy, r) < TRUSTED_IN_VIEW:
+        return detected_circle(image) or (cx, cy, r)
+    return cx, cy, r
+
+
+def embryo_crop(image: np.ndarray, out: int = 128, side: float = CROP_SIDE, locate=find_embryo,
+                ) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The normalised square crop around the embryo (side = `side` radii), and the located (cx, cy, r)."""
+    cx, cy, r = locate(image)
     return crop_square(image, cx, cy, side * r, out), (cx, cy, r)
 
 
@@ -93,7 +122,8 @@ def predict_images(model_id: str, images: list[InputImage], device: str | None =
             GRADE_ID, model.card.version, im.name, im.sha256,
             probabilities={o: dict(zip(model.classes[o], map(float, probs[o][i]))) for o in model.classes},
             thresholds=_thresholds(model.card),
-            extras={"embryo_center": [round(cx, 1), round(cy, 1)], "embryo_radius": round(r, 1)},
+            extras={"embryo_center": [round(cx, 1), round(cy, 1)], "embryo_radius": round(r, 1),
+                    "embryo_in_view": round(share_in_view(im.pixels.shape, cx, cy, r), 2)},
             timings_ms={"locate": (t1 - t0) * 1000 / len(images), "grade": (t2 - t1) * 1000 / len(images)},
         )
         p.images["crop"] = crops[i]
@@ -210,13 +240,16 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
         raise ValueError(f"{path}: no labelled embryo images{f' in split {split!r}' if split else ''}")
     model = registry.load(GRADE_ID, device)
     probs = {o: [] for o in model.classes}
-    hashes = []
+    hashes, in_view = [], []
     for start in range(0, len(items), 32):
         batch = [load_rgb(it.path) for it in items[start:start + 32]]
         hashes += [f"{phash(im):016x}" for im in batch]
-        for o, p in model.predict([embryo_crop(im)[0] for im in batch]).items():
+        crops, circles = zip(*(embryo_crop(im) for im in batch))
+        in_view += [share_in_view(im.shape, *c) for im, c in zip(batch, circles)]
+        for o, p in model.predict(list(crops)).items():
             probs[o].append(p)
     probs = {o: np.concatenate(p) for o, p in probs.items()}
+    whole = np.array(in_view) >= TRUSTED_IN_VIEW  # the page warns about the others
     frames, metrics = [], {}
     for output, attr in (("stage", "stage"), ("quality", "quality")):
         # duplicate groups with conflicting labels have no trustworthy truth: left out of held-out scoring
@@ -229,11 +262,15 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
         frame = predictions_frame(
             [it.name for it in sel], output, labels, [getattr(it, attr) for it in sel], probs[output][idx],
             source=[it.source for it in sel], day=[it.day or "" for it in sel], group=[it.group for it in sel],
-            phash=[hashes[i] for i in idx],
+            phash=[hashes[i] for i in idx], embryo_in_view=[round(in_view[i], 2) for i in idx],
         )
         frames.append(frame)
         thr = _thresholds(model.card).get(output, 0.5)
         m = classification_metrics(frame["true"].tolist(), probs[output][idx], labels, threshold=thr)
+        kept = [k for k, i in enumerate(idx) if whole[i]]
+        if len(kept) < len(idx):  # the images the page does not warn about ("whole embryo in view")
+            m["whole_embryo_in_view"] = classification_metrics(
+                frame["true"].iloc[kept].tolist(), probs[output][np.array(idx)[kept]], labels, threshold=thr)
         if output == "quality":  # per day: the day-3 and day-5 good/not-good balance differ a lot
             m["by_day"] = {
                 day: classification_metrics(rows["true"].tolist(), probs[output][idx][rows.index.to_numpy()],
