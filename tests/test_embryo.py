@@ -342,9 +342,9 @@ def test_floor_on_hungvuong_heldout(monkeypatch):
     monkeypatch.setattr(core.evaluation, "store", lambda card, name, preds, metrics, meta: {"metrics": metrics})
     result = task.evaluate_grade(root, name="pytest", split="heldout")
     stage, quality = result["metrics"]["stage"], result["metrics"]["quality"]
-    assert stage["n"] >= 60 and stage["accuracy"] >= 0.78, stage["accuracy"]  # measured 0.82
+    assert stage["n"] >= 60 and stage["accuracy"] >= 0.83, stage["accuracy"]  # measured 0.87
     assert stage["roc_auc"] >= 0.90, stage["roc_auc"]  # measured 0.94
-    assert quality["roc_auc"] >= 0.68, quality["roc_auc"]  # measured 0.74
+    assert quality["roc_auc"] >= 0.66, quality["roc_auc"]  # measured 0.70
 
 
 @needs_grade
@@ -357,7 +357,7 @@ def test_floor_on_heldout_embryoscope_embryos(monkeypatch):
     stage = result["metrics"]["stage"]
     assert "quality" not in result["metrics"]
     assert set(stage["n_per_class"].values()) != {0}
-    assert stage["balanced_accuracy"] >= 0.83, stage["balanced_accuracy"]  # measured 0.89
+    assert stage["balanced_accuracy"] >= 0.88, stage["balanced_accuracy"]  # measured 0.92
 
 
 # --- bad uploads ----------------------------------------------------------------------------------------------------
