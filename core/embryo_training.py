@@ -97,9 +97,9 @@ def balanced_weights(keys: list, cap: float = 8.0) -> np.ndarray:
 def replicate_edges(view: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
     """Each side, with chance p, overwritten by a band (4-30 % of the side) repeating the row or column inside it.
 
-    A crop that reaches past its photo has such bands (crop_square replicates edges): every blastocyst crop of
-    the EmbryoScope set has them, and day-3 photos that the embryo fills get them at prediction. Putting them on
-    every class keeps "replicated edge" from standing for "blastocyst"."""
+    A crop that reaches past its photo has such bands (crop_square replicates edges). In the training crops they
+    marked the stage: 75 % of Hung Vuong blastocysts have one, 47 % of its cleavage images, and day-3 photos that
+    the embryo fills get them at prediction. Putting them on every class keeps them from standing for a stage."""
     n = view.shape[0]
     for side in range(4):
         if rng.random() < p:
@@ -290,6 +290,7 @@ def select_recipe(data: Path, recipes: list[tuple[int, int, float]], out: Path, 
 
 def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, train_items, conflicts,
                model_params: int, device: str = "cpu") -> None:
+    from .backends.keras import keras_backend
     from .registry import file_sha256, write_card as write
 
     counts = Counter((it.source, it.stage or "-", it.quality or "-") for it in train_items)
@@ -335,9 +336,8 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
              "split": "by embryo, same hash rule"},
         ],
         "recipe": {"input_px": INPUT, "epochs": epochs, "edge_band_p": EDGE_BAND_P, "batch": 32,
-                   "optimiser": "AdamW 3e-3, cosine decay", "backend": os.environ.get("KERAS_BACKEND", "tensorflow")
-                   if not device.startswith("cuda") else "torch (Keras 3 on an NVIDIA H100; scripts/gpu_train.py "
-                   "carries the cached crops there and runs fit_grade)"},
+                   "optimiser": "AdamW 3e-3, cosine decay", "keras_backend": keras_backend(),
+                   "device": device},
         "notes": {"recipe_selection": f"input size, epochs and edge bands chosen among the recipes in "
                                       f"recipe_selection.jsonl by the mean over seeds of (Hung Vuong stage accuracy "
                                       f"+ EmbryoScope stage balanced accuracy + quality ROC-AUC) on an inner "

@@ -293,9 +293,11 @@ def train_embryo(folder: Path, out: Path, variants: list[str]) -> None:
 def finish_embryo(results: Path, variant: str, seed: int) -> None:
     """The chosen model into weights/embryo-grade with its hashes and card, as `train embryo-grade` writes them."""
     import tarfile
+    import tomllib
 
     from core import WEIGHTS_DIR
     from core import embryo_training as et
+    from core.registry import write_card
 
     px, epochs, edge = et.parse_recipe(EMBRYO_VARIANTS[variant])
     assert (px, epochs, edge) == (et.INPUT, et.EPOCHS, et.EDGE_BAND_P), "set the chosen recipe in embryo_training"
@@ -313,6 +315,10 @@ def finish_embryo(results: Path, variant: str, seed: int) -> None:
     conflicts = sorted({f"{it.group} ({'/'.join(it.conflicts)})" for it in items if it.conflicts})
     et.write_train_hashes(folder, [it.name for it in items], images)
     et.write_card(folder, path, EMBRYO_DATA, epochs, seed, items, conflicts, model.count_params(), device="cuda")
+    card = tomllib.loads((folder / "card.toml").read_text())
+    card["recipe"] |= {"keras_backend": "torch", "trained_with": "scripts/gpu_train.py embryo on an NVIDIA H100: "
+                       "fit_grade on the cached training crops, Keras 3 on torch; the weights saved here as .keras"}
+    write_card(folder, card)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def share_in_view(shape: tuple[int, ...], cx: float, cy: float, r: float) -> flo
 
 def detected_circle(image: np.ndarray) -> tuple[float, float, float] | None:
     """(cx, cy, r) from embryo-dish's most confident box, in the classical locator's radius scale; None if none."""
-    found = registry.load(DISH_ID, "cpu").predict([image])[0]
+    found = registry.load(DISH_ID).predict([image])[0]
     if not len(found["boxes"]):
         return None
     x0, y0, x1, y1 = found["boxes"][int(np.argmax(found["scores"]))]
