@@ -46,11 +46,11 @@ class HeadNet(nn.Module):
     """64 px grey head crop -> (P(abnormal, normal), P(normal, tapered, pyriform, amorphous)); 4×4 final features
     (strided early: this project trains on two shared CPU cores)."""
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, stem_stride: int = 2):
         super().__init__()
         w = width
         self.features = nn.Sequential(OrderedDict(
-            stem=conv_bn(1, w, 2),
+            stem=conv_bn(1, w, stem_stride),
             block1=nn.Sequential(conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w)),
             block2=nn.Sequential(conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w)),
             block3=nn.Sequential(conv_bn(4 * w, 8 * w, 2), conv_bn(8 * w, 8 * w)),
@@ -68,8 +68,8 @@ class HeadNet(nn.Module):
         return a.softmax(1), b.softmax(1)
 
 
-def build_head_net(width: int = 16) -> HeadNet:
-    return HeadNet(width)
+def build_head_net(width: int = 16, stem_stride: int = 2) -> HeadNet:
+    return HeadNet(width, stem_stride)
 
 
 class SegNet(nn.Module):
@@ -214,13 +214,13 @@ def _augment_heads(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def fit_head(x: np.ndarray, y_normal: np.ndarray, y_shape: np.ndarray, epochs: int, seed: int,
-             log=log, device: str = "cpu", width: int = 16) -> HeadNet:
+             log=log, device: str = "cpu", width: int = 16, stem_stride: int = 2) -> HeadNet:
     """x: (N, 64, 64) uint8 grey; y_shape -1 where the shape is unknown (MHSMA). Augmented on the CPU."""
     if device == "cpu":
         _threads()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = build_head_net(width).to(device)
+    net = build_head_net(width, stem_stride).to(device)
     xt = torch.from_numpy(x.astype(np.float32)[:, None])
     yn = torch.from_numpy(y_normal.astype(np.int64)).to(device)
     ys = torch.from_numpy(y_shape.astype(np.int64)).to(device)
@@ -290,11 +290,22 @@ def _metrics_row(m: dict) -> dict:
     return {k: (round(m[k], 4) if isinstance(m[k], float) else m[k]) for k in keys if m.get(k) is not None}
 
 
-def fit_head_fold(hx, hn, hs, mx, mn, folds, fold: int | None, recipe: dict, seed: int, device: str) -> HeadNet:
-    """One model of the cross-validation (trained without HuSHeM fold `fold`), or the final one (fold None)."""
+def mhsma_folds(n: int, n_folds: int = N_FOLDS) -> np.ndarray:
+    """A fixed fold for each MHSMA training head (hash of its index: the file has no patient ids)."""
+    import zlib
+
+    return np.array([zlib.crc32(f"mhsma:{i}".encode()) % n_folds for i in range(n)])
+
+
+def fit_head_fold(hx, hn, hs, mx, mn, folds, fold: int | None, recipe: dict, seed: int, device: str,
+                  m_folds: np.ndarray | None = None) -> HeadNet:
+    """One model of the cross-validation (trained without HuSHeM fold `fold`, and without MHSMA fold `fold` when
+    `m_folds` is given), or the final one (fold None)."""
     train = folds != fold if fold is not None else np.ones(len(hx), bool)
-    return fit_head(*_mix(hx[train], hn[train], hs[train], mx, mn), recipe["epochs"],
-                    seed if fold is None else seed + 1 + fold, device=device, width=recipe["width"])
+    m_train = m_folds != fold if fold is not None and m_folds is not None else np.ones(len(mx), bool)
+    return fit_head(*_mix(hx[train], hn[train], hs[train], mx[m_train], mn[m_train]), recipe["epochs"],
+                    seed if fold is None else seed + 1 + fold, device=device, width=recipe["width"],
+                    stem_stride=recipe.get("stem_stride", 2))
 
 
 def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, trained=None) -> Path:
