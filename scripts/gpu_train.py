@@ -34,12 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = Path("../shared/data/sperm")  # run from the repository root, as the cards' train commands are
 # head recipes compared by 5-fold CV on the GPU; e100_w16 is the CPU recipe. The first four were compared on HuSHeM
-# CV alone (sperm-head 3.0); the "_s1" ones (stem stride 1: 8x8 final features) with MHSMA-train folds held out too.
+# CV alone (sperm-head 3.0); the later ones with MHSMA-train folds held out too: "_s1" (stem stride 1: 8x8 final
+# features), "_fixed" (MHSMA crops keep their scale: zoom ±5 % instead of 0.8-1.4, so head size stays a cue).
 HEAD_VARIANTS = {"e100_w16": {"epochs": 100, "width": 16}, "e300_w16": {"epochs": 300, "width": 16},
                  "e300_w32": {"epochs": 300, "width": 32}, "e600_w32": {"epochs": 600, "width": 32},
                  "e300_w16_s1": {"epochs": 300, "width": 16, "stem_stride": 1},
                  "e300_w32_s1": {"epochs": 300, "width": 32, "stem_stride": 1},
-                 "e600_w16_s1": {"epochs": 600, "width": 16, "stem_stride": 1}}
+                 "e600_w16_s1": {"epochs": 600, "width": 16, "stem_stride": 1},
+                 "e300_w16_fixed": {"epochs": 300, "width": 16, "mhsma_fixed_scale": True}}
 
 
 def pack(out: Path) -> None:
