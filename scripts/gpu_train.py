@@ -33,15 +33,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = Path("../shared/data/sperm")  # run from the repository root, as the cards' train commands are
-# head recipes compared by 5-fold CV on the GPU; e100_w16 is the CPU recipe. The first four were compared on HuSHeM
-# CV alone (sperm-head 3.0); the later ones with MHSMA-train folds held out too: "_s1" (stem stride 1: 8x8 final
-# features), "_fixed" (MHSMA crops keep their scale: zoom ±5 % instead of 0.8-1.4, so head size stays a cue).
+# head recipes compared by 5-fold CV on the GPU; e100_w16 is the CPU recipe. The later comparisons (`heads`) hold
+# out MHSMA-train folds too; the stem-stride-1 and fixed-MHSMA-scale variants they tried lost and live in 70346c4.
 HEAD_VARIANTS = {"e100_w16": {"epochs": 100, "width": 16}, "e300_w16": {"epochs": 300, "width": 16},
-                 "e300_w32": {"epochs": 300, "width": 32}, "e600_w32": {"epochs": 600, "width": 32},
-                 "e300_w16_s1": {"epochs": 300, "width": 16, "stem_stride": 1},
-                 "e300_w32_s1": {"epochs": 300, "width": 32, "stem_stride": 1},
-                 "e600_w16_s1": {"epochs": 600, "width": 16, "stem_stride": 1},
-                 "e300_w16_fixed": {"epochs": 300, "width": 16, "mhsma_fixed_scale": True}}
+                 "e300_w32": {"epochs": 300, "width": 32}, "e600_w32": {"epochs": 600, "width": 32}}
 
 
 def pack(out: Path) -> None:
@@ -172,13 +167,12 @@ def finish(results: Path, variant: str) -> None:
     seg.load_state_dict(seg_fit["state"])
     sperm._train_seg(DATA / "sperm_parsing_v2", seg_fit["recipe"], 0, WEIGHTS_DIR / sperm.SEG, "cuda",
                      trained=seg.eval())
-    epochs, width = HEAD_VARIANTS[variant]
+    recipe = HEAD_VARIANTS[variant]
     fits = torch.load(results / f"sperm_head_{variant}.pt", weights_only=False)
     oof_n, oof_s = _out_of_fold(fits, _load(Path(".gpu"))["folds"])
-    head = sperm.build_head_net(width)
+    head = sperm.build_head_net(recipe["width"])
     head.load_state_dict(fits[None]["state"])
-    sperm._train_head(DATA, {"epochs": epochs, "width": width}, 0, WEIGHTS_DIR / sperm.HEAD, "cuda",
-                      trained=(oof_n, oof_s, head.eval()))
+    sperm._train_head(DATA, recipe, 0, WEIGHTS_DIR / sperm.HEAD, "cuda", trained=(oof_n, oof_s, head.eval()))
     for model_id in (sperm.SEG, sperm.HEAD):
         _note_transport(WEIGHTS_DIR / model_id)
 

@@ -46,11 +46,11 @@ class HeadNet(nn.Module):
     """64 px grey head crop -> (P(abnormal, normal), P(normal, tapered, pyriform, amorphous)); 4×4 final features
     (strided early: this project trains on two shared CPU cores)."""
 
-    def __init__(self, width: int = 16, stem_stride: int = 2):
+    def __init__(self, width: int = 16):
         super().__init__()
         w = width
         self.features = nn.Sequential(OrderedDict(
-            stem=conv_bn(1, w, stem_stride),
+            stem=conv_bn(1, w, 2),
             block1=nn.Sequential(conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w)),
             block2=nn.Sequential(conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w)),
             block3=nn.Sequential(conv_bn(4 * w, 8 * w, 2), conv_bn(8 * w, 8 * w)),
@@ -68,8 +68,8 @@ class HeadNet(nn.Module):
         return a.softmax(1), b.softmax(1)
 
 
-def build_head_net(width: int = 16, stem_stride: int = 2) -> HeadNet:
-    return HeadNet(width, stem_stride)
+def build_head_net(width: int = 16) -> HeadNet:
+    return HeadNet(width)
 
 
 class SegNet(nn.Module):
@@ -192,14 +192,11 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std.clamp_min(1.0)
 
 
-def _augment_heads(x: torch.Tensor, gen: torch.Generator, fixed_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """x: (B, 1, 64, 64) on the 0–255 scale: any rotation, flips, zoom, shift, contrast, blur and noise. Where
-    `fixed_scale` is True the zoom stays within ±5 %: those crops keep the head's true size."""
+def _augment_heads(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """x: (B, 1, 64, 64) on the 0–255 scale: any rotation, flips, zoom, shift, contrast, blur and noise."""
     b = x.shape[0]
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=gen)  # noqa: E731
     angle, zoom = u(0, 2 * np.pi), torch.exp(u(np.log(0.8), np.log(1.4)))
-    if fixed_scale is not None:
-        zoom = torch.where(fixed_scale, torch.exp(u(np.log(0.95), np.log(1.05))), zoom)
     flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos * flip, -sin, u(-0.1, 0.1)], 1),
@@ -217,14 +214,13 @@ def _augment_heads(x: torch.Tensor, gen: torch.Generator, fixed_scale: torch.Ten
 
 
 def fit_head(x: np.ndarray, y_normal: np.ndarray, y_shape: np.ndarray, epochs: int, seed: int,
-             log=log, device: str = "cpu", width: int = 16, stem_stride: int = 2,
-             mhsma_fixed_scale: bool = False) -> HeadNet:
+             log=log, device: str = "cpu", width: int = 16) -> HeadNet:
     """x: (N, 64, 64) uint8 grey; y_shape -1 where the shape is unknown (MHSMA). Augmented on the CPU."""
     if device == "cpu":
         _threads()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = build_head_net(width, stem_stride).to(device)
+    net = build_head_net(width).to(device)
     xt = torch.from_numpy(x.astype(np.float32)[:, None])
     yn = torch.from_numpy(y_normal.astype(np.int64)).to(device)
     ys = torch.from_numpy(y_shape.astype(np.int64)).to(device)
@@ -238,8 +234,7 @@ def fit_head(x: np.ndarray, y_normal: np.ndarray, y_shape: np.ndarray, epochs: i
         total, t0 = 0.0, time.perf_counter()
         for start in range(0, len(x), batch):
             idx = order[start:start + batch]
-            fixed = (ys[idx] < 0).cpu() if mhsma_fixed_scale else None  # shape unknown: an MHSMA head
-            xb = _standardise(_augment_heads(xt[idx], gen, fixed).to(device))
+            xb = _standardise(_augment_heads(xt[idx], gen).to(device))
             idx = idx.to(device)
             ln, ls = net.logits(xb)
             loss = F.cross_entropy(ln, yn[idx], label_smoothing=0.05)
@@ -309,8 +304,7 @@ def fit_head_fold(hx, hn, hs, mx, mn, folds, fold: int | None, recipe: dict, see
     train = folds != fold if fold is not None else np.ones(len(hx), bool)
     m_train = m_folds != fold if fold is not None and m_folds is not None else np.ones(len(mx), bool)
     return fit_head(*_mix(hx[train], hn[train], hs[train], mx[m_train], mn[m_train]), recipe["epochs"],
-                    seed if fold is None else seed + 1 + fold, device=device, width=recipe["width"],
-                    stem_stride=recipe.get("stem_stride", 2), mhsma_fixed_scale=recipe.get("mhsma_fixed_scale", False))
+                    seed if fold is None else seed + 1 + fold, device=device, width=recipe["width"])
 
 
 def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, trained=None) -> Path:
