@@ -5,6 +5,7 @@ The device tool carries at most 64 MiB, so the training arrays travel packed:
   python scripts/gpu_train.py pack .gpu                      # here: .gpu/sperm.npz (prepared fields, head crops)
   python scripts/gpu_train.py train .gpu $OUT [VARIANT...]   # there: the models in parallel -> $OUT/sperm_*.pt
   python scripts/gpu_train.py finish RESULTS_DIR VARIANT     # here: cards, hashes and evaluations
+  python scripts/gpu_train.py heads .gpu $OUT VARIANT...     # there: head recipes only, MHSMA-train folds held out too
 
   python scripts/gpu_train.py pack-timelapse .gpu_tl          # here: the images timelapse-stage trains on
   python scripts/gpu_train.py timelapse $OUT                  # there, with ../shared/data linked to .gpu_tl/data:
@@ -302,7 +303,7 @@ def _embryo_job(folder: str, variant: str, seed: int, inner: bool, out: str):
 
 def train_embryo(folder: Path, out: Path, variants: list[str]) -> None:
     """Every variant and seed on the inner split and on all training groups, in parallel; the inner rows (with
-    their validation probabilities, for seed ensembles) go to embryo_inner.jsonl, the models to embryo_models.tar."""
+    their validation probabilities, for seed ensembles) go to embryo_inner.jsonl, the weights to embryo_<variant>.tar."""
     import multiprocessing as mp
     import tarfile
 
