@@ -258,6 +258,15 @@ def score_inner(model, val: list[ds.Item], val_cache: np.ndarray, input_px: int)
     return row, {o: np.asarray(p) for o, p in probs.items()}
 
 
+def fit_and_score_inner(keras, items: list[ds.Item], cache: np.ndarray, input_px: int, epochs: int, seed: int,
+                        edge_band_p: float) -> tuple[dict, dict]:
+    """A model fitted on the training groups outside the inner validation split, scored on that split."""
+    inner = inner_validation(items)
+    model = fit_grade(keras, [it for it, v in zip(items, inner) if not v], cache[~inner], input_px, epochs, seed,
+                      edge_band_p)
+    return score_inner(model, [it for it, v in zip(items, inner) if v], cache[inner], input_px)
+
+
 def parse_recipe(text: str) -> tuple[int, int, float]:
     """'128x40' or '128x40e0.3' -> (input px, epochs, edge band chance)."""
     size, rest = text.split("x")
@@ -274,13 +283,11 @@ def select_recipe(data: Path, recipes: list[tuple[int, int, float]], out: Path, 
     train_items = [it for it in collect(data) if it.split == "train"]
     inner = inner_validation(train_items)
     _, cache = cache_crops(train_items)
-    fit_idx, val_idx = np.nonzero(~inner)[0], np.nonzero(inner)[0]
     rows = []
     for input_px, epochs, edge in recipes:
-        model = fit_grade(keras, [train_items[i] for i in fit_idx], cache[fit_idx], input_px, epochs, seed, edge)
-        scores, _ = score_inner(model, [train_items[i] for i in val_idx], cache[val_idx], input_px)
+        scores, _ = fit_and_score_inner(keras, train_items, cache, input_px, epochs, seed, edge)
         row = {"input_px": input_px, "epochs": epochs, "edge_band_p": edge, "seed": seed,
-               "n_fit": len(fit_idx), "n_validation": len(val_idx), **scores}
+               "n_fit": int((~inner).sum()), "n_validation": int(inner.sum()), **scores}
         log(json.dumps(row))
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")

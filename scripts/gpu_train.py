@@ -294,9 +294,7 @@ def _embryo_job(folder: str, variant: str, seed: int, inner: bool, out: str):
         model = et.fit_grade(keras, items, cache, px, epochs, seed, edge)
         np.savez(Path(out) / f"embryo_{variant}_s{seed}.npz", *model.get_weights())  # 1.3 MB, no optimiser state
         return {"variant": variant, "seed": seed, "final": True, "seconds": time.perf_counter() - t0}
-    val = et.inner_validation(items)
-    model = et.fit_grade(keras, [it for it, v in zip(items, val) if not v], cache[~val], px, epochs, seed, edge)
-    scores, probs = et.score_inner(model, [it for it, v in zip(items, val) if v], cache[val], px)
+    scores, probs = et.fit_and_score_inner(keras, items, cache, px, epochs, seed, edge)
     return {"variant": variant, "recipe": EMBRYO_VARIANTS[variant], "seed": seed, "seconds": time.perf_counter() - t0,
             **scores, "probs": {o: p.tolist() for o, p in probs.items()}}
 

@@ -92,8 +92,8 @@ def find_embryo(image: np.ndarray) -> tuple[float, float, float]:
     return cx, cy, r
 
 
-def embryo_crop(image: np.ndarray, out: int = 128, side: float = CROP_SIDE, locate=find_embryo,
-                ) -> tuple[np.ndarray, tuple[float, float, float]]:
+def embryo_crop(image: np.ndarray, out: int = 128, side: float = CROP_SIDE,
+                locate=find_embryo) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The normalised square crop around the embryo (side = `side` radii), and the located (cx, cy, r)."""
     cx, cy, r = locate(image)
     return crop_square(image, cx, cy, side * r, out), (cx, cy, r)
@@ -281,7 +281,8 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
     predictions = pd.concat(frames, ignore_index=True)
     meta = {"data_path": str(Path(path).resolve()), "layouts": layouts, "split": split or "all (pooled)",
             "n": len(items), "items_in_conflicting_duplicate_groups": excluded,
-            "crop": f"embryo_crop (classical localisation, side {CROP_SIDE} radii)"}
+            "crop": f"embryo_crop (classical localisation, embryo-dish where its circle is under "
+                    f"{TRUSTED_IN_VIEW:.0%} in view; side {CROP_SIDE} radii)"}
     result = store(model.card, name, predictions, metrics, meta)
     from ..embryo_training import CARD_EVALUATIONS, update_card_metrics
 
