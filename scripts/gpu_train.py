@@ -189,9 +189,9 @@ def _note_transport(folder: Path) -> None:
     write_card(folder, card)
 
 
-# (input px, load px, encoder epochs) compared by leave-one-embryo-out on the embryo-dish framing of 4.0; s160_e60 is
-# 3.0's recipe (which read the central 60 % of each frame: 3.0's folds are in weights/timelapse-stage/loeo of 6ed5f13)
-TIMELAPSE_VARIANTS = {"s160_e60": (160, 200, 60), "s112_e150": (112, 140, 150), "s192_e60": (192, 240, 60)}
+# (input px, load px, encoder epochs) compared by leave-one-embryo-out; s112_e60 was timelapse-stage 2.0's recipe.
+TIMELAPSE_VARIANTS = {"s112_e60": (112, 140, 60), "s160_e60": (160, 200, 60), "s112_e150": (112, 140, 150),
+                      "s160_e150": (160, 200, 150)}
 LOEO_EMBRYOS = ("AB028-6", "AA83-7", "AAL839-6")
 
 
@@ -236,13 +236,10 @@ def _timelapse_job(variant: str, embryo: str | None, out: str) -> str:
 
 def train_timelapse(out: Path) -> None:
     import multiprocessing as mp
-    import shutil
     import tarfile
 
     from core.tasks import timelapse
 
-    for variant in TIMELAPSE_VARIANTS:  # the detector that frames the embryo, inside each variant's weights folder
-        shutil.copytree("weights/embryo-dish", out / variant / "embryo-dish", dirs_exist_ok=True)
     with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
         jobs = [pool.submit(_timelapse_job, v, e, str(out)) for v in TIMELAPSE_VARIANTS for e in [*LOEO_EMBRYOS, None]]
         for job in jobs:

@@ -74,21 +74,13 @@ def share_in_view(shape: tuple[int, ...], cx: float, cy: float, r: float) -> flo
     return float(((x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])).mean())
 
 
-def detected_circles(images: list[np.ndarray]) -> list[tuple[float, float, float] | None]:
-    """Per image (cx, cy, r) from embryo-dish's most confident box, in the classical locator's radius scale; None
-    where it finds no embryo."""
-    out = []
-    for found in registry.load(DISH_ID).predict([np.dstack([im] * 3) if im.ndim == 2 else im for im in images]):
-        if not len(found["boxes"]):
-            out.append(None)
-            continue
-        x0, y0, x1, y1 = found["boxes"][int(np.argmax(found["scores"]))]
-        out.append((float(x0 + x1) / 2, float(y0 + y1) / 2, BOX_TO_RADIUS * float(max(x1 - x0, y1 - y0))))
-    return out
-
-
 def detected_circle(image: np.ndarray) -> tuple[float, float, float] | None:
-    return detected_circles([image])[0]
+    """(cx, cy, r) from embryo-dish's most confident box, in the classical locator's radius scale; None if none."""
+    found = registry.load(DISH_ID).predict([image])[0]
+    if not len(found["boxes"]):
+        return None
+    x0, y0, x1, y1 = found["boxes"][int(np.argmax(found["scores"]))]
+    return float(x0 + x1) / 2, float(y0 + y1) / 2, BOX_TO_RADIUS * float(max(x1 - x0, y1 - y0))
 
 
 def find_embryo(image: np.ndarray) -> tuple[float, float, float]:

@@ -24,18 +24,15 @@ from torch import nn
 from .. import WEIGHTS_DIR, audit, registry
 from ..datasets import gomez
 from ..datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
-from ..preprocess import normalise
+from ..preprocess import centre_square, normalise
 from ..results import Prediction
-from .embryo import BOX_TO_RADIUS, crop_square, detected_circles
 from ..sequence import DEFAULT_MINUTES, EVENTS, FrameSequence, decode, event_frames
 
 MODEL_ID = "timelapse-stage"
 SIZE = 160  # 160 beat 112 on leave-one-embryo-out (median t2–t5 error 5.5 vs 32.5 frames; scripts/gpu_train.py)
 LOAD = 200  # training images are kept at this size and warped to SIZE by the augmentation
-CROP_FILL = 0.85  # the embryo spans this much of the model's input (embryo-dish's box, or a tight embryo crop)
-LOCATE_SAMPLES = 32  # most embryo-dish calls per sequence: the embryo barely moves between frames
-WELL_FRACTION = 0.6  # where embryo-dish finds no embryo the model reads the central 60 % of the frame
-FRAME_MARGIN = 1.25  # training frames keep this much context around the model's view, for the zoom augmentation
+WELL_FRACTION = 0.6  # the model reads the central 60 % of a whole-well frame, where the embryo sits (card: centre_crop)
+CROP_FILL = 0.85  # an embryo crop (blastocyst crops, Hung Vuong) spans this much of the model's input
 EMB = 96
 BATCH = 64  # frames per encoder batch at inference
 TEMPORALS = ("none", "gru", "tcn")  # sequence models compared on the leave-one-embryo-out folds
@@ -129,60 +126,18 @@ def build_net(temporal: str = TEMPORAL, width: int = 64) -> TimelapseNet:
     return TimelapseNet(temporal, width)
 
 
-# --- framing: the square around the embryo that the model reads ------------------------------------------------
-Box = tuple[float, float, float]  # (cx, cy, side) in frame pixels
-
-
-def centre_box(frame: np.ndarray) -> Box:
-    h, w = frame.shape[:2]
-    return w / 2, h / 2, WELL_FRACTION * min(h, w)
-
-
-def view_boxes(frames: list[np.ndarray], independent: bool = False) -> tuple[list[Box], float]:
-    """Per frame the square the model reads, and the share of located frames where embryo-dish found the embryo.
-
-    A sequence is located on up to LOCATE_SAMPLES frames spread over it; every frame takes the centre found in the
-    nearest of them and the sequence one side (the embryo at CROP_FILL of the view, from the median box), so that
-    cells keep their scale from frame to frame. `independent`: every frame located on its own (unrelated images).
-    Where nothing is found the model reads the central WELL_FRACTION square of the frame."""
-    n = len(frames)
-    picks = list(range(n)) if independent else np.unique(np.linspace(0, n - 1, min(n, LOCATE_SAMPLES)).round().astype(int)).tolist()
-    found = {i: c for i, c in zip(picks, detected_circles([frames[i] for i in picks])) if c is not None}
-    if not found:
-        return [centre_box(f) for f in frames], 0.0
-    to_side = lambda r: r / BOX_TO_RADIUS / CROP_FILL  # noqa: E731  (radius in the detector's scale -> view side)
-    side = to_side(float(np.median([c[2] for c in found.values()])))
-    keys = np.array(sorted(found))
-    boxes = []
-    for t, frame in enumerate(frames):
-        if independent:
-            c = found.get(t)
-            boxes.append((c[0], c[1], to_side(c[2])) if c else centre_box(frame))
-        else:
-            c = found[int(keys[np.argmin(np.abs(keys - t))])]
-            boxes.append((c[0], c[1], side))
-    return boxes, len(found) / len(picks)
-
-
-def frame_view(frame: np.ndarray, box: Box, size: int | None = None, margin: float = 1.0) -> np.ndarray:
-    """The model's view of a frame: the box (× margin) resampled to size × size."""
-    cx, cy, side = box
-    return crop_square(frame, cx, cy, side * margin, size or SIZE)
-
-
 # --- inference -------------------------------------------------------------------------------------------
 def _tensor(model, x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(model.device)
 
 
-def sequence_probabilities(model, frames: list[np.ndarray], boxes: list[Box], progress=None, batch: int = BATCH):
-    """(stage (T, 4), phase (T, 16)) probabilities of every frame's view, in context; progress(done, total) per batch."""
+def sequence_probabilities(model, frames: list[np.ndarray], progress=None, batch: int = BATCH):
+    """(stage (T, 4), phase (T, 16)) probabilities of every frame, in context; progress(done, total) per batch."""
     net = model.net
     embs = []
     with torch.inference_mode():
         for start in range(0, len(frames), batch):
-            views = [frame_view(f, b) for f, b in zip(frames[start:start + batch], boxes[start:start + batch])]
-            embs.append(net.embed(_tensor(model, model.prepare(views))))
+            embs.append(net.embed(_tensor(model, model.prepare(frames[start:start + batch]))))
             if progress:
                 progress(min(start + batch, len(frames)), len(frames))
         s, p = net.sequence(torch.cat(embs)[None])
@@ -194,8 +149,7 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
     """One Prediction for a whole sequence: per-frame probabilities, raw and decoded stage/phase, event times."""
     model = registry.load(model_id, device)
     t0 = time.perf_counter()
-    boxes, found = view_boxes(seq.frames)
-    stage_p, phase_p = sequence_probabilities(model, seq.frames, boxes, progress)
+    stage_p, phase_p = sequence_probabilities(model, seq.frames, progress)
     t1 = time.perf_counter()
     stage_dec, phase_dec = decode(stage_p, phase_p, switch_cost)
     hours = (np.arange(len(seq)) * minutes_per_frame / 60.0).round(3)
@@ -208,8 +162,6 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
         "skipped": list(seq.skipped),
         "frame_names": list(seq.names),
         "hours": hours,
-        "view_boxes": [tuple(round(v, 1) for v in b) for b in boxes],
-        "embryo_found": found,
         "stage_probs": stage_p.round(5),
         "phase_probs": phase_p.round(5),
         "stage_raw": [STAGES[i] for i in stage_p.argmax(1)],
@@ -251,11 +203,10 @@ def events_table(pred: Prediction) -> pd.DataFrame:
 
 
 def predict_images(model_id: str, images, device: str | None = None) -> list[Prediction]:
-    """Per-frame predictions (encoder heads only, no temporal context), each image framed on its own."""
+    """Per-frame predictions (encoder heads only, no temporal context): one Prediction per image."""
     model = registry.load(model_id, device)
     t0 = time.perf_counter()
-    frames = [im.pixels for im in images]
-    out = model.predict([frame_view(f, b) for f, b in zip(frames, view_boxes(frames, independent=True)[0])])
+    out = model.predict([im.pixels for im in images])
     ms = (time.perf_counter() - t0) * 1000 / max(len(images), 1)
     return [Prediction(model_id, model.card.version, im.name, im.sha256,
                        probabilities={o: dict(zip(model.classes[o], map(float, out[o][i]))) for o in out},
@@ -308,27 +259,20 @@ def find_layouts(root: Path, depth: int = 3) -> dict[str, list[Path]]:
     return found
 
 
-def _read_grey(path: Path) -> np.ndarray:
+def _load_grey(path: Path, whole_well: bool, size: int | None = None) -> np.ndarray:
+    """A training image at LOAD px: the central WELL_FRACTION of a whole-well frame (what the model reads of it at
+    inference), or an embryo crop as it is."""
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"cannot read {path}")
-    return img
-
-
-def _load_crop(path: Path) -> np.ndarray:
-    """An embryo crop (blastocyst crops, Hung Vuong) at LOAD px as it is."""
-    return cv2.resize(_read_grey(path), (LOAD, LOAD), interpolation=cv2.INTER_AREA)
-
-
-def _load_sequence(paths: list[Path]) -> list[np.ndarray]:
-    """Whole-well frames of one embryo at LOAD px: the model's view as inference frames it, with FRAME_MARGIN context."""
-    frames = [_read_grey(p) for p in paths]
-    return [frame_view(f, b, LOAD, FRAME_MARGIN) for f, b in zip(frames, view_boxes(frames)[0])]
+    if whole_well:
+        img = centre_square(img, WELL_FRACTION)
+    size = size or LOAD
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def crop_as_well_frame(image: np.ndarray) -> np.ndarray:
-    """An embryo crop padded with its border's level, like an embryo in a whole-well frame (with the embryo at
-    CROP_FILL of the central WELL_FRACTION, should embryo-dish miss it)."""
+    """An embryo crop padded with its border's level so that the model's centre crop shows it at CROP_FILL."""
     h, w = image.shape[:2]
     pad = int(round(max(h, w) * (1 / (CROP_FILL * WELL_FRACTION) - 1) / 2))
     edge = np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]), axis=0)
@@ -382,9 +326,8 @@ def load_pool(data: Path, want) -> Pool:
             if not want("gomez", e.name, len(e.frames)):
                 continue
             frames = e.frames[::stride] if len(e.frames) >= MIN_SEQUENCE else e.frames
-            views = _load_sequence([f.path for f in frames])
-            idx = [pool.add(f.path, v, f.stage, f.phase, False, f"{e.name}/{f.path.name}", e.name)
-                   for f, v in zip(frames, views)]
+            idx = [pool.add(f.path, _load_grey(f.path, True), f.stage, f.phase, False, f"{e.name}/{f.path.name}", e.name)
+                   for f in frames]
             if len(e.frames) >= MIN_SEQUENCE:
                 pool.sequences[e.name] = idx
         log(f"gomez {root}: {len(embryos)} embryos, time stride {stride}")
@@ -393,7 +336,7 @@ def load_pool(data: Path, want) -> Pool:
             if not want("crops", name, len(paths)):
                 continue
             paths = sorted(paths, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-            idx = [pool.add(p, _load_crop(p), "blastocyst", None, True, f"crops/{p.name}", name) for p in paths]
+            idx = [pool.add(p, _load_grey(p, False), "blastocyst", None, True, f"crops/{p.name}", name) for p in paths]
             pool.sequences[f"crops:{name}"] = idx
     for folder in layouts["hungvuong"]:
         labels = pd.read_csv(folder / "train.csv")
@@ -401,15 +344,14 @@ def load_pool(data: Path, want) -> Pool:
             stage = "cleavage" if image.startswith("D3_") else "blastocyst" if image.startswith("D5_") and cls == 1 else None
             path = folder / "train" / image
             if stage and want("hungvuong", image, 1) and path.is_file():
-                pool.add(path, _load_crop(path), stage, None, True, f"hungvuong/{image}", f"hv:{image}")
+                pool.add(path, _load_grey(path, False), stage, None, True, f"hungvuong/{image}", f"hv:{image}")
     return pool
 
 
 def augment(img: np.ndarray, zoomed: bool, rng: np.random.Generator, strong: bool = True) -> np.ndarray:
-    """Random rotation, flip, zoom, shift and photometric change, LOAD px -> SIZE px (float32, 0–255): the embryo
-    spans CROP_FILL × (0.8–1.15) of the result, whether from a tight crop or a frame view with FRAME_MARGIN."""
+    """Random rotation, flip, zoom, shift and photometric change, LOAD px -> SIZE px (float32, 0–255)."""
     angle = rng.uniform(0, 360)
-    zoom = (CROP_FILL if zoomed else FRAME_MARGIN) * (rng.uniform(0.8, 1.15) if strong else rng.uniform(0.95, 1.1))
+    zoom = CROP_FILL * rng.uniform(0.8, 1.15) if zoomed else rng.uniform(0.9, 1.3) if strong else rng.uniform(0.95, 1.1)
     c = LOAD / 2 + rng.uniform(-8, 8, 2) * (1 if strong else 0.5)
     m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), angle, zoom * SIZE / LOAD)
     m[:, 2] += SIZE / 2 - c
@@ -431,9 +373,8 @@ def augment(img: np.ndarray, zoomed: bool, rng: np.random.Generator, strong: boo
 
 
 def plain(img: np.ndarray) -> np.ndarray:
-    """What inference sees of a training frame view: its centre without the margin, at SIZE."""
-    c = LOAD / 2
-    return crop_square(img, c, c, LOAD / FRAME_MARGIN, SIZE).astype(np.float32)
+    """What inference sees: the frame resized to SIZE."""
+    return cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def _batch(arrs: list[np.ndarray]) -> torch.Tensor:
@@ -674,12 +615,10 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                                 "or blastocyst crops found")
     if split:
         sequences = [s for s in sequences if is_heldout(s[0], len(s[1])) == (split == "heldout")]
-    frames_s, frames_p, reports, located = [], [], {}, {}
+    frames_s, frames_p, reports = [], [], {}
     for emb, paths, phases, stages, crops in sequences:
         images = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
-        frames = [crop_as_well_frame(im) for im in images] if crops else images
-        boxes, found = view_boxes(frames)
-        stage_p, phase_p = sequence_probabilities(model, frames, boxes)
+        stage_p, phase_p = sequence_probabilities(model, [crop_as_well_frame(im) for im in images] if crops else images)
         dec_s, dec_p = decode(stage_p, phase_p, SWITCH_COST)
         keep = [i for i, s in enumerate(stages) if s]
         items = [f"{emb}/{paths[i].name}" for i in keep]
@@ -695,16 +634,14 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
         if any(phases):
             reports[emb] = {"events": event_frames(dec_p),
                             "true_events": event_frames([PHASES.index(p) if p else None for p in phases])}
-        located[emb] = found
-        log(f"{emb}: {len(paths)} frames, embryo found in {found:.0%} of the located ones")
+        log(f"{emb}: {len(paths)} frames")
     meta = {"data": str(path.resolve()), "layout": {k: [str(p) for p in v] for k, v in layouts.items() if v},
             "split": split or "all", "embryos": [s[0] for s in sequences], "events": reports,
-            "embryo_found_share": located,
             "note": "each embryo is one sequence in frame order; probabilities are the sequence model's (the "
                     "encoder's per-frame ones when the card's temporal head is 'none'); "
-                    "'decoded' is the left-to-right Viterbi path; unannotated frames are left out; every frame is read "
-                    "as a user's would be (embryo-dish on up to 32 frames per embryo, view_boxes); blastocyst crops "
-                    "are first padded with their border level (crop_as_well_frame) to look like a whole-well frame"}
+                    "'decoded' is the left-to-right Viterbi path; unannotated frames are left out; blastocyst crops are "
+                    "padded with their border level (crop_as_well_frame) so that the model's centre crop shows "
+                    "them as it shows an embryo in a whole-well frame"}
     result = evaluate_classifier_outputs(model.card, name, frames_s + frames_p, meta)
     for frames, output in ((frames_s, "stage"), (frames_p, "phase")):
         if frames and output in result["metrics"]:
@@ -796,13 +733,11 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
         "framework": "torch",
         "file": "model.pt",
         "sha256": registry.file_sha256(folder / "model.pt"),
-        "version": "4.0",
+        "version": "3.0",
         "architecture": "core.tasks.timelapse:build_net",
         "arch_kwargs": {"temporal": TEMPORAL},
         "classes": {"stage": STAGES, "phase": PHASES},
-        "input": {"size": [SIZE, SIZE], "channels": 1, "normalise": "per_image",
-                  "framing": f"a square around the embryo found by embryo-dish (embryo at {CROP_FILL:.0%} of it), "
-                             f"or the central {WELL_FRACTION:.0%} of the frame where none is found"},
+        "input": {"size": [SIZE, SIZE], "channels": 1, "normalise": "per_image", "centre_crop": WELL_FRACTION},
         "explain": {"layer": "encoder.8"},
         "train_command": f"python -m core train {model_id} --data ../shared/data --seed {seed} --epochs {epochs}"
                          + (" --device cuda" if device.startswith("cuda") else ""),
@@ -814,9 +749,8 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
             "Trained on 2 complete early sequences (up to t8 / t9+), 3 blastocyst-crop embryos and Hung Vuong still "
             "images: it has never seen a morula (tM) frame, nor tSB/tB/tEB/tHB with their finer phase (blastocyst "
             "crops carry the stage only), so morula is essentially never predicted and blastocyst sub-phases are "
-            "guesses. One EmbryoScope clinic, central focal plane, 500 px grey frames; the model reads a square "
-            "around the embryo that embryo-dish finds (if it finds none, the central "
-            f"{WELL_FRACTION * 100:.0f} % of each frame, where a small or off-centre embryo is read poorly); "
+            "guesses. One EmbryoScope clinic, central focal plane, 500 px grey frames; the model reads the central "
+            f"{WELL_FRACTION * 100:.0f} % of each frame (the embryo must sit near the middle of the well image); "
             "other instruments and magnifications are untested. Frames 15 min apart by default: event hours depend on the interval the "
             "user gives. Not a medical device."),
         "notes": {"temporal_comparison": "see [metrics.\"gomez2022/leave-one-embryo-out\"] (chosen head) and "
