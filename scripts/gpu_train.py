@@ -10,6 +10,7 @@ The device tool carries at most 64 MiB, so the training arrays travel packed:
   python scripts/gpu_train.py pack-timelapse .gpu_tl          # here: the images timelapse-stage trains on
   python scripts/gpu_train.py timelapse $OUT                  # there, with ../shared/data linked to .gpu_tl/data:
                                                               # LOEO folds + final model per variant
+  python scripts/gpu_train.py timelapse-loeo $OUT VARIANT SEED...  # there: LOEO folds only, several seeds
 
   python scripts/gpu_train.py pack-embryo .gpu_em             # here: embryo-grade's cached training crops
   python scripts/gpu_train.py embryo .gpu_em $OUT [VARIANT...]  # there (KERAS_BACKEND=torch): each variant, seed
@@ -214,8 +215,9 @@ def pack_timelapse(out: Path) -> None:
             shutil.copy(hv / "train" / image, dest / "train" / image)
 
 
-def _timelapse_job(variant: str, embryo: str | None, out: str) -> str:
+def _timelapse_job(variant: str, embryo: str | None, out: str, seed: int = 0) -> str:
     """One leave-one-embryo-out fold, or (embryo None) the final model with its card and held-out evaluation."""
+    out = str(Path(out) / f"seed{seed}") if seed else out
     os.environ["REPRO_WEIGHTS_DIR"] = str(Path(out) / variant)
     import torch
 
@@ -226,12 +228,28 @@ def _timelapse_job(variant: str, embryo: str | None, out: str) -> str:
     data = Path("../shared/data")
     folder = Path(out) / variant / timelapse.MODEL_ID
     if embryo is None:
-        timelapse.train(timelapse.MODEL_ID, data, "cuda", epochs, 0)
+        timelapse.train(timelapse.MODEL_ID, data, "cuda", epochs, seed)
     else:
-        result = timelapse.leave_one_out(data, embryo, epochs, 0, "cuda", temporals=("none",))
+        result = timelapse.leave_one_out(data, embryo, epochs, seed, "cuda", temporals=("none",))
         (folder / "loeo").mkdir(parents=True, exist_ok=True)
         (folder / "loeo" / f"{embryo}.json").write_text(json.dumps(result, indent=2))
-    return f"{variant} {embryo or 'final'} done"
+    return f"{variant} {embryo or 'final'} seed {seed} done"
+
+
+def loeo_seeds(out: Path, variant: str, seeds: list[int]) -> None:
+    """The leave-one-embryo-out folds of one recipe with several seeds (every view count scored on each fold)."""
+    import multiprocessing as mp
+
+    from core.tasks import timelapse
+
+    with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
+        jobs = [pool.submit(_timelapse_job, variant, e, str(out), s) for s in seeds for e in LOEO_EMBRYOS]
+        for job in jobs:
+            print(job.result(), flush=True)
+    for seed in seeds:
+        folder = (out / f"seed{seed}" if seed else out) / variant / timelapse.MODEL_ID
+        for kind, row in timelapse.loeo_summary_to_card(folder).items():
+            print(f"seed {seed} {kind}", json.dumps(row), flush=True)
 
 
 def train_timelapse(out: Path) -> None:
@@ -246,7 +264,8 @@ def train_timelapse(out: Path) -> None:
             print(job.result(), flush=True)
     for variant in TIMELAPSE_VARIANTS:
         folder = out / variant / timelapse.MODEL_ID
-        print(variant, "LOEO", json.dumps(timelapse.loeo_summary_to_card(folder)["none"]), flush=True)
+        for kind, row in timelapse.loeo_summary_to_card(folder).items():
+            print(variant, "LOEO", kind, json.dumps(row), flush=True)
         with tarfile.open(out / f"timelapse_{variant}.tar", "w") as tar:
             tar.add(folder, arcname=variant)
 
@@ -366,6 +385,8 @@ if __name__ == "__main__":
         pack_timelapse(Path(sys.argv[2]))
     elif cmd == "timelapse":
         train_timelapse(Path(sys.argv[2]))
+    elif cmd == "timelapse-loeo":
+        loeo_seeds(Path(sys.argv[2]), sys.argv[3], [int(s) for s in sys.argv[4:]])
     elif cmd == "finish":
         finish(Path(sys.argv[2]), sys.argv[3])
     elif cmd == "pack-embryo":
