@@ -43,6 +43,7 @@ MAX_TRAIN_FRAMES = 60_000  # the full public set (704 embryos) is subsampled in 
 SWITCH_COST = 4.0  # Viterbi cost of one stage/phase change, log units
 EPOCHS = 60  # encoder epochs (1024 frames each): 60 beat 30 on the leave-one-embryo-out folds
 TEMPORAL_STEPS = 400  # training steps of the temporal head on frozen encoder embeddings
+PHASE_HEAD = "softmax"  # "softmax": one logit per phase; "ordinal": OrdinalHead
 TEST_VIEWS = 2  # views averaged at inference (1 the frame, 2 + mirrored, 4 + flipped, turned half round): 2 won on LOEO
 VIEW_OPTIONS = (1, 2, 4)  # compared on the leave-one-embryo-out folds
 STAGE_IDX = np.array([STAGES.index(STAGE_OF_PHASE[p]) for p in PHASES])
@@ -82,8 +83,25 @@ class TemporalGRU(nn.Module):
         return self.gru(h)[0]
 
 
+class OrdinalHead(nn.Module):
+    """Phase as one developmental-progress score cut by ordered thresholds (cumulative link): every annotated frame
+    informs every boundary between phases. Returns log-probabilities, which act as logits (they sum to 1)."""
+
+    def __init__(self, n_in: int, n_classes: int):
+        super().__init__()
+        self.score = nn.Linear(n_in, 1)
+        self.first = nn.Parameter(torch.tensor(-3.0))
+        self.gaps = nn.Parameter(torch.zeros(n_classes - 2))
+
+    def forward(self, e):
+        cuts = self.first + torch.cat([self.gaps.new_zeros(1), torch.cumsum(nn.functional.softplus(self.gaps), 0)])
+        above = torch.sigmoid(self.score(e) - cuts)  # P(phase > k), k = 0 … K-2
+        p = torch.cat([torch.ones_like(above[..., :1]), above], -1) - torch.cat([above, torch.zeros_like(above[..., :1])], -1)
+        return torch.log(p.clamp_min(1e-7))
+
+
 class TimelapseNet(nn.Module):
-    def __init__(self, temporal: str = TEMPORAL, width: int = 64):
+    def __init__(self, temporal: str = TEMPORAL, width: int = 64, phase_head: str = "softmax"):
         super().__init__()
         self.encoder = nn.Sequential(
             _conv(1, 16, 2), nn.MaxPool2d(2),  # 112 -> 56 -> 28
@@ -93,7 +111,7 @@ class TimelapseNet(nn.Module):
         )
         self.drop = nn.Dropout(0.3)
         self.stage_head = nn.Linear(EMB, len(STAGES))
-        self.phase_head = nn.Linear(EMB, len(PHASES))
+        self.phase_head = OrdinalHead(EMB, len(PHASES)) if phase_head == "ordinal" else nn.Linear(EMB, len(PHASES))
         self.temporal_kind = temporal
         if temporal != "none":
             self.project = nn.Sequential(nn.Dropout(0.2), nn.Linear(EMB + len(STAGES) + len(PHASES), width), nn.GELU())
@@ -124,8 +142,8 @@ class TimelapseNet(nn.Module):
         return torch.softmax(s, -1), torch.softmax(p, -1)
 
 
-def build_net(temporal: str = TEMPORAL, width: int = 64) -> TimelapseNet:
-    return TimelapseNet(temporal, width)
+def build_net(temporal: str = TEMPORAL, width: int = 64, phase_head: str | None = None) -> TimelapseNet:
+    return TimelapseNet(temporal, width, phase_head or PHASE_HEAD)
 
 
 def embed_views(net: TimelapseNet, x: torch.Tensor, views: int = TEST_VIEWS) -> torch.Tensor:
@@ -583,6 +601,9 @@ def leave_one_out(data: Path, out: str, epochs: int, seed: int, device: str, tem
         for views in VIEW_OPTIONS:
             frame_s, frame_p, seq_s, seq_p = _pool_sequence_probs(fresh, test, idx, device, views)
             result[loeo_key(kind, views)] = sequence_report(st, ph, seq_s, seq_p, frame_s, frame_p)
+            if kind == temporals[0] and views == TEST_VIEWS:  # kept for scoring ensembles of fold models
+                result["probabilities"] = {"stage": seq_s.round(5).tolist(), "phase": seq_p.round(5).tolist(),
+                                           "stage_true": st, "phase_true": ph}
             log(f"LOEO {out} {loeo_key(kind, views)}: {json.dumps(result[loeo_key(kind, views)])}")
     result["settings"] = {"epochs": epochs, "temporal_steps": TEMPORAL_STEPS, "seed": seed}
     return result
@@ -748,7 +769,7 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
         "sha256": registry.file_sha256(folder / "model.pt"),
         "version": "3.1",
         "architecture": "core.tasks.timelapse:build_net",
-        "arch_kwargs": {"temporal": TEMPORAL},
+        "arch_kwargs": {"temporal": TEMPORAL, "phase_head": PHASE_HEAD},
         "classes": {"stage": STAGES, "phase": PHASES},
         "input": {"size": [SIZE, SIZE], "channels": 1, "normalise": "per_image", "centre_crop": WELL_FRACTION},
         "explain": {"layer": "encoder.8"},
