@@ -8,10 +8,9 @@ The device tool carries at most 64 MiB, so the training arrays travel packed:
   python scripts/gpu_train.py heads .gpu $OUT VARIANT...     # there: head recipes only, MHSMA-train folds held out too
 
   python scripts/gpu_train.py pack-timelapse .gpu_tl          # here: the images timelapse-stage trains on
-  python scripts/gpu_train.py timelapse $OUT                  # there, with ../shared/data linked to .gpu_tl/data:
-                                                              # LOEO folds + final model per variant
-  python scripts/gpu_train.py timelapse-seeds $OUT 0,1,2 [--finals] VARIANT...  # there: LOEO folds (and final
-                                                              # models) of each variant with each seed
+  python scripts/gpu_train.py timelapse $OUT [--seeds 0,1,2] [--loeo-only] [VARIANT...]
+                                                              # there, with ../shared/data linked to .gpu_tl/data:
+                                                              # LOEO folds + final model per variant and seed
 
   python scripts/gpu_train.py pack-embryo .gpu_em             # here: embryo-grade's cached training crops
   python scripts/gpu_train.py embryo .gpu_em $OUT [VARIANT...]  # there (KERAS_BACKEND=torch): each variant, seed
@@ -192,9 +191,8 @@ def _note_transport(folder: Path) -> None:
 
 
 # (input px, load px, encoder epochs) compared by leave-one-embryo-out; s112_e60 was timelapse-stage 2.0's recipe.
-# A 4th entry names the phase head (timelapse.PHASE_HEAD; default softmax).
 TIMELAPSE_VARIANTS = {"s112_e60": (112, 140, 60), "s160_e60": (160, 200, 60), "s112_e150": (112, 140, 150),
-                      "s160_e150": (160, 200, 150), "s160_e60_ordinal": (160, 200, 60, "ordinal")}
+                      "s160_e150": (160, 200, 150)}
 LOEO_EMBRYOS = ("AB028-6", "AA83-7", "AAL839-6")
 
 
@@ -226,7 +224,7 @@ def _timelapse_job(variant: str, embryo: str | None, out: str, seed: int = 0) ->
     from core.tasks import timelapse
 
     torch.set_num_threads(1)
-    timelapse.SIZE, timelapse.LOAD, epochs, timelapse.PHASE_HEAD = (*TIMELAPSE_VARIANTS[variant], "softmax")[:4]
+    timelapse.SIZE, timelapse.LOAD, epochs = TIMELAPSE_VARIANTS[variant]
     data = Path("../shared/data")
     folder = Path(out) / variant / timelapse.MODEL_ID
     if embryo is None:
@@ -238,9 +236,9 @@ def _timelapse_job(variant: str, embryo: str | None, out: str, seed: int = 0) ->
     return f"{variant} {embryo or 'final'} seed {seed} done"
 
 
-def timelapse_seeds(out: Path, seeds: list[int], variants: list[str], finals: bool) -> None:
-    """The leave-one-embryo-out folds (and, if `finals`, the final model) of each recipe with each seed; every view
-    count scored on each fold, the fold's probabilities kept for ensembles. All in out/timelapse_seeds.tar."""
+def train_timelapse(out: Path, variants: list[str], seeds: list[int], finals: bool = True) -> None:
+    """The leave-one-embryo-out folds (and, if `finals`, the final model) of each recipe with each seed, all in
+    out/timelapse.tar; several seeds show how far the figures move with the seed alone."""
     import multiprocessing as mp
     import shutil
     import tarfile
@@ -253,35 +251,16 @@ def timelapse_seeds(out: Path, seeds: list[int], variants: list[str], finals: bo
         jobs = [pool.submit(_timelapse_job, v, e, str(out), s) for v in variants for s in seeds for e in ends]
         for job in jobs:
             print(job.result(), flush=True)
-    with tarfile.open(out / "timelapse_seeds.tar", "w") as tar:
+    with tarfile.open(out / "timelapse.tar", "w") as tar:
         for variant in variants:
             for seed in seeds:
                 folder = (out / f"seed{seed}" if seed else out) / variant / timelapse.MODEL_ID
                 for kind, row in timelapse.loeo_summary_to_card(folder).items():
-                    print(f"{variant} seed {seed} {kind}", json.dumps(row), flush=True)
+                    print(f"{variant} seed {seed} LOEO {kind}", json.dumps(row), flush=True)
                 tar.add(folder, arcname=f"{variant}/seed{seed}")
     for child in out.iterdir():
         if child.is_dir():
             shutil.rmtree(child)
-
-
-def train_timelapse(out: Path) -> None:
-    import multiprocessing as mp
-    import tarfile
-
-    from core.tasks import timelapse
-
-    # one job per process: core reads REPRO_WEIGHTS_DIR once, at import
-    with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
-        jobs = [pool.submit(_timelapse_job, v, e, str(out)) for v in TIMELAPSE_VARIANTS for e in [*LOEO_EMBRYOS, None]]
-        for job in jobs:
-            print(job.result(), flush=True)
-    for variant in TIMELAPSE_VARIANTS:
-        folder = out / variant / timelapse.MODEL_ID
-        for kind, row in timelapse.loeo_summary_to_card(folder).items():
-            print(variant, "LOEO", kind, json.dumps(row), flush=True)
-        with tarfile.open(out / f"timelapse_{variant}.tar", "w") as tar:
-            tar.add(folder, arcname=variant)
 
 
 # embryo-grade recipes (core.embryo_training.parse_recipe) compared on the inner split, several seeds each
@@ -397,11 +376,11 @@ if __name__ == "__main__":
         train_heads(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
     elif cmd == "pack-timelapse":
         pack_timelapse(Path(sys.argv[2]))
-    elif cmd == "timelapse":
-        train_timelapse(Path(sys.argv[2]))
-    elif cmd == "timelapse-seeds":  # OUT SEEDS(0,1,2) [--finals] VARIANT...
-        timelapse_seeds(Path(sys.argv[2]), [int(s) for s in sys.argv[3].split(",")],
-                        [v for v in sys.argv[4:] if v != "--finals"], "--finals" in sys.argv)
+    elif cmd == "timelapse":  # OUT [--seeds 0,1,2] [--loeo-only] [VARIANT...]
+        args = sys.argv[3:]
+        seeds = [int(x) for x in args[args.index("--seeds") + 1].split(",")] if "--seeds" in args else [0]
+        chosen = [a for a in args if a in TIMELAPSE_VARIANTS] or list(TIMELAPSE_VARIANTS)
+        train_timelapse(Path(sys.argv[2]), chosen, seeds, finals="--loeo-only" not in args)
     elif cmd == "finish":
         finish(Path(sys.argv[2]), sys.argv[3])
     elif cmd == "pack-embryo":

@@ -246,23 +246,6 @@ def test_embryo_crop_padded_to_fill_the_models_view():
     assert seen[0, 0] == 90 and seen[seen.shape[0] // 2, seen.shape[1] // 2] == 200
 
 
-def test_two_views_make_the_sequence_mirror_invariant(model):
-    """With TEST_VIEWS = 2 a frame and its mirror image are read alike, so mirroring a sequence changes nothing."""
-    import torch
-
-    from core.tasks import timelapse as task
-
-    frames, _ = synthetic.timelapse_sequence(12, size=130)  # 130: the model's centre square sits symmetrically
-    assert task.TEST_VIEWS == 2
-    stage, phase = task.sequence_probabilities(model, frames)
-    stage_m, phase_m = task.sequence_probabilities(model, [np.ascontiguousarray(f[:, ::-1]) for f in frames])
-    assert np.allclose(stage, stage_m, atol=1e-4) and np.allclose(phase, phase_m, atol=1e-4)
-    x = torch.randn(2, 1, 32, 32)
-    single = task.embed_views(model.net, x, 1)
-    assert torch.allclose(single, model.net.embed(x))
-    assert not torch.allclose(task.embed_views(model.net, x, 2), single)  # the mirror view is really averaged in
-
-
 def test_regression_floor_on_heldout_embryo(model):
     """AB028-6 is held out of training by the stable hash; a floor well below the measured figure."""
     from core.tasks import timelapse as task
@@ -275,7 +258,7 @@ def test_regression_floor_on_heldout_embryo(model):
     from core.datasets.gomez import STAGE_OF_PHASE
 
     ok = [STAGE_OF_PHASE[t] == s for t, s in zip(truth, pred.extras["stage_decoded"]) if t]
-    assert np.mean(ok) >= 0.95  # measured 0.996 (2026-11-23, model 3.1)
+    assert np.mean(ok) >= 0.95  # measured 0.996 (2026-11-22, model 3.0)
     ev = pred.extras["events"]
     true_ev = pred.extras["true_events"]
     t2 = next(e["frame"] for e in ev if e["event"] == "t2")

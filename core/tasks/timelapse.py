@@ -43,9 +43,6 @@ MAX_TRAIN_FRAMES = 60_000  # the full public set (704 embryos) is subsampled in 
 SWITCH_COST = 4.0  # Viterbi cost of one stage/phase change, log units
 EPOCHS = 60  # encoder epochs (1024 frames each): 60 beat 30 on the leave-one-embryo-out folds
 TEMPORAL_STEPS = 400  # training steps of the temporal head on frozen encoder embeddings
-PHASE_HEAD = "softmax"  # "softmax": one logit per phase; "ordinal": OrdinalHead
-TEST_VIEWS = 2  # views averaged at inference (1 the frame, 2 + mirrored, 4 + flipped, turned half round): 2 won on LOEO
-VIEW_OPTIONS = (1, 2, 4)  # compared on the leave-one-embryo-out folds
 STAGE_IDX = np.array([STAGES.index(STAGE_OF_PHASE[p]) for p in PHASES])
 
 
@@ -83,25 +80,8 @@ class TemporalGRU(nn.Module):
         return self.gru(h)[0]
 
 
-class OrdinalHead(nn.Module):
-    """Phase as one developmental-progress score cut by ordered thresholds (cumulative link): every annotated frame
-    informs every boundary between phases. Returns log-probabilities, which act as logits (they sum to 1)."""
-
-    def __init__(self, n_in: int, n_classes: int):
-        super().__init__()
-        self.score = nn.Linear(n_in, 1)
-        self.first = nn.Parameter(torch.tensor(-3.0))
-        self.gaps = nn.Parameter(torch.zeros(n_classes - 2))
-
-    def forward(self, e):
-        cuts = self.first + torch.cat([self.gaps.new_zeros(1), torch.cumsum(nn.functional.softplus(self.gaps), 0)])
-        above = torch.sigmoid(self.score(e) - cuts)  # P(phase > k), k = 0 … K-2
-        p = torch.cat([torch.ones_like(above[..., :1]), above], -1) - torch.cat([above, torch.zeros_like(above[..., :1])], -1)
-        return torch.log(p.clamp_min(1e-7))
-
-
 class TimelapseNet(nn.Module):
-    def __init__(self, temporal: str = TEMPORAL, width: int = 64, phase_head: str = "softmax"):
+    def __init__(self, temporal: str = TEMPORAL, width: int = 64):
         super().__init__()
         self.encoder = nn.Sequential(
             _conv(1, 16, 2), nn.MaxPool2d(2),  # 112 -> 56 -> 28
@@ -111,7 +91,7 @@ class TimelapseNet(nn.Module):
         )
         self.drop = nn.Dropout(0.3)
         self.stage_head = nn.Linear(EMB, len(STAGES))
-        self.phase_head = OrdinalHead(EMB, len(PHASES)) if phase_head == "ordinal" else nn.Linear(EMB, len(PHASES))
+        self.phase_head = nn.Linear(EMB, len(PHASES))
         self.temporal_kind = temporal
         if temporal != "none":
             self.project = nn.Sequential(nn.Dropout(0.2), nn.Linear(EMB + len(STAGES) + len(PHASES), width), nn.GELU())
@@ -142,14 +122,8 @@ class TimelapseNet(nn.Module):
         return torch.softmax(s, -1), torch.softmax(p, -1)
 
 
-def build_net(temporal: str = TEMPORAL, width: int = 64, phase_head: str | None = None) -> TimelapseNet:
-    return TimelapseNet(temporal, width, phase_head or PHASE_HEAD)
-
-
-def embed_views(net: TimelapseNet, x: torch.Tensor, views: int = TEST_VIEWS) -> torch.Tensor:
-    """The mean embedding of the first `views` of: the frames, mirrored, flipped, turned half round. The heads are
-    linear, so this averages their logits (test-time augmentation; an embryo has no up or left)."""
-    return torch.stack([net.embed(v) for v in (x, x.flip(-1), x.flip(-2), x.flip(-2, -1))[:views]]).mean(0)
+def build_net(temporal: str = TEMPORAL, width: int = 64) -> TimelapseNet:
+    return TimelapseNet(temporal, width)
 
 
 # --- inference -------------------------------------------------------------------------------------------
@@ -163,7 +137,7 @@ def sequence_probabilities(model, frames: list[np.ndarray], progress=None, batch
     embs = []
     with torch.inference_mode():
         for start in range(0, len(frames), batch):
-            embs.append(embed_views(net, _tensor(model, model.prepare(frames[start:start + batch]))))
+            embs.append(net.embed(_tensor(model, model.prepare(frames[start:start + batch]))))
             if progress:
                 progress(min(start + batch, len(frames)), len(frames))
         s, p = net.sequence(torch.cat(embs)[None])
@@ -538,10 +512,10 @@ def fit(pool: Pool, temporal: str, epochs: int, seed: int, device: str, temporal
 
 # --- evaluation ------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _pool_sequence_probs(net, pool: Pool, idx: list[int], device: str, views: int = TEST_VIEWS):
+def _pool_sequence_probs(net, pool: Pool, idx: list[int], device: str):
     net.eval()
     x = [plain(pool.images[i]) for i in idx]
-    e = torch.cat([embed_views(net, _batch(x[s:s + BATCH]).to(device), views) for s in range(0, len(x), BATCH)])
+    e = torch.cat([net.embed(_batch(x[s:s + BATCH]).to(device)) for s in range(0, len(x), BATCH)])
     frame_s, frame_p = (torch.softmax(t, 1).cpu().numpy() for t in net.frame_logits(e))
     seq_s, seq_p = (t[0].cpu().numpy() for t in net.sequence(e[None]))
     return frame_s, frame_p, seq_s, seq_p
@@ -598,19 +572,11 @@ def leave_one_out(data: Path, out: str, epochs: int, seed: int, device: str, tem
                                if not k.startswith(("project", "temporal", "delta"))}, strict=False)
         if kind != "none":
             train_temporal(fresh, fold, TEMPORAL_STEPS, seed, device)
-        for views in VIEW_OPTIONS:
-            frame_s, frame_p, seq_s, seq_p = _pool_sequence_probs(fresh, test, idx, device, views)
-            result[loeo_key(kind, views)] = sequence_report(st, ph, seq_s, seq_p, frame_s, frame_p)
-            if kind == temporals[0] and views == TEST_VIEWS:  # kept for scoring ensembles of fold models
-                result["probabilities"] = {"stage": seq_s.round(5).tolist(), "phase": seq_p.round(5).tolist(),
-                                           "stage_true": st, "phase_true": ph}
-            log(f"LOEO {out} {loeo_key(kind, views)}: {json.dumps(result[loeo_key(kind, views)])}")
+        frame_s, frame_p, seq_s, seq_p = _pool_sequence_probs(fresh, test, idx, device)
+        result[kind] = sequence_report(st, ph, seq_s, seq_p, frame_s, frame_p)
+        log(f"LOEO {out} {kind}: {json.dumps(result[kind])}")
     result["settings"] = {"epochs": epochs, "temporal_steps": TEMPORAL_STEPS, "seed": seed}
     return result
-
-
-def loeo_key(temporal: str, views: int) -> str:
-    return temporal if views == 1 else f"{temporal}_views{views}"
 
 
 def summarise_loeo(result: dict, kind: str) -> dict:
@@ -767,9 +733,9 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
         "framework": "torch",
         "file": "model.pt",
         "sha256": registry.file_sha256(folder / "model.pt"),
-        "version": "3.1",
+        "version": "3.0",
         "architecture": "core.tasks.timelapse:build_net",
-        "arch_kwargs": {"temporal": TEMPORAL, "phase_head": PHASE_HEAD},
+        "arch_kwargs": {"temporal": TEMPORAL},
         "classes": {"stage": STAGES, "phase": PHASES},
         "input": {"size": [SIZE, SIZE], "channels": 1, "normalise": "per_image", "centre_crop": WELL_FRACTION},
         "explain": {"layer": "encoder.8"},
@@ -789,8 +755,7 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
             "user gives. Not a medical device."),
         "notes": {"temporal_comparison": "see [metrics.\"gomez2022/leave-one-embryo-out\"] (chosen head) and "
                                          "loeo/<embryo>.json (every compared head, every fold)",
-                  "viterbi_switch_cost": SWITCH_COST, "test_views": TEST_VIEWS,
-                  "train_seconds": round(time.perf_counter() - t0)},
+                  "viterbi_switch_cost": SWITCH_COST, "train_seconds": round(time.perf_counter() - t0)},
         "metrics": old.get("metrics", {}),
     }
     (folder / "card.toml").write_text(dump_toml(card))
@@ -841,24 +806,22 @@ def _loeo_folds(folder: Path) -> dict:
 
 
 def loeo_summary_to_card(folder: Path = WEIGHTS_DIR / MODEL_ID) -> dict:
-    """Merge the fold files in loeo/ into the card's leave-one-embryo-out table (shipped head and view count) and
-    return all; every other head/view count, and the shipped one's reruns with other seeds (loeo/seed<k>/), too."""
+    """Merge the fold files in loeo/ into the card's leave-one-embryo-out table (shipped head) and return all; the
+    shipped recipe's reruns with other seeds (loeo/seed<k>/) get a table each, to show how far the figures move."""
     folds = _loeo_folds(folder / "loeo")
-    kinds = [loeo_key(t, v) for t in TEMPORALS for v in VIEW_OPTIONS]
-    summary = {kind: summarise_loeo(folds, kind) for kind in kinds if folds and all(kind in f for f in folds.values())}
-    shipped = loeo_key(TEMPORAL, TEST_VIEWS)
-    if shipped in summary and (folder / "card.toml").is_file():
+    summary = {kind: summarise_loeo(folds, kind) for kind in TEMPORALS if folds and all(kind in f for f in folds.values())}
+    if TEMPORAL in summary and (folder / "card.toml").is_file():
         card = _read_card(folder)
         metrics = card.setdefault("metrics", {})
         metrics["gomez2022/leave-one-embryo-out"] = {
-            "sequences": ", ".join(folds), "temporal_head": TEMPORAL, "test_views": TEST_VIEWS, **summary[shipped],
+            "sequences": ", ".join(folds), "temporal_head": TEMPORAL, **summary[TEMPORAL],
             "fold_training": "; ".join(sorted({json.dumps(f.get("settings", {})) for f in folds.values()}))}
-        for other in summary.keys() - {shipped}:
-            metrics[f"gomez2022/leave-one-embryo-out/{other}"] = summary[other]
+        for other in summary.keys() - {TEMPORAL}:
+            metrics[f"gomez2022/leave-one-embryo-out-{other}-head"] = summary[other]
         for seed_folder in sorted((folder / "loeo").glob("seed*")):
             reruns = _loeo_folds(seed_folder)
-            if reruns and all(shipped in f for f in reruns.values()):
-                metrics[f"gomez2022/leave-one-embryo-out/{seed_folder.name}"] = summarise_loeo(reruns, shipped)
+            if reruns and all(TEMPORAL in f for f in reruns.values()):
+                metrics[f"gomez2022/leave-one-embryo-out/{seed_folder.name}"] = summarise_loeo(reruns, TEMPORAL)
         (folder / "card.toml").write_text(dump_toml(card))
     return summary
 
