@@ -26,8 +26,8 @@ if model_unavailable(task.GRADE_ID):
 GRADE_CARD = registry.card(task.GRADE_ID)
 MODES = {"Automatic": "auto", "One embryo": "single", "Dish (several embryos)": "dish"}
 EXAMPLES = {
-    "Generated cleavage-stage embryo": lambda: synthetic.embryo("cleavage", seed=3)[0],
-    "Generated blastocyst": lambda: synthetic.embryo("blastocyst", seed=4)[0],
+    "Generated cleavage-stage embryo": lambda: synthetic.embryo("cleavage", size=160, seed=3, field=448)[0],
+    "Generated blastocyst": lambda: synthetic.embryo("blastocyst", size=160, seed=4, field=448)[0],
     "Generated dish with 16 embryos": lambda: synthetic.embryo_dish(16, seed=7)[0],
 }
 LABELS = {"cleavage": "Cleavage", "blastocyst": "Blastocyst", "good": "Good", "not_good": "Not good"}
@@ -85,10 +85,11 @@ def single_view(image: InputImage, pred) -> None:
     half = int(task.CROP_SIDE * r / 2)
     thick = max(2, int(max(located.shape[:2]) / 300))
     cv2.rectangle(located, (int(cx) - half, int(cy) - half), (int(cx) + half, int(cy) + half), (255, 140, 0), thick)
-    if pred.extras["embryo_in_view"] < task.TRUSTED_IN_VIEW:
-        st.warning(f"No whole embryo found: only {pct(pred.extras['embryo_in_view'])} of the located embryo lies "
-                   "inside the picture (cut off by the edge, or not an embryo). Stage and quality below may be "
-                   "wrong; a photo showing the whole embryo grades reliably.")
+    doubts = task.whole_embryo_doubts(pred.extras)
+    if doubts:
+        st.warning(f"This photo may not show one whole embryo: {'; '.join(doubts)}. Stage and quality below may be "
+                   "meaningless (an empty field, a pipette or a cut-off embryo is graded all the same); a photo "
+                   "showing the whole embryo grades reliably.")
     left, right = st.columns([3, 2])
     with right:
         for output, title in (("stage", "Stage"), ("quality", "Quality")):

@@ -18,11 +18,13 @@ def _background(rng, size: int, level: int = 170, noise: float = 8.0) -> np.ndar
     return shade + rng.normal(0, noise, (size, size))
 
 
-def embryo(stage: str = "cleavage", size: int = 256, seed: int = 0, grey: bool = False) -> tuple[np.ndarray, dict]:
-    """A zona pellucida ring around either 2–8 cells (cleavage) or a cavity with an inner cell mass (blastocyst)."""
+def embryo(stage: str = "cleavage", size: int = 256, seed: int = 0, grey: bool = False,
+           field: int | None = None) -> tuple[np.ndarray, dict]:
+    """A zona pellucida ring around either 2–8 cells (cleavage) or a cavity with an inner cell mass (blastocyst),
+    drawn at the scale of a size-px close-up; `field`: the image is that much wider (a lower-magnification view)."""
     rng = _rng(seed)
-    img = _background(rng, size)
-    c = size // 2 + rng.integers(-size // 20, size // 20 + 1, 2)
+    img = _background(rng, field or size)
+    c = (field or size) // 2 + rng.integers(-size // 20, size // 20 + 1, 2)
     r = int(size * rng.uniform(0.30, 0.36))
     cv2.circle(img, (int(c[0]), int(c[1])), r, 110, thickness=max(3, size // 40))
     if stage == "cleavage":

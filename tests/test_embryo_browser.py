@@ -2,6 +2,7 @@
 see a clear message, never an exception."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from core import registry, synthetic
@@ -23,12 +24,18 @@ def upload(page, name: str, data: bytes, mime: str = "image/png") -> None:
 def test_upload_single_embryo_then_bad_files(app_url, page, tmp_path):
     page.goto(f"{app_url}/embryo")
     wait_for_app(page)
-    upload(page, "blastocyst.png", encode_png(synthetic.embryo("blastocyst", seed=5)[0]))
+    upload(page, "blastocyst.png", encode_png(synthetic.embryo("blastocyst", size=128, seed=5, field=448)[0]))
     page.get_by_text("What drove each answer").wait_for(timeout=90_000)
     answers = page.locator('[data-testid="stMarkdown"] h3')
     answers.first.wait_for(timeout=30_000)
     assert answers.count() == 2 and all(" %" in answers.nth(i).inner_text() for i in range(2))
-    assert "embryo-grade v" in page.inner_text("body")
+    body = page.inner_text("body")
+    assert "embryo-grade v" in body and "may not show one whole embryo" not in body
+    assert_no_errors(page)
+
+    empty = np.full((320, 320, 3), 160, np.uint8)
+    upload(page, "empty.png", encode_png(empty))
+    page.get_by_text("may not show one whole embryo").wait_for(timeout=60_000)
     assert_no_errors(page)
 
     for name, (data, message) in bad_uploads(tmp_path).items():

@@ -22,6 +22,10 @@ DISH_ID = "embryo-dish"
 CROP_SIDE = 2.5  # crop side in embryo radii: the whole zona plus a margin
 TRUSTED_IN_VIEW = 0.9  # least share of the classical locator's circle inside the photo for it to be trusted
 BOX_TO_RADIUS = 0.47  # located radius / longer side of embryo-dish's box (median over Hung Vuong training images)
+# embryo-dish's best box scoring below this: probably no whole embryo in the photo (the 5 Hung Vuong training photos
+# below it are empty, a pipette or cut off; at the detector's own 0.5, 4 of the 11 below were whole embryos)
+NO_EMBRYO_SCORE = 0.3
+LOW_CONF = 0.05  # detector threshold when only its best score is wanted
 
 
 # --- localisation and the normalised crop ---------------------------------------------------------------------
@@ -92,6 +96,24 @@ def find_embryo(image: np.ndarray) -> tuple[float, float, float]:
     return cx, cy, r
 
 
+def detector_scores(images: list[np.ndarray], device: str | None = None) -> list[float]:
+    """embryo-dish's best box score per image (0 where it finds nothing even at LOW_CONF)."""
+    found = registry.load(DISH_ID, device).predict(images, conf=LOW_CONF)
+    return [float(f["scores"].max()) if len(f["scores"]) else 0.0 for f in found]
+
+
+def whole_embryo_doubts(extras: dict) -> list[str]:
+    """Why a single-embryo prediction's photo may not show one whole embryo (empty when nothing is in doubt)."""
+    doubts = []
+    if extras["embryo_in_view"] < TRUSTED_IN_VIEW:
+        doubts.append(f"only {extras['embryo_in_view']:.0%} of the located embryo lies inside the picture")
+    score = extras.get("embryo_detector_score")
+    if score is not None and score < NO_EMBRYO_SCORE:
+        doubts.append(f"the embryo detector does not recognise an embryo in it (score {score:.2f}; "
+                      f"{NO_EMBRYO_SCORE:.2f} or more counts as found)")
+    return doubts
+
+
 def embryo_crop(image: np.ndarray, out: int = 128, side: float = CROP_SIDE,
                 locate=find_embryo) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The normalised square crop around the embryo (side = `side` radii), and the located (cx, cy, r)."""
@@ -145,18 +167,20 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     extras["mode"] says which was used; dish predictions carry box, number and rank."""
     if mode not in ("auto", "single", "dish"):
         raise ValueError(f"unknown mode {mode!r}")
-    if mode != "single":
-        if not dish_available():
-            if mode == "dish":
-                raise ValueError("the dish detector (embryo-dish) is not installed: only single-embryo mode is available")
-        else:
-            from ..dish import detect, grade_boxes
+    best = None
+    if dish_available():
+        from ..dish import detect, grade_boxes
 
-            found = detect(image.pixels, device)
-            if mode == "dish" or len(found["boxes"]) > 1:
-                return grade_boxes(image, found["boxes"], found["scores"], device)
+        found = detect(image.pixels, device, conf=LOW_CONF)  # low, so that its best score also says "no embryo"
+        best = float(found["scores"].max()) if len(found["scores"]) else 0.0
+        keep = found["scores"] >= float(registry.card(DISH_ID).get("conf", 0.5))
+        if mode == "dish" or (mode == "auto" and keep.sum() > 1):
+            return grade_boxes(image, found["boxes"][keep], found["scores"][keep], device)
+    elif mode == "dish":
+        raise ValueError("the dish detector (embryo-dish) is not installed: only single-embryo mode is available")
     pred = predict_images(GRADE_ID, [image], device)[0]
     pred.extras["mode"] = "single"
+    pred.extras["embryo_detector_score"] = None if best is None else round(best, 3)
     return [pred]
 
 
@@ -240,16 +264,19 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
         raise ValueError(f"{path}: no labelled embryo images{f' in split {split!r}' if split else ''}")
     model = registry.load(GRADE_ID, device)
     probs = {o: [] for o in model.classes}
-    hashes, in_view = [], []
+    hashes, in_view, detector = [], [], []
     for start in range(0, len(items), 32):
         batch = [load_rgb(it.path) for it in items[start:start + 32]]
         hashes += [f"{phash(im):016x}" for im in batch]
         crops, circles = zip(*(embryo_crop(im) for im in batch))
         in_view += [share_in_view(im.shape, *c) for im, c in zip(batch, circles)]
+        detector += detector_scores(batch, device) if dish_available() else [None] * len(batch)
         for o, p in model.predict(list(crops)).items():
             probs[o].append(p)
     probs = {o: np.concatenate(p) for o, p in probs.items()}
-    whole = np.array(in_view) >= TRUSTED_IN_VIEW  # the page warns about the others
+    # the images the page shows without a "no whole embryo" warning
+    whole = np.array([not whole_embryo_doubts({"embryo_in_view": v, "embryo_detector_score": d})
+                      for v, d in zip(in_view, detector)])
     frames, metrics = [], {}
     for output, attr in (("stage", "stage"), ("quality", "quality")):
         # duplicate groups with conflicting labels have no trustworthy truth: left out of held-out scoring
@@ -263,13 +290,14 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
             [it.name for it in sel], output, labels, [getattr(it, attr) for it in sel], probs[output][idx],
             source=[it.source for it in sel], day=[it.day or "" for it in sel], group=[it.group for it in sel],
             phash=[hashes[i] for i in idx], embryo_in_view=[round(in_view[i], 2) for i in idx],
+            embryo_detector_score=[None if detector[i] is None else round(detector[i], 3) for i in idx],
         )
         frames.append(frame)
         thr = _thresholds(model.card).get(output, 0.5)
         m = classification_metrics(frame["true"].tolist(), probs[output][idx], labels, threshold=thr)
         kept = [k for k, i in enumerate(idx) if whole[i]]
-        if len(kept) < len(idx):  # the images the page does not warn about ("whole embryo in view")
-            m["whole_embryo_in_view"] = classification_metrics(
+        if len(kept) < len(idx):  # the images the page does not warn about
+            m["without_whole_embryo_warning"] = classification_metrics(
                 frame["true"].iloc[kept].tolist(), probs[output][np.array(idx)[kept]], labels, threshold=thr)
         if output == "quality":  # per day: the day-3 and day-5 good/not-good balance differ a lot
             m["by_day"] = {
@@ -282,7 +310,10 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
     meta = {"data_path": str(Path(path).resolve()), "layouts": layouts, "split": split or "all (pooled)",
             "n": len(items), "items_in_conflicting_duplicate_groups": excluded,
             "crop": f"embryo_crop (classical localisation, embryo-dish where its circle is under "
-                    f"{TRUSTED_IN_VIEW:.0%} in view; side {CROP_SIDE} radii)"}
+                    f"{TRUSTED_IN_VIEW:.0%} in view; side {CROP_SIDE} radii)",
+            "without_whole_embryo_warning": f"images with the located embryo ≥ {TRUSTED_IN_VIEW:.0%} in view and "
+                                            f"embryo-dish's best score ≥ {NO_EMBRYO_SCORE} (the page warns about "
+                                            "the others)"}
     result = store(model.card, name, predictions, metrics, meta)
     from ..embryo_training import CARD_EVALUATIONS, update_card_metrics
 
