@@ -3,7 +3,6 @@ the shipped model end to end, a regression floor on ../shared/data, and the page
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import cv2
@@ -65,17 +64,6 @@ def test_follicles_big_cyst_is_found_but_not_counted():
     found = fol.find(image, truth["mm_per_px"])
     assert len(found) == len(truth["follicles"]) >= 1 and fol.count_in_range(found) == 0
     assert abs(found[0].diameter_mm - truth["follicles"][0]["diameter_mm"]) < 0.5
-
-
-def test_follicle_finder_is_fast_enough():
-    image, _ = synthetic.ovary(n_follicles=14, seed=1)
-    fol.find(image, 0.1)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        fol.find(image, 0.1)
-        times.append(time.perf_counter() - t0)
-    assert np.median(times) < 0.5  # 100 ms target on an idle machine; generous here for shared CI
 
 
 def test_follicles_nothing_on_blank_and_noise():
