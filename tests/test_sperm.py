@@ -196,6 +196,31 @@ def test_class_folders_and_mhsma_readers(tmp_path):
     assert x.shape == (3, 64, 64) and list(y) == [0, 1, 0]
 
 
+def test_head_reading_averages_its_turns_and_mirror_images():
+    """Out of training the head net averages its 8 turns and mirror images: turning a head changes nothing; in
+    training it reads the crop once."""
+    import torch
+
+    from core import registry
+
+    try:
+        head = registry.load(task.HEAD, "cpu").net  # trained weights: an untrained net answers alike to any view
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"sperm-head is not installed: {exc}")
+    assert head.test_views == task.HEAD_TEST_VIEWS == 8
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, task.HEAD_SIZE, task.HEAD_SIZE)
+    a, b = head(x)
+    for moved in (x.rot90(1, (-2, -1)), x.flip(-1), x.rot90(3, (-2, -1)).flip(-2)):
+        a2, b2 = head(moved)
+        assert torch.allclose(a, a2, atol=1e-5) and torch.allclose(b, b2, atol=1e-5)
+    single = task.build_head_net(test_views=1).eval()
+    single.load_state_dict(head.state_dict())
+    assert not torch.allclose(single(x)[1], b, atol=1e-4)  # the views really are averaged
+    views = task.dihedral_views(x, 8)
+    assert len({v.flatten().numpy().tobytes() for v in views}) == 8 and torch.equal(views[0], x)
+
+
 def test_networks_give_probabilities():
     import torch
 
