@@ -137,7 +137,7 @@ def classification_section(p: ev.Picked, output: str) -> None:
         st.dataframe(metric_frame(table), hide_index=True, width="stretch")
         st.caption(f"Positive label: **{labels[1] if data.binary else labels[d.curve_class]}**. "
                    f"Bootstrap over {table.attrs['resampled']} ({table.attrs['n_boot']} resamples). "
-                   f"{p.short_source()}")
+                   + metrics.ece_interval_note(table) + f"{p.short_source()}")
     with c2:
         st.markdown("**Confusion matrix** (rows: truth, columns: model)")
         st.dataframe(pd.DataFrame(cm, index=[f"true {x}" for x in labels], columns=[f"called {x}" for x in labels]),

@@ -230,6 +230,16 @@ def metrics_with_ci(data: OutputData, threshold: float | None = None, positive: 
     return frame
 
 
+def ece_interval_note(table: pd.DataFrame) -> str:
+    """A sentence for tables whose ECE interval misses its estimate (else ""): a resample repeats items, which adds
+    calibration noise, so bootstrapped ECE runs high."""
+    row = table.set_index("metric").loc["ece"]
+    if np.isnan(row["low"]) or row["low"] <= row["estimate"] <= row["high"]:
+        return ""
+    return ("The ECE interval lies above its estimate: ECE on a bootstrap resample (items repeated) is biased upward, "
+            "so read that interval as the spread, not the location. ")
+
+
 def format_ci(row) -> str:
     if np.isnan(row["estimate"]):
         return "—"

@@ -384,3 +384,14 @@ def test_metrics_page_empty_store(tmp_path, monkeypatch):
     assert not at.exception
     assert any("No stored evaluations" in i.value for i in at.info)
     assert any("No models are installed" in i.value for i in at.info)
+
+
+def test_ece_interval_note_only_when_the_interval_misses_the_estimate():
+    import pandas as pd
+
+    def table(est, lo, hi):
+        return pd.DataFrame([{"metric": "ece", "estimate": est, "low": lo, "high": hi}])
+
+    assert metrics.ece_interval_note(table(0.05, 0.03, 0.08)) == ""
+    assert metrics.ece_interval_note(table(0.05, np.nan, np.nan)) == ""
+    assert "biased upward" in metrics.ece_interval_note(table(0.017, 0.020, 0.066))
