@@ -3,7 +3,8 @@
 [input] keys: size = [H, W]; channels = 1 (grey) or 3 (RGB); normalise = "per_image" (zero mean, unit
 variance per image), "unit" (x / 255) or "imagenet"-style {mean = [...], std = [...]} on the 0–1 scale;
 optional centre_crop = f: the model reads only the central square of side f × the shorter side (whole-well
-time-lapse frames, where the embryo sits in the middle).
+time-lapse frames, where the embryo sits in the middle); optional test_views = k: each image is read in the first k
+of its 8 turns by 90° and mirror images and the probabilities are averaged (objects with no up or left).
 """
 from __future__ import annotations
 
@@ -77,3 +78,9 @@ def prepare(images: list[np.ndarray], spec: dict) -> np.ndarray:
         resized = cv2.resize(image, (w, h), interpolation=interp)
         batch[i] = resized.reshape(h, w, channels)
     return normalise(batch, spec.get("normalise", "unit"))
+
+
+def dihedral_views(x: np.ndarray, k: int) -> list[np.ndarray]:
+    """The first k of the 8 turns by 90° and mirror images of an (N, H, W, C) batch; the first is the batch itself."""
+    turned = [np.rot90(x, r, axes=(1, 2)) for r in range(4)]
+    return [np.ascontiguousarray(v) for v in (turned + [t[:, :, ::-1] for t in turned])[:k]]

@@ -161,3 +161,14 @@ def test_legacy_h5_keras_file_loads(weights, tmp_path):
     a = Registry(weights).load("tiny-keras", "cpu").predict(images)["stage"]
     b = Registry(tmp_path).load("tiny-h5", "cpu").predict(images)["stage"]
     assert np.allclose(a, b, atol=1e-5)
+
+
+def test_dihedral_views_are_the_eight_turns_and_mirror_images():
+    from core.preprocess import dihedral_views
+
+    x = np.arange(2 * 3 * 3 * 1).reshape(2, 3, 3, 1)
+    views = dihedral_views(x, 8)
+    assert np.array_equal(views[0], x) and len({v.tobytes() for v in views}) == 8
+    assert np.array_equal(views[1][0, :, :, 0], np.rot90(x[0, :, :, 0]))
+    assert np.array_equal(views[4][0, :, :, 0], x[0, :, ::-1, 0])
+    assert len(dihedral_views(x, 2)) == 2

@@ -197,28 +197,31 @@ def test_class_folders_and_mhsma_readers(tmp_path):
 
 
 def test_head_reading_averages_its_turns_and_mirror_images():
-    """Out of training the head net averages its 8 turns and mirror images: turning a head changes nothing; in
-    training it reads the crop once."""
-    import torch
-
+    """The shipped head model reads each crop in its 8 turns and mirror images (card: input.test_views): turning or
+    mirroring a head changes nothing, and the training code's head_probs reads it the same way."""
     from core import registry
+    from core.preprocess import dihedral_views
 
     try:
-        head = registry.load(task.HEAD, "cpu").net  # trained weights: an untrained net answers alike to any view
+        model = registry.load(task.HEAD, "cpu")
     except (KeyError, registry.CardError) as exc:
         pytest.skip(f"sperm-head is not installed: {exc}")
-    assert head.test_views == task.HEAD_TEST_VIEWS == 8
-    torch.manual_seed(0)
-    x = torch.randn(3, 1, task.HEAD_SIZE, task.HEAD_SIZE)
-    a, b = head(x)
-    for moved in (x.rot90(1, (-2, -1)), x.flip(-1), x.rot90(3, (-2, -1)).flip(-2)):
-        a2, b2 = head(moved)
-        assert torch.allclose(a, a2, atol=1e-5) and torch.allclose(b, b2, atol=1e-5)
-    single = task.build_head_net(test_views=1).eval()
-    single.load_state_dict(head.state_dict())
-    assert not torch.allclose(single(x)[1], b, atol=1e-4)  # the views really are averaged
-    views = task.dihedral_views(x, 8)
-    assert len({v.flatten().numpy().tobytes() for v in views}) == 8 and torch.equal(views[0], x)
+    assert model.input_spec["test_views"] == task.HEAD_TEST_VIEWS == 8
+    import cv2
+
+    grey = np.stack([cv2.resize(synthetic.sperm_head(kind, seed=s)[0][:, :, 1], (64, 64), interpolation=cv2.INTER_AREA)
+                     for s, kind in enumerate(("normal", "tapered", "amorphous"))])
+    heads = [np.repeat(g[:, :, None], 3, axis=2) for g in grey]
+    base = model.predict(heads)
+    for turn in (lambda h: np.rot90(h), lambda h: h[:, ::-1], lambda h: np.rot90(h, 3)[::-1]):
+        moved = model.predict([np.ascontiguousarray(turn(h)) for h in heads])
+        for o in base:
+            assert np.allclose(base[o], moved[o], atol=1e-5)
+    once, eight = task.head_probs(model.net, grey, views=1), task.head_probs(model.net, grey)
+    assert np.allclose(eight[1], model.predict(heads)["shape"], atol=1e-4)
+    assert not np.allclose(once[1], eight[1], atol=1e-4)  # the views really are averaged
+    views = dihedral_views(grey[..., None], 8)
+    assert len({v.tobytes() for v in views}) == 8 and np.array_equal(views[0], grey[..., None])
 
 
 def test_networks_give_probabilities():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..preprocess import prepare
+from ..preprocess import dihedral_views, prepare
 
 BACKENDS: dict[str, type["Model"]] = {}
 
@@ -61,8 +61,13 @@ class Model:
         return prepare(images, self.card.input)
 
     def predict(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """uint8 images (any size) -> {output: (N, n_labels) probabilities}."""
-        return self.predict_arrays(self.prepare(images))
+        """uint8 images (any size) -> {output: (N, n_labels) probabilities}, averaged over the card's test_views."""
+        x = self.prepare(images)
+        k = int(self.card.input.get("test_views", 1))
+        if k == 1:
+            return self.predict_arrays(x)
+        out = self.predict_arrays(np.concatenate(dihedral_views(x, k)))
+        return {o: p.reshape(k, len(x), -1).mean(0) for o, p in out.items()}
 
     def predict_arrays(self, x: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from .. import WEIGHTS_DIR, morphometry, registry
 from ..datasets import sperm as ds
+from ..preprocess import dihedral_views
 from ..results import Prediction
 
 SEG, HEAD = "sperm-seg", "sperm-head"
@@ -46,10 +47,9 @@ class HeadNet(nn.Module):
     """64 px grey head crop -> (P(abnormal, normal), P(normal, tapered, pyriform, amorphous)); 4×4 final features
     (strided early: this project trains on two shared CPU cores)."""
 
-    def __init__(self, width: int = 16, test_views: int = 1):
+    def __init__(self, width: int = 16):
         super().__init__()
         w = width
-        self.test_views = test_views
         self.features = nn.Sequential(OrderedDict(
             stem=conv_bn(1, w, 2),
             block1=nn.Sequential(conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w)),
@@ -65,24 +65,17 @@ class HeadNet(nn.Module):
         return self.normal(g), self.shape(g)
 
     def forward(self, x):
-        """Probabilities; out of training, averaged over the first test_views of the head turned and mirrored
-        (`dihedral_views`: a head has no up or left, and training rotated and flipped every crop)."""
-        k = 1 if self.training else self.test_views
-        a, b = self.logits(torch.cat(dihedral_views(x, k)))
-        return tuple(o.softmax(1).reshape(k, len(x), -1).mean(0) for o in (a, b))
+        a, b = self.logits(x)
+        return a.softmax(1), b.softmax(1)
 
 
-def dihedral_views(x: torch.Tensor, k: int) -> list[torch.Tensor]:
-    """The first k of the 8 rotations by 90° and mirror images of (N, C, H, W) images; the first is x itself."""
-    turned = [x, x.rot90(1, (-2, -1)), x.rot90(2, (-2, -1)), x.rot90(3, (-2, -1))]
-    return (turned + [t.flip(-1) for t in turned])[:k]
+# Each head is read in its 8 turns and mirror images (card: input.test_views; training rotates and flips every crop):
+# 8 beat 1 on HuSHeM and MHSMA-train out-of-fold accuracy in two H100 reruns (README)
+HEAD_TEST_VIEWS = 8
 
 
-HEAD_TEST_VIEWS = 8  # 8 beat 1 on HuSHeM and MHSMA-train out-of-fold accuracy in two H100 reruns (README)
-
-
-def build_head_net(width: int = 16, test_views: int = HEAD_TEST_VIEWS) -> HeadNet:
-    return HeadNet(width, test_views)
+def build_head_net(width: int = 16) -> HeadNet:
+    return HeadNet(width)
 
 
 class SegNet(nn.Module):
@@ -263,11 +256,12 @@ def fit_head(x: np.ndarray, y_normal: np.ndarray, y_shape: np.ndarray, epochs: i
     return net.eval().cpu()
 
 
-def head_probs(net: HeadNet, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 64, 64) uint8 grey -> (P normal output, P shape output)."""
+def head_probs(net: HeadNet, grey: np.ndarray, views: int = HEAD_TEST_VIEWS) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 64, 64) uint8 grey -> (P normal output, P shape output), averaged over `views` as the card's model reads."""
+    x = np.concatenate(dihedral_views(grey[..., None], views))[..., 0]
     with torch.inference_mode():
-        a, b = net(_standardise(torch.from_numpy(grey.astype(np.float32)[:, None])))
-    return a.numpy(), b.numpy()
+        a, b = net(_standardise(torch.from_numpy(x.astype(np.float32)[:, None])))
+    return tuple(p.numpy().reshape(views, len(grey), -1).mean(0) for p in (a, b))
 
 
 def _head_training_sets(root: Path):
@@ -354,10 +348,11 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
     card = {
         "id": HEAD, "title": "Sperm head classifier (normal / abnormal, head shape)", "task": "sperm",
         "framework": "torch", "architecture": "core.tasks.sperm:build_head_net",
-        "arch_kwargs": {"width": recipe["width"], "test_views": HEAD_TEST_VIEWS},
+        "arch_kwargs": {"width": recipe["width"]},
         "file": "model.pt", "version": "3.1",
         "classes": {"normal": ds.NORMAL_LABELS, "shape": ds.SHAPES},
-        "input": {"size": [HEAD_SIZE, HEAD_SIZE], "channels": 1, "normalise": "per_image"},
+        "input": {"size": [HEAD_SIZE, HEAD_SIZE], "channels": 1, "normalise": "per_image",
+                  "test_views": HEAD_TEST_VIEWS},
         "explain": {"layer": "features.block3"},
         "train_command": _train_command(HEAD, root, seed, device, epochs, HEAD_RECIPES),
         "recipe": {"epochs": epochs, "device": _kind(device), "batch": 64, "optimiser": "AdamW 3e-3 one-cycle",
