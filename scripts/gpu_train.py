@@ -306,7 +306,7 @@ def _embryo_job(folder: str, variant: str, seed: int, inner: bool, out: str):
         model = et.fit_grade(keras, items, cache, px, epochs, seed, edge)
         np.savez(Path(out) / f"embryo_{variant}_s{seed}.npz", *model.get_weights())  # 1.3 MB, no optimiser state
         return {"variant": variant, "seed": seed, "final": True, "seconds": time.perf_counter() - t0}
-    scores, probs = et.fit_and_score_inner(keras, items, cache, px, epochs, seed, edge)
+    scores, probs = et.fit_and_score_inner(keras, items, cache, px, epochs, seed, edge)[0]
     return {"variant": variant, "recipe": EMBRYO_VARIANTS[variant], "seed": seed, "seconds": time.perf_counter() - t0,
             **scores, "probs": {o: p.tolist() for o, p in probs.items()}}
 

@@ -448,3 +448,15 @@ def test_page_dish_mode_table_and_csv():
     table = at.dataframe[0].value
     assert len(table) >= 12 and list(table["rank"]) == sorted(table["rank"])
     assert {"quality", "P(good)", "stage", "P(blastocyst)", "image"} <= set(table.columns)
+
+
+@needs_grade
+def test_grader_reads_its_card_views_so_a_quarter_turn_changes_nothing():
+    from core import embryo_training as et
+
+    model = registry.load(task.GRADE_ID)
+    assert model.input_spec["test_views"] == et.TEST_VIEWS == 4  # the 4 quarter turns
+    crop = synthetic.embryo("cleavage", size=128, seed=6)[0]
+    turned = model.predict([np.ascontiguousarray(np.rot90(crop))])
+    for output, p in model.predict([crop]).items():
+        assert np.allclose(p, turned[output], atol=1e-4)
