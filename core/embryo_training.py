@@ -26,7 +26,7 @@ import numpy as np
 from . import WEIGHTS_DIR
 from .audit import write_train_hashes
 from .datasets import embryo as ds
-from .preprocess import dihedral_views, normalise
+from .preprocess import mean_over_views, normalise
 from .tasks.embryo import CROP_SIDE, GRADE_ID, crop_square, embryo_crop, locate_embryo
 
 INPUT = 128
@@ -248,11 +248,8 @@ def score_inner(model, val: list[ds.Item], val_cache: np.ndarray, input_px: int,
     each item read in `views` turns and mirror images as the card's model reads it."""
     from .evaluation import classification_metrics
 
-    x = np.stack([nominal_view(c, input_px) for c in val_cache])[..., None]
-    probs = None
-    for view in dihedral_views(x, views):
-        p = model.predict(normalise(view.astype(np.float32), "per_image"), verbose=0, batch_size=64)
-        probs = {o: np.asarray(q) / views + (probs[o] if probs else 0) for o, q in p.items()}
+    x = normalise(np.stack([nominal_view(c, input_px) for c in val_cache]).astype(np.float32)[..., None], "per_image")
+    probs = mean_over_views(lambda b: model.predict(b, verbose=0, batch_size=64), x, views)
     row = {"test_views": views}
     for name, keep, output, labels in (
             ("hungvuong_stage", lambda it: it.source == "hungvuong", "stage", ds.STAGES),

@@ -84,3 +84,12 @@ def dihedral_views(x: np.ndarray, k: int) -> list[np.ndarray]:
     """The first k of the 8 turns by 90° and mirror images of an (N, H, W, C) batch; the first is the batch itself."""
     turned = [np.rot90(x, r, axes=(1, 2)) for r in range(4)]
     return [np.ascontiguousarray(v) for v in (turned + [t[:, :, ::-1] for t in turned])[:k]]
+
+
+def mean_over_views(predict, x: np.ndarray, k: int) -> dict:
+    """predict(batch) -> {output: (N, n) probabilities}, run once on the first k dihedral views of the (N, H, W, C)
+    batch x stacked together, averaged per image (card input.test_views)."""
+    if k == 1:
+        return predict(x)
+    out = predict(np.concatenate(dihedral_views(x, k)))
+    return {o: np.asarray(p).reshape(k, len(x), -1).mean(0) for o, p in out.items()}

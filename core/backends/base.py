@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..preprocess import dihedral_views, prepare
+from ..preprocess import mean_over_views, prepare
 
 BACKENDS: dict[str, type["Model"]] = {}
 
@@ -62,12 +62,7 @@ class Model:
 
     def predict(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
         """uint8 images (any size) -> {output: (N, n_labels) probabilities}, averaged over the card's test_views."""
-        x = self.prepare(images)
-        k = int(self.card.input.get("test_views", 1))
-        if k == 1:
-            return self.predict_arrays(x)
-        out = self.predict_arrays(np.concatenate(dihedral_views(x, k)))
-        return {o: p.reshape(k, len(x), -1).mean(0) for o, p in out.items()}
+        return mean_over_views(self.predict_arrays, self.prepare(images), int(self.card.input.get("test_views", 1)))
 
     def predict_arrays(self, x: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError

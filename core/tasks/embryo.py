@@ -78,28 +78,36 @@ def share_in_view(shape: tuple[int, ...], cx: float, cy: float, r: float) -> flo
     return float(((x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])).mean())
 
 
-def detected_circle(image: np.ndarray) -> tuple[float, float, float] | None:
-    """(cx, cy, r) from embryo-dish's most confident box, in the classical locator's radius scale; None if none."""
-    found = registry.load(DISH_ID).predict([image])[0]
-    if not len(found["boxes"]):
+def best_circle(found: dict, conf: float = 0.0) -> tuple[float, float, float] | None:
+    """(cx, cy, r) of embryo-dish's most confident box scoring ≥ conf, in the classical locator's radius scale."""
+    if not len(found["scores"]) or found["scores"].max() < conf:
         return None
     x0, y0, x1, y1 = found["boxes"][int(np.argmax(found["scores"]))]
     return float(x0 + x1) / 2, float(y0 + y1) / 2, BOX_TO_RADIUS * float(max(x1 - x0, y1 - y0))
 
 
-def find_embryo(image: np.ndarray) -> tuple[float, float, float]:
-    """(cx, cy, r): the classical locator (2 ms), or embryo-dish's detector (35 ms) where the classical circle runs
-    off the photo. That is how it fails: on textured debris at an edge, or on a well rim's ripples."""
+def best_score(found: dict) -> float:
+    return float(found["scores"].max()) if len(found["scores"]) else 0.0
+
+
+def detected_circle(image: np.ndarray) -> tuple[float, float, float] | None:
+    return best_circle(registry.load(DISH_ID).predict([image])[0])
+
+
+def find_embryo(image: np.ndarray, detect=None) -> tuple[float, float, float]:
+    """(cx, cy, r): the classical locator (2 ms), or embryo-dish's detector (35 ms; `detect(image)`, default
+    detected_circle) where the classical circle runs off the photo. That is how it fails: on textured debris at an
+    edge, or on a well rim's ripples."""
     cx, cy, r = locate_embryo(image)
     if share_in_view(image.shape, cx, cy, r) < TRUSTED_IN_VIEW:
-        return detected_circle(image) or (cx, cy, r)
+        return (detect or detected_circle)(image) or (cx, cy, r)
     return cx, cy, r
 
 
-def detector_scores(images: list[np.ndarray], device: str | None = None) -> list[float]:
-    """embryo-dish's best box score per image (0 where it finds nothing even at LOW_CONF)."""
-    found = registry.load(DISH_ID, device).predict(images, conf=LOW_CONF)
-    return [float(f["scores"].max()) if len(f["scores"]) else 0.0 for f in found]
+def locate_with(found: dict):
+    """find_embryo for an image embryo-dish has already run on (at LOW_CONF): its fallback reuses those boxes."""
+    circle = best_circle(found, float(registry.card(DISH_ID).get("conf", 0.5)))
+    return lambda image: find_embryo(image, detect=lambda _: circle)
 
 
 def whole_embryo_doubts(extras: dict) -> list[str]:
@@ -127,13 +135,14 @@ def _thresholds(card) -> dict[str, float]:
     return {o: float(t) for o, t in (card.get("thresholds") or {}).items()}
 
 
-def predict_images(model_id: str, images: list[InputImage], device: str | None = None) -> list[Prediction]:
+def predict_images(model_id: str, images: list[InputImage], device: str | None = None,
+                   locate=find_embryo) -> list[Prediction]:
     """One Prediction per image: embryo-grade grades the single embryo; embryo-dish finds and grades each one."""
     if model_id == DISH_ID:
         return [grade_dish(im, device=device) for im in images]
     model = registry.load(GRADE_ID, device)
     t0 = time.perf_counter()
-    crops, where = zip(*(embryo_crop(im.pixels) for im in images)) if images else ((), ())
+    crops, where = zip(*(embryo_crop(im.pixels, locate=locate) for im in images)) if images else ((), ())
     t1 = time.perf_counter()
     probs = model.predict(list(crops)) if images else {}
     t2 = time.perf_counter()
@@ -167,20 +176,19 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     extras["mode"] says which was used; dish predictions carry box, number and rank."""
     if mode not in ("auto", "single", "dish"):
         raise ValueError(f"unknown mode {mode!r}")
-    best = None
+    found = None
     if dish_available():
         from ..dish import detect, grade_boxes
 
         found = detect(image.pixels, device, conf=LOW_CONF)  # low, so that its best score also says "no embryo"
-        best = float(found["scores"].max()) if len(found["scores"]) else 0.0
         keep = found["scores"] >= float(registry.card(DISH_ID).get("conf", 0.5))
         if mode == "dish" or (mode == "auto" and keep.sum() > 1):
             return grade_boxes(image, found["boxes"][keep], found["scores"][keep], device)
     elif mode == "dish":
         raise ValueError("the dish detector (embryo-dish) is not installed: only single-embryo mode is available")
-    pred = predict_images(GRADE_ID, [image], device)[0]
+    pred = predict_images(GRADE_ID, [image], device, locate=locate_with(found) if found else find_embryo)[0]
     pred.extras["mode"] = "single"
-    pred.extras["embryo_detector_score"] = None if best is None else round(best, 3)
+    pred.extras["embryo_detector_score"] = None if found is None else round(best_score(found), 3)
     return [pred]
 
 
@@ -268,9 +276,12 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
     for start in range(0, len(items), 32):
         batch = [load_rgb(it.path) for it in items[start:start + 32]]
         hashes += [f"{phash(im):016x}" for im in batch]
-        crops, circles = zip(*(embryo_crop(im) for im in batch))
+        found = (registry.load(DISH_ID, device).predict(batch, conf=LOW_CONF) if dish_available()
+                 else [None] * len(batch))
+        crops, circles = zip(*(embryo_crop(im, locate=locate_with(f) if f else find_embryo)
+                               for im, f in zip(batch, found)))
         in_view += [share_in_view(im.shape, *c) for im, c in zip(batch, circles)]
-        detector += detector_scores(batch, device) if dish_available() else [None] * len(batch)
+        detector += [None if f is None else best_score(f) for f in found]
         for o, p in model.predict(list(crops)).items():
             probs[o].append(p)
     probs = {o: np.concatenate(p) for o, p in probs.items()}

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from .. import WEIGHTS_DIR, morphometry, registry
 from ..datasets import sperm as ds
-from ..preprocess import dihedral_views
+from ..preprocess import mean_over_views
 from ..results import Prediction
 
 SEG, HEAD = "sperm-seg", "sperm-head"
@@ -258,10 +258,13 @@ def fit_head(x: np.ndarray, y_normal: np.ndarray, y_shape: np.ndarray, epochs: i
 
 def head_probs(net: HeadNet, grey: np.ndarray, views: int = HEAD_TEST_VIEWS) -> tuple[np.ndarray, np.ndarray]:
     """(N, 64, 64) uint8 grey -> (P normal output, P shape output), averaged over `views` as the card's model reads."""
-    x = np.concatenate(dihedral_views(grey[..., None], views))[..., 0]
-    with torch.inference_mode():
-        a, b = net(_standardise(torch.from_numpy(x.astype(np.float32)[:, None])))
-    return tuple(p.numpy().reshape(views, len(grey), -1).mean(0) for p in (a, b))
+    def probs(x):  # (N, 64, 64, 1) -> both outputs
+        with torch.inference_mode():
+            a, b = net(_standardise(torch.from_numpy(x.astype(np.float32).transpose(0, 3, 1, 2).copy())))
+        return {"normal": a.numpy(), "shape": b.numpy()}
+
+    out = mean_over_views(probs, grey[..., None], views)
+    return out["normal"], out["shape"]
 
 
 def _head_training_sets(root: Path):
