@@ -134,6 +134,15 @@ def test_class_folder_reader_and_union_of_layouts(tmp_path):
         ds.read_any(tmp_path / "clinic" / "cleavage")
 
 
+def test_class_folders_match_stage_names_in_any_case(tmp_path):
+    for folder, stage in (("Cleavage", "cleavage"), ("Blastocysts", "blastocyst"), ("notes", None)):
+        write_png(tmp_path / folder / "a.png", synthetic.embryo(stage or "cleavage", seed=1)[0])
+    items, layouts = ds.read_any(tmp_path)
+    assert layouts == ["class-folders"]
+    assert sorted((it.name, it.stage) for it in items) == [("Blastocysts/a.png", "blastocyst"),
+                                                         ("Cleavage/a.png", "cleavage")]
+
+
 def test_split_is_a_stable_function_of_the_group():
     groups = [f"g{i}" for i in range(2000)]
     splits = [ds.split_of(g) for g in groups]

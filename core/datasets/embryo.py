@@ -117,20 +117,28 @@ def read_gomez_crops(folder: Path, every: int = 1) -> list[Item]:
     return items
 
 
+def stage_folders(root: Path) -> list[tuple[str, Path]]:
+    """(stage, folder) for each folder right below `root` whose name holds a stage, any case ("Blastocysts/")."""
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        stages = [s for s in STAGES if s in folder.name.lower()]
+        if len(stages) == 1:
+            found.append((stages[0], folder))
+    return found
+
+
 def is_class_folders(root: Path) -> bool:
-    return any((root / s).is_dir() for s in STAGES)
+    return bool(stage_folders(root))
 
 
 def read_class_folders(root: Path) -> list[Item]:
-    """cleavage/ and blastocyst/ folders (any depth below them); each image is its own group."""
+    """cleavage/ and blastocyst/ folders (any case, any depth below them); each image is its own group."""
     items = []
-    for stage in STAGES:
-        folder = root / stage
-        if folder.is_dir():
-            for p in sorted(folder.rglob("*")):
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-                    name = f"{stage}/{p.relative_to(folder)}"
-                    items.append(Item(p, name, f"file:{name}", "folders", stage))
+    for stage, folder in stage_folders(root):
+        for p in sorted(folder.rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                name = f"{folder.name}/{p.relative_to(folder)}"
+                items.append(Item(p, name, f"file:{name}", "folders", stage))
     return items
 
 
