@@ -5,7 +5,8 @@ The device tool carries at most 64 MiB, so the training arrays travel packed:
   python scripts/gpu_train.py pack .gpu                      # here: .gpu/sperm.npz (prepared fields, head crops)
   python scripts/gpu_train.py train .gpu $OUT [VARIANT...]   # there: the models in parallel -> $OUT/sperm_*.pt
   python scripts/gpu_train.py finish RESULTS_DIR VARIANT     # here: cards, hashes and evaluations
-  python scripts/gpu_train.py heads .gpu $OUT VARIANT...     # there: head recipes only, MHSMA-train folds held out too
+  python scripts/gpu_train.py heads .gpu $OUT VARIANT... [--cpu]  # there (or here on the CPU, 2 at a time): head
+                                                              # recipes only, MHSMA-train folds held out too
 
   python scripts/gpu_train.py pack-timelapse .gpu_tl          # here: the images timelapse-stage trains on
   python scripts/gpu_train.py timelapse $OUT [--seeds 0,1,2] [--loeo-only] [VARIANT...]
@@ -38,19 +39,23 @@ DATA = Path("../shared/data/sperm")  # run from the repository root, as the card
 # head recipes compared by 5-fold CV on the GPU; e100_w16 is the CPU recipe. The later comparisons (`heads`) hold
 # out MHSMA-train folds too; the stem-stride-1 and fixed-MHSMA-scale variants they tried lost and live in 70346c4.
 HEAD_VARIANTS = {"e100_w16": {"epochs": 100, "width": 16}, "e300_w16": {"epochs": 300, "width": 16},
-                 "e300_w32": {"epochs": 300, "width": 32}, "e600_w32": {"epochs": 600, "width": 32}}
+                 "e300_w32": {"epochs": 300, "width": 32}, "e600_w32": {"epochs": 600, "width": 32},
+                 # plus a training-only head learning MHSMA's acrosome, vacuole and tail labels
+                 "e300_w16_parts": {"epochs": 300, "width": 16, "parts_weight": 0.5}}
 
 
 def pack(out: Path) -> None:
+    from core.datasets.sperm import read_mhsma_parts
     from core.tasks import sperm
 
     out.mkdir(parents=True, exist_ok=True)
     images, labels, _ = sperm._seg_training_set(DATA / "sperm_parsing_v2")
     jpegs = [cv2.imencode(".jpg", im[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for im in images]
     pngs = [cv2.imencode(".png", lab)[1].tobytes() for lab in labels]
-    items, _, hx, hn, hs, mx, mn, _ = sperm._head_training_sets(DATA)
+    items, _, hx, hn, hs, mx, mn, mhsma_dir = sperm._head_training_sets(DATA)
     np.savez(out / "sperm.npz", jpegs=np.array(jpegs, dtype=object), pngs=np.array(pngs, dtype=object),
-             hx=hx, hn=hn, hs=hs, mx=mx, mn=mn, folds=sperm._folds(items, sperm.N_FOLDS))
+             hx=hx, hn=hn, hs=hs, mx=mx, mn=mn, mparts=read_mhsma_parts(mhsma_dir, "train"),
+             folds=sperm._folds(items, sperm.N_FOLDS))
     print(f"packed {len(images)} fields, {len(hx)} HuSHeM and {len(mx)} MHSMA heads: "
           f"{(out / 'sperm.npz').stat().st_size / 2**20:.1f} MiB")
 
@@ -74,7 +79,8 @@ def _seg_job(folder: str) -> dict:
     return {"state": net.state_dict(), "seconds": time.perf_counter() - t0, "recipe": r}
 
 
-def _head_job(folder: str, variant: str, fold: int | None, held_out_mhsma: bool = False) -> tuple:
+def _head_job(folder: str, variant: str, fold: int | None, held_out_mhsma: bool = False,
+              device: str = "cuda") -> tuple:
     import torch
 
     from core.tasks import sperm
@@ -83,7 +89,7 @@ def _head_job(folder: str, variant: str, fold: int | None, held_out_mhsma: bool 
     d = _load(Path(folder))
     m_folds = sperm.mhsma_folds(len(d["mx"])) if held_out_mhsma else None
     net = sperm.fit_head_fold(d["hx"], d["hn"], d["hs"], d["mx"], d["mn"], d["folds"], fold, HEAD_VARIANTS[variant],
-                              0, "cuda", m_folds)
+                              0, device, m_folds, d.get("mparts"))
     out = {"state": net.state_dict()}
     if fold is not None:
         test = d["folds"] == fold
@@ -119,9 +125,10 @@ def train(folder: Path, out: Path, variants: list[str]) -> None:
         print(f"sperm-seg trained in {seg.result()['seconds']:.0f} s", flush=True)
 
 
-def train_heads(folder: Path, out: Path, variants: list[str]) -> None:
+def train_heads(folder: Path, out: Path, variants: list[str], device: str = "cuda") -> None:
     """Head variants only, each fold model also without its MHSMA-train fold: HuSHeM 5-fold shape accuracy and
-    MHSMA-train 5-fold normal/abnormal accuracy per variant (the official MHSMA valid split is not read)."""
+    MHSMA-train 5-fold normal/abnormal accuracy per variant (the official MHSMA valid split is not read).
+    On the CPU two models train at a time, one thread each."""
     import multiprocessing as mp
 
     import torch
@@ -133,8 +140,8 @@ def train_heads(folder: Path, out: Path, variants: list[str]) -> None:
     folds, hs, mn = packed["folds"], packed["hs"], packed["mn"]
     m_folds = sperm.mhsma_folds(len(mn))
     results: dict = {v: {} for v in variants}
-    with ProcessPoolExecutor(max_workers=15, mp_context=mp.get_context("spawn")) as pool:
-        jobs = [pool.submit(_head_job, str(folder), v, f, True) for v in variants for f in [*range(5), None]]
+    with ProcessPoolExecutor(max_workers=15 if device == "cuda" else 2, mp_context=mp.get_context("spawn")) as pool:
+        jobs = [pool.submit(_head_job, str(folder), v, f, True, device) for v in variants for f in [*range(5), None]]
         for job in jobs:  # in submission order: each variant is reported once its 6 models are done
             variant, fold, r = job.result()
             fits = results[variant]
@@ -300,13 +307,13 @@ def _embryo_job(folder: str, variant: str, seed: int, inner: bool, out: str):
     torch.set_num_threads(1)
     items, cache = _embryo_items(Path(folder))
     keras = et.setup_keras(seed)
-    px, epochs, edge = et.parse_recipe(EMBRYO_VARIANTS[variant])
+    px, epochs, edge, optics = et.parse_recipe(EMBRYO_VARIANTS[variant])
     t0 = time.perf_counter()
     if not inner:
-        model = et.fit_grade(keras, items, cache, px, epochs, seed, edge)
+        model = et.fit_grade(keras, items, cache, px, epochs, seed, edge, optics)
         np.savez(Path(out) / f"embryo_{variant}_s{seed}.npz", *model.get_weights())  # 1.3 MB, no optimiser state
         return {"variant": variant, "seed": seed, "final": True, "seconds": time.perf_counter() - t0}
-    scores, probs = et.fit_and_score_inner(keras, items, cache, px, epochs, seed, edge)[0]
+    scores, probs = et.fit_and_score_inner(keras, items, cache, px, epochs, seed, edge, optics_p=optics)[0]
     return {"variant": variant, "recipe": EMBRYO_VARIANTS[variant], "seed": seed, "seconds": time.perf_counter() - t0,
             **scores, "probs": {o: p.tolist() for o, p in probs.items()}}
 
@@ -344,8 +351,9 @@ def finish_embryo(results: Path, variant: str, seed: int) -> None:
     from core import embryo_training as et
     from core.registry import write_card
 
-    px, epochs, edge = et.parse_recipe(EMBRYO_VARIANTS[variant])
-    assert (px, epochs, edge) == (et.INPUT, et.EPOCHS, et.EDGE_BAND_P), "set the chosen recipe in embryo_training"
+    px, epochs, edge, optics = et.parse_recipe(EMBRYO_VARIANTS[variant])
+    assert (px, epochs, edge, optics) == (et.INPUT, et.EPOCHS, et.EDGE_BAND_P, et.OPTICS_P), \
+        "set the chosen recipe in embryo_training"
     with tarfile.open(results / f"embryo_{variant}.tar") as tar:
         tar.extract(f"embryo_{variant}_s{seed}.npz", results / "unpacked", filter="data")
     keras = et.setup_keras(seed)
@@ -373,7 +381,8 @@ if __name__ == "__main__":
     elif cmd == "train":
         train(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:] or list(HEAD_VARIANTS))
     elif cmd == "heads":
-        train_heads(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
+        train_heads(Path(sys.argv[2]), Path(sys.argv[3]), [a for a in sys.argv[4:] if a != "--cpu"],
+                    "cpu" if "--cpu" in sys.argv else "cuda")
     elif cmd == "pack-timelapse":
         pack_timelapse(Path(sys.argv[2]))
     elif cmd == "timelapse":  # OUT [--seeds 0,1,2] [--loeo-only] [VARIANT...]
