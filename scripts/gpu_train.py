@@ -307,13 +307,13 @@ def _embryo_job(folder: str, variant: str, seed: int, inner: bool, out: str):
     torch.set_num_threads(1)
     items, cache = _embryo_items(Path(folder))
     keras = et.setup_keras(seed)
-    px, epochs, edge, optics = et.parse_recipe(EMBRYO_VARIANTS[variant])
+    px, epochs, edge = et.parse_recipe(EMBRYO_VARIANTS[variant])
     t0 = time.perf_counter()
     if not inner:
-        model = et.fit_grade(keras, items, cache, px, epochs, seed, edge, optics)
+        model = et.fit_grade(keras, items, cache, px, epochs, seed, edge)
         np.savez(Path(out) / f"embryo_{variant}_s{seed}.npz", *model.get_weights())  # 1.3 MB, no optimiser state
         return {"variant": variant, "seed": seed, "final": True, "seconds": time.perf_counter() - t0}
-    scores, probs = et.fit_and_score_inner(keras, items, cache, px, epochs, seed, edge, optics_p=optics)[0]
+    scores, probs = et.fit_and_score_inner(keras, items, cache, px, epochs, seed, edge)[0]
     return {"variant": variant, "recipe": EMBRYO_VARIANTS[variant], "seed": seed, "seconds": time.perf_counter() - t0,
             **scores, "probs": {o: p.tolist() for o, p in probs.items()}}
 
@@ -351,9 +351,8 @@ def finish_embryo(results: Path, variant: str, seed: int) -> None:
     from core import embryo_training as et
     from core.registry import write_card
 
-    px, epochs, edge, optics = et.parse_recipe(EMBRYO_VARIANTS[variant])
-    assert (px, epochs, edge, optics) == (et.INPUT, et.EPOCHS, et.EDGE_BAND_P, et.OPTICS_P), \
-        "set the chosen recipe in embryo_training"
+    px, epochs, edge = et.parse_recipe(EMBRYO_VARIANTS[variant])
+    assert (px, epochs, edge) == (et.INPUT, et.EPOCHS, et.EDGE_BAND_P), "set the chosen recipe in embryo_training"
     with tarfile.open(results / f"embryo_{variant}.tar") as tar:
         tar.extract(f"embryo_{variant}_s{seed}.npz", results / "unpacked", filter="data")
     keras = et.setup_keras(seed)
