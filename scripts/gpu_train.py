@@ -39,23 +39,19 @@ DATA = Path("../shared/data/sperm")  # run from the repository root, as the card
 # head recipes compared by 5-fold CV on the GPU; e100_w16 is the CPU recipe. The later comparisons (`heads`) hold
 # out MHSMA-train folds too; the stem-stride-1 and fixed-MHSMA-scale variants they tried lost and live in 70346c4.
 HEAD_VARIANTS = {"e100_w16": {"epochs": 100, "width": 16}, "e300_w16": {"epochs": 300, "width": 16},
-                 "e300_w32": {"epochs": 300, "width": 32}, "e600_w32": {"epochs": 600, "width": 32},
-                 # plus a training-only head learning MHSMA's acrosome, vacuole and tail labels
-                 "e300_w16_parts": {"epochs": 300, "width": 16, "parts_weight": 0.5}}
+                 "e300_w32": {"epochs": 300, "width": 32}, "e600_w32": {"epochs": 600, "width": 32}}
 
 
 def pack(out: Path) -> None:
-    from core.datasets.sperm import read_mhsma_parts
     from core.tasks import sperm
 
     out.mkdir(parents=True, exist_ok=True)
     images, labels, _ = sperm._seg_training_set(DATA / "sperm_parsing_v2")
     jpegs = [cv2.imencode(".jpg", im[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for im in images]
     pngs = [cv2.imencode(".png", lab)[1].tobytes() for lab in labels]
-    items, _, hx, hn, hs, mx, mn, mhsma_dir = sperm._head_training_sets(DATA)
+    items, _, hx, hn, hs, mx, mn, _ = sperm._head_training_sets(DATA)
     np.savez(out / "sperm.npz", jpegs=np.array(jpegs, dtype=object), pngs=np.array(pngs, dtype=object),
-             hx=hx, hn=hn, hs=hs, mx=mx, mn=mn, mparts=read_mhsma_parts(mhsma_dir, "train"),
-             folds=sperm._folds(items, sperm.N_FOLDS))
+             hx=hx, hn=hn, hs=hs, mx=mx, mn=mn, folds=sperm._folds(items, sperm.N_FOLDS))
     print(f"packed {len(images)} fields, {len(hx)} HuSHeM and {len(mx)} MHSMA heads: "
           f"{(out / 'sperm.npz').stat().st_size / 2**20:.1f} MiB")
 
@@ -89,7 +85,7 @@ def _head_job(folder: str, variant: str, fold: int | None, held_out_mhsma: bool 
     d = _load(Path(folder))
     m_folds = sperm.mhsma_folds(len(d["mx"])) if held_out_mhsma else None
     net = sperm.fit_head_fold(d["hx"], d["hn"], d["hs"], d["mx"], d["mn"], d["folds"], fold, HEAD_VARIANTS[variant],
-                              0, device, m_folds, d.get("mparts"))
+                              0, device, m_folds)
     out = {"state": net.state_dict()}
     if fold is not None:
         test = d["folds"] == fold

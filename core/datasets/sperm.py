@@ -93,15 +93,6 @@ def read_mhsma(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-MHSMA_PARTS = ("acrosome", "vacuole", "tail")
-
-
-def read_mhsma_parts(root: Path, split: str) -> np.ndarray:
-    """(N, 3) labels of the acrosome, vacuole and tail of each MHSMA head (0 normal, 1 abnormal)."""
-    return np.stack([np.load(root / f"y_{part}_{split}.npy", allow_pickle=False).astype(int)
-                     for part in MHSMA_PARTS], 1)
-
-
 # --- Sperm Parsing v2 ----------------------------------------------------------------------------------
 
 @dataclass

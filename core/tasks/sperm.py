@@ -60,11 +60,8 @@ class HeadNet(nn.Module):
         self.normal = nn.Linear(8 * w, len(ds.NORMAL_LABELS))
         self.shape = nn.Linear(8 * w, len(ds.SHAPES))
 
-    def pooled(self, x):
-        return self.drop(self.features(x).mean(dim=(2, 3)))
-
     def logits(self, x):
-        g = self.pooled(x)
+        g = self.drop(self.features(x).mean(dim=(2, 3)))
         return self.normal(g), self.shape(g)
 
     def forward(self, x):
@@ -223,11 +220,8 @@ def _augment_heads(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def fit_head(x: np.ndarray, y_normal: np.ndarray, y_shape: np.ndarray, epochs: int, seed: int,
-             log=log, device: str = "cpu", width: int = 16, y_parts: np.ndarray | None = None,
-             parts_weight: float = 0.0) -> HeadNet:
-    """x: (N, 64, 64) uint8 grey; y_shape -1 where the shape is unknown (MHSMA). Augmented on the CPU.
-    With `parts_weight`, a training-only linear head also learns y_parts (N, 3: MHSMA acrosome, vacuole and tail
-    abnormal, -1 where unknown) from the same pooled features; the saved net does not keep it."""
+             log=log, device: str = "cpu", width: int = 16) -> HeadNet:
+    """x: (N, 64, 64) uint8 grey; y_shape -1 where the shape is unknown (MHSMA). Augmented on the CPU."""
     if device == "cpu":
         _threads()
     torch.manual_seed(seed)
@@ -236,12 +230,9 @@ def fit_head(x: np.ndarray, y_normal: np.ndarray, y_shape: np.ndarray, epochs: i
     xt = torch.from_numpy(x.astype(np.float32)[:, None])
     yn = torch.from_numpy(y_normal.astype(np.int64)).to(device)
     ys = torch.from_numpy(y_shape.astype(np.int64)).to(device)
-    parts_head = nn.Linear(net.normal.in_features, len(ds.MHSMA_PARTS)).to(device) if parts_weight else None
-    yp = torch.from_numpy(y_parts.astype(np.float32)).to(device) if parts_head else None
     batch = 64
     steps = epochs * int(np.ceil(len(x) / batch))
-    params = list(net.parameters()) + (list(parts_head.parameters()) if parts_head else [])
-    opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
     for epoch in range(epochs):
         net.train()
@@ -251,14 +242,10 @@ def fit_head(x: np.ndarray, y_normal: np.ndarray, y_shape: np.ndarray, epochs: i
             idx = order[start:start + batch]
             xb = _standardise(_augment_heads(xt[idx], gen).to(device))
             idx = idx.to(device)
-            g = net.pooled(xb)
-            ln, ls = net.normal(g), net.shape(g)
+            ln, ls = net.logits(xb)
             loss = F.cross_entropy(ln, yn[idx], label_smoothing=0.05)
             if (ys[idx] >= 0).any():
                 loss = loss + F.cross_entropy(ls, ys[idx], ignore_index=-1, label_smoothing=0.05)
-            known = yp[idx] >= 0 if parts_head else None
-            if parts_head and known.any():
-                loss = loss + parts_weight * F.binary_cross_entropy_with_logits(parts_head(g)[known], yp[idx][known])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -302,11 +289,6 @@ def _mix(hx, h_normal, h_shape, mx, m_normal, hushem_repeat: int = 2):
     return x, yn, ys
 
 
-def _mix_parts(n_hushem: int, m_parts: np.ndarray, hushem_repeat: int = 2) -> np.ndarray:
-    """The MHSMA part labels lined up with _mix's rows (-1: unknown, for every HuSHeM head)."""
-    return np.concatenate([-np.ones((n_hushem * hushem_repeat, m_parts.shape[1]), int), m_parts])
-
-
 # Recipes per training device: the CUDA ones are what the shipped weights used; the CPU ones fit this project's
 # 2-core machine (same code, fewer and smaller steps).
 HEAD_RECIPES = {"cpu": {"epochs": 100, "width": 16}, "cuda": {"epochs": 300, "width": 16}}
@@ -326,16 +308,13 @@ def mhsma_folds(n: int, n_folds: int = N_FOLDS) -> np.ndarray:
 
 
 def fit_head_fold(hx, hn, hs, mx, mn, folds, fold: int | None, recipe: dict, seed: int, device: str,
-                  m_folds: np.ndarray | None = None, m_parts: np.ndarray | None = None) -> HeadNet:
+                  m_folds: np.ndarray | None = None) -> HeadNet:
     """One model of the cross-validation (trained without HuSHeM fold `fold`, and without MHSMA fold `fold` when
-    `m_folds` is given), or the final one (fold None). `m_parts`: MHSMA part labels, for recipes with parts_weight."""
+    `m_folds` is given), or the final one (fold None)."""
     train = folds != fold if fold is not None else np.ones(len(hx), bool)
     m_train = m_folds != fold if fold is not None and m_folds is not None else np.ones(len(mx), bool)
-    weight = recipe.get("parts_weight", 0.0)
     return fit_head(*_mix(hx[train], hn[train], hs[train], mx[m_train], mn[m_train]), recipe["epochs"],
-                    seed if fold is None else seed + 1 + fold, device=device, width=recipe["width"],
-                    y_parts=_mix_parts(int(train.sum()), m_parts[m_train]) if weight else None,
-                    parts_weight=weight)
+                    seed if fold is None else seed + 1 + fold, device=device, width=recipe["width"])
 
 
 def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, trained=None) -> Path:
