@@ -346,13 +346,15 @@ OPTICS_SETS = {"original": lambda image: image, "uneven-light": _vignetted,
 def prepare_optics_sets(data: Path, out: Path) -> dict[str, int]:
     """The held-out stage-labelled photos and frames (Hung Vuong groups, Gomez embryos) as class-per-folder sets
     out/<set>/<stage>/, one set per OPTICS_SETS entry, so that `evaluate embryo-grade out/<set>` measures the whole
-    pipeline (locator included) under other optics. Returns the count per stage."""
+    pipeline (locator included) under other optics; each group (an embryo, a near-duplicate group) in a folder of
+    its own, which the class-per-folder reader keeps together. Returns the count per stage."""
     items = [it for it in collect(data) if it.split == "heldout" and it.stage and "stage" not in it.conflicts]
     for it in items:
         image = ds.load_rgb(it.path)
         for name, transform in OPTICS_SETS.items():
             shown = transform(image)
-            path = out / name / it.stage / (it.name.replace("/", "__").rsplit(".", 1)[0] + ".png")
+            group = it.group.replace(":", "_").replace("/", "_")
+            path = out / name / it.stage / group / (it.name.replace("/", "__").rsplit(".", 1)[0] + ".png")
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), shown if shown.ndim == 2 else shown[..., ::-1])
     return dict(Counter(it.stage for it in items))

@@ -141,6 +141,10 @@ def test_class_folders_match_stage_names_in_any_case(tmp_path):
     assert layouts == ["class-folders"]
     assert sorted((it.name, it.stage) for it in items) == [("Blastocysts/a.png", "blastocyst"),
                                                          ("Cleavage/a.png", "cleavage")]
+    for i in range(2):  # frames of one embryo in a subfolder are one group
+        write_png(tmp_path / "Cleavage" / "E7" / f"{i}.png", synthetic.embryo("cleavage", seed=i)[0])
+    groups = {it.name: it.group for it in ds.read_any(tmp_path)[0]}
+    assert groups["Cleavage/E7/0.png"] == groups["Cleavage/E7/1.png"] != groups["Cleavage/a.png"]
 
 
 def test_split_is_a_stable_function_of_the_group():

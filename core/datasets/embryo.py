@@ -132,13 +132,16 @@ def is_class_folders(root: Path) -> bool:
 
 
 def read_class_folders(root: Path) -> list[Item]:
-    """cleavage/ and blastocyst/ folders (any case, any depth below them); each image is its own group."""
+    """cleavage/ and blastocyst/ folders (any case, any depth below them). Images in a subfolder of a stage folder
+    form one group (one embryo or patient, e.g. blastocyst/<embryo>/*.png); images lying loose are each their own."""
     items = []
     for stage, folder in stage_folders(root):
         for p in sorted(folder.rglob("*")):
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-                name = f"{folder.name}/{p.relative_to(folder)}"
-                items.append(Item(p, name, f"file:{name}", "folders", stage))
+                rel = p.relative_to(folder)
+                name = f"{folder.name}/{rel}"
+                group = f"folder:{rel.parts[0]}" if len(rel.parts) > 1 else f"file:{name}"
+                items.append(Item(p, name, group, "folders", stage))
     return items
 
 
