@@ -58,6 +58,17 @@ def gaussian_blur(image: np.ndarray, sigma_pct: float) -> np.ndarray:
     return _blur(image, sigma)
 
 
+def vignette(image: np.ndarray, corner_loss_pct: float) -> np.ndarray:
+    """Light falling off from the centre (a microscope's vignetting): the corners keep 100 - corner_loss_pct % of
+    their brightness, the centre all of it, smoothly (quadratic in the distance from the centre)."""
+    if corner_loss_pct <= 0:
+        return image.copy()
+    h, w = image.shape[:2]
+    v, u = (np.mgrid[:h, :w] + 0.5) / np.array([h, w])[:, None, None] - 0.5
+    field = 1 - corner_loss_pct / 100 * (u ** 2 + v ** 2) / 0.5
+    return _u8(image.astype(np.float32) * (field[..., None] if image.ndim == 3 else field))
+
+
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur; wide kernels run on a downscaled copy (same look, a fraction of the time)."""
     h, w = image.shape[:2]
@@ -177,6 +188,7 @@ PERTURBATIONS: dict[str, Perturbation] = {p.name: p for p in [
     Perturbation("brightness", "Brightness", brightness, 0, -100, 100, 5, " levels"),
     Perturbation("contrast", "Contrast", contrast, 1.0, 0.25, 3.0, 0.05, "×"),
     Perturbation("gamma", "Gamma", gamma, 1.0, 0.3, 3.0, 0.05, ""),
+    Perturbation("vignette", "Vignette (light lost in the corners, %)", vignette, 0, 0, 80, 5, "%"),
     Perturbation("blur", "Blur (σ, % of image size)", gaussian_blur, 0.0, 0.0, 5.0, 0.1, "%"),
     Perturbation("speckle", "Speckle", speckle, 0.0, 0.0, 1.0, 0.05, "", ultrasound=True),
     Perturbation("noise", "Noise (σ, grey levels)", noise, 0, 0, 60, 2, ""),

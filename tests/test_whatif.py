@@ -64,6 +64,13 @@ def test_gamma_darkens_above_one_and_lifts_below(img):
     assert grey(whatif.gamma(img, 2.0)) < grey(img) < grey(whatif.gamma(img, 0.5))
 
 
+def test_vignette_darkens_the_corners_and_keeps_the_centre():
+    flat = np.full((100, 120, 3), 200, np.uint8)
+    out = whatif.vignette(flat, 60)
+    assert abs(int(out[50, 60, 0]) - 200) <= 1 and abs(int(out[0, 0, 0]) - 80) <= 3
+    assert whatif.vignette(flat[..., 0], 60).shape == (100, 120)
+
+
 def test_blur_lowers_high_frequency_energy(img):
     lap = lambda a: cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
     assert lap(whatif.gaussian_blur(img, 2.0)) < 0.3 * lap(img)
