@@ -202,17 +202,21 @@ def test_replicated_edge_bands_copy_the_row_inside_them():
 
 
 def test_other_optics_transforms():
-    """Uneven light darkens away from its centre; relief shades an edge bright on one side and dark on the other."""
-    from core.embryo_training import relief, uneven_light
+    """Relief shades an edge bright on one side and dark on the other; the optics sets keep a photo's size, and the
+    vignette darkens only away from the centre."""
+    from core.embryo_training import OPTICS_SETS, relief
 
-    flat = np.full((64, 80), 0.8, np.float32)
-    lit = uneven_light(flat, (0.5, 0.5), 1.2)
-    assert lit[32, 40] == pytest.approx(0.8, abs=0.01) and lit[0, 0] < 0.5 * 0.8
     step = np.zeros((64, 64), np.float32)
     step[:, 32:] = 1.0
     shaded = relief(step, contrast=0.0, strength=1.0, angle=0.0)
     assert shaded[32, 32] > 0.9 and relief(step, 0.0, 1.0, np.pi)[32, 32] < 0.1
     assert shaded[32, 5] == pytest.approx(0.5, abs=0.01)  # flat regions go to mid-grey
+    photo = np.full((60, 80, 3), 200, np.uint8)
+    for name, transform in OPTICS_SETS.items():
+        out = transform(photo)
+        assert out.shape[:2] == (60, 80) and out.dtype == np.uint8, name
+    lit = OPTICS_SETS["uneven-light"](photo)
+    assert lit[30, 40, 0] >= 199 and lit[0, 0, 0] < 100
 
 
 # --- dish composition ---------------------------------------------------------------------------------------------

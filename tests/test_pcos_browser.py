@@ -67,13 +67,19 @@ def test_pcos_page_upload_untick_and_bad_file(app_url, page, tmp_path):
     box = grid.bounding_box()
     # select follicle 1's number cell (read-only), move to its "counted" cell and toggle it with the space bar:
     # a mouse click on a checkbox cell only selects it in the grid
-    page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    page.keyboard.press(" ")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some("
-        "m => m.innerText.includes('Follicles counted') && m.innerText.trim().endsWith('7'))", timeout=30_000)
+    counted_is_7 = counted_is_8.replace("'8'", "'7'")
+    for attempt in range(3):  # a keystroke that lands while a rerun redraws the grid is lost: toggle again
+        if grid.locator("#glide-cell-3-0").text_content() == "true":
+            page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)
+            for _ in range(3):
+                page.keyboard.press("ArrowRight")
+            page.keyboard.press(" ")
+        try:
+            page.wait_for_function(counted_is_7, timeout=30_000)
+            break
+        except PlaywrightTimeout:
+            wait_for_app(page)
+    assert counted(page) == "7"
     page.screenshot(path=str(tmp_path / "pcos.png"), full_page=True)
     assert_no_errors(page)
 

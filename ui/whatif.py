@@ -84,9 +84,9 @@ def whatif_panel(
 
     What the user gets
     ------------------
-    - Adjust: brightness, contrast, gamma, vignette, Gaussian blur, noise, rotation, flip, zoom, JPEG quality (and speckle and
-      gain with ``ultrasound=True``), each re-predicting at once; original and modified side by side with both
-      outputs and the change (arrows, colour); a reset button.
+    - Adjust: brightness, contrast, gamma, vignette, Gaussian blur, noise, rotation, flip, zoom, JPEG quality (and
+      speckle and gain with ``ultrasound=True``), each re-predicting at once; original and modified side by side
+      with both outputs and the change (arrows, colour); a reset button.
     - Paint: draw on the image (streamlit-drawable-canvas, with its own undo/redo) and choose how painted pixels
       are filled: background, blur, image mean, or a colour; a reset button clears the drawing.
     - Heat map (when ``explain`` is given), occlusion map (patch size chosen by the user, batched, progress bar,
