@@ -462,6 +462,10 @@ def test_page_single_mode_with_generated_example():
     assert len(answers) == 2 and all(" %" in a for a in answers)
     assert any(a.split("### ")[1].split(" ·")[0] in ("Cleavage", "Blastocyst") for a in answers[:1])
     assert any("%" in c.value and "embryo-grade v" in c.value for c in at.caption)
+    relief = registry.card(task.GRADE_ID).metrics.get("heldout-pooled/relief-shaded")
+    if relief:  # the card's measured weakness is said beside the answer, with its number
+        assert any("relief shading" in c.value and f"{100 * relief['stage_balanced_accuracy']:.1f} %" in c.value
+                   for c in at.caption)
     assert at.slider(key="embryo_opacity").value == 0.45  # the heat maps were drawn (the slider sits above them)
     assert not at.error
 
