@@ -100,12 +100,11 @@ def single_view(image: InputImage, pred) -> None:
             st.caption(" · ".join(f"{LABELS.get(k, k)} {pct(v)}" for k, v in probs.items())
                        + f" — {GRADE_CARD.id} v{pred.model_version}")
         st.caption("Area graded (orange box): the embryo is located automatically and a square around it is graded.")
-        optics = {k: GRADE_CARD.metrics.get(f"heldout-pooled/{k}", {}).get("stage_balanced_accuracy")
-                  for k in ("as-taken", "vignetted", "relief-shaded")}
-        if all(optics.values()):
+        optics = task.optics_stage_accuracy(GRADE_CARD)
+        if optics:
             st.caption(f"Stage was learned from two microscopes. On held-out photos its balanced accuracy was "
-                       f"{pct(optics['as-taken'])} as taken, {pct(optics['vignetted'])} with the corners darkened "
-                       f"and {pct(optics['relief-shaded'])} with relief shading as Hoffman modulation contrast shows "
+                       f"{pct(optics['original'])} as taken, {pct(optics['uneven-light'])} with the corners darkened "
+                       f"and {pct(optics['relief'])} with relief shading as Hoffman modulation contrast shows "
                        "embryos: other optics can shift the call (Metrics page, optics evaluations).")
     with left:
         st.image(located, caption=image.name, width="stretch")

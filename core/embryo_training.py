@@ -27,7 +27,7 @@ from . import WEIGHTS_DIR
 from .audit import write_train_hashes
 from .datasets import embryo as ds
 from .preprocess import mean_over_views, normalise
-from .tasks.embryo import CROP_SIDE, GRADE_ID, crop_square, embryo_crop, locate_embryo
+from .tasks.embryo import CROP_SIDE, GRADE_ID, OPTICS_TABLES, crop_square, embryo_crop, locate_embryo
 from .whatif import vignette
 
 INPUT = 128
@@ -421,9 +421,7 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
 CARD_EVALUATIONS = {"hungvuong-heldout": "hungvuong/heldout-groups",
                     "timelapse-heldout": "gomez-embryoscope/heldout-embryos",
                     # prepare_optics_sets: the same held-out photos pooled, as taken and under other optics
-                    "optics-original-heldout": "heldout-pooled/as-taken",
-                    "optics-uneven-light-heldout": "heldout-pooled/vignetted",
-                    "optics-relief-heldout": "heldout-pooled/relief-shaded"}
+                    **{f"optics-{name}-heldout": label for name, label in OPTICS_TABLES.items()}}
 
 
 def update_card_metrics(keys=("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "n")) -> None:

@@ -26,6 +26,9 @@ BOX_TO_RADIUS = 0.47  # located radius / longer side of embryo-dish's box (media
 # below it are empty, a pipette or cut off; at the detector's own 0.5, 4 of the 11 below were whole embryos)
 NO_EMBRYO_SCORE = 0.3
 LOW_CONF = 0.05  # detector threshold when only its best score is wanted
+# the card's tables of stage on the held-out photos as taken and under other optics (embryo_training.OPTICS_SETS)
+OPTICS_TABLES = {"original": "heldout-pooled/as-taken", "uneven-light": "heldout-pooled/vignetted",
+                 "relief": "heldout-pooled/relief-shaded"}
 
 
 # --- localisation and the normalised crop ---------------------------------------------------------------------
@@ -130,6 +133,12 @@ def embryo_crop(image: np.ndarray, out: int = 128, side: float = CROP_SIDE,
 
 
 # --- prediction ---------------------------------------------------------------------------------------------
+
+def optics_stage_accuracy(card) -> dict[str, float] | None:
+    """Stage balanced accuracy per OPTICS_TABLES key from the card, or None where the card lacks any of them."""
+    values = {k: card.metrics.get(label, {}).get("stage_balanced_accuracy") for k, label in OPTICS_TABLES.items()}
+    return values if all(v is not None for v in values.values()) else None
+
 
 def _thresholds(card) -> dict[str, float]:
     return {o: float(t) for o, t in (card.get("thresholds") or {}).items()}
