@@ -106,10 +106,10 @@ def timeline(pred, frame: int) -> go.Figure:
     hours = np.asarray(x["hours"])
     probs = np.asarray(x["stage_probs"])
     has_truth = "true_phase" in x
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.45, 0.15, 0.40],
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.38, 0.13, 0.36, 0.13],
                         subplot_titles=("Stage probability (in context of the whole sequence)",
                                         "Stage: decoded in biological order" + (" vs annotation" if has_truth else ""),
-                                        "Phase"))
+                                        "Phase", "Change between frames: divisions show as bursts, and so does movement"))
     for i, s in enumerate(STAGES):
         fig.add_trace(go.Scatter(x=hours, y=100 * probs[:, i], name=STAGE_NAMES[s], stackgroup="p", mode="none",
                                  fillcolor=STAGE_COLOURS[s], hovertemplate="%{y:.1f} %"), row=1, col=1)
@@ -129,16 +129,47 @@ def timeline(pred, frame: int) -> go.Figure:
                                  connectgaps=False), row=3, col=1)
     fig.add_trace(go.Scatter(x=hours, y=x["phase_decoded"], mode="lines", name="phase, decoded",
                              line=dict(color="#08306b", width=2, shape="hv")), row=3, col=1)
+    fig.add_trace(go.Bar(x=hours, y=x["division_evidence"], name="burst of change", marker_color="#de2d26",
+                         hovertemplate="%{x:.1f} h: %{y:.2f}<extra></extra>"), row=4, col=1)
     fig.update_yaxes(title_text="%", range=[0, 100], row=1, col=1)
+    fig.update_yaxes(range=[0, 1], tickvals=[0, 1], row=4, col=1)
     fig.update_yaxes(categoryorder="array", categoryarray=PHASES, tickmode="array", tickvals=PHASES, row=3, col=1)
     for k, ev in enumerate(x["events"]):
         fig.add_vline(x=ev["hours"], line=dict(color="#444", width=1, dash="dot"))
-        fig.add_annotation(x=ev["hours"], y=1.0 + 0.045 * (k % 2), yref="paper", text=ev["event"], showarrow=False,
+        fig.add_annotation(x=ev["hours"], y=1.06 + 0.035 * (k % 2), yref="paper", text=ev["event"], showarrow=False,
                            font=dict(size=10))
     fig.add_vline(x=hours[frame], line=dict(color="crimson", width=2))
-    fig.update_xaxes(title_text=f"hours from the first frame ({x['minutes_per_frame']:g} min between frames)", row=3, col=1)
-    fig.update_layout(height=640, margin=dict(t=70, b=40, l=60, r=20), legend=dict(orientation="h", y=-0.12))
+    fig.update_xaxes(title_text=f"hours from the first frame ({x['minutes_per_frame']:g} min between frames)", row=4, col=1)
+    fig.update_layout(height=740, margin=dict(t=100, b=40, l=60, r=20), legend=dict(orientation="h", y=-0.12))
     return fig
+
+
+def frame_picker(n_frames: int, bursts: list[int]) -> int:
+    """The frame slider, with buttons that jump to the previous / next burst of change (frames worth checking)."""
+    def jump(step: int) -> None:
+        now = st.session_state.get("tl_frame", 0)
+        ahead = [b for b in bursts if b > now] if step > 0 else [b for b in bursts if b < now][::-1]
+        if ahead:
+            st.session_state["tl_frame"] = ahead[0]
+
+    slider, back, forward = st.columns([8, 1, 1], vertical_alignment="bottom")
+    frame = slider.slider("Frame", 0, n_frames - 1, key="tl_frame")
+    back.button("◀ burst", key="tl_prev_burst", on_click=jump, args=(-1,), disabled=not bursts, width="stretch",
+                help="Go to the previous burst of change between frames (a division, a movement or refocusing)")
+    forward.button("burst ▶", key="tl_next_burst", on_click=jump, args=(1,), disabled=not bursts, width="stretch",
+                   help="Go to the next burst of change between frames (a division, a movement or refocusing)")
+    return frame
+
+
+def burst_note() -> str:
+    text = ("Bottom: bursts of change between consecutive frames, to find frames worth checking: a cell division shows "
+            "as a burst, but so do movement and refocusing")
+    check = CARD.metrics.get("gomez2022/division-bursts")
+    if check:
+        text += (f" (in {check['sequences']} annotated Gomez sequences, {check['divisions_with_a_burst']} of "
+                 f"{check['divisions']} divisions had a burst within {check['tolerance_frames']} frames, and "
+                 f"{check['bursts_at_a_division']} of {check['bursts']} bursts were at a division)")
+    return text + "."
 
 
 def events_view(pred) -> None:
@@ -166,8 +197,10 @@ def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
     with mid:
         stage = x["stage_decoded"][frame]
         st.metric("Stage (decoded)", STAGE_NAMES[stage], help=f"{CARD.id} v{pred.model_version}")
+        burst = float(x["division_evidence"][frame])
         st.caption(f"Phase: {x['phase_decoded'][frame]}"
-                   + (f" · annotated: {x['true_phase'][frame] or 'not annotated'}" if "true_phase" in x else ""))
+                   + (f" · annotated: {x['true_phase'][frame] or 'not annotated'}" if "true_phase" in x else "")
+                   + (f" · burst of change from the frame before ({burst:.2f})" if burst >= task.BURST else ""))
         probs = np.asarray(x["stage_probs"])[frame]
         st.dataframe(pd.DataFrame({"stage": [STAGE_NAMES[s] for s in STAGES],
                                    "probability": [f"{100 * p:.1f} %" for p in probs]}), hide_index=True, width="stretch")
@@ -203,12 +236,12 @@ else:
                    f"{pred.extras['hours'][-1]:.1f} h · staged in {pred.timings_ms['total'] / 1000:.1f} s "
                    f"({CARD.id} v{pred.model_version})")
         record_prediction(pred, "timelapse")
-        frame = st.slider("Frame", 0, len(seq) - 1, 0, key="tl_frame")
+        frame = frame_picker(len(seq), task.burst_frames(pred.extras["division_evidence"]))
         st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")
         st.caption("Top: probability of each stage at each frame. Middle: the stage path forced to move forward only "
-                   "(Viterbi), which removes single-frame flickers. Bottom: the phase decoded the same way; grey dots "
-                   "are the frame-by-frame answers" + (", the wide green line the annotation." if "true_phase" in
-                                                       pred.extras else "."))
+                   "(Viterbi), which removes single-frame flickers. Phase: decoded the same way; grey dots "
+                   "are the frame-by-frame answers" + (", the wide green line the annotation. " if "true_phase" in
+                                                       pred.extras else ". ") + burst_note())
         tab_events, tab_frame, tab_whatif = st.tabs(["Events", "Frame", "What-if on this frame"])
         with tab_events:
             events_view(pred)

@@ -234,8 +234,7 @@ def _timelapse_job(variant: str, embryo: str | None, out: str, seed: int = 0) ->
         timelapse.train(timelapse.MODEL_ID, data, "cuda", epochs, seed)
     else:
         result = timelapse.leave_one_out(data, embryo, epochs, seed, "cuda", temporals=("none",))
-        (folder / "loeo").mkdir(parents=True, exist_ok=True)
-        (folder / "loeo" / f"{embryo}.json").write_text(json.dumps(result, indent=2))
+        timelapse.save_fold(folder / "loeo", embryo, result)
     return f"{variant} {embryo or 'final'} seed {seed} done"
 
 

@@ -42,6 +42,32 @@ def test_page_stages_a_local_folder(tmp_path):
     assert not at.exception
 
 
+def test_page_burst_buttons_jump_between_bursts(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from core.tasks import timelapse as task
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(write_frames(tmp_path / "long", n=40))).run()
+    assert not at.exception
+    frames, _ = synthetic.timelapse_sequence(40, size=128)
+    model = registry.load(task.MODEL_ID)
+    bursts = task.burst_frames(task.division_evidence(task.frame_change(model.prepare(frames))[0]))
+    assert len(bursts) >= 2  # the generated embryo changes abruptly at each new stage
+    at.button(key="tl_next_burst").click().run()
+    assert at.slider(key="tl_frame").value == bursts[0]
+    at.button(key="tl_next_burst").click().run()
+    at.button(key="tl_prev_burst").click().run()
+    assert at.slider(key="tl_frame").value == bursts[0]
+    at.slider(key="tl_frame").set_value(39).run()
+    at.text_input(key="tl_folder").input(str(write_frames(tmp_path / "short", n=16))).run()  # slider past the end
+    assert not at.exception
+    assert at.slider(key="tl_frame").value <= 15
+    assert at.button(key="tl_next_burst").disabled  # under 30 frames: no change signal
+
+
 def test_page_reports_missing_folder(tmp_path):
     from streamlit.testing.v1 import AppTest
 

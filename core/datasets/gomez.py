@@ -17,6 +17,9 @@ STAGE_OF_PHASE = {
     "tM": "morula",
     **{p: "blastocyst" for p in ("tSB", "tB", "tEB", "tHB")},
 }
+# cells in each phase (9: nine or more), for the decoder: a phase change that adds cells needs a division
+CELLS_OF_PHASE = {p: min(int(p[1:].rstrip("+")), 9) if p[1:2].isdigit() else (1 if STAGE_OF_PHASE[p] == "pronuclear" else 9)
+                  for p in PHASES}
 RUN_RE = re.compile(r"RUN(\d+)", re.IGNORECASE)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
