@@ -129,7 +129,7 @@ def timeline(pred, frame: int) -> go.Figure:
                                  connectgaps=False), row=3, col=1)
     fig.add_trace(go.Scatter(x=hours, y=x["phase_decoded"], mode="lines", name="phase, decoded",
                              line=dict(color="#08306b", width=2, shape="hv")), row=3, col=1)
-    fig.add_trace(go.Bar(x=hours, y=x["division_evidence"], name="burst of change", marker_color="#de2d26",
+    fig.add_trace(go.Bar(x=hours, y=x["burst_strength"], name="burst of change", marker_color="#de2d26",
                          hovertemplate="%{x:.1f} h: %{y:.2f}<extra></extra>"), row=4, col=1)
     fig.update_yaxes(title_text="%", range=[0, 100], row=1, col=1)
     fig.update_yaxes(range=[0, 1], tickvals=[0, 1], row=4, col=1)
@@ -154,16 +154,17 @@ def frame_picker(n_frames: int, bursts: list[int]) -> int:
 
     slider, back, forward = st.columns([8, 1, 1], vertical_alignment="bottom")
     frame = slider.slider("Frame", 0, n_frames - 1, key="tl_frame")
+    why = "a division, or blastomeres or the whole embryo moving"
     back.button("◀ burst", key="tl_prev_burst", on_click=jump, args=(-1,), disabled=not bursts, width="stretch",
-                help="Go to the previous burst of change between frames (a division, a movement or refocusing)")
+                help=f"Go to the previous burst of change between frames ({why})")
     forward.button("burst ▶", key="tl_next_burst", on_click=jump, args=(1,), disabled=not bursts, width="stretch",
-                   help="Go to the next burst of change between frames (a division, a movement or refocusing)")
+                   help=f"Go to the next burst of change between frames ({why})")
     return frame
 
 
 def burst_note() -> str:
     text = ("Bottom: bursts of change between consecutive frames, to find frames worth checking: a cell division shows "
-            "as a burst, but so do movement and refocusing")
+            "as a burst, but so do blastomeres shifting and the embryo moving")
     check = CARD.metrics.get("gomez2022/division-bursts")
     if check:
         text += (f" (in {check['sequences']} annotated Gomez sequences, {check['divisions_with_a_burst']} of "
@@ -177,7 +178,7 @@ def events_view(pred) -> None:
     if table.empty:
         st.info("No stage transition was found in this sequence (every frame is in one phase).")
     else:
-        shown = table.drop(columns=["frame_name"]).rename(columns={"hours": "time (h)"})
+        shown = table.drop(columns=["frame_name"]).rename(columns={"hours": "time (h)", "nearest_burst": "nearest burst (frame)"})
         st.dataframe(shown, hide_index=True, width="stretch")
     name = Path(pred.input_name).stem or "sequence"
     c1, c2 = st.columns(2)
@@ -186,7 +187,9 @@ def events_view(pred) -> None:
     c2.download_button("Download every frame (CSV)", task.timeline_table(pred).to_csv(index=False).encode(),
                        f"{name}-frames.csv", "text/csv", key="tl_frames_csv")
     st.caption("An event is the first frame decoded at that phase or later; a phase the embryo passed too fast to be "
-               "seen shares the time of the next one. Events before the first frame are not listed.")
+               "seen shares the time of the next one. Events before the first frame are not listed. Nearest burst: the "
+               f"closest burst of change within {task.NEAREST_BURST} frames of the event, a frame to look at when "
+               "checking it.")
 
 
 def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
@@ -197,7 +200,7 @@ def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
     with mid:
         stage = x["stage_decoded"][frame]
         st.metric("Stage (decoded)", STAGE_NAMES[stage], help=f"{CARD.id} v{pred.model_version}")
-        burst = float(x["division_evidence"][frame])
+        burst = float(x["burst_strength"][frame])
         st.caption(f"Phase: {x['phase_decoded'][frame]}"
                    + (f" · annotated: {x['true_phase'][frame] or 'not annotated'}" if "true_phase" in x else "")
                    + (f" · burst of change from the frame before ({burst:.2f})" if burst >= task.BURST else ""))
@@ -236,7 +239,7 @@ else:
                    f"{pred.extras['hours'][-1]:.1f} h · staged in {pred.timings_ms['total'] / 1000:.1f} s "
                    f"({CARD.id} v{pred.model_version})")
         record_prediction(pred, "timelapse")
-        frame = frame_picker(len(seq), task.burst_frames(pred.extras["division_evidence"]))
+        frame = frame_picker(len(seq), task.burst_frames(pred.extras["burst_strength"]))
         st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")
         st.caption("Top: probability of each stage at each frame. Middle: the stage path forced to move forward only "
                    "(Viterbi), which removes single-frame flickers. Phase: decoded the same way; grey dots "

@@ -198,29 +198,29 @@ def read_sequence(source, name: str | None = None) -> FrameSequence:
 
 
 # --- decoding --------------------------------------------------------------------------------------------
-def viterbi_monotone(log_p: np.ndarray, switch_cost: float = 2.0, allowed: np.ndarray | None = None,
-                     divides: np.ndarray | None = None, division_cost: np.ndarray | None = None) -> np.ndarray:
+def viterbi_monotone(log_p: np.ndarray, switch_cost: float = 2.0, allowed: np.ndarray | None = None) -> np.ndarray:
     """Best state path of a left-to-right chain: states never decrease, any forward jump (skips allowed) costs
     `switch_cost` (in log units), staying is free. log_p: (T, K) log-probabilities; allowed: optional (T, K) mask.
-    divides (K, K) marks the jumps that need a cell division; entering frame t by one of them costs
-    division_cost[t] more. Returns the (T,) state indices maximising sum(log_p[t, s_t]) - the jumps' costs."""
+    Returns the (T,) state indices maximising sum(log_p[t, s_t]) - switch_cost * (number of changes)."""
     log_p = np.asarray(log_p, np.float64)
     if allowed is not None:
         log_p = np.where(allowed, log_p, -np.inf)
     n, k = log_p.shape
     if n == 0:
         return np.zeros(0, int)
-    forward = np.triu(np.ones((k, k), bool), 1)
-    base = np.where(forward, -switch_cost, -np.inf)
-    np.fill_diagonal(base, 0.0)
-    extra = np.zeros(n) if division_cost is None else np.asarray(division_cost, np.float64)
-    divides = np.zeros((k, k), bool) if divides is None else divides & forward
     score = log_p[0].copy()
     back = np.zeros((n, k), np.int64)
+    idx = np.arange(k)
     for t in range(1, n):
-        gain = score[:, None] + (base - extra[t] * divides if extra[t] else base)  # [from, to]
-        back[t] = np.argmax(gain, axis=0)
-        score = gain[back[t], np.arange(k)] + log_p[t]
+        # best predecessor strictly before j: running max of score over states 0..j-1
+        prev_best = np.maximum.accumulate(score)
+        prev_arg = np.zeros(k, np.int64)
+        for j in range(1, k):  # argmax of the running max, vectorisation not worth it for k <= 16
+            prev_arg[j] = prev_arg[j - 1] if score[prev_arg[j - 1]] >= score[j - 1] else j - 1
+        shifted = np.concatenate([[-np.inf], prev_best[:-1]]) - switch_cost
+        move = shifted > score
+        back[t] = np.where(move, prev_arg, idx)
+        score = np.where(move, shifted, score) + log_p[t]
     path = np.empty(n, np.int64)
     path[-1] = int(np.argmax(score))
     for t in range(n - 1, 0, -1):
@@ -228,9 +228,10 @@ def viterbi_monotone(log_p: np.ndarray, switch_cost: float = 2.0, allowed: np.nd
     return path
 
 
+# --- bursts of change between frames (where divisions, and also movements, show) -----------------------------
 CHANGE_BLUR = 1.5  # px at the model's input size: frame-to-frame change ignores pixel noise
-DIVISION_LEVEL = 8.0  # robust z of a frame's change counted as full evidence of a division
-MIN_FRAMES_FOR_CHANGE = 30  # sparser samples (frames hours apart) carry no division signal
+BURST_Z = 8.0  # robust z-score of a frame's change that counts as a full burst (strength 1)
+MIN_FRAMES_FOR_CHANGE = 30  # shorter sequences are taken as sparse samples (frames hours apart): no bursts
 
 
 def frame_change(inputs: np.ndarray, previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -244,10 +245,11 @@ def frame_change(inputs: np.ndarray, previous: np.ndarray | None = None) -> tupl
     return changes, blurred[-1]
 
 
-def division_evidence(changes: np.ndarray) -> np.ndarray:
-    """Per frame, 0–1: how strongly the change into that frame looks like a cell division. Cleavage shows as a burst
-    of change against an embryo that otherwise barely moves between frames; only the local maximum of a burst
-    (± 2 frames) counts, scaled by its robust z-score (median / MAD of the sequence) up to DIVISION_LEVEL."""
+def burst_strength(changes: np.ndarray) -> np.ndarray:
+    """Per frame, 0–1: how far the change into that frame stands out as a burst. A cleavage shows as a burst of
+    change against an embryo that otherwise barely moves between frames (so do shifting blastomeres and a moving
+    embryo); only the local maximum of a burst (± 2 frames) counts, scaled by its robust z-score (median / MAD of the
+    sequence) up to BURST_Z."""
     c = np.asarray(changes, np.float64)
     if len(c) < MIN_FRAMES_FOR_CHANGE:
         return np.zeros(len(c))
@@ -256,29 +258,17 @@ def division_evidence(changes: np.ndarray) -> np.ndarray:
     z[0] = 0.0
     padded = np.pad(z, 2, constant_values=-np.inf)
     peak = z >= np.max(np.lib.stride_tricks.sliding_window_view(padded, 5), axis=1)
-    return np.where(peak, np.clip(z / DIVISION_LEVEL, 0, 1), 0.0)
+    return np.where(peak, np.clip(z / BURST_Z, 0, 1), 0.0)
 
 
-def _divisions(counts: list[int]) -> np.ndarray:
-    c = np.asarray(counts)
-    return c[None, :] > c[:, None]
-
-
-PHASE_DIVIDES = _divisions([gomez.CELLS_OF_PHASE[p] for p in gomez.PHASES])  # e.g. t2 -> t4, tPNf -> t2
-STAGE_DIVIDES = _divisions([1, 2, 2, 2])  # only leaving the pronuclear stage needs a division; later ones are inside a stage
-
-
-def decode(stage_p: np.ndarray, phase_p: np.ndarray, switch_cost: float = 2.0, evidence: np.ndarray | None = None,
-           division_penalty: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def decode(stage_p: np.ndarray, phase_p: np.ndarray, switch_cost: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """Decoded stage and phase indices per frame: stage by Viterbi, then phase by Viterbi among the phases of the
-    decoded stage, so both are monotone and agree. With division evidence (0–1 per frame, division_evidence), a
-    change of cell number costs division_penalty * (1 - evidence) more, so it lands where a division is seen."""
+    decoded stage, so both are monotone and agree."""
     eps = 1e-6
-    extra = None if evidence is None or not division_penalty else division_penalty * (1 - np.asarray(evidence))
-    stage_path = viterbi_monotone(np.log(stage_p + eps), switch_cost, divides=STAGE_DIVIDES, division_cost=extra)
+    stage_path = viterbi_monotone(np.log(stage_p + eps), switch_cost)
     stage_of = np.array([gomez.STAGES.index(gomez.STAGE_OF_PHASE[p]) for p in gomez.PHASES])
     allowed = stage_of[None, :] == stage_path[:, None]
-    phase_path = viterbi_monotone(np.log(phase_p + eps), switch_cost, allowed, PHASE_DIVIDES, extra)
+    phase_path = viterbi_monotone(np.log(phase_p + eps), switch_cost, allowed)
     return stage_path, phase_path
 
 

@@ -12,8 +12,8 @@ import pytest
 from core import synthetic
 from core.datasets.gomez import PHASES, STAGES
 from core.imageio import encode_png
-from core.sequence import (PHASE_DIVIDES, SequenceInputError, decode, division_evidence, event_frames, frame_change,
-                           order_frames, read_folder, read_sequence, read_video, read_zip, viterbi_monotone)
+from core.sequence import (SequenceInputError, burst_strength, decode, event_frames, frame_change, order_frames,
+                           read_folder, read_sequence, read_video, read_zip, viterbi_monotone)
 from tests.conftest import shared_data
 
 
@@ -49,15 +49,13 @@ def test_order_falls_back_to_names_without_numbers():
 
 
 # --- Viterbi -------------------------------------------------------------------------------------------------
-def brute_force(log_p, cost, divides=None, extra=None):
+def brute_force(log_p, cost):
     t, k = log_p.shape
     best, arg = -np.inf, None
     for path in itertools.product(range(k), repeat=t):
         if any(b < a for a, b in zip(path, path[1:])):
             continue
         score = sum(log_p[i, s] for i, s in enumerate(path)) - cost * sum(b != a for a, b in zip(path, path[1:]))
-        if divides is not None:
-            score -= sum(extra[i + 1] for i, (a, b) in enumerate(zip(path, path[1:])) if divides[a, b])
         if score > best:
             best, arg = score, path
     return np.array(arg), best
@@ -74,27 +72,24 @@ def test_viterbi_finds_the_known_optimum(seed):
     assert np.isclose(score, best)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_viterbi_with_division_costs_finds_the_known_optimum(seed):
-    rng = np.random.default_rng(seed)
-    log_p = np.log(rng.dirichlet(np.ones(4), size=6))
-    divides = np.triu(rng.random((4, 4)) < 0.5, 1)
-    extra = rng.uniform(0, 3, 6)
-    path = viterbi_monotone(log_p, 1.0, divides=divides, division_cost=extra)
-    _, best = brute_force(log_p, 1.0, divides, extra)
-    moves = [(a, b, extra[i + 1]) for i, (a, b) in enumerate(zip(path, path[1:])) if b != a]
-    score = log_p[np.arange(6), path].sum() - sum(1.0 + (x if divides[a, b] else 0) for a, b, x in moves)
-    assert np.isclose(score, best)
-
-
-def test_division_evidence_marks_the_burst_peak_only():
+def test_burst_strength_marks_the_burst_peak_only():
     rng = np.random.default_rng(0)
     changes = rng.uniform(0.09, 0.11, 60)
     changes[0] = 0.0
     changes[[29, 30, 31]] = [0.2, 0.4, 0.25]  # a division: a burst of change over three frames
-    ev = division_evidence(changes)
+    ev = burst_strength(changes)
     assert ev[30] == 1.0 and np.count_nonzero(ev >= 0.5) == 1
-    assert not division_evidence(changes[:20]).any()  # too few frames to tell a burst from sampling
+    assert not burst_strength(changes[:20]).any()  # too few frames to tell a burst from sampling
+
+
+def test_nearest_burst_to_an_event():
+    from core.tasks.timelapse import NEAREST_BURST, burst_frames, nearest_burst
+
+    bursts = burst_frames([0, 0.2, 0.5, 0, 0.9, 0, 0, 0, 0, 0, 0.7])
+    assert bursts == [2, 4, 10]
+    assert nearest_burst(bursts, 3) == 2  # a tie goes to the earlier burst
+    assert nearest_burst(bursts, 9) == 10
+    assert nearest_burst([0], NEAREST_BURST + 1) is None
 
 
 def test_frame_change_is_the_same_in_one_batch_or_two():
@@ -104,23 +99,6 @@ def test_frame_change_is_the_same_in_one_batch_or_two():
     first, last = frame_change(frames[:3])
     second, _ = frame_change(frames[3:], last)
     assert whole[0] == 0 and np.allclose(whole, np.concatenate([first, second]))
-
-
-def test_decode_puts_a_division_where_it_is_seen():
-    # the network cannot tell two cells from four around the division (both 0.5): without evidence the change
-    # lands anywhere in that stretch; with a division seen at frame 14 it lands there
-    i = PHASES.index
-    phase_p = np.full((30, 16), 1e-3)
-    phase_p[:10, i("t2")] = 1
-    phase_p[10:20, [i("t2"), i("t4")]] = 0.5
-    phase_p[20:, i("t4")] = 1
-    stage_p = np.tile([0.01, 0.97, 0.01, 0.01], (30, 1))
-    evidence = np.zeros(30)
-    evidence[14] = 1.0
-    _, plain = decode(stage_p, phase_p, 4.0)
-    _, seen = decode(stage_p, phase_p, 4.0, evidence, 8.0)
-    assert event_frames(seen)["t4"] == 14 and event_frames(plain)["t4"] != 14
-    assert PHASE_DIVIDES[i("t2"), i("t4")] and not PHASE_DIVIDES[i("t9+"), i("tM")]
 
 
 def test_viterbi_is_monotone_and_removes_flicker():
@@ -259,7 +237,7 @@ def test_predict_sequence_shapes_and_monotone(model):
     assert x["hours"][-1] == pytest.approx(39 * 10 / 60, abs=1e-3)
     assert calls and calls[-1] == 40
     assert set(task.timeline_table(pred).columns) >= {"frame", "hours", "stage", "phase", "p_blastocyst",
-                                                      "division_evidence"}
+                                                      "burst_strength"}
     assert pred.summary()["model"] == "timelapse-stage"
 
 
@@ -315,7 +293,7 @@ def test_regression_floor_on_heldout_embryo(model):
     true_ev = pred.extras["true_events"]
     t2 = next(e["frame"] for e in ev if e["event"] == "t2")
     assert abs(t2 - true_ev["t2"]) <= 8  # measured 1 frame (target 2); t3 and t4 are 66 frames late, see the README
-    bursts = np.asarray(pred.extras["division_evidence"])
+    bursts = np.asarray(pred.extras["burst_strength"])
     assert len(bursts) == len(seq)
     # the first division and the 4 -> 5 one each show as a burst within 3 frames (measured 1.0 and 0.88)
     assert bursts[true_ev["t2"] - 3:true_ev["t2"] + 4].max() >= 0.5

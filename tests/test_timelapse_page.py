@@ -54,7 +54,7 @@ def test_page_burst_buttons_jump_between_bursts(tmp_path):
     assert not at.exception
     frames, _ = synthetic.timelapse_sequence(40, size=128)
     model = registry.load(task.MODEL_ID)
-    bursts = task.burst_frames(task.division_evidence(task.frame_change(model.prepare(frames))[0]))
+    bursts = task.burst_frames(task.burst_strength(task.frame_change(model.prepare(frames))[0]))
     assert len(bursts) >= 2  # the generated embryo changes abruptly at each new stage
     at.button(key="tl_next_burst").click().run()
     assert at.slider(key="tl_frame").value == bursts[0]

@@ -17,7 +17,7 @@ STAGE_OF_PHASE = {
     "tM": "morula",
     **{p: "blastocyst" for p in ("tSB", "tB", "tEB", "tHB")},
 }
-# cells in each phase (9: nine or more), for the decoder: a phase change that adds cells needs a division
+# cells in each phase (9: nine or more): a phase change that adds cells is a division (core.tasks.timelapse.division_burst_check)
 CELLS_OF_PHASE = {p: min(int(p[1:].rstrip("+")), 9) if p[1:2].isdigit() else (1 if STAGE_OF_PHASE[p] == "pronuclear" else 9)
                   for p in PHASES}
 RUN_RE = re.compile(r"RUN(\d+)", re.IGNORECASE)

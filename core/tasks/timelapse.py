@@ -26,8 +26,7 @@ from ..datasets import gomez
 from ..datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from ..preprocess import centre_square, normalise
 from ..results import Prediction
-from ..sequence import (DEFAULT_MINUTES, EVENTS, FrameSequence, decode, division_evidence, event_frames,
-                        frame_change)
+from ..sequence import DEFAULT_MINUTES, EVENTS, FrameSequence, burst_strength, decode, event_frames, frame_change
 
 MODEL_ID = "timelapse-stage"
 SIZE = 160  # 160 beat 112 on leave-one-embryo-out (median t2–t5 error 5.5 vs 32.5 frames; scripts/gpu_train.py)
@@ -42,9 +41,9 @@ HELDOUT_PERCENT = 30  # embryos whose stable hash falls below this are never tra
 MIN_SEQUENCE = 30  # embryos with fewer frames are sparse samples: evaluation only
 MAX_TRAIN_FRAMES = 60_000  # the full public set (704 embryos) is subsampled in time to stay within memory
 SWITCH_COST = 4.0  # Viterbi cost of one stage/phase change, log units
-BURST = 0.5  # division evidence counted as a burst of change (page, events table, division_burst_check)
+BURST = 0.5  # burst strength shown as a burst of change (page, events table, division_burst_check)
 BURST_TOLERANCE = 3  # frames between a burst and an annotated division for either to count as found
-DIVISION_PENALTY = 0.0  # extra cost of a change of cell number where no division is seen (core.sequence.decode)
+NEAREST_BURST = 8  # the events table names the closest burst at most this many frames from each event
 EPOCHS = 60  # encoder epochs (1024 frames each): 60 beat 30 on the leave-one-embryo-out folds
 TEMPORAL_STEPS = 400  # training steps of the temporal head on frozen encoder embeddings
 STAGE_IDX = np.array([STAGES.index(STAGE_OF_PHASE[p]) for p in PHASES])
@@ -136,7 +135,7 @@ def _tensor(model, x: np.ndarray) -> torch.Tensor:
 
 
 def sequence_probabilities(model, frames: list[np.ndarray], progress=None, batch: int = BATCH):
-    """(stage (T, 4), phase (T, 16)) probabilities of every frame, in context, and (T,) division evidence from the
+    """(stage (T, 4), phase (T, 16)) probabilities of every frame, in context, and the (T,) burst strength of the
     change between the model's inputs; progress(done, total) per batch."""
     net = model.net
     embs, changes, last = [], [], None
@@ -149,7 +148,7 @@ def sequence_probabilities(model, frames: list[np.ndarray], progress=None, batch
             if progress:
                 progress(min(start + batch, len(frames)), len(frames))
         s, p = net.sequence(torch.cat(embs)[None])
-    return s[0].cpu().numpy(), p[0].cpu().numpy(), division_evidence(np.concatenate(changes))
+    return s[0].cpu().numpy(), p[0].cpu().numpy(), burst_strength(np.concatenate(changes))
 
 
 def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float = DEFAULT_MINUTES,
@@ -157,9 +156,9 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
     """One Prediction for a whole sequence: per-frame probabilities, raw and decoded stage/phase, event times."""
     model = registry.load(model_id, device)
     t0 = time.perf_counter()
-    stage_p, phase_p, evidence = sequence_probabilities(model, seq.frames, progress)
+    stage_p, phase_p, bursts = sequence_probabilities(model, seq.frames, progress)
     t1 = time.perf_counter()
-    stage_dec, phase_dec = decode(stage_p, phase_p, switch_cost, evidence, DIVISION_PENALTY)
+    stage_dec, phase_dec = decode(stage_p, phase_p, switch_cost)
     hours = (np.arange(len(seq)) * minutes_per_frame / 60.0).round(3)
     events = [{"event": ev, "frame": f, "frame_name": seq.names[f], "hours": float(hours[f])}
               for ev, f in event_frames(phase_dec).items()]
@@ -176,7 +175,7 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
         "stage_decoded": [STAGES[i] for i in stage_dec],
         "phase_raw": [PHASES[i] for i in phase_p.argmax(1)],
         "phase_decoded": [PHASES[i] for i in phase_dec],
-        "division_evidence": evidence.round(3),
+        "burst_strength": bursts.round(3),
         "events": events,
         "current_stage": STAGES[stage_dec[-1]],
     }
@@ -194,7 +193,7 @@ def timeline_table(pred: Prediction) -> pd.DataFrame:
     frame = pd.DataFrame({"frame": range(x["n_frames"]), "name": x["frame_names"], "hours": x["hours"],
                           "stage": x["stage_decoded"], "stage_raw": x["stage_raw"],
                           "phase": x["phase_decoded"], "phase_raw": x["phase_raw"],
-                          "division_evidence": x["division_evidence"]})
+                          "burst_strength": x["burst_strength"]})
     if "true_phase" in x:
         frame["true_phase"] = x["true_phase"]
     for i, s in enumerate(STAGES):
@@ -202,12 +201,12 @@ def timeline_table(pred: Prediction) -> pd.DataFrame:
     return frame
 
 
-def burst_frames(evidence) -> list[int]:
-    """Frames whose change from the frame before is a burst (division_evidence >= BURST)."""
-    return [int(i) for i in np.flatnonzero(np.asarray(evidence) >= BURST)]
+def burst_frames(strength) -> list[int]:
+    """Frames whose change from the frame before is a burst (burst_strength >= BURST)."""
+    return [int(i) for i in np.flatnonzero(np.asarray(strength) >= BURST)]
 
 
-def nearest_burst(bursts: list[int], frame: int, within: int = 8) -> int | None:
+def nearest_burst(bursts: list[int], frame: int, within: int = NEAREST_BURST) -> int | None:
     near = [b for b in bursts if abs(b - frame) <= within]
     return min(near, key=lambda b: (abs(b - frame), b)) if near else None
 
@@ -215,7 +214,7 @@ def nearest_burst(bursts: list[int], frame: int, within: int = 8) -> int | None:
 def events_table(pred: Prediction) -> pd.DataFrame:
     rows = pred.extras["events"]
     frame = pd.DataFrame(rows, columns=["event", "frame", "frame_name", "hours"])
-    bursts = burst_frames(pred.extras["division_evidence"])
+    bursts = burst_frames(pred.extras["burst_strength"])
     frame["nearest_burst"] = pd.array([nearest_burst(bursts, f) for f in frame["frame"]], dtype="Int64")
     true = pred.extras.get("true_events")
     if true is not None:
@@ -536,17 +535,16 @@ def fit(pool: Pool, temporal: str, epochs: int, seed: int, device: str, temporal
 @torch.no_grad()
 def _pool_sequence_probs(net, pool: Pool, idx: list[int], device: str):
     net.eval()
-    x = _batch([plain(pool.images[i]) for i in idx])
-    e = torch.cat([net.embed(x[s:s + BATCH].to(device)) for s in range(0, len(x), BATCH)])
+    x = [plain(pool.images[i]) for i in idx]
+    e = torch.cat([net.embed(_batch(x[s:s + BATCH]).to(device)) for s in range(0, len(x), BATCH)])
     frame_s, frame_p = (torch.softmax(t, 1).cpu().numpy() for t in net.frame_logits(e))
     seq_s, seq_p = (t[0].cpu().numpy() for t in net.sequence(e[None]))
-    return frame_s, frame_p, seq_s, seq_p, division_evidence(frame_change(x.numpy()[:, 0])[0])
+    return frame_s, frame_p, seq_s, seq_p
 
 
-def sequence_report(stage_true, phase_true, seq_s, seq_p, frame_s=None, frame_p=None, evidence=None,
-                    division_penalty: float = DIVISION_PENALTY) -> dict:
+def sequence_report(stage_true, phase_true, seq_s, seq_p, frame_s=None, frame_p=None) -> dict:
     """Accuracy of raw argmax vs Viterbi-decoded stage/phase on annotated frames, and event-frame errors."""
-    dec_s, dec_p = decode(seq_s, seq_p, SWITCH_COST, evidence, division_penalty)
+    dec_s, dec_p = decode(seq_s, seq_p, SWITCH_COST)
     st = np.asarray(stage_true)
     ph = np.asarray(phase_true)
     ok = st >= 0
@@ -560,7 +558,7 @@ def sequence_report(stage_true, phase_true, seq_s, seq_p, frame_s=None, frame_p=
     if frame_s is not None:
         rep["stage_frame_only"] = float((frame_s.argmax(1)[ok] == st[ok]).mean())
         rep["phase_frame_only"] = float((frame_p.argmax(1)[ok] == ph[ok]).mean())
-        fd_s, fd_p = decode(frame_s, frame_p, SWITCH_COST, evidence, division_penalty)
+        fd_s, fd_p = decode(frame_s, frame_p, SWITCH_COST)
         rep["phase_frame_only_viterbi"] = float((fd_p[ok] == ph[ok]).mean())
     true_ev = event_frames([p if p >= 0 else None for p in ph])
     pred_ev = event_frames(dec_p)
@@ -595,73 +593,21 @@ def leave_one_out(data: Path, out: str, epochs: int, seed: int, device: str, tem
                                if not k.startswith(("project", "temporal", "delta"))}, strict=False)
         if kind != "none":
             train_temporal(fresh, fold, TEMPORAL_STEPS, seed, device)
-        frame_s, frame_p, seq_s, seq_p, evidence = _pool_sequence_probs(fresh, test, idx, device)
-        result[kind] = sequence_report(st, ph, seq_s, seq_p, frame_s, frame_p, evidence)
+        frame_s, frame_p, seq_s, seq_p = _pool_sequence_probs(fresh, test, idx, device)
+        result[kind] = sequence_report(st, ph, seq_s, seq_p, frame_s, frame_p)
         log(f"LOEO {out} {kind}: {json.dumps(result[kind])}")
-        if kind == TEMPORAL:  # kept so that a decoder can be rescored without retraining (select_division_penalty)
-            result["arrays"] = {"stage_true": np.asarray(st), "phase_true": np.asarray(ph), "stage_p": seq_s,
-                                "phase_p": seq_p, "evidence": evidence}
     result["settings"] = {"epochs": epochs, "temporal_steps": TEMPORAL_STEPS, "seed": seed}
     return result
 
 
 def save_fold(folder: Path, embryo: str, result: dict) -> None:
-    """A leave_one_out result as loeo/<embryo>.json, its shipped head's per-frame arrays as <embryo>.npz beside it."""
+    """A leave_one_out result as <folder>/<embryo>.json (loeo/, or loeo/seed<k>/ for a rerun with another seed)."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = result.pop("arrays", None)
-    if arrays is not None:
-        np.savez_compressed(folder / f"{embryo}.npz", **{k: np.asarray(v, np.float32) for k, v in arrays.items()})
     (folder / f"{embryo}.json").write_text(json.dumps(result, indent=2))
 
 
-DIVISION_PENALTIES = (0.0, 2.0, 4.0, 8.0, 16.0)  # compared by select_division_penalty; 0 = the plain Viterbi
-MISSED_EVENT_FRAMES = 50  # an event the decoder never reaches counts as this error when choosing the penalty
-
-
-def _event_errors_t2_t5(arrays: dict, penalty: float) -> tuple[list[float], float]:
-    """|error| in frames of t2–t5 (missed: MISSED_EVENT_FRAMES) and Viterbi phase accuracy of one saved fold."""
-    a = {k: np.asarray(v) for k, v in arrays.items()}
-    rep = sequence_report(a["stage_true"].astype(int), a["phase_true"].astype(int), a["stage_p"], a["phase_p"],
-                          evidence=a["evidence"], division_penalty=penalty)
-    errs = [MISSED_EVENT_FRAMES if v is None else abs(v) for e, v in rep["event_errors"].items() if e in ("t2", "t3", "t4", "t5")]
-    return errs, rep["phase_viterbi"]
-
-
-def select_division_penalty(folder: Path = WEIGHTS_DIR / MODEL_ID) -> dict:
-    """Nested leave-one-embryo-out choice of the decoder's division penalty from the saved fold arrays (loeo/*.npz
-    and loeo/seed<k>/*.npz): for each seed and left-out embryo, the penalty with the lowest median t2–t5 error on the
-    other embryos' folds of that seed is applied to the left-out one, so no embryo's figure chose its own penalty.
-    Returns the nested figures beside those of every fixed penalty, and the penalty best over all folds."""
-    runs = {}
-    for seed_folder in [folder / "loeo", *sorted((folder / "loeo").glob("seed*"))]:
-        runs[seed_folder.name] = {p.stem: dict(np.load(p)) for p in sorted(seed_folder.glob("*.npz"))}
-    scores = {(seed, emb, d): _event_errors_t2_t5(arrays, d)
-              for seed, folds in runs.items() for emb, arrays in folds.items() for d in DIVISION_PENALTIES}
-    nested_errs, nested_phase, chosen = [], [], {}
-    for seed, folds in runs.items():
-        for emb in folds:
-            others = [o for o in folds if o != emb]
-            if not others:
-                continue
-            best = min(DIVISION_PENALTIES, key=lambda d: (np.median([x for o in others for x in scores[(seed, o, d)][0]]), d))
-            chosen[f"{seed}/{emb}"] = best
-            nested_errs += scores[(seed, emb, best)][0]
-            nested_phase.append(scores[(seed, emb, best)][1])
-    fixed = {d: [v for k, v in scores.items() if k[2] == d] for d in DIVISION_PENALTIES}
-    pooled = {d: float(np.median([x for errs, _ in rows for x in errs])) for d, rows in fixed.items() if rows}
-    return {
-        "folds": len(chosen), "missed_event_counts_as_frames": MISSED_EVENT_FRAMES,
-        "nested_median_abs_error_frames_t2_t5": float(np.median(nested_errs)) if nested_errs else None,
-        "nested_phase_accuracy_viterbi": round(float(np.mean(nested_phase)), 4) if nested_phase else None,
-        "nested_choices": json.dumps(chosen),
-        **{f"median_abs_error_frames_t2_t5_penalty_{d:g}": v for d, v in pooled.items()},
-        **{f"phase_accuracy_viterbi_penalty_{d:g}": round(float(np.mean([ph for _, ph in fixed[d]])), 4) for d in pooled},
-        "best_penalty_all_folds": min(pooled, key=lambda d: (pooled[d], d)) if pooled else None,
-    }
-
-
 def division_burst_check(data: Path) -> dict:
-    """How well bursts of change (division_evidence >= BURST) mark divisions on every complete annotated Gomez
+    """How well bursts of change (burst_strength >= BURST) mark divisions on every complete annotated Gomez
     sequence under data, from the first annotated frame to the last one of t2…t8 (no model involved): divisions
     with a burst within BURST_TOLERANCE frames, and bursts with a division that near."""
     pool = load_pool(data, lambda kind, name, n: kind == "gomez" and n >= MIN_SEQUENCE)
@@ -669,21 +615,21 @@ def division_burst_check(data: Path) -> dict:
     found = divisions = near = bursts = 0
     for emb, idx in pool.sequences.items():
         x = _batch([plain(pool.images[i]) for i in idx]).numpy()[:, 0]
-        evidence = division_evidence(frame_change(x)[0])
+        strength = burst_strength(frame_change(x)[0])
         phase = np.array([_phase_index(pool, i) for i in idx])
         known = np.where(phase >= 0)[0]
         counted = known[cells[phase[known]] <= 8]
         if len(counted) < 2:
             continue
         events = [t for a, t in zip(known[:-1], known[1:]) if cells[phase[t]] > cells[phase[a]] and t <= counted[-1]]
-        peaks = [t for t in burst_frames(evidence) if known[0] <= t <= counted[-1]]
+        peaks = [t for t in burst_frames(strength) if known[0] <= t <= counted[-1]]
         divisions += len(events)
         found += sum(any(abs(p - e) <= BURST_TOLERANCE for p in peaks) for e in events)
         bursts += len(peaks)
         near += sum(any(abs(p - e) <= BURST_TOLERANCE for e in events) for p in peaks)
     return {"sequences": len(pool.sequences), "divisions": divisions, "divisions_with_a_burst": found,
             "bursts": bursts, "bursts_at_a_division": near, "burst_level": BURST, "tolerance_frames": BURST_TOLERANCE,
-            "note": "no model: frame-to-frame change of the model's inputs; its constants (blur, DIVISION_LEVEL) were "
+            "note": "no model: frame-to-frame change of the model's inputs; its constants (blur, BURST_Z) were "
                     "set by looking at these same sequences"}
 
 
@@ -726,8 +672,8 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
     frames_s, frames_p, reports = [], [], {}
     for emb, paths, phases, stages, crops in sequences:
         images = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
-        stage_p, phase_p, evidence = sequence_probabilities(model, [crop_as_well_frame(im) for im in images] if crops else images)
-        dec_s, dec_p = decode(stage_p, phase_p, SWITCH_COST, evidence, DIVISION_PENALTY)
+        stage_p, phase_p, _ = sequence_probabilities(model, [crop_as_well_frame(im) for im in images] if crops else images)
+        dec_s, dec_p = decode(stage_p, phase_p, SWITCH_COST)
         keep = [i for i, s in enumerate(stages) if s]
         items = [f"{emb}/{paths[i].name}" for i in keep]
         hashes = [f"{audit.phash(images[i]):016x}" for i in keep]
@@ -930,8 +876,6 @@ def loeo_summary_to_card(folder: Path = WEIGHTS_DIR / MODEL_ID) -> dict:
             reruns = _loeo_folds(seed_folder)
             if reruns and all(TEMPORAL in f for f in reruns.values()):
                 metrics[f"gomez2022/leave-one-embryo-out/{seed_folder.name}"] = summarise_loeo(reruns, TEMPORAL)
-        if any((folder / "loeo").rglob("*.npz")):
-            metrics["gomez2022/leave-one-embryo-out/division-penalty"] = select_division_penalty(folder)
         (folder / "card.toml").write_text(dump_toml(card))
     return summary
 
