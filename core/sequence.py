@@ -253,10 +253,11 @@ def burst_strength(changes: np.ndarray) -> np.ndarray:
     embryo); only the local maximum of a burst (± 2 frames) counts, scaled by its robust z-score (median / MAD of the
     sequence) up to BURST_Z."""
     c = np.asarray(changes, np.float64)
-    if len(c) < MIN_FRAMES_FOR_CHANGE:
+    moved = c[1:][c[1:] > 0]  # a repeated frame (a video padded to its frame rate) says nothing of the embryo's pace
+    if len(moved) < MIN_FRAMES_FOR_CHANGE:
         return np.zeros(len(c))
-    med = np.median(c[1:])
-    z = (c - med) / max(float(np.median(np.abs(c[1:] - med))), MIN_CHANGE_SPREAD)
+    med = np.median(moved)
+    z = (c - med) / max(float(np.median(np.abs(moved - med))), MIN_CHANGE_SPREAD)
     z[0] = 0.0
     padded = np.pad(z, 2, constant_values=-np.inf)
     peak = z >= np.max(np.lib.stride_tricks.sliding_window_view(padded, 5), axis=1)

@@ -80,6 +80,8 @@ def test_burst_strength_marks_the_burst_peak_only():
     ev = burst_strength(changes)
     assert ev[30] == 1.0 and np.count_nonzero(ev >= 0.5) == 1
     assert not burst_strength(changes[:20]).any()  # too few frames to tell a burst from sampling
+    doubled = np.ravel(np.column_stack([np.zeros(60), changes]))  # every frame shown twice: half the changes are 0
+    assert np.flatnonzero(burst_strength(doubled) >= 0.5).tolist() == [61]
     still = np.full(60, 0.05) + rng.normal(0, 0.0005, 60)  # a still video: its noise and a faint flicker are no burst
     still[30] += 0.004
     assert not (burst_strength(still) >= 0.5).any()
