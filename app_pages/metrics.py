@@ -254,6 +254,12 @@ def timelapse_section(p: ev.Picked) -> None:
     else:
         st.dataframe(table, hide_index=True, width="stretch")
     st.caption(f"Hours: {note}.")
+    bursts = p.meta.get("division_bursts")
+    if bursts:
+        st.caption(f"Bursts of change between frames (no model) on the {bursts['sequences']} complete annotated "
+                   f"sequence(s): {bursts['divisions_with_a_burst']} of {bursts['divisions']} divisions had a burst "
+                   f"within {bursts['tolerance_frames']} frames; {bursts['bursts_at_a_division']} of {bursts['bursts']} "
+                   "bursts were at a division.")
 
 
 def audit_section(p: ev.Picked, data: metrics.OutputData, d: ev.Decision) -> None:

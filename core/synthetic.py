@@ -292,7 +292,8 @@ def evaluation_store(root, n: int = 40, seed: int = 0) -> dict:
                            "events": {"tM": first["morula"] + int(rng.integers(-1, 2)), "tSB": first["blastocyst"] + 1}}
     evaluation.evaluate_classifier_outputs(tl, "heldout", frames, {
         "data_path": str(root / "_data" / "timelapse"), "split": "heldout embryos", "events": events,
-        "minutes_per_frame": 15.0})
+        "minutes_per_frame": 15.0, "division_bursts": {"sequences": 3, "divisions": 6, "divisions_with_a_burst": 5,
+                                                       "bursts": 7, "bursts_at_a_division": 5, "tolerance_frames": 3}})
     return {"leaked": [items[0], items[1]], "within": [(items[2], items[3])]}
 
 

@@ -348,6 +348,7 @@ def test_metrics_page_apptest(store, monkeypatch):
     at.selectbox(key="m_model").set_value("timelapse-stage").run()
     assert not at.exception
     assert any("Morphokinetic" in h.value for h in at.subheader)
+    assert any("5 of 6 divisions had a burst within 3 frames" in c.value for c in at.caption)
 
     # evaluate a local folder from the page (with the task's predict replaced by a deterministic rule)
     import core.tasks

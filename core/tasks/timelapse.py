@@ -606,31 +606,37 @@ def save_fold(folder: Path, embryo: str, result: dict) -> None:
     (folder / f"{embryo}.json").write_text(json.dumps(result, indent=2))
 
 
-def division_burst_check(data: Path) -> dict:
-    """How well bursts of change (burst_strength >= BURST) mark divisions on every complete annotated Gomez
-    sequence under data, from the first annotated frame to the last one of t2…t8 (no model involved): divisions
-    with a burst within BURST_TOLERANCE frames, and bursts with a division that near."""
-    pool = load_pool(data, lambda kind, name, n: kind == "gomez" and n >= MIN_SEQUENCE)
+def burst_hits(strength, phase_index) -> dict:
+    """On one annotated sequence, from its first annotated frame to its last one of t2…t8: the divisions (a phase
+    change that adds cells), those with a burst within BURST_TOLERANCE frames, the bursts, and those at a division."""
     cells = np.array([gomez.CELLS_OF_PHASE[p] for p in PHASES])
-    found = divisions = near = bursts = 0
+    phase = np.asarray(phase_index)
+    known = np.flatnonzero(phase >= 0)
+    counted = known[cells[phase[known]] <= 8]
+    if len(counted) < 2:
+        return {"divisions": 0, "divisions_with_a_burst": 0, "bursts": 0, "bursts_at_a_division": 0}
+    events = [t for a, t in zip(known[:-1], known[1:]) if cells[phase[t]] > cells[phase[a]] and t <= counted[-1]]
+    peaks = [t for t in burst_frames(strength) if known[0] <= t <= counted[-1]]
+    return {"divisions": len(events),
+            "divisions_with_a_burst": sum(any(abs(p - e) <= BURST_TOLERANCE for p in peaks) for e in events),
+            "bursts": len(peaks), "bursts_at_a_division": sum(any(abs(p - e) <= BURST_TOLERANCE for e in events) for p in peaks)}
+
+
+def _sum_hits(hits: list[dict]) -> dict:
+    return {"sequences": len(hits), **{k: sum(h[k] for h in hits) for k in hits[0]}, "burst_level": BURST,
+            "tolerance_frames": BURST_TOLERANCE} if hits else {}
+
+
+def division_burst_check(data: Path) -> dict:
+    """How well bursts of change mark divisions (burst_hits) on every complete annotated Gomez sequence under data,
+    no model involved."""
+    pool = load_pool(data, lambda kind, name, n: kind == "gomez" and n >= MIN_SEQUENCE)
+    hits = []
     for emb, idx in pool.sequences.items():
         x = _batch([plain(pool.images[i]) for i in idx]).numpy()[:, 0]
-        strength = burst_strength(frame_change(x)[0])
-        phase = np.array([_phase_index(pool, i) for i in idx])
-        known = np.where(phase >= 0)[0]
-        counted = known[cells[phase[known]] <= 8]
-        if len(counted) < 2:
-            continue
-        events = [t for a, t in zip(known[:-1], known[1:]) if cells[phase[t]] > cells[phase[a]] and t <= counted[-1]]
-        peaks = [t for t in burst_frames(strength) if known[0] <= t <= counted[-1]]
-        divisions += len(events)
-        found += sum(any(abs(p - e) <= BURST_TOLERANCE for p in peaks) for e in events)
-        bursts += len(peaks)
-        near += sum(any(abs(p - e) <= BURST_TOLERANCE for e in events) for p in peaks)
-    return {"sequences": len(pool.sequences), "divisions": divisions, "divisions_with_a_burst": found,
-            "bursts": bursts, "bursts_at_a_division": near, "burst_level": BURST, "tolerance_frames": BURST_TOLERANCE,
-            "note": "no model: frame-to-frame change of the model's inputs; its constants (blur, BURST_Z) were "
-                    "set by looking at these same sequences"}
+        hits.append(burst_hits(burst_strength(frame_change(x)[0]), [_phase_index(pool, i) for i in idx]))
+    return {**_sum_hits(hits), "note": "no model: frame-to-frame change of the model's inputs; its constants (blur, "
+                                       "BURST_Z) were set by looking at these same sequences"}
 
 
 def summarise_loeo(result: dict, kind: str) -> dict:
@@ -669,10 +675,10 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                                 "or blastocyst crops found")
     if split:
         sequences = [s for s in sequences if is_heldout(s[0], len(s[1])) == (split == "heldout")]
-    frames_s, frames_p, reports = [], [], {}
+    frames_s, frames_p, reports, burst_checks = [], [], {}, []
     for emb, paths, phases, stages, crops in sequences:
         images = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
-        stage_p, phase_p, _ = sequence_probabilities(model, [crop_as_well_frame(im) for im in images] if crops else images)
+        stage_p, phase_p, bursts = sequence_probabilities(model, [crop_as_well_frame(im) for im in images] if crops else images)
         dec_s, dec_p = decode(stage_p, phase_p, SWITCH_COST)
         keep = [i for i, s in enumerate(stages) if s]
         items = [f"{emb}/{paths[i].name}" for i in keep]
@@ -686,11 +692,15 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                                               decoded=[PHASES[dec_p[i]] for i in pk],
                                               phash=[hashes[keep.index(i)] for i in pk]))
         if any(phases):
+            true_index = [PHASES.index(p) if p else -1 for p in phases]
             reports[emb] = {"events": event_frames(dec_p),
-                            "true_events": event_frames([PHASES.index(p) if p else None for p in phases])}
+                            "true_events": event_frames([i if i >= 0 else None for i in true_index])}
+            if len(paths) >= MIN_SEQUENCE:
+                burst_checks.append(burst_hits(bursts, true_index))
         log(f"{emb}: {len(paths)} frames")
     meta = {"data": str(path.resolve()), "layout": {k: [str(p) for p in v] for k, v in layouts.items() if v},
             "split": split or "all", "embryos": [s[0] for s in sequences], "events": reports,
+            "division_bursts": _sum_hits(burst_checks),
             "note": "each embryo is one sequence in frame order; probabilities are the sequence model's (the "
                     "encoder's per-frame ones when the card's temporal head is 'none'); "
                     "'decoded' is the left-to-right Viterbi path; unannotated frames are left out; blastocyst crops are "
