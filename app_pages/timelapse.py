@@ -179,14 +179,22 @@ def events_view(pred) -> None:
         st.info("No stage transition was found in this sequence (every frame is in one phase).")
     else:
         shown = table.drop(columns=["frame_name"]).rename(columns={"hours": "time (h)", "nearest_burst": "nearest burst (frame)"})
-        st.dataframe(shown, hide_index=True, width="stretch")
+
+        def go_to_event() -> None:
+            rows = st.session_state["tl_events_table"].selection.rows
+            if rows:
+                st.session_state["tl_frame"] = int(table["frame"].iloc[rows[0]])
+
+        st.dataframe(shown, hide_index=True, width="stretch", on_select=go_to_event, selection_mode="single-row",
+                     key="tl_events_table")
     name = Path(pred.input_name).stem or "sequence"
     c1, c2 = st.columns(2)
     c1.download_button("Download events (CSV)", table.to_csv(index=False).encode(), f"{name}-events.csv", "text/csv",
                        key="tl_events_csv")
     c2.download_button("Download every frame (CSV)", task.timeline_table(pred).to_csv(index=False).encode(),
                        f"{name}-frames.csv", "text/csv", key="tl_frames_csv")
-    st.caption("An event is the first frame decoded at that phase or later; a phase the embryo passed too fast to be "
+    st.caption("Click an event's row to move the frame slider to it. "
+               "An event is the first frame decoded at that phase or later; a phase the embryo passed too fast to be "
                "seen shares the time of the next one. Events before the first frame are not listed. Nearest burst: the "
                f"closest burst of change within {task.NEAREST_BURST} frames of the event, a frame to look at when "
                "checking it.")

@@ -115,3 +115,31 @@ def test_browser_zip_with_non_images(page, app_url, tmp_path):
     page.get_by_text("notes.txt", exact=False).wait_for(timeout=90_000)
     page.get_by_text("Last frame", exact=False).wait_for(timeout=90_000)
     assert_no_errors(page)
+
+
+def test_browser_event_row_moves_the_frame_slider(page, app_url):
+    """Clicking an event in the table shows that frame (real held-out embryo AB028-6, where events exist)."""
+    from core.sequence import read_folder
+    from core.tasks import timelapse as task
+    from tests.conftest import shared_data
+
+    folder = shared_data("timelapse", "gomez2022") / "embryo_dataset" / "AB028-6"
+    events = task.events_table(task.predict_sequence(task.MODEL_ID, read_folder(folder)))
+    page.goto(f"{app_url}/timelapse")
+    wait_for_app(page, 180_000)
+    page.get_by_text("Local folder").first.click()
+    box = page.locator('input[aria-label^="Folder of frames"]')
+    box.fill(str(folder))
+    box.press("Enter")
+    page.get_by_text("Click an event's row", exact=False).wait_for(timeout=180_000)
+    slider = page.locator('[data-testid="stSliderThumbValue"]').first
+    assert slider.inner_text() == "0"
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    bounds = grid.bounding_box()
+    row_height = 35  # Streamlit's data grid: a header row, then rows of this height
+    page.mouse.click(bounds["x"] + 12, bounds["y"] + row_height * 3.5)  # the selection box of the third event
+    page.wait_for_function("s => document.querySelector(s).innerText !== '0'",
+                           arg='[data-testid="stSliderThumbValue"]', timeout=60_000)
+    assert slider.inner_text() == str(events["frame"].iloc[2])
+    assert_no_errors(page)
