@@ -691,12 +691,11 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                                               [phases[i] for i in pk], phase_p[pk], embryo=emb,
                                               decoded=[PHASES[dec_p[i]] for i in pk],
                                               phash=[hashes[keep.index(i)] for i in pk]))
-        if any(phases):
+        if any(phases) and len(paths) >= MIN_SEQUENCE:  # a sparse sample's frames are hours apart: no event times
             true_index = [PHASES.index(p) if p else -1 for p in phases]
             reports[emb] = {"events": event_frames(dec_p),
                             "true_events": event_frames([i if i >= 0 else None for i in true_index])}
-            if len(paths) >= MIN_SEQUENCE:
-                burst_checks.append(burst_hits(bursts, true_index))
+            burst_checks.append(burst_hits(bursts, true_index))
         log(f"{emb}: {len(paths)} frames")
     meta = {"data": str(path.resolve()), "layout": {k: [str(p) for p in v] for k, v in layouts.items() if v},
             "split": split or "all", "embryos": [s[0] for s in sequences], "events": reports,
@@ -705,7 +704,8 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                     "encoder's per-frame ones when the card's temporal head is 'none'); "
                     "'decoded' is the left-to-right Viterbi path; unannotated frames are left out; blastocyst crops are "
                     "padded with their border level (crop_as_well_frame) so that the model's centre crop shows "
-                    "them as it shows an embryo in a whole-well frame"}
+                    "them as it shows an embryo in a whole-well frame; event times and bursts only for sequences of "
+                    f"{MIN_SEQUENCE} frames or more (a sparse sample's frames are hours apart)"}
     result = evaluate_classifier_outputs(model.card, name, frames_s + frames_p, meta)
     for frames, output in ((frames_s, "stage"), (frames_p, "phase")):
         if frames and output in result["metrics"]:
