@@ -119,6 +119,8 @@ def test_browser_zip_with_non_images(page, app_url, tmp_path):
 
 def test_browser_event_row_moves_the_frame_slider(page, app_url):
     """Clicking an event in the table shows that frame (real held-out embryo AB028-6, where events exist)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     from core.sequence import read_folder
     from core.tasks import timelapse as task
     from tests.conftest import shared_data
@@ -127,8 +129,14 @@ def test_browser_event_row_moves_the_frame_slider(page, app_url):
     events = task.events_table(task.predict_sequence(task.MODEL_ID, read_folder(folder)))
     page.goto(f"{app_url}/timelapse")
     wait_for_app(page, 180_000)
-    page.get_by_text("Local folder").first.click()
     box = page.locator('input[aria-label^="Folder of frames"]')
+    for _ in range(3):  # a click that lands while the page is still wiring its widgets can be lost: try again
+        page.locator('[data-testid="stRadio"] label').filter(has_text="Local folder").click()
+        try:
+            box.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            continue
     box.fill(str(folder))
     box.press("Enter")
     page.get_by_text("Click an event's row", exact=False).wait_for(timeout=180_000)
