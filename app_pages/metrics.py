@@ -9,6 +9,7 @@ from streamlit.errors import StreamlitAPIException
 from core import audit, evaluation, metrics, registry
 from core.imageio import ImageInputError
 from ui import evaluations as ev
+from ui.common import burst_counts
 
 st.title("Model metrics")
 st.markdown(
@@ -257,9 +258,7 @@ def timelapse_section(p: ev.Picked) -> None:
     bursts = p.meta.get("division_bursts")
     if bursts:
         st.caption(f"Bursts of change between frames (no model) on the {bursts['sequences']} complete annotated "
-                   f"sequence(s): {bursts['divisions_with_a_burst']} of {bursts['divisions']} divisions had a burst "
-                   f"within {bursts['tolerance_frames']} frames; {bursts['bursts_at_a_division']} of {bursts['bursts']} "
-                   "bursts were at a division.")
+                   f"sequence(s): {burst_counts(bursts)}.")
 
 
 def audit_section(p: ev.Picked, data: metrics.OutputData, d: ev.Decision) -> None:

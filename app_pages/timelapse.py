@@ -13,7 +13,7 @@ from core.datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from core.explain import overlay
 from core.sequence import DEFAULT_MINUTES, FrameSequence, SequenceInputError, read_folder, read_sequence
 from core.tasks import timelapse as task
-from ui.common import card_expander, model_unavailable
+from ui.common import burst_counts, card_expander, model_unavailable
 from ui.records import record_prediction
 
 st.title("Time-lapse staging")
@@ -167,9 +167,7 @@ def burst_note() -> str:
             "as a burst, but so do blastomeres shifting and the embryo moving")
     check = CARD.metrics.get("gomez2022/division-bursts")
     if check:
-        text += (f" (in {check['sequences']} annotated Gomez sequences, {check['divisions_with_a_burst']} of "
-                 f"{check['divisions']} divisions had a burst within {check['tolerance_frames']} frames, and "
-                 f"{check['bursts_at_a_division']} of {check['bursts']} bursts were at a division)")
+        text += f" (in {check['sequences']} annotated Gomez sequences, {burst_counts(check)})"
     return text + "."
 
 

@@ -61,3 +61,10 @@ def _fmt(d) -> str:
 
 def _num(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def burst_counts(check: dict) -> str:
+    """How well bursts of change marked divisions, from a burst check (core.tasks.timelapse.burst_hits summed)."""
+    return (f"{check['divisions_with_a_burst']} of {check['divisions']} divisions had a burst within "
+            f"{check['tolerance_frames']} frames, and {check['bursts_at_a_division']} of {check['bursts']} bursts "
+            "were at a division")

@@ -613,10 +613,10 @@ def burst_hits(strength, phase_index) -> dict:
     phase = np.asarray(phase_index)
     known = np.flatnonzero(phase >= 0)
     counted = known[cells[phase[known]] <= 8]
-    if len(counted) < 2:
-        return {"divisions": 0, "divisions_with_a_burst": 0, "bursts": 0, "bursts_at_a_division": 0}
-    events = [t for a, t in zip(known[:-1], known[1:]) if cells[phase[t]] > cells[phase[a]] and t <= counted[-1]]
-    peaks = [t for t in burst_frames(strength) if known[0] <= t <= counted[-1]]
+    events, peaks = [], []
+    if len(counted) >= 2:
+        events = [t for a, t in zip(known[:-1], known[1:]) if cells[phase[t]] > cells[phase[a]] and t <= counted[-1]]
+        peaks = [t for t in burst_frames(strength) if known[0] <= t <= counted[-1]]
     return {"divisions": len(events),
             "divisions_with_a_burst": sum(any(abs(p - e) <= BURST_TOLERANCE for p in peaks) for e in events),
             "bursts": len(peaks), "bursts_at_a_division": sum(any(abs(p - e) <= BURST_TOLERANCE for e in events) for p in peaks)}
