@@ -14,6 +14,7 @@ DISCLAIMER = (
 
 # Ultralytics must never reach the network: set before it is first imported anywhere.
 os.environ.setdefault("YOLO_OFFLINE", "True")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(PROJECT_ROOT / ".ultralytics"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

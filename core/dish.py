@@ -550,6 +550,9 @@ def fill_card_metrics(names: dict[str, str]) -> None:
     copy_evaluations_to_card(DISH_ID, names, table)
 
 
+YOLO_IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
 def yolo_layout(path: Path) -> Path:
     """The images/ folder of a YOLO detection layout: PATH/images, or the val (else test) split of PATH/data.yaml."""
     import yaml
@@ -573,7 +576,8 @@ def evaluate_dish(path: Path, name: str, device: str | None = None) -> dict:
     import pandas as pd
 
     from .audit import phash
-    from .evaluation import store
+    from .datasets.embryo import load_rgb
+    from .evaluation import readable, store
 
     images = yolo_layout(path)
     labels = images.parent / "labels"
@@ -584,11 +588,13 @@ def evaluate_dish(path: Path, name: str, device: str | None = None) -> dict:
         res = model.net.val(data=str(cfg), imgsz=IMGSZ, batch=8, device=model.device, plots=False, verbose=False,
                             workers=0, project=tmp, name="val", conf=0.001)
     rows = []
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-    for p in files:
-        img = cv2.imread(str(p))[:, :, ::-1]
+    files, pixels, skipped = readable(sorted(p for p in images.iterdir() if p.suffix.lower() in YOLO_IMAGE_TYPES),
+                                      load_rgb)
+    if not files:
+        raise ValueError(f"{images}: no readable images" + (f" ({skipped[0]})" if skipped else ""))
+    for p, img in zip(files, pixels):
         label = labels / f"{p.stem}.txt"
-        n_true = len(label.read_text().split("\n")) - 1 if label.is_file() else 0
+        n_true = sum(1 for line in label.read_text().splitlines() if line.strip()) if label.is_file() else 0
         found = drop_nested(model.predict([img])[0])
         rows.append({"item": p.name, "output": "embryos", "true": n_true, "pred": len(found["boxes"]),
                      "source": p.name.split("__")[0] if "__" in p.name else "", "phash": f"{phash(img):016x}"})
@@ -605,5 +611,5 @@ def evaluate_dish(path: Path, name: str, device: str | None = None) -> dict:
             for src, g in frame.groupby("source") if src}
     split = images.parent.name if images.parent.resolve() != Path(path).resolve() else "every image in the folder"
     meta = {"data_path": str(Path(path).resolve()), "layout": "yolo-detection", "images": str(images), "split": split,
-            "imgsz": IMGSZ, "conf_for_counts": registry.card(DISH_ID).get("conf", 0.25)}
+            "imgsz": IMGSZ, "conf_for_counts": registry.card(DISH_ID).get("conf", 0.25), "skipped": skipped}
     return store(model.card, name, frame, metrics, meta)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,21 @@ def code_version() -> str:
         return "unknown"
 
 
+def readable(things: list, read) -> tuple[list, list, list[str]]:
+    """The things whose image `read(thing)` decodes, those images, and a message for each of the others: one corrupt
+    or empty file is listed (meta "skipped", which store() also logs), not the end of an evaluation."""
+    from .imageio import ImageInputError
+
+    kept, images, skipped = [], [], []
+    for thing in things:
+        try:
+            images.append(read(thing))
+            kept.append(thing)
+        except (ImageInputError, OSError) as exc:
+            skipped.append(str(exc))
+    return kept, images, skipped
+
+
 def predictions_frame(items: list[str], output: str, labels: list[str], y_true, probs, **columns) -> pd.DataFrame:
     """Per-item rows of one output in the store's layout (extra keyword columns, e.g. subgroup=[...])."""
     probs = np.asarray(probs)
@@ -99,6 +115,9 @@ def store(card, name: str, predictions: pd.DataFrame, metrics: dict, meta: dict)
         "code_version": code_version(),
         **meta,
     }
+    if meta.get("skipped"):
+        print(f"skipped {len(meta['skipped'])} unreadable image(s) (listed in {folder / 'meta.json'}): "
+              + "; ".join(meta["skipped"][:3]) + (" …" if len(meta["skipped"]) > 3 else ""), file=sys.stderr)
     predictions.to_csv(folder / "predictions.csv", index=False)
     (folder / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")

@@ -3,6 +3,7 @@ labelled set, and an AppTest of the Metrics page on a generated store."""
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -318,7 +319,7 @@ def test_shipped_evaluations_are_readable():
 
 
 # --- page ----------------------------------------------------------------------------------------------------------
-def test_metrics_page_apptest(store, monkeypatch):
+def test_metrics_page_apptest(store, monkeypatch, tmp_path):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -360,13 +361,18 @@ def test_metrics_page_apptest(store, monkeypatch):
 
     monkeypatch.setattr(core.tasks, "task_module", lambda model_id: FakeModule)
     at.selectbox(key="m_model").set_value("embryo-grade").run()
+    folder = tmp_path / "heldout"
+    shutil.copytree(root / "_data" / "heldout", folder)
+    first_class = sorted(p for p in folder.iterdir() if p.is_dir())[0]
+    (first_class / "half-copied.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     form_inputs = [t for t in at.text_input if "folder" in t.label]
-    form_inputs[0].set_value(str(root / "_data" / "heldout"))
+    form_inputs[0].set_value(str(folder))
     next(t for t in at.text_input if "Name" in t.label).set_value("from-page")
     next(b for b in at.button if b.label == "Evaluate").click().run()
     assert not at.exception, at.exception[0].value
     assert "from-page" in evaluation.list_evaluations(Registry(root).card("embryo-grade"))
     assert at.selectbox(key="m_eval").value == "from-page"
+    assert any("1 file(s) could not be read" in w.value and "half-copied.jpg" in w.value for w in at.warning)
 
     next(t for t in at.text_input if "folder" in t.label).set_value(str(root / "no-such-folder"))
     next(b for b in at.button if b.label == "Evaluate").click().run()

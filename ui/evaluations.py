@@ -118,6 +118,11 @@ def pick(key: str, label: str = "Evaluation", exclude: tuple[str, str] | None = 
 
 def show_source(p: Picked) -> None:
     st.caption(p.source())
+    skipped = p.meta.get("skipped") or []
+    if skipped:
+        st.warning(f"{len(skipped)} file(s) could not be read and are not in these figures:\n\n"
+                   + "\n".join(f"- {s}" for s in skipped[:5]) + ("\n- …" if len(skipped) > 5 else ""),
+                   icon=":material/broken_image:")
     if p.stale():
         st.warning(f"This evaluation was made with a different model file (sha256 {p.sha[:12]}…) than the one "
                    f"installed now ({p.card.sha256[:12]}…): its numbers describe the older model.",

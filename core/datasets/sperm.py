@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..imageio import ImageInputError
+
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SHAPES = ["normal", "tapered", "pyriform", "amorphous"]
 NORMAL_LABELS = ["abnormal", "normal"]
@@ -134,7 +136,7 @@ def instance_parts(image: ParsingImage) -> list[np.ndarray]:
     for p in image.parsings:
         m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
         if m is None:
-            raise ValueError(f"{p}: part map is missing or unreadable")
+            raise ImageInputError(f"{p.name}: part map is missing or unreadable")
         if np.isin(m, HEAD_PARTS).any():
             maps.append(m)
     return maps

@@ -268,7 +268,7 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
 
     from ..audit import phash
     from ..datasets.embryo import load_rgb, read_any
-    from ..evaluation import classification_metrics, predictions_frame, store
+    from ..evaluation import classification_metrics, predictions_frame, readable, store
 
     items, layouts = read_any(Path(path))
     excluded = 0
@@ -281,9 +281,13 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
         raise ValueError(f"{path}: no labelled embryo images{f' in split {split!r}' if split else ''}")
     model = registry.load(GRADE_ID, device)
     probs = {o: [] for o in model.classes}
-    hashes, in_view, detector = [], [], []
+    hashes, in_view, detector, loaded, skipped = [], [], [], [], []
     for start in range(0, len(items), 32):
-        batch = [load_rgb(it.path) for it in items[start:start + 32]]
+        chunk, batch, bad = readable(items[start:start + 32], lambda it: load_rgb(it.path))
+        loaded += chunk
+        skipped += bad
+        if not batch:
+            continue
         hashes += [f"{phash(im):016x}" for im in batch]
         found = (registry.load(DISH_ID, device).predict(batch, conf=LOW_CONF) if dish_available()
                  else [None] * len(batch))
@@ -293,6 +297,9 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
         detector += [None if f is None else best_score(f) for f in found]
         for o, p in model.predict(list(crops)).items():
             probs[o].append(p)
+    if not loaded:
+        raise ValueError(f"{path}: none of the {len(items)} images could be read ({skipped[0]})")
+    items = loaded
     probs = {o: np.concatenate(p) for o, p in probs.items()}
     # the images the page shows without a "no whole embryo" warning
     whole = np.array([not whole_embryo_doubts({"embryo_in_view": v, "embryo_detector_score": d})
@@ -316,7 +323,7 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
         thr = _thresholds(model.card).get(output, 0.5)
         m = classification_metrics(frame["true"].tolist(), probs[output][idx], labels, threshold=thr)
         kept = [k for k, i in enumerate(idx) if whole[i]]
-        if len(kept) < len(idx):  # the images the page does not warn about
+        if 0 < len(kept) < len(idx):  # the images the page does not warn about
             m["without_whole_embryo_warning"] = classification_metrics(
                 frame["true"].iloc[kept].tolist(), probs[output][np.array(idx)[kept]], labels, threshold=thr)
         if output == "quality":  # per day: the day-3 and day-5 good/not-good balance differ a lot
@@ -328,7 +335,7 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
         metrics[output] = m
     predictions = pd.concat(frames, ignore_index=True)
     meta = {"data_path": str(Path(path).resolve()), "layouts": layouts, "split": split or "all (pooled)",
-            "n": len(items), "items_in_conflicting_duplicate_groups": excluded,
+            "n": len(items), "skipped": skipped, "items_in_conflicting_duplicate_groups": excluded,
             "crop": f"embryo_crop (classical localisation, embryo-dish where its circle is under "
                     f"{TRUSTED_IN_VIEW:.0%} in view; side {CROP_SIDE} radii)",
             "without_whole_embryo_warning": f"images with the located embryo ≥ {TRUSTED_IN_VIEW:.0%} in view and "

@@ -813,11 +813,11 @@ def _eval_name(name: str, path: Path, split: str | None) -> str:
 
 
 def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dict:
-    from ..evaluation import evaluate_classifier_outputs, predictions_frame
+    from ..evaluation import evaluate_classifier_outputs, predictions_frame, readable
 
     model = registry.load(HEAD, device)
     card = model.card
-    names, images, normal, shape = [], [], [], []
+    names, images, normal, shape, skipped = [], [], [], [], []
     if ds.is_mhsma(path):
         splits = ds.mhsma_splits(path)
         if split:
@@ -834,15 +834,17 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
     elif ds.is_class_folders(path):
         if split:
             raise ValueError(f"{path}: a class-per-folder set has no splits")
-        for it in ds.read_class_folders(path):
+        items, images, skipped = readable(ds.read_class_folders(path), lambda it: read_rgb(it.path))
+        for it in items:
             names.append(f"{it.path.parent.name}/{it.path.name}")
-            images.append(read_rgb(it.path))
             normal.append(it.normal)
             shape.append(it.shape)
         layout = "class-per-folder"
     else:
         raise ValueError(f"{path}: not a sperm head layout (class folders such as 01_Normal/…, or MHSMA "
                          "x_64_<split>.npy + y_head_<split>.npy)")
+    if not images:
+        raise ValueError(f"{path}: no readable sperm head images" + (f" ({skipped[0]})" if skipped else ""))
     keep, hashes = _unseen(card, names, images)
     excluded = int((~keep).sum())
     if excluded:
@@ -864,7 +866,8 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
                                         [shape[idx[j]] for j in labelled], probs["shape"][labelled],
                                         phash=[hashes[idx[j]] for j in labelled]))
     return evaluate_classifier_outputs(card, _eval_name(name, path, split), frames, {
-        "data": str(path), "layout": layout, "split": split or "all", "excluded_seen_in_training": excluded})
+        "data": str(path), "layout": layout, "split": split or "all", "excluded_seen_in_training": excluded,
+        "skipped": skipped})
 
 
 def _iou(a: dict, b: dict) -> tuple[float, float]:
@@ -963,7 +966,7 @@ def segmentation_metrics(results: list[tuple[list[dict], list[dict]]]) -> dict:
 def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict:
     import pandas as pd
 
-    from ..evaluation import store
+    from ..evaluation import readable, store
 
     model = registry.load(SEG, device)
     splits = ds.parsing_splits(path)
@@ -973,18 +976,20 @@ def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict
         raise ValueError(f"{path}: no split {split!r}; found {', '.join(splits)} (or use 'heldout')")
     records = [r for sp in (splits if split in (None, "heldout") else [split]) for r in ds.read_parsing(path, sp)
                if split != "heldout" or ds.heldout(r.key)]
-    images = [read_rgb(r.path) for r in records]
-    keep, hashes = _unseen(model.card, [r.key for r in records], images)
+    records, fields, skipped = readable(records, lambda r: (read_rgb(r.path), truth_heads(r)))
+    if not records:
+        raise ValueError(f"{path}: no readable fields" + (f" ({skipped[0]})" if skipped else ""))
+    keep, hashes = _unseen(model.card, [r.key for r in records], [image for image, _ in fields])
     excluded = int((~keep).sum())
     if excluded:
         log(f"sperm-seg: {excluded} of {len(records)} fields were used in training and are left out")
     if not keep.any():
         raise ValueError(f"{path}: every field was used to train {SEG}; evaluate with --split heldout")
     results, rows = [], []
-    for rec, image, h, unseen in zip(records, images, hashes, keep):
+    for rec, (image, truth), h, unseen in zip(records, fields, hashes, keep):
         if not unseen:
             continue
-        pred, truth = segment(model, image), truth_heads(rec)
+        pred = segment(model, image)
         one = segmentation_metrics([(pred, truth)])
         results.append((pred, truth))
         rows.append({"item": rec.path.name, "output": "heads", "n_true": len(truth), "n_pred": len(pred),
@@ -993,7 +998,7 @@ def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict
     eval_name = _eval_name(name, path, split)
     result = store(model.card, eval_name, pd.DataFrame(rows), metrics, {
         "data": str(path), "layout": "sperm-parsing", "split": split or "all",
-        "excluded_seen_in_training": excluded, "n": len(rows)})
+        "excluded_seen_in_training": excluded, "n": len(rows), "skipped": skipped})
     if split == "heldout" and path.name == "sperm_parsing_v2":
         from ..evaluation import copy_evaluations_to_card
 

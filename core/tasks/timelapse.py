@@ -292,6 +292,15 @@ def _load_grey(path: Path, whole_well: bool, size: int | None = None) -> np.ndar
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    from ..imageio import ImageInputError
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageInputError(f"{path.name}: not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
 def crop_as_well_frame(image: np.ndarray) -> np.ndarray:
     """An embryo crop padded with its border's level so that the model's centre crop shows it at CROP_FILL."""
     h, w = image.shape[:2]
@@ -655,7 +664,7 @@ def summarise_loeo(result: dict, kind: str) -> dict:
 
 def evaluate(model_id: str, path: Path, name: str, split: str | None, device: str) -> dict:
     """Every embryo of a Gomez layout (or blastocyst-crop folder) as a sequence in frame order; annotated frames only."""
-    from ..evaluation import evaluate_classifier_outputs, predictions_frame
+    from ..evaluation import evaluate_classifier_outputs, predictions_frame, readable
 
     if split not in (None, "heldout", "train"):
         raise ValueError(f"unknown split {split!r}: use heldout or train")
@@ -675,9 +684,13 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                                 "or blastocyst crops found")
     if split:
         sequences = [s for s in sequences if is_heldout(s[0], len(s[1])) == (split == "heldout")]
-    frames_s, frames_p, reports, burst_checks = [], [], {}, []
+    frames_s, frames_p, reports, burst_checks, skipped = [], [], {}, [], []
     for emb, paths, phases, stages, crops in sequences:
-        images = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
+        frames, images, bad = readable(list(zip(paths, phases, stages)), lambda frame: _read_rgb(frame[0]))
+        skipped += [f"{emb}/{msg}" for msg in bad]
+        if not frames:
+            continue
+        paths, phases, stages = map(list, zip(*frames))
         stage_p, phase_p, bursts = sequence_probabilities(model, [crop_as_well_frame(im) for im in images] if crops else images)
         dec_s, dec_p = decode(stage_p, phase_p, SWITCH_COST)
         keep = [i for i, s in enumerate(stages) if s]
@@ -697,8 +710,10 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                             "true_events": event_frames([i if i >= 0 else None for i in true_index])}
             burst_checks.append(burst_hits(bursts, true_index))
         log(f"{emb}: {len(paths)} frames")
+    if not frames_s:
+        raise ValueError(f"{path}: no readable annotated frames" + (f" ({skipped[0]})" if skipped else ""))
     meta = {"data": str(path.resolve()), "layout": {k: [str(p) for p in v] for k, v in layouts.items() if v},
-            "split": split or "all", "embryos": [s[0] for s in sequences], "events": reports,
+            "split": split or "all", "embryos": [s[0] for s in sequences], "skipped": skipped, "events": reports,
             "division_bursts": _sum_hits(burst_checks),
             "note": "each embryo is one sequence in frame order; probabilities are the sequence model's (the "
                     "encoder's per-frame ones when the card's temporal head is 'none'); "

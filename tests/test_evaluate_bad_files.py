@@ -1,0 +1,118 @@
+"""`python -m core evaluate` on a dataset with a corrupt and an empty image among good ones: every native evaluator
+scores the good ones, lists the two bad files in meta.json and on stderr, and still prints one JSON object."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from core import PROJECT_ROOT, registry, synthetic
+
+NAME = "pytest-bad-files"
+CORRUPT, EMPTY = b"\xff\xd8\xff\xe0 not the rest of a JPEG", b""
+
+
+def spoil(*paths: Path) -> list[str]:
+    """A corrupt file, then an empty one; their names, as the evaluation must list them."""
+    for path, data in zip(paths, (CORRUPT, EMPTY)):
+        path.write_bytes(data)
+    return [p.name for p in paths]
+
+
+def embryo_folders(root: Path) -> tuple[Path, list[str]]:
+    for k, stage in enumerate(("cleavage", "blastocyst")):
+        (root / stage).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(root / stage / f"{i}.png"), synthetic.embryo(stage, size=160, seed=10 * k + i)[0])
+    return root, spoil(root / "cleavage" / "broken.jpg", root / "blastocyst" / "empty.png")
+
+
+def sperm_head_folders(root: Path) -> tuple[Path, list[str]]:
+    for k, (folder, kind) in enumerate((("01_Normal", "normal"), ("02_Tapered", "tapered"))):
+        (root / folder).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(root / folder / f"{i}.png"), synthetic.sperm_head(kind, seed=10 * k + i)[0])
+    return root, spoil(root / "01_Normal" / "broken.jpg", root / "02_Tapered" / "empty.bmp")
+
+
+def sperm_fields(root: Path) -> tuple[Path, list[str]]:
+    from tests.test_sperm import tiny_parsing
+
+    tiny_parsing(root)
+    coco = json.loads((root / "annotations" / "train.json").read_text())  # a third field: a copy of the second
+    shutil.copy(root / "train_img" / "000002.jpg", root / "train_img" / "000003.jpg")
+    coco["images"].append({**coco["images"][1], "id": 3, "file_name": "000003.jpg"})
+    coco["annotations"].append({**coco["annotations"][-1], "id": 99, "image_id": 3, "parsing": "000003-1.png"})
+    (root / "annotations" / "train.json").write_text(json.dumps(coco))
+    # the first field unreadable; the third's part map missing: its truth is unknown, so it is not scored either
+    return root, spoil(root / "train_img" / "000001.jpg") + ["000003-1.png"]
+
+
+def pcos_folders(root: Path) -> tuple[Path, list[str]]:
+    from tests.test_pcos import write_folder_layout
+
+    write_folder_layout(root, n=2)
+    return root, spoil(root / "healthy" / "broken.jpg", root / "pcos" / "empty.png")
+
+
+def gomez_sequence(root: Path) -> tuple[Path, list[str]]:
+    frames_dir = root / "embryo_dataset" / "E1"
+    frames_dir.mkdir(parents=True)
+    (root / "embryo_dataset_annotations").mkdir()
+    (root / "embryo_dataset_annotations" / "E1_phases.csv").write_text("tPNa,1,4\nt2,5,8\n")
+    frames, _ = synthetic.timelapse_sequence(8, size=96)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(frames_dir / f"D2020_WELL1_RUN{i + 1}.jpeg"), f)
+    return root, spoil(frames_dir / "D2020_WELL1_RUN3.jpeg", frames_dir / "D2020_WELL1_RUN6.jpeg")
+
+
+def yolo_dishes(root: Path) -> tuple[Path, list[str]]:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(2):
+        img, truth = synthetic.embryo_dish(n_embryos=4, size=320, seed=i)
+        cv2.imwrite(str(root / "images" / f"dish{i}.png"), img)
+        (root / "labels" / f"dish{i}.txt").write_text("".join(
+            f"0 {(x0 + x1) / 640} {(y0 + y1) / 640} {(x1 - x0) / 320} {(y1 - y0) / 320}\n"
+            for x0, y0, x1, y1 in truth["boxes"]))
+    (root / "labels" / "broken.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    return root, spoil(root / "images" / "broken.jpg")
+
+
+CASES = {  # model: (dataset builder, images the evaluation must still score)
+    "embryo-grade": (embryo_folders, 4),
+    "sperm-head": (sperm_head_folders, 4),
+    "sperm-seg": (sperm_fields, 1),
+    "pcos": (pcos_folders, 4),
+    "timelapse-stage": (gomez_sequence, 6),
+    "embryo-dish": (yolo_dishes, 2),
+}
+
+
+@pytest.mark.parametrize("model_id", list(CASES))
+def test_bad_files_are_skipped_listed_and_the_rest_scored(model_id, tmp_path):
+    try:
+        card = registry.card(model_id)
+        registry.load(model_id, "cpu")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"{model_id} is not installed: {exc}")
+    build, n_scored = CASES[model_id]
+    root, bad = build(tmp_path / "data")
+    try:
+        # a real process: stdout must hold the JSON object alone (Ultralytics logs to sys.stdout)
+        run = subprocess.run([sys.executable, "-m", "core", "evaluate", model_id, str(root), "--name", NAME, "--json"],
+                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+        out, err = run.stdout, run.stderr
+        assert run.returncode == 0, err[-2000:]
+        result = json.loads(out)
+        assert result["model"] == model_id and result["n"] == n_scored
+        skipped = json.loads((card.folder / "eval" / NAME / "meta.json").read_text())["skipped"]
+        assert len(skipped) == len(bad) and all(any(name in s for s in skipped) for name in bad), skipped
+        assert f"skipped {len(bad)} unreadable image" in err
+    finally:
+        shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
