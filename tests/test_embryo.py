@@ -122,6 +122,22 @@ def test_hungvuong_reader_stage_rules_groups_and_conflicts(tmp_path):
     assert by["D3_101.jpg"].conflicts == ("quality",) and by["D3_000.jpg"].conflicts == ()
 
 
+def test_hungvuong_reader_takes_any_table_beside_its_folder_and_survives_a_corrupt_image(tmp_path):
+    root = tmp_path / "hv"
+    for i, stage in enumerate(("cleavage", "blastocyst")):
+        write_png(root / "test" / f"D{3 + 2 * i}_{i:03d}.jpg", synthetic.embryo(stage, seed=i)[0])
+    (root / "test" / "D3_009.jpg").write_bytes(b"\xff\xd8 cut short")
+    (root / "notes.csv").write_text("a,b\n1,2\n")  # no folder beside it: not a table of images
+    pd.DataFrame({"image": ["D3_000.jpg", "D5_001.jpg", "D3_009.jpg", "D3_404.jpg", "D5_002.jpg"],
+                  "class": [0, 1, 1, 0, None]}).to_csv(root / "test.csv", index=False)
+    items, layouts = ds.read_any(root)
+    assert layouts == ["hungvuong"]  # the missing D3_404 and the unlabelled D5_002 are left out
+    assert [(it.name, it.stage, it.quality) for it in items] == [
+        ("hungvuong/test/D3_000.jpg", "cleavage", "not_good"), ("hungvuong/test/D5_001.jpg", "blastocyst", "good"),
+        ("hungvuong/test/D3_009.jpg", "cleavage", "good")]  # unreadable: grouped alone, skipped when evaluated
+    assert len({it.group for it in items}) == 3
+
+
 def test_class_folder_reader_and_union_of_layouts(tmp_path):
     for stage in ("cleavage", "blastocyst"):
         for i in range(2):

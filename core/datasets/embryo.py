@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..audit import connected_groups, hamming, phash_variants
-from ..imageio import read_image
+from ..imageio import ImageInputError, read_image
 from . import gomez
 
 STAGES = ["cleavage", "blastocyst"]
@@ -61,31 +61,49 @@ def load_rgb(path: Path) -> np.ndarray:
 
 # --- layouts ---------------------------------------------------------------------------------------------------
 
+def hungvuong_splits(root: Path) -> list[str]:
+    """Names X of each table X.csv (columns Image, Class) beside a folder X/: train.csv + train/ in the public set."""
+    splits = []
+    for table in sorted(root.glob("*.csv")):
+        if (root / table.stem).is_dir():
+            try:
+                header = pd.read_csv(table, nrows=0).columns
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if {"image", "class"} <= {str(c).strip().lower() for c in header}:
+                splits.append(table.stem)
+    return splits
+
+
 def is_hungvuong(root: Path) -> bool:
-    return (root / "train.csv").is_file() and (root / "train").is_dir()
+    return bool(hungvuong_splits(root))
 
 
 def read_hungvuong(root: Path) -> list[Item]:
-    table = pd.read_csv(root / "train.csv")
     items = []
-    for image, cls in zip(table["Image"], table["Class"]):
-        path = root / "train" / image
-        if not path.is_file():
-            continue
-        day = image[:2].upper() if image[:2].upper() in ("D3", "D5") else None
-        good = int(cls) == 1
-        stage = "cleavage" if day == "D3" else ("blastocyst" if day == "D5" and good else None)
-        items.append(Item(path, f"hungvuong/{image}", "", "hungvuong", stage, QUALITIES[good], day))
+    for split in hungvuong_splits(root):
+        table = pd.read_csv(root / f"{split}.csv")
+        table.columns = [str(c).strip().lower() for c in table.columns]
+        prefix = "hungvuong/" if split == "train" else f"hungvuong/{split}/"
+        for image, cls in zip(table["image"].astype(str), pd.to_numeric(table["class"], errors="coerce")):
+            path = root / split / image
+            if not path.is_file() or cls not in (0, 1):  # a missing file, or a row without a 0/1 label
+                continue
+            day = image[:2].upper() if image[:2].upper() in ("D3", "D5") else None
+            good = int(cls) == 1
+            stage = "cleavage" if day == "D3" else ("blastocyst" if day == "D5" and good else None)
+            items.append(Item(path, prefix + image, "", "hungvuong", stage, QUALITIES[good], day))
     _group_near_duplicates(items)
     return items
 
 
 def _group_near_duplicates(items: list[Item]) -> None:
     """Union-find over pHash distance (flips included); group id = first member's name; outputs whose labels
-    disagree inside a group are flagged on its members (their stage or quality is then neither trained nor scored)."""
-    variants = [phash_variants(load_rgb(it.path)) for it in items]  # [0] is the image's own hash
+    disagree inside a group are flagged on its members (their stage or quality is then neither trained nor scored).
+    An unreadable image is a group of its own (the evaluation lists it as skipped)."""
+    variants = [_phash_variants_or_none(it.path) for it in items]  # [0] is the image's own hash
     links = [(i, j) for i in range(len(items)) for j in range(i + 1, len(items))
-             if min(hamming(variants[i][0], v) for v in variants[j]) <= NEAR_DUP_BITS]
+             if variants[i] and variants[j] and min(hamming(variants[i][0], v) for v in variants[j]) <= NEAR_DUP_BITS]
     members = connected_groups(len(items), links)
     for idx in members.values():
         group = "hv:" + min(items[i].name for i in idx)
@@ -96,6 +114,13 @@ def _group_near_duplicates(items: list[Item]) -> None:
         for i in idx:
             items[i].group = group
             items[i].conflicts = conflicts
+
+
+def _phash_variants_or_none(path: Path) -> list[int] | None:
+    try:
+        return phash_variants(load_rgb(path))
+    except (ImageInputError, OSError):
+        return None
 
 
 def read_gomez(root: Path, every: int = 1) -> list[Item]:

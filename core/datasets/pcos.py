@@ -1,4 +1,4 @@
-"""PCOS ultrasound layouts: PCOSGen (class_label.csv + images/, optional neardup_groups.csv) and class-per-folder.
+"""PCOS ultrasound layouts: PCOSGen (class_label.csv or .xlsx + images/, optional neardup_groups.csv), class folders.
 
 Labels are `healthy` / `pcos`; PCOSGen's `Healthy` column is 1 healthy, 0 unhealthy (= PCOS). Splits are by
 video group (frames of one sweep: neardup_groups.csv joined wherever two frames correlate strongly), decided by a
@@ -57,8 +57,31 @@ def split_of(group: str) -> str:
     return "train"
 
 
+def label_table(root: Path) -> Path | None:
+    """The table of imagePath, Healthy beside images/: class_label.csv here, class_label.xlsx as the challenge
+    published it, or any other .csv / .xlsx with those two columns (any case)."""
+    if not (root / "images").is_dir():
+        return None
+    tables = sorted(p for p in root.iterdir() if p.suffix.lower() in (".csv", ".xlsx") and p.is_file())
+    tables.sort(key=lambda p: p.stem.lower() != "class_label")
+    for table in tables:
+        try:
+            columns = _read_table(table, nrows=0).columns
+        except (ValueError, OSError, UnicodeDecodeError):
+            continue
+        if {"imagepath", "healthy"} <= {str(c).strip().lower() for c in columns}:
+            return table
+    return None
+
+
+def _read_table(path: Path, nrows: int | None = None) -> pd.DataFrame:
+    table = (pd.read_excel(path, nrows=nrows) if path.suffix.lower() == ".xlsx" else pd.read_csv(path, nrows=nrows))
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    return table
+
+
 def is_pcosgen(root: Path) -> bool:
-    return (root / "class_label.csv").is_file() and (root / "images").is_dir()
+    return label_table(root) is not None
 
 
 def folder_label(name: str) -> str | None:
@@ -66,17 +89,17 @@ def folder_label(name: str) -> str | None:
 
 
 def read_pcosgen(root: Path) -> list[Item]:
-    labels = pd.read_csv(root / "class_label.csv")
+    labels = _read_table(label_table(root))
     groups_file = root / "neardup_groups.csv"
     groups = {}
     if groups_file.is_file():
         g = pd.read_csv(groups_file)
         groups = dict(zip(g["imagePath"], g["group_id"].astype(str)))
     items = []
-    for path_name, healthy in zip(labels["imagePath"], labels["Healthy"]):
+    for path_name, healthy in zip(labels["imagepath"].astype(str), pd.to_numeric(labels["healthy"], errors="coerce")):
         path = root / "images" / path_name
-        if path.is_file():
-            items.append(Item(path, "healthy" if int(healthy) == 1 else "pcos", groups.get(path_name, ""),
+        if path.is_file() and healthy in (0, 1):  # rows without a 0/1 label are not part of the set
+            items.append(Item(path, "healthy" if healthy == 1 else "pcos", groups.get(path_name, ""),
                               f"images/{path_name}"))
     return items
 
