@@ -182,11 +182,12 @@ def test_heldout_split_is_stable():
 
 # --- readers and networks --------------------------------------------------------------------------------------------
 def test_class_folders_and_mhsma_readers(tmp_path):
-    for folder in ("01_Normal", "02_Tapered", "abnormal", "notes"):
+    for folder in ("01_Normal", "02_Tapered", "abnormal", "notes", "non-normal"):
         (tmp_path / "heads" / folder).mkdir(parents=True)
         cv2.imwrite(str(tmp_path / "heads" / folder / "a.png"), synthetic.sperm_head("normal", seed=1)[0])
     items = ds.read_class_folders(tmp_path / "heads")
-    assert [(i.shape, i.normal) for i in items] == [("normal", "normal"), ("tapered", "abnormal"), (None, "abnormal")]
+    assert [(i.shape, i.normal) for i in items] == [("normal", "normal"), ("tapered", "abnormal"), (None, "abnormal"),
+                                                    (None, "abnormal")]
     mh = tmp_path / "mhsma"
     mh.mkdir()
     np.save(mh / "x_64_valid.npy", np.zeros((3, 64, 64), np.uint8))
@@ -310,6 +311,32 @@ def test_regression_floor_on_mhsma_valid():
     probs = registry.load(task.HEAD).predict(list(x))["normal"]
     accuracy = float((probs.argmax(1) == 1 - y).mean())
     assert accuracy >= 0.76  # the floor: above always answering "normal" (0.733 on this split); shipped 0.79
+
+
+def test_evaluating_hushem_reports_the_out_of_fold_predictions_not_the_training_fit(capfd):
+    """Every HuSHeM image trained the shipped model: `evaluate` answers with the stored cross-validation's
+    out-of-fold predictions for them (matched by hash), not an error and not the model's own training fit."""
+    needs_model(task.HEAD)
+    import json
+    import shutil
+
+    from core import registry
+    from core.__main__ import main
+
+    root = shared_data("sperm", "hushem")
+    card = registry.card(task.HEAD)
+    stored = json.loads((card.folder / "eval" / task.CV_EVALUATION / "metrics.json").read_text())["metrics"]
+    try:
+        assert main(["evaluate", task.HEAD, str(root), "--name", "pytest-hushem", "--json"]) == 0
+        out, err = capfd.readouterr()
+        result = json.loads(out)
+        assert result["n"] == 216 and "out-of-fold" in err
+        for output in ("shape", "normal"):
+            assert result["metrics"][output]["accuracy"] == pytest.approx(stored[output]["accuracy"])
+        meta = json.loads((card.folder / "eval" / "pytest-hushem" / "meta.json").read_text())
+        assert meta["split"].startswith("out-of-fold")
+    finally:
+        shutil.rmtree(card.folder / "eval" / "pytest-hushem", ignore_errors=True)
 
 
 def test_regression_floor_on_heldout_fields():

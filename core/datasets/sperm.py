@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,7 @@ class HeadItem:
 
 def folder_shape(name: str) -> tuple[str | None, str] | None:
     low = name.lower()
-    if "abnormal" in low:
+    if "abnormal" in low or re.search(r"(?:^|[^a-z])no[nt][\s_-]*normal", low):
         return None, "abnormal"
     for shape in SHAPES:
         if shape in low:

@@ -24,6 +24,7 @@ from ..preprocess import mean_over_views
 from ..results import Prediction
 
 SEG, HEAD = "sperm-seg", "sperm-head"
+CV_EVALUATION = "hushem-5fold-cv"  # out-of-fold predictions of the shipped recipe on HuSHeM, written by train
 HEAD_SIZE = 64
 SEG_LONG_SIDE = 640
 CROP_FACTOR = 1.75  # a head crop's side, in head lengths (the classifier's framing: the head fills ~57 % of it)
@@ -395,7 +396,7 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
         predictions_frame(names, "normal", ds.NORMAL_LABELS, normal_true, oof_n, fold=folds + 1,
                           phash=[f"{audit.phash(im):016x}" for im in rgb]),
     ]
-    evaluate_classifier_outputs(written, "hushem-5fold-cv", frames, {
+    evaluate_classifier_outputs(written, CV_EVALUATION, frames, {
         "data": str(root / "hushem"), "layout": "class-per-folder", "split": f"{N_FOLDS}-fold cross-validation",
         "note": f"out-of-fold predictions of {N_FOLDS} models trained with the shipped recipe, each without its "
                 "test fold; not predictions of the shipped file (which trained on every HuSHeM image)",
@@ -808,6 +809,30 @@ def _unseen(card, names: list[str], images) -> tuple[np.ndarray, int]:
     return keep, hashes
 
 
+def _out_of_fold_frames(card, names, hashes, normal, shape) -> list:
+    """Prediction frames for images the shipped model trained on, from the stored cross-validation's out-of-fold
+    rows with the same perceptual hash; [] when it has none of them."""
+    import pandas as pd
+
+    from ..evaluation import predictions_frame
+
+    stored = card.folder / "eval" / CV_EVALUATION / "predictions.csv"
+    if not stored.is_file():
+        return []
+    cv = pd.read_csv(stored, dtype={"phash": str})
+    frames = []
+    for output, truth in (("normal", normal), ("shape", shape)):
+        rows = cv[cv["output"] == output].drop_duplicates("phash").set_index("phash")
+        found = [i for i, h in enumerate(hashes) if h in rows.index and truth[i] is not None]
+        if found:
+            labels = card.classes[output]
+            probs = rows.loc[[hashes[i] for i in found], [f"p:{lab}" for lab in labels]].to_numpy(float)
+            frames.append(predictions_frame([names[i] for i in found], output, labels, [truth[i] for i in found],
+                                            probs, phash=[hashes[i] for i in found],
+                                            fold=rows.loc[[hashes[i] for i in found], "fold"].tolist()))
+    return frames
+
+
 def _eval_name(name: str, path: Path, split: str | None) -> str:
     return f"{name}-{split}" if split and name == path.resolve().name else name
 
@@ -847,11 +872,20 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
         raise ValueError(f"{path}: no readable sperm head images" + (f" ({skipped[0]})" if skipped else ""))
     keep, hashes = _unseen(card, names, images)
     excluded = int((~keep).sum())
+    if not keep.any():
+        frames = _out_of_fold_frames(card, names, hashes, normal, shape)
+        if not frames:
+            raise ValueError(f"{path}: all {len(names)} images were used to train {HEAD}")
+        log(f"sperm-head: every image was used to train the shipped model; reporting the out-of-fold predictions of "
+            f"its {CV_EVALUATION} (models that did not see them) for {frames[0]['item'].nunique()} of them")
+        return evaluate_classifier_outputs(card, _eval_name(name, path, split), frames, {
+            "data": str(path), "layout": layout, "split": "out-of-fold (5-fold cross-validation)",
+            "note": f"every image was used to train {card.file}, so these are the stored out-of-fold predictions of "
+                    f"eval/{CV_EVALUATION} (5 models of the shipped recipe, each without the image's fold), matched "
+                    "by exact perceptual hash; not predictions of the shipped file",
+            "excluded_seen_in_training": excluded, "skipped": skipped})
     if excluded:
         log(f"sperm-head: {excluded} of {len(names)} images were used in training and are left out")
-    if not keep.any():
-        raise ValueError(f"{path}: all {len(names)} images were used to train {HEAD}; its cross-validated figures "
-                         f"on them are stored as eval/hushem-5fold-cv")
     idx = np.flatnonzero(keep)
     if layout == "class-per-folder":  # stained crops framed as in training; MHSMA crops are already tight
         images = [frame_head(im) for im in images]
