@@ -131,6 +131,11 @@ def main(argv=None) -> int:
     except (KeyError, FileNotFoundError, NotImplementedError, ValueError) as exc:
         log(f"error: {exc.args[0] if exc.args else exc}")
         code = 2
+    except Exception as exc:  # noqa: BLE001  an unforeseen failure: one plain line; the traceback on request
+        if os.environ.get("CORE_DEBUG"):
+            raise
+        log(f"error: {type(exc).__name__}: {exc} (set CORE_DEBUG=1 to see where)")
+        code = 1
     finally:
         if json_out:
             sys.stdout.flush()

@@ -1,5 +1,6 @@
 """`python -m core evaluate` on a dataset with a corrupt and an empty image among good ones: every native evaluator
-scores the good ones, lists the two bad files in meta.json and on stderr, and still prints one JSON object."""
+scores the good ones, lists the two bad files in meta.json and on stderr, and still prints one JSON object; an
+unforeseen failure is one plain line on stderr."""
 from __future__ import annotations
 
 import json
@@ -116,3 +117,21 @@ def test_bad_files_are_skipped_listed_and_the_rest_scored(model_id, tmp_path):
         assert f"skipped {len(bad)} unreadable image" in err
     finally:
         shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
+
+
+def test_an_unforeseen_failure_is_one_plain_line_and_the_traceback_is_on_request(tmp_path, monkeypatch, capfd):
+    import core.tasks
+    from core.__main__ import main
+
+    class Failing:
+        @staticmethod
+        def evaluate(*args, **kwargs):
+            raise RuntimeError("the decoder gave up")
+
+    monkeypatch.setattr(core.tasks, "task_module", lambda model_id: Failing)
+    assert main(["evaluate", "pcos", str(tmp_path), "--json"]) == 1
+    out, err = capfd.readouterr()
+    assert out == "" and "error: RuntimeError: the decoder gave up" in err and "Traceback" not in err
+    monkeypatch.setenv("CORE_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["evaluate", "pcos", str(tmp_path)])
