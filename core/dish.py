@@ -579,25 +579,28 @@ def evaluate_dish(path: Path, name: str, device: str | None = None) -> dict:
     from .datasets.embryo import load_rgb
     from .evaluation import readable, store
 
+    from ultralytics.data.utils import img2label_paths
+
     images = yolo_layout(path)
-    labels = images.parent / "labels"
     model = registry.load(DISH_ID, device)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "data.yaml"
         cfg.write_text(f"path: {images.parent.resolve()}\ntrain: {images.name}\nval: {images.name}\nnames:\n  0: embryo\n")
         res = model.net.val(data=str(cfg), imgsz=IMGSZ, batch=8, device=model.device, plots=False, verbose=False,
                             workers=0, project=tmp, name="val", conf=0.001)
-    rows = []
-    files, pixels, skipped = readable(sorted(p for p in images.iterdir() if p.suffix.lower() in YOLO_IMAGE_TYPES),
-                                      load_rgb)
-    if not files:
+    rows, skipped = [], []
+    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in YOLO_IMAGE_TYPES)  # images/val/… too
+    for start in range(0, len(files), 32):
+        chunk, pixels, bad = readable(files[start:start + 32], load_rgb)
+        skipped += bad
+        for p, img, label in zip(chunk, pixels, map(Path, img2label_paths([str(p) for p in chunk]))):
+            n_true = sum(1 for line in label.read_text().splitlines() if line.strip()) if label.is_file() else 0
+            found = drop_nested(model.predict([img])[0])
+            rows.append({"item": str(p.relative_to(images)), "output": "embryos", "true": n_true,
+                         "pred": len(found["boxes"]), "source": p.name.split("__")[0] if "__" in p.name else "",
+                         "phash": f"{phash(img):016x}"})
+    if not rows:
         raise ValueError(f"{images}: no readable images" + (f" ({skipped[0]})" if skipped else ""))
-    for p, img in zip(files, pixels):
-        label = labels / f"{p.stem}.txt"
-        n_true = sum(1 for line in label.read_text().splitlines() if line.strip()) if label.is_file() else 0
-        found = drop_nested(model.predict([img])[0])
-        rows.append({"item": p.name, "output": "embryos", "true": n_true, "pred": len(found["boxes"]),
-                     "source": p.name.split("__")[0] if "__" in p.name else "", "phash": f"{phash(img):016x}"})
     frame = pd.DataFrame(rows)
     metrics = {"embryos": {"map50": float(res.box.map50), "map50_95": float(res.box.map),
                            "precision": float(res.box.mp), "recall": float(res.box.mr),

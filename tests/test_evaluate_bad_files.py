@@ -73,16 +73,18 @@ def gomez_sequence(root: Path) -> tuple[Path, list[str]]:
 
 
 def yolo_dishes(root: Path) -> tuple[Path, list[str]]:
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
+    """The common split layout: images/val/ with labels/val/ beside it."""
+    images, labels = root / "images" / "val", root / "labels" / "val"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
     for i in range(2):
         img, truth = synthetic.embryo_dish(n_embryos=4, size=320, seed=i)
-        cv2.imwrite(str(root / "images" / f"dish{i}.png"), img)
-        (root / "labels" / f"dish{i}.txt").write_text("".join(
+        cv2.imwrite(str(images / f"dish{i}.png"), img)
+        (labels / f"dish{i}.txt").write_text("".join(
             f"0 {(x0 + x1) / 640} {(y0 + y1) / 640} {(x1 - x0) / 320} {(y1 - y0) / 320}\n"
             for x0, y0, x1, y1 in truth["boxes"]))
-    (root / "labels" / "broken.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    return root, spoil(root / "images" / "broken.jpg")
+    (labels / "broken.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    return root, spoil(images / "broken.jpg")
 
 
 CASES = {  # model: (dataset builder, images the evaluation must still score)
@@ -115,6 +117,8 @@ def test_bad_files_are_skipped_listed_and_the_rest_scored(model_id, tmp_path):
         skipped = json.loads((card.folder / "eval" / NAME / "meta.json").read_text())["skipped"]
         assert len(skipped) == len(bad) and all(any(name in s for s in skipped) for name in bad), skipped
         assert f"skipped {len(bad)} unreadable image" in err
+        if model_id == "embryo-dish":  # each image's boxes counted from its own label file
+            assert result["metrics"]["embryos"]["n_boxes"] == 8
     finally:
         shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
 
