@@ -381,7 +381,9 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
                        "from 0.91 to 0.67, and relief shading as modulation-contrast microscopes show it to 0.63 "
                        "(most cleavage embryos called blastocysts). The embryo is located "
                        "by a classical detector that can be misled by debris or several embryos in one image (use "
-                       "dish mode). Probabilities are not calibrated for any clinic's population.",
+                       "dish mode). EmbryoScope stage does not carry reliably across embryos: the training embryo "
+                       "AB028-6, correctly located, is called blastocyst on 272 of its 276 cleavage-stage frames "
+                       "(see README). Probabilities are not calibrated for any clinic's population.",
         "data": [
             {"name": "Hung Vuong Hospital day-3/day-5 embryos (Kaggle World Championship 2023)",
              "licence": "competition data, research only",
