@@ -49,7 +49,16 @@ def cmd_evaluate(args) -> int:
         log(f"error: {path} does not exist")
         return 2
     name = args.name or path.resolve().name
-    result = task_module(args.model).evaluate(args.model, path, name=name, split=args.split, device=resolve(args.device))
+    if path.is_file():  # a labelled zip or CSV, or a zipped native layout: as the Metrics page reads uploads
+        from .evaluation import evaluate_source
+
+        if args.split:
+            log("error: --split applies to a folder of a native layout, not to a zip or CSV")
+            return 2
+        result = evaluate_source(args.model, path, name=args.name or path.stem, device=resolve(args.device))
+    else:
+        result = task_module(args.model).evaluate(args.model, path, name=name, split=args.split,
+                                                  device=resolve(args.device))
     if args.json:
         args.result = result
     else:

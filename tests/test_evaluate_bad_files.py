@@ -139,3 +139,28 @@ def test_an_unforeseen_failure_is_one_plain_line_and_the_traceback_is_on_request
     monkeypatch.setenv("CORE_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(["evaluate", "pcos", str(tmp_path)])
+
+
+def test_a_zipped_class_folder_set_is_evaluated_like_the_folder(tmp_path):
+    import zipfile
+
+    card = registry.card("embryo-grade")
+    try:
+        registry.load("embryo-grade", "cpu")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"embryo-grade is not installed: {exc}")
+    root, bad = embryo_folders(tmp_path / "set")
+    with zipfile.ZipFile(tmp_path / "set.zip", "w") as z:
+        for p in root.rglob("*"):
+            z.write(p, p.relative_to(tmp_path))
+    try:
+        run = subprocess.run([sys.executable, "-m", "core", "evaluate", "embryo-grade", str(tmp_path / "set.zip"),
+                              "--name", NAME, "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        result = json.loads(run.stdout)
+        assert result["n"] == 4 and result["metrics"]["stage"]["n_per_class"] == {"cleavage": 2, "blastocyst": 2}
+        skipped = json.loads((card.folder / "eval" / NAME / "meta.json").read_text())["skipped"]
+        assert sorted(s.split(":")[0].split("/")[-1] for s in skipped) == sorted(bad)
+    finally:
+        shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
+
