@@ -62,13 +62,9 @@ def pcos_folders(root: Path) -> tuple[Path, list[str]]:
 
 
 def gomez_sequence(root: Path) -> tuple[Path, list[str]]:
-    frames_dir = root / "embryo_dataset" / "E1"
-    frames_dir.mkdir(parents=True)
-    (root / "embryo_dataset_annotations").mkdir()
-    (root / "embryo_dataset_annotations" / "E1_phases.csv").write_text("tPNa,1,4\nt2,5,8\n")
-    frames, _ = synthetic.timelapse_sequence(8, size=96)
-    for i, f in enumerate(frames):
-        cv2.imwrite(str(frames_dir / f"D2020_WELL1_RUN{i + 1}.jpeg"), f)
+    from tests.test_timelapse import gomez_layout
+
+    frames_dir = gomez_layout(root, "tPNa,1,4\nt2,5,8\n", n_frames=8, size=96)
     return root, spoil(frames_dir / "D2020_WELL1_RUN3.jpeg", frames_dir / "D2020_WELL1_RUN6.jpeg")
 
 

@@ -5,6 +5,8 @@ import io
 import itertools
 import zipfile
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -202,15 +204,19 @@ def test_corrupt_video_is_a_clear_error(tmp_path):
         read_sequence(data[: len(data) // 8], "truncated.avi")
 
 
+def gomez_layout(root: Path, phases: str, n_frames: int, size: int) -> Path:
+    """A one-embryo Gomez layout below `root` (embryo E1, generated frames RUN1…); the embryo's frame folder."""
+    frames_dir = root / "embryo_dataset" / "E1"
+    frames_dir.mkdir(parents=True)
+    (root / "embryo_dataset_annotations").mkdir()
+    (root / "embryo_dataset_annotations" / "E1_phases.csv").write_text(phases)
+    for i, f in enumerate(synthetic.timelapse_sequence(n_frames, size=size)[0]):
+        cv2.imwrite(str(frames_dir / f"D2020_WELL1_RUN{i + 1}.jpeg"), f)
+    return frames_dir
+
+
 def test_gomez_folder_brings_annotations(tmp_path):
-    root = tmp_path / "embryo_dataset" / "E1"
-    root.mkdir(parents=True)
-    (tmp_path / "embryo_dataset_annotations").mkdir()
-    (tmp_path / "embryo_dataset_annotations" / "E1_phases.csv").write_text("tPNa,2,3\nt2,4,6\n")
-    frames, _ = synthetic.timelapse_sequence(6, size=64)
-    for i, f in enumerate(frames):
-        cv2.imwrite(str(root / f"D2020_WELL1_RUN{i + 1}.jpeg"), f)
-    seq = read_folder(root)
+    seq = read_folder(gomez_layout(tmp_path, "tPNa,2,3\nt2,4,6\n", n_frames=6, size=64))
     assert seq.frame_numbers == [1, 2, 3, 4, 5, 6]
     assert seq.true_phases == [None, "tPNa", "tPNa", "t2", "t2", "t2"]
 
