@@ -182,12 +182,12 @@ def test_heldout_split_is_stable():
 
 # --- readers and networks --------------------------------------------------------------------------------------------
 def test_class_folders_and_mhsma_readers(tmp_path):
-    for folder in ("01_Normal", "02_Tapered", "abnormal", "notes", "non-normal"):
+    for folder in ("01_Normal", "02_Tapered", "04-Small", "abnormal", "notes", "non-normal"):
         (tmp_path / "heads" / folder).mkdir(parents=True)
         cv2.imwrite(str(tmp_path / "heads" / folder / "a.png"), synthetic.sperm_head("normal", seed=1)[0])
     items = ds.read_class_folders(tmp_path / "heads")
     assert [(i.shape, i.normal) for i in items] == [("normal", "normal"), ("tapered", "abnormal"), (None, "abnormal"),
-                                                    (None, "abnormal")]
+                                                    (None, "abnormal"), (None, "abnormal")]
     mh = tmp_path / "mhsma"
     mh.mkdir()
     np.save(mh / "x_64_valid.npy", np.zeros((3, 64, 64), np.uint8))

@@ -27,6 +27,7 @@ from ..imageio import ImageInputError
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SHAPES = ["normal", "tapered", "pyriform", "amorphous"]
 NORMAL_LABELS = ["abnormal", "normal"]
+OTHER_ABNORMAL_HEADS = ("small", "large", "macro", "micro", "round", "elongated", "double", "irregular")
 PART_VALUES = {"vacuole": 1, "acrosome": 2, "nucleus": 3, "midpiece": 4, "tail": 5}
 HEAD_PARTS = (1, 2, 3)
 # label map classes of the segmenter: background, head parts, and the head's rim (separates touching heads)
@@ -57,6 +58,8 @@ def folder_shape(name: str) -> tuple[str | None, str] | None:
     for shape in SHAPES:
         if shape in low:
             return shape, "normal" if shape == "normal" else "abnormal"
+    if re.search(rf"(?:^|[^a-z])(?:{'|'.join(OTHER_ABNORMAL_HEADS)})", low):  # e.g. SCIAN's 04-Small: no shape
+        return None, "abnormal"
     return None
 
 
