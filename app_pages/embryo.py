@@ -99,6 +99,11 @@ def single_view(image: InputImage, pred) -> None:
             probs = pred.probabilities[output]
             st.caption(" · ".join(f"{LABELS.get(k, k)} {pct(v)}" for k, v in probs.items())
                        + f" — {GRADE_CARD.id} v{pred.model_version}")
+        if task.looks_time_lapse(image.pixels):
+            st.info("A grey time-lapse frame: from one such frame the stage call is unreliable for some embryos (one "
+                    "EmbryoScope embryo of the training set is called blastocyst from zygote to 6 cells; see the "
+                    "model card), and quality was learned from colour day-3/day-5 photos only. For a time-lapse "
+                    "sequence, the Time-lapse staging page reads every frame in order.", icon=":material/info:")
         st.caption("Area graded (orange box): the embryo is located automatically and a square around it is graded.")
         optics = task.optics_stage_accuracy(GRADE_CARD)
         if optics:

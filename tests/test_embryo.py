@@ -484,6 +484,21 @@ def test_page_single_mode_with_generated_example():
                    for c in at.caption)
     assert at.slider(key="embryo_opacity").value == 0.45  # the heat maps were drawn (the slider sits above them)
     assert not at.error
+    assert not any("grey frame" in c.value for c in at.caption)  # a colour photo
+
+
+def test_grey_time_lapse_frames_are_told_from_colour_photos():
+    assert task.looks_time_lapse(synthetic.embryo("cleavage", grey=True)[0])
+    assert not task.looks_time_lapse(synthetic.embryo("cleavage")[0])
+
+
+def test_real_embryoscope_frames_are_grey_and_hung_vuong_photos_are_not():
+    from core.datasets.embryo import load_rgb
+
+    frames = sorted(shared_data("timelapse", "gomez2022").rglob("*.jpeg"))[::50]
+    photos = sorted(shared_data("embryo", "hungvuong").rglob("*.jpg"))[::50]
+    assert all(task.looks_time_lapse(load_rgb(f)) for f in frames)
+    assert not any(task.looks_time_lapse(load_rgb(p)) for p in photos)
 
 
 @needs_grade

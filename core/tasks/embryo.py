@@ -113,6 +113,12 @@ def locate_with(found: dict):
     return lambda image: find_embryo(image, detect=lambda _: circle)
 
 
+def looks_time_lapse(pixels: np.ndarray) -> bool:
+    """Grey pixels, as time-lapse incubators (EmbryoScope) record them; the colour photos of the training set are
+    not grey."""
+    return pixels.ndim == 2 or bool(np.abs(pixels[..., :3].astype(np.int16) - pixels[..., :1]).max() <= 2)
+
+
 def whole_embryo_doubts(extras: dict) -> list[str]:
     """Why a single-embryo prediction's photo may not show one whole embryo (empty when nothing is in doubt)."""
     doubts = []
