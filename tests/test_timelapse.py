@@ -220,6 +220,14 @@ def test_gomez_folder_brings_annotations(tmp_path):
     assert seq.frame_numbers == [1, 2, 3, 4, 5, 6]
     assert seq.true_phases == [None, "tPNa", "tPNa", "t2", "t2", "t2"]
 
+def test_phase_table_with_header_quotes_and_a_broken_row(tmp_path):
+    from core.datasets.gomez import read_phases
+
+    table = tmp_path / "E1_phases.csv"
+    table.write_text('phase,first,last\n"tPNa","3","5.0"\ntPNf,6,unknown\nt2,7,9\n')
+    assert read_phases(table) == [("tPNa", 3, 5), ("t2", 7, 9)]
+
+
 
 # --- the model (skips when the weights are not installed) ----------------------------------------------------
 @pytest.fixture(scope="module")

@@ -48,10 +48,13 @@ def frame_number(path: Path) -> int | None:
 
 def read_phases(csv_path: Path) -> list[tuple[str, int, int]]:
     rows = []
-    for line in csv_path.read_text().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 3 and parts[0] in PHASES:
-            rows.append((parts[0], int(parts[1]), int(parts[2])))
+    for line in csv_path.read_text(errors="replace").splitlines():
+        parts = [p.strip().strip('"').strip() for p in line.split(",")]
+        try:
+            if len(parts) >= 3 and parts[0] in PHASES:
+                rows.append((parts[0], int(float(parts[1])), int(float(parts[2]))))
+        except ValueError:  # a row without frame numbers: not an interval
+            continue
     return rows
 
 
