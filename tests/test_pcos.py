@@ -222,11 +222,12 @@ def test_pcosgen_layout_and_split_is_stable(tmp_path):
 
 
 def test_pcosgen_label_table_as_the_challenge_published_it(tmp_path):
-    """class_label.xlsx (the challenge's own file), columns in another case, a row with no label left out."""
+    """class_label.xlsx (the challenge's own file), columns in another case, a path written with its images/ folder,
+    a row with no label left out."""
     (tmp_path / "images").mkdir()
     for i in range(3):
         cv2.imwrite(str(tmp_path / "images" / f"img{i}.jpg"), synthetic.ovary(n_follicles=4, seed=50 + i)[0])
-    pd.DataFrame({"ImagePath": ["img0.jpg", "img1.jpg", "img2.jpg"], "healthy": [1, 0, None]}).to_excel(
+    pd.DataFrame({"ImagePath": ["img0.jpg", "images/img1.jpg", "img2.jpg"], "healthy": [1, 0, None]}).to_excel(
         tmp_path / "class_label.xlsx", index=False)
     (tmp_path / "summary.csv").write_text("count\n3\n")
     items, layout, _ = data.read_dataset(tmp_path)

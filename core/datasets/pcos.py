@@ -98,9 +98,11 @@ def read_pcosgen(root: Path) -> list[Item]:
     items = []
     for path_name, healthy in zip(labels["imagepath"].astype(str), pd.to_numeric(labels["healthy"], errors="coerce")):
         path = root / "images" / path_name
+        if not path.is_file() and (root / path_name).is_file():  # paths written as images/x.jpg
+            path = root / path_name
         if path.is_file() and healthy in (0, 1):  # rows without a 0/1 label are not part of the set
             items.append(Item(path, "healthy" if healthy == 1 else "pcos", groups.get(path_name, ""),
-                              f"images/{path_name}"))
+                              path.relative_to(root).as_posix()))
     return items
 
 
