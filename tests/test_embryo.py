@@ -128,7 +128,7 @@ def test_hungvuong_reader_takes_any_table_beside_its_folder_and_survives_a_corru
         write_png(root / "test" / f"D{3 + 2 * i}_{i:03d}.jpg", synthetic.embryo(stage, seed=i)[0])
     (root / "test" / "D3_009.jpg").write_bytes(b"\xff\xd8 cut short")
     (root / "notes.csv").write_text("a,b\n1,2\n")  # no folder beside it: not a table of images
-    pd.DataFrame({"image": ["D3_000.jpg", "D5_001.jpg", "D3_009.jpg", "D3_404.jpg", "D5_002.jpg"],
+    pd.DataFrame({"image": ["D3_000.jpg", "test/D5_001.jpg", "D3_009.jpg", "D3_404.jpg", "D5_002.jpg"],
                   "class": [0, 1, 1, 0, None]}).to_csv(root / "test.csv", index=False)
     items, layouts = ds.read_any(root)
     assert layouts == ["hungvuong"]  # the missing D3_404 and the unlabelled D5_002 are left out

@@ -87,6 +87,8 @@ def read_hungvuong(root: Path) -> list[Item]:
         prefix = "hungvuong/" if split == "train" else f"hungvuong/{split}/"
         for image, cls in zip(table["image"].astype(str), pd.to_numeric(table["class"], errors="coerce")):
             path = root / split / image
+            if not path.is_file() and (root / image).is_file():  # paths written as train/D3_001.jpg
+                path, image = root / image, Path(image).name
             if not path.is_file() or cls not in (0, 1):  # a missing file, or a row without a 0/1 label
                 continue
             day = image[:2].upper() if image[:2].upper() in ("D3", "D5") else None
