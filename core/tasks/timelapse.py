@@ -292,15 +292,6 @@ def _load_grey(path: Path, whole_well: bool, size: int | None = None) -> np.ndar
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    from ..imageio import ImageInputError
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageInputError(f"{path.name}: not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def crop_as_well_frame(image: np.ndarray) -> np.ndarray:
     """An embryo crop padded with its border's level so that the model's centre crop shows it at CROP_FILL."""
     h, w = image.shape[:2]
@@ -665,6 +656,7 @@ def summarise_loeo(result: dict, kind: str) -> dict:
 def evaluate(model_id: str, path: Path, name: str, split: str | None, device: str) -> dict:
     """Every embryo of a Gomez layout (or blastocyst-crop folder) as a sequence in frame order; annotated frames only."""
     from ..evaluation import evaluate_classifier_outputs, predictions_frame, readable
+    from ..imageio import read_image
 
     if split not in (None, "heldout", "train"):
         raise ValueError(f"unknown split {split!r}: use heldout or train")
@@ -686,7 +678,7 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
         sequences = [s for s in sequences if is_heldout(s[0], len(s[1])) == (split == "heldout")]
     frames_s, frames_p, reports, burst_checks, skipped = [], [], {}, [], []
     for emb, paths, phases, stages, crops in sequences:
-        frames, images, bad = readable(list(zip(paths, phases, stages)), lambda frame: _read_rgb(frame[0]))
+        frames, images, bad = readable(list(zip(paths, phases, stages)), lambda frame: read_image(frame[0]).pixels)
         skipped += [f"{emb}/{msg}" for msg in bad]
         if not frames:
             continue
