@@ -57,8 +57,18 @@ def cmd_evaluate(args) -> int:
             return 2
         result = evaluate_source(args.model, path, name=args.name or path.stem, device=resolve(args.device))
     else:
-        result = task_module(args.model).evaluate(args.model, path, name=name, split=args.split,
-                                                  device=resolve(args.device))
+        try:
+            result = task_module(args.model).evaluate(args.model, path, name=name, split=args.split,
+                                                      device=resolve(args.device))
+        except (ValueError, FileNotFoundError) as native_error:  # not a native layout: class folders or a CSV?
+            from .evaluation import LabelledSetError, evaluate_labelled
+
+            if args.split:
+                raise
+            try:
+                result = evaluate_labelled(args.model, path, name=name, device=resolve(args.device))
+            except LabelledSetError:
+                raise native_error from None
     if args.json:
         args.result = result
     else:

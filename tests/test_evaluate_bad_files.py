@@ -1,6 +1,6 @@
 """`python -m core evaluate` on a dataset with a corrupt and an empty image among good ones: every native evaluator
 scores the good ones, lists the two bad files in meta.json and on stderr, and still prints one JSON object; an
-unforeseen failure is one plain line on stderr."""
+unforeseen failure is one plain line on stderr; zips and class folders a native reader does not know are evaluated."""
 from __future__ import annotations
 
 import json
@@ -160,3 +160,27 @@ def test_a_zipped_class_folder_set_is_evaluated_like_the_folder(tmp_path):
     finally:
         shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
 
+
+
+def test_class_folders_the_native_reader_does_not_know_are_scored_image_by_image(tmp_path, capfd):
+    """timelapse-stage's own reader wants a Gomez layout; stage folders of single frames are read as the Metrics
+    page reads a labelled set."""
+    from core.__main__ import main
+
+    card = registry.card("timelapse-stage")
+    try:
+        registry.load("timelapse-stage", "cpu")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"timelapse-stage is not installed: {exc}")
+    frames, _ = synthetic.timelapse_sequence(6, size=96)
+    for stage, picked in (("cleavage", frames[:3]), ("blastocyst", frames[3:])):
+        (tmp_path / "set" / stage).mkdir(parents=True)
+        for i, f in enumerate(picked):
+            cv2.imwrite(str(tmp_path / "set" / stage / f"f{i}.png"), f)
+    try:
+        assert main(["evaluate", "timelapse-stage", str(tmp_path / "set"), "--name", NAME, "--json"]) == 0
+        result = json.loads(capfd.readouterr().out)
+        assert result["n"] == 6 and result["metrics"]["stage"]["n_per_class"]["cleavage"] == 3
+        assert main(["evaluate", "timelapse-stage", str(tmp_path / "set"), "--split", "heldout"]) == 2  # no splits
+    finally:
+        shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
