@@ -13,7 +13,7 @@ from core.datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from core.explain import overlay
 from core.sequence import DEFAULT_MINUTES, FrameSequence, SequenceInputError, read_folder, read_sequence
 from core.tasks import timelapse as task
-from ui.common import burst_counts, card_expander, model_unavailable
+from ui.common import bullet_list, burst_counts, card_expander, model_unavailable
 from ui.records import record_prediction
 
 st.title("Time-lapse staging")
@@ -81,7 +81,7 @@ def describe_input(seq: FrameSequence) -> None:
                + (" · phase annotations found: the true phases are drawn under the prediction" if seq.true_phases else ""))
     if seq.skipped:
         st.warning(f"{len(seq.skipped)} item(s) could not be used and were left out; the other frames were staged:\n\n"
-                   + "\n".join(f"- {s}" for s in seq.skipped[:8]) + ("\n- …" if len(seq.skipped) > 8 else ""),
+                   + bullet_list(seq.skipped, 8),
                    icon=":material/warning:")
 
 

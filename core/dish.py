@@ -574,12 +574,11 @@ def evaluate_dish(path: Path, name: str, device: str | None = None) -> dict:
     import tempfile
 
     import pandas as pd
+    from ultralytics.data.utils import img2label_paths
 
     from .audit import phash
     from .datasets.embryo import load_rgb
     from .evaluation import readable, store
-
-    from ultralytics.data.utils import img2label_paths
 
     images = yolo_layout(path)
     model = registry.load(DISH_ID, device)

@@ -68,3 +68,8 @@ def burst_counts(check: dict) -> str:
     return (f"{check['divisions_with_a_burst']} of {check['divisions']} divisions had a burst within "
             f"{check['tolerance_frames']} frames, and {check['bursts_at_a_division']} of {check['bursts']} bursts "
             "were at a division")
+
+
+def bullet_list(lines: list[str], most: int) -> str:
+    """Markdown bullets of the first `most` lines, and "…" when there are more."""
+    return "\n".join(f"- {line}" for line in lines[:most]) + ("\n- …" if len(lines) > most else "")

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core import evaluation, metrics, registry
+from ui.common import bullet_list
 
 PENDING = "eval_pending"  # (model, evaluation) to select on the next run, e.g. after a new evaluation
 
@@ -121,7 +122,7 @@ def show_source(p: Picked) -> None:
     skipped = p.meta.get("skipped") or []
     if skipped:
         st.warning(f"{len(skipped)} file(s) could not be read and are not in these figures:\n\n"
-                   + "\n".join(f"- {s}" for s in skipped[:5]) + ("\n- …" if len(skipped) > 5 else ""),
+                   + bullet_list(skipped, 5),
                    icon=":material/broken_image:")
     if p.stale():
         st.warning(f"This evaluation was made with a different model file (sha256 {p.sha[:12]}…) than the one "

@@ -826,10 +826,10 @@ def _out_of_fold_frames(card, names, hashes, normal, shape) -> list:
         found = [i for i, h in enumerate(hashes) if h in rows.index and truth[i] is not None]
         if found:
             labels = card.classes[output]
-            probs = rows.loc[[hashes[i] for i in found], [f"p:{lab}" for lab in labels]].to_numpy(float)
+            matched = rows.loc[[hashes[i] for i in found]]
             frames.append(predictions_frame([names[i] for i in found], output, labels, [truth[i] for i in found],
-                                            probs, phash=[hashes[i] for i in found],
-                                            fold=rows.loc[[hashes[i] for i in found], "fold"].tolist()))
+                                            matched[[f"p:{lab}" for lab in labels]].to_numpy(float),
+                                            phash=matched.index.tolist(), fold=matched["fold"].tolist()))
     return frames
 
 
