@@ -70,5 +70,6 @@ def test_history_page_lists_filters_and_opens_a_record(records_app, page):
     assert "good 80.0%" in body and "case IVF-BROWSER" in body and "What-if settings" in body
     assert page.locator('[data-testid="stJson"]').count() >= 1
     assert page.get_by_role("button", name="Report (PDF)").count() == 1
+    page.locator('[data-testid="stImage"] img').first.wait_for()  # the stored image renders after the text
     assert page.locator('[data-testid="stImage"] img').count() >= 1
     page.screenshot(path=str(ROOT / ".pytest_cache" / "history.png"), full_page=True)
