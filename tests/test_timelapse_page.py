@@ -142,7 +142,9 @@ def test_browser_event_row_moves_the_frame_slider(page, app_url):
     page.get_by_text("Click an event's row", exact=False).wait_for(timeout=180_000)
     slider = page.locator('[data-testid="stSliderThumbValue"]').first
     assert slider.inner_text() == "0"
-    grid = page.locator('[data-testid="stDataFrame"]').first
+    page.get_by_role("tab", name="Events").click()  # the table's tab, whichever tab a rerun left open
+    grid = page.locator('.st-key-tl_events_table [data-testid="stDataFrame"]')
+    grid.wait_for(state="visible", timeout=60_000)
     grid.scroll_into_view_if_needed()
     bounds = grid.bounding_box()
     row_height = 35  # Streamlit's data grid: a header row, then rows of this height
