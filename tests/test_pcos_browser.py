@@ -65,7 +65,8 @@ def test_pcos_page_upload_untick_and_bad_file(app_url, page, tmp_path):
     assert page.locator('[data-testid="stImage"]').count() >= 2  # heat map and follicle overlay
 
     # untick follicle 1 (glide grid rows are 35 px high)
-    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid = page.locator('[class*="st-key-pcos_follicles_"] [data-testid="stDataFrame"]')
+    grid.wait_for(state="visible", timeout=60_000)
     grid.scroll_into_view_if_needed()
     assert grid.locator("#glide-cell-3-0").text_content() == "true"
     box = grid.bounding_box()
