@@ -152,13 +152,11 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
 
 
 # --- page ------------------------------------------------------------------------------------------------------------
-picked = ev.pick("c")
+picked = ev.pick("c", classes_only=True)
 if picked is not None:
     ev.show_source(picked)
+    st.caption("Only classifiers are listed: detection and segmentation evaluations have no confusion matrix, "
+               "their figures are on the Metrics page.")
     outputs = metrics.classification_outputs(picked.preds)
-    if not outputs:
-        st.info(f"The evaluation {picked.card.id}/{picked.name} holds no per-image class probabilities (it is a "
-                "segmentation or detection evaluation): see its metrics on the Metrics page.")
-    else:
-        output = st.radio("Output", outputs, horizontal=True, key="c_output") if len(outputs) > 1 else outputs[0]
-        output_section(picked, output)
+    output = st.radio("Output", outputs, horizontal=True, key="c_output") if len(outputs) > 1 else outputs[0]
+    output_section(picked, output)

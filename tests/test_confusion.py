@@ -81,9 +81,18 @@ def test_multiclass_and_segmentation_evaluations(app):
     assert at.selectbox(key=cell_key(model="timelapse-stage")).value != (0, 0)
     at.toggle(key="c_stage_use_stage").set_value(True).run()
     assert not at.exception and at.slider(key="c_stage_thrm_stage") is not None
-    at.selectbox(key="c_model").set_value("sperm-seg").run()
+    assert "sperm-seg" not in at.selectbox(key="c_model").options  # a segmentation evaluation has no matrix
+
+
+def test_page_opens_on_a_classifier_when_a_detection_evaluation_was_last_picked(app):
+    at = app
+    at.switch_page("app_pages/metrics.py").run()
+    at.selectbox(key="m_model").set_value("sperm-seg").run()
     assert not at.exception
-    assert any("segmentation or detection" in i.value for i in at.info)
+    at.switch_page("app_pages/confusion.py").run()
+    assert not at.exception
+    assert at.selectbox(key="c_model").value != "sperm-seg" and at.selectbox(key=cell_key(model=at.selectbox(
+        key="c_model").value, name=at.selectbox(key="c_eval").value)) is not None
 
 
 def test_empty_store(tmp_path, monkeypatch):

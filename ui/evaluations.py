@@ -79,14 +79,26 @@ def index() -> tuple[dict[str, list[str]], dict[str, registry.Card], list[str]]:
     return {k: v for k, v in found.items() if v}, cards, problems
 
 
-def pick(key: str, label: str = "Evaluation", exclude: tuple[str, str] | None = None) -> Picked | None:
-    """Model and evaluation selectors; None (after saying why) when nothing is stored."""
+def _has_classes(card: registry.Card, name: str) -> bool:
+    try:
+        return bool(metrics.classification_outputs(_load(card.id, name, _stamp(card.folder / "eval" / name))[2]))
+    except (OSError, ValueError):
+        return True  # listed, so that picking it says what is wrong with it
+
+
+def pick(key: str, label: str = "Evaluation", exclude: tuple[str, str] | None = None,
+         classes_only: bool = False) -> Picked | None:
+    """Model and evaluation selectors; None (after saying why) when nothing is stored. classes_only: list only
+    evaluations with per-image class probabilities (not detection or segmentation ones)."""
     evals, cards, problems = index()
     for p in problems:
         st.warning(f"A model card could not be read: {p}", icon=":material/warning:")
+    if classes_only:
+        evals = {m: kept for m, names in evals.items() if (kept := [n for n in names if _has_classes(cards[m], n)])}
     if not evals:
-        st.info("No stored evaluations yet. Run `python -m core evaluate MODEL_ID PATH` for a model, or evaluate "
-                "a labelled set on the Metrics page.", icon=":material/info:")
+        st.info(f"No stored evaluations{' with class probabilities' if classes_only else ''} yet. Run `python -m "
+                "core evaluate MODEL_ID PATH` for a model, or evaluate a labelled set on the Metrics page.",
+                icon=":material/info:")
         return None
     pending = None if exclude else st.session_state.pop(PENDING, None)
     if pending and pending[0] in evals and pending[1] in evals[pending[0]]:
