@@ -28,6 +28,15 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def scratch_records(tmp_path_factory):
+    """Predictions made by the tests (in-process and by the app servers they start) go to a throwaway database, never
+    to the user's records.db; a test that needs its own database sets DATABASE_URL itself."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", f"sqlite:///{tmp_path_factory.mktemp('records') / 'records.db'}")
+        yield
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
