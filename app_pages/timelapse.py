@@ -79,6 +79,10 @@ def input_ui() -> tuple[FrameSequence | None, str]:
 def describe_input(seq: FrameSequence) -> None:
     st.caption(f"{len(seq)} frames from {Path(seq.source).name} · time order: {seq.order_rule}"
                + (" · phase annotations found: the true phases are drawn under the prediction" if seq.true_phases else ""))
+    numbers = seq.frame_numbers
+    if numbers and numbers[-1] - numbers[0] + 1 > len(numbers):
+        st.caption(f"RUN numbers go from {numbers[0]} to {numbers[-1]}: {numbers[-1] - numbers[0] + 1 - len(numbers)} "
+                   "acquisitions are missing, so times follow the RUN numbers, not the frame count.")
     if seq.skipped:
         st.warning(f"{len(seq.skipped)} item(s) could not be used and were left out; the other frames were staged:\n\n"
                    + bullet_list(seq.skipped, 8),
@@ -87,9 +91,9 @@ def describe_input(seq: FrameSequence) -> None:
 
 # --- cached work (the progress bar is created inside, so a cache hit replays nothing stale) -------------------------
 @st.cache_data(show_spinner=False, max_entries=8)
-def stage_sequence(key: str, minutes: float, version: str, _seq: FrameSequence):
+def stage_sequence(key: str, version: str, _seq: FrameSequence):
     bar = st.progress(0.0, text="Classifying frames…")
-    pred = task.predict_sequence(task.MODEL_ID, _seq, minutes,
+    pred = task.predict_sequence(task.MODEL_ID, _seq,
                                  progress=lambda done, total: bar.progress(done / total, text=f"Classified {done} of {total} frames"))
     bar.empty()
     return pred
@@ -152,6 +156,9 @@ def frame_picker(n_frames: int, bursts: list[int]) -> int:
         if ahead:
             st.session_state["tl_frame"] = ahead[0]
 
+    if n_frames == 1:
+        st.caption("One frame: nothing to move through.")
+        return 0
     slider, back, forward = st.columns([8, 1, 1], vertical_alignment="bottom")
     frame = slider.slider("Frame", 0, n_frames - 1, key="tl_frame")
     why = "a division, or blastomeres or the whole embryo moving"
@@ -236,7 +243,7 @@ if seq is None:
 else:
     describe_input(seq)
     try:
-        pred = stage_sequence(key, float(minutes), CARD.version, seq)
+        pred = task.retimed(stage_sequence(key, CARD.version, seq), float(minutes))
     except (ValueError, RuntimeError) as exc:
         st.error(f"The sequence could not be staged: {exc}")
         pred = None

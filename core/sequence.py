@@ -42,24 +42,29 @@ class FrameSequence:
 
 
 # --- time order ------------------------------------------------------------------------------------------
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")
 
 
 def natural_key(name: str) -> tuple:
     """'frame9' < 'frame10': digit runs compare as numbers, the rest case-insensitively."""
     parts = _DIGITS.split(PurePosixPath(name).name.lower())
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != "")
+    return tuple((0, int(p), "") if _DIGITS.fullmatch(p) else (1, 0, p) for p in parts if p != "")
 
 
-def order_frames(names: list[str]) -> tuple[list[int], str]:
-    """Indices of `names` in time order and the rule used: RUN<k> numbers, else numbers in the names, else name."""
+def order_frames(names: list[str]) -> tuple[list[int], str, list[int]]:
+    """Indices of `names` in time order, the rule used, and the indices left out of the order: RUN<k> numbers, else
+    numbers in the names, else name order. When most names carry a number, names without one (a stray `cover.png`)
+    have no place in time and are left out rather than scrambling the order."""
     bases = [PurePosixPath(n.replace("\\", "/")).name for n in names]
     runs = [gomez.RUN_RE.search(b) for b in bases]
     if bases and all(runs):
-        return sorted(range(len(names)), key=lambda i: (int(runs[i].group(1)), bases[i])), "frame number RUN<k> in the file names"
-    if bases and all(_DIGITS.search(PurePosixPath(b).stem) for b in bases):
-        return sorted(range(len(names)), key=lambda i: (natural_key(bases[i]), bases[i])), "numbers in the file names"
-    return sorted(range(len(names)), key=lambda i: bases[i].lower()), "file name order (no frame numbers found)"
+        order = sorted(range(len(names)), key=lambda i: (int(runs[i].group(1)), natural_key(bases[i])))
+        return order, "frame number RUN<k> in the file names", []
+    numbered = [i for i, b in enumerate(bases) if _DIGITS.search(PurePosixPath(b).stem)]
+    if bases and 2 * len(numbered) >= len(bases):
+        order = sorted(numbered, key=lambda i: (natural_key(bases[i]), bases[i]))
+        return order, "numbers in the file names", sorted(set(range(len(names))) - set(numbered))
+    return sorted(range(len(names)), key=lambda i: bases[i].lower()), "file name order (no frame numbers found)", []
 
 
 # --- readers ---------------------------------------------------------------------------------------------
@@ -122,7 +127,14 @@ def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSeq
     if not frames:
         raise SequenceInputError(f"{source}: no readable image frames found"
                                  + (f" ({len(skipped)} entries skipped, e.g. {skipped[0]})" if skipped else "") + ".")
-    order, rule = order_frames(names)
+    folders = sorted({str(PurePosixPath(n.replace("\\", "/")).parent) for n in names})
+    if len(folders) > 1:
+        shown = ", ".join(f or "(top level)" for f in folders[:4]) + (" …" if len(folders) > 4 else "")
+        raise SequenceInputError(f"{source}: frames in {len(folders)} folders ({shown}). Give one embryo's frames, from "
+                                 "one focal plane, per sequence: merged folders would make one nonsense timeline.")
+    order, rule, unordered = order_frames(names)
+    skipped += [f"{names[i]}: no frame number, while the other frames have one (left out of the time order)"
+                for i in unordered]
     frames = [frames[i] for i in order]
     names = [names[i] for i in order]
     return FrameSequence(frames, names, source, rule, skipped, frame_numbers=_run_numbers(names))
@@ -134,7 +146,8 @@ def _run_numbers(names: list[str]) -> list[int] | None:
 
 
 def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> FrameSequence:
-    """Image frames of a zip (path or bytes); other entries are skipped and listed."""
+    """Image frames of a zip (path or bytes); other entries are skipped and listed. A Gomez `<embryo>_phases.csv`
+    inside brings the annotated phases, as in a Gomez folder."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
@@ -154,8 +167,14 @@ def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> 
                 entries.append((entry, zf.read(info)))
             except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
                 skipped.append(f"{entry}: cannot be extracted ({exc})")
+    tables = [(e, d) for e, d in entries if e.lower().endswith("_phases.csv")]
+    phases = gomez.parse_phases(tables[0][1].decode(errors="replace")) if len(tables) == 1 else []
+    if phases:  # a zipped Gomez embryo folder with its annotation table
+        entries = [(e, d) for e, d in entries if (e, d) != tables[0]]
     seq = _from_named_bytes(entries, name)
     seq.skipped = skipped + seq.skipped
+    if phases and seq.frame_numbers is not None:
+        seq.true_phases = [gomez.phase_of(n, phases) for n in seq.frame_numbers]
     return seq
 
 
@@ -167,10 +186,14 @@ def read_folder(folder, annotations: Path | None = None) -> FrameSequence:
     if annotations is None:
         candidate = folder.parent.parent / "embryo_dataset_annotations" / f"{folder.name}_phases.csv"
         annotations = candidate if candidate.is_file() else None
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    if len(files) > MAX_FRAMES:
-        files = files[:MAX_FRAMES]
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    order, _, unordered = order_frames([p.name for p in images])
+    kept = set(order[:MAX_FRAMES]) | set(unordered)  # the first frames in time, not in name order
+    over = [f"{images[i].name}: not read (limit of {MAX_FRAMES} frames)" for i in order[MAX_FRAMES:]]
+    files = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES] + [images[i] for i in sorted(kept)]
     seq = _from_named_bytes([(p.name, p.read_bytes()) for p in files], str(folder))
+    seq.skipped += over
     if annotations is not None and seq.frame_numbers is not None:
         phases = gomez.read_phases(annotations)
         seq.true_phases = [gomez.phase_of(n, phases) for n in seq.frame_numbers]

@@ -21,7 +21,8 @@ from tests.conftest import shared_data
 
 # --- frame order ---------------------------------------------------------------------------------------------
 def ordered(names):
-    idx, rule = order_frames(names)
+    idx, rule, left_out = order_frames(names)
+    assert not left_out
     return [names[i] for i in idx], rule
 
 
@@ -42,6 +43,16 @@ def test_order_numbers_natural_not_lexicographic():
 def test_order_number_before_suffix_and_folders_ignored():
     out, _ = ordered(["b/well2_t10.tif", "a/well2_t9.tif", "well2_t11.tif"])
     assert out == ["a/well2_t9.tif", "b/well2_t10.tif", "well2_t11.tif"]
+
+
+def test_order_leaves_out_a_stray_unnumbered_name_and_breaks_run_ties_naturally():
+    names = ["frame1.png", "frame2.png", "frame10.png", "cover.png"]
+    idx, rule, left_out = order_frames(names)
+    assert [names[i] for i in idx] == ["frame1.png", "frame2.png", "frame10.png"] and left_out == [3]
+    assert "numbers" in rule
+    out, _ = ordered(["RUN1_f10.png", "RUN1_f2.png", "RUN0_f30.png"])
+    assert out == ["RUN0_f30.png", "RUN1_f2.png", "RUN1_f10.png"]
+    assert ordered(["frame1²3.png", "frame2.png"])[0] == ["frame1²3.png", "frame2.png"]  # no int('²') crash
 
 
 def test_order_falls_back_to_names_without_numbers():
@@ -166,6 +177,38 @@ def test_zip_with_non_images_keeps_good_frames():
     assert len(seq) == 5
     assert seq.names == [f"seq/frame{i * 5}.png" for i in range(5)]
     assert len(seq.skipped) == 2 and any("notes.txt" in s for s in seq.skipped)
+
+
+def test_zip_of_two_folders_is_refused_and_a_stray_image_is_listed():
+    frames, _ = synthetic.timelapse_sequence(4, size=64)
+    two = {f"{plane}/frame{i}.png": encode_png(f) for plane in ("F0", "F15") for i, f in enumerate(frames)}
+    with pytest.raises(SequenceInputError, match="2 folders"):
+        read_zip(_zip(two), "planes.zip")
+    one = {f"frame{i}.png": encode_png(f) for i, f in enumerate(frames)} | {"cover.png": encode_png(frames[0])}
+    seq = read_zip(_zip(one), "frames.zip")
+    assert seq.names == [f"frame{i}.png" for i in range(4)]
+    assert len(seq.skipped) == 1 and "cover.png: no frame number" in seq.skipped[0]
+
+
+def test_zipped_gomez_folder_brings_its_annotations():
+    frames, _ = synthetic.timelapse_sequence(5, size=64)
+    entries = {f"E1/E1_RUN{i + 3}.png": encode_png(f) for i, f in enumerate(frames)}
+    entries["E1/E1_phases.csv"] = b"tPNa,3,4\nt2,5,7\n"
+    seq = read_zip(_zip(entries), "E1.zip")
+    assert seq.frame_numbers == [3, 4, 5, 6, 7] and not seq.skipped
+    assert seq.true_phases == ["tPNa", "tPNa", "t2", "t2", "t2"]
+
+
+def test_folder_over_the_frame_limit_keeps_the_first_frames_in_time(tmp_path, monkeypatch):
+    import core.sequence as sequence
+
+    monkeypatch.setattr(sequence, "MAX_FRAMES", 3)
+    frames, _ = synthetic.timelapse_sequence(5, size=64)
+    for i, f in zip([10, 9, 2, 1, 3], frames):  # name order: frame1, frame10, frame2, frame3, frame9
+        (tmp_path / f"frame{i}.png").write_bytes(encode_png(f))
+    seq = read_folder(tmp_path)
+    assert seq.names == ["frame1.png", "frame2.png", "frame3.png"]
+    assert sorted(s.split(":")[0] for s in seq.skipped) == ["frame10.png", "frame9.png"]
 
 
 def test_zip_without_images_is_a_clear_error():

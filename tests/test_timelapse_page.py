@@ -42,6 +42,34 @@ def test_page_stages_a_local_folder(tmp_path):
     assert not at.exception
 
 
+def test_page_shorter_gappy_and_single_frame_sequences(tmp_path):
+    """After frame 15 of a long sequence: a shorter one with missing RUNs (times follow the RUN numbers, a new interval
+    re-times without re-classifying), then a one-frame folder (no slider to move)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(write_frames(tmp_path / "long"))).run()
+    at.slider(key="tl_frame").set_value(15).run()
+    gappy = write_frames(tmp_path / "gappy", n=8)
+    for run in (4, 5, 6):  # RUN1-3 and RUN7-8 stay: 5 frames over 8 acquisitions
+        (gappy / f"embryo_RUN{run}.png").unlink()
+    at.text_input(key="tl_folder").input(str(gappy)).run()
+    assert not at.exception
+    assert any("3 acquisitions are missing" in c.value for c in at.caption)
+    assert at.slider(key="tl_frame").value <= 4
+    assert "over 1.8 h" in at.success[0].value  # RUN1 to RUN8 at 15 min, not 5 frames' 1.0 h
+    staged = at.success[0].value.split("staged in")[1]
+    at.number_input(key="tl_minutes").set_value(30.0).run()
+    assert "over 3.5 h" in at.success[0].value
+    assert at.success[0].value.split("staged in")[1] == staged  # the cached staging, re-timed
+    single = write_frames(tmp_path / "single", n=1)
+    at.text_input(key="tl_folder").input(str(single)).run()
+    assert not at.exception
+    assert any("Last frame" in s.value for s in at.success)
+
+
 def test_page_burst_buttons_jump_between_bursts(tmp_path):
     from streamlit.testing.v1 import AppTest
 

@@ -47,8 +47,13 @@ def frame_number(path: Path) -> int | None:
 
 
 def read_phases(csv_path: Path) -> list[tuple[str, int, int]]:
+    return parse_phases(csv_path.read_text(errors="replace"))
+
+
+def parse_phases(text: str) -> list[tuple[str, int, int]]:
+    """(phase, first RUN, last RUN) rows of a Gomez `<embryo>_phases.csv`."""
     rows = []
-    for line in csv_path.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         parts = [p.strip().strip('"').strip() for p in line.split(",")]
         try:
             if len(parts) >= 3 and parts[0] in PHASES:

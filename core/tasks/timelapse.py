@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -159,16 +159,13 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
     stage_p, phase_p, bursts = sequence_probabilities(model, seq.frames, progress)
     t1 = time.perf_counter()
     stage_dec, phase_dec = decode(stage_p, phase_p, switch_cost)
-    hours = (np.arange(len(seq)) * minutes_per_frame / 60.0).round(3)
-    events = [{"event": ev, "frame": f, "frame_name": seq.names[f], "hours": float(hours[f])}
-              for ev, f in event_frames(phase_dec).items()]
+    events = [{"event": ev, "frame": f, "frame_name": seq.names[f]} for ev, f in event_frames(phase_dec).items()]
     extras = {
         "n_frames": len(seq),
-        "minutes_per_frame": float(minutes_per_frame),
         "order_rule": seq.order_rule,
         "skipped": list(seq.skipped),
         "frame_names": list(seq.names),
-        "hours": hours,
+        "acquisitions": acquisition_steps(seq),
         "stage_probs": stage_p.round(5),
         "phase_probs": phase_p.round(5),
         "stage_raw": [STAGES[i] for i in stage_p.argmax(1)],
@@ -183,8 +180,25 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
         extras["true_phase"] = list(seq.true_phases)
         extras["true_events"] = event_frames([PHASES.index(p) if p else None for p in seq.true_phases])
     last = {"stage": dict(zip(STAGES, map(float, stage_p[-1]))), "phase": dict(zip(PHASES, map(float, phase_p[-1])))}
-    return Prediction(MODEL_ID, model.card.version, seq.source, probabilities=last, extras=extras,
+    pred = Prediction(MODEL_ID, model.card.version, seq.source, probabilities=last, extras=extras,
                       timings_ms={"model": (t1 - t0) * 1000, "total": (time.perf_counter() - t0) * 1000})
+    return retimed(pred, minutes_per_frame)
+
+
+def acquisition_steps(seq: FrameSequence) -> np.ndarray:
+    """Acquisitions since the first frame, per frame: from the RUN<k> numbers when every frame has one (a sampled
+    or gappy Gomez sequence keeps its real times), else one per frame."""
+    if seq.frame_numbers is not None:
+        return np.asarray(seq.frame_numbers) - seq.frame_numbers[0]
+    return np.arange(len(seq))
+
+
+def retimed(pred: Prediction, minutes_per_frame: float) -> Prediction:
+    """The prediction with hours for another acquisition interval (nothing is re-classified)."""
+    x = pred.extras
+    hours = (np.asarray(x["acquisitions"]) * minutes_per_frame / 60.0).round(3)
+    events = [{**e, "hours": float(hours[e["frame"]])} for e in x["events"]]
+    return replace(pred, extras={**x, "minutes_per_frame": float(minutes_per_frame), "hours": hours, "events": events})
 
 
 def timeline_table(pred: Prediction) -> pd.DataFrame:
