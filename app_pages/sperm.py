@@ -140,13 +140,17 @@ def summary_view(summary: dict) -> None:
     cols = st.columns(4)
     cols[0].metric("Heads found", summary["n_heads"], help="Heads touching the image border are shown but not scored.")
     cols[1].metric("Heads scored", summary["n_scored"])
-    for col, key, label in ((cols[2], "classifier", "Normal forms (classifier)"), (cols[3], "who", "Normal forms (WHO)")):
+    for col, key, label in ((cols[2], "classifier", "Normal forms (classifier)"),
+                            (cols[3], "who", "Normal forms (WHO, head only)")):
         pct = summary[f"pct_normal_{key}"]
         col.metric(label, "—" if pct is None else f"{pct:.0f} %")
         if pct is not None:
             col.markdown(f":red-badge[below {limit:.0f} %]" if summary[f"below_lower_limit_{key}"]
                          else f":green-badge[at or above {limit:.0f} %]")
-    st.caption(f"Lower reference limit of normal forms: {limit:.0f} %. One field holds few heads: WHO asks for at "
+    st.caption(f"Lower reference limit of normal forms: {limit:.0f} %. It applies to whole spermatozoa: both figures "
+               "here judge the head only (the WHO one: size, shape and vacuoles"
+               + (", acrosome" if summary["acrosome_criterion"] else "") + "), not the neck, midpiece or tail, so "
+               "they can be higher than a full strict-criteria count. One field holds few heads: WHO asks for at "
                "least 200 assessed spermatozoa, so pool several fields before reading the percentage.")
 
 
@@ -181,18 +185,25 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     table = pd.DataFrame(rows)
     shown = table[[c for c in SHOWN if c in table]].rename(columns=SHOWN)
     st.subheader("Heads")
-    event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                         key=f"sperm_table_{image.sha256[:12]}")
-    st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), mime="text/csv",
+    table_key, pick_key = f"sperm_table_{image.sha256[:12]}", f"sperm_head_pick_{image.sha256[:12]}"
+
+    def show_clicked_head() -> None:
+        clicked = st.session_state[table_key].selection.rows
+        if clicked:
+            st.session_state[pick_key] = rows[clicked[0]]["head"]
+
+    st.dataframe(shown, hide_index=True, width="stretch", on_select=show_clicked_head, selection_mode="single-row",
+                 key=table_key)
+    export = table.assign(um_per_px=um, acrosome_criterion=acrosome, who_reference=morphometry.WHO_EDITION,
+                          head_model=summary["head_model"], segmenter=f"{task.SEG} v{pred.model_version}")
+    st.download_button("Download the table (CSV)", export.to_csv(index=False).encode(), mime="text/csv",
                        file_name=f"{image.name.rsplit('.', 1)[0]}_heads.csv", key="sperm_csv")
-    st.plotly_chart(histograms(table), width="stretch", key="sperm_hist")
-    st.caption(f"Green bands: WHO reference ranges. {morphometry.reference_text()} Sizes use {um:.3f} µm per pixel. "
+    scored = table[~table["at_border"]]
+    st.plotly_chart(histograms(scored), width="stretch", key="sperm_hist")
+    st.caption(f"Green bands: WHO reference ranges; the {len(scored)} scored heads (heads cut by the image border "
+               f"are left out). {morphometry.reference_text()} Sizes use {um:.3f} µm per pixel. "
                + ("" if acrosome else morphometry.ACROSOME_NOTE))
-    selected = event.selection.rows if event and event.selection else []
-    options = [r["head"] for r in rows]
-    default = options.index(rows[selected[0]]["head"]) if selected else 0
-    head = st.selectbox("Show head", options, index=default, key=f"sperm_head_pick_{image.sha256[:12]}",
-                        help="Or click a row of the table.")
+    head = st.selectbox("Show head", [r["head"] for r in rows], key=pick_key, help="Or click a row of the table.")
     row = next(r for r in rows if r["head"] == head)
     crop = pred.images[f"head_{head}"]
     if "p_normal" in row:

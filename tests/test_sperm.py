@@ -373,7 +373,8 @@ def test_page_field_crop_and_bad_file():
     at.file_uploader[0].upload("field.png", encode_png(field), "image/png").run()
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
-    assert "Heads found" in labels and "Normal forms (WHO)" in labels
+    assert "Heads found" in labels and "Normal forms (WHO, head only)" in labels
+    assert any("not the neck, midpiece or tail" in c.value for c in at.caption)
     assert any("full field" in c.value for c in at.caption)
 
     crop, _ = synthetic.sperm_head("normal", seed=2)

@@ -29,13 +29,25 @@ def test_sperm_page_field_crop_and_bad_file(app_url, page, tmp_path):
     wait_for_app(page)
     uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
     uploader.set_input_files(str(tmp_path / "field.png"))
-    page.get_by_text("Normal forms (WHO)").wait_for(timeout=120_000)
+    page.get_by_text("Normal forms (WHO, head only)").wait_for(timeout=120_000)
     wait_for_app(page)
     assert_no_errors(page)
     body = page.locator('[data-testid="stMain"]').inner_text()
     assert "Heads found" in body and "Lower reference limit of normal forms: 4 %" in body
     page.locator('[data-testid="stImage"]').first.wait_for(timeout=60_000)  # the overlay (flaky as a bare count)
     page.screenshot(path=str(tmp_path / "sperm_field.png"), full_page=True)
+
+    # clicking a head's row in the table shows that head below it
+    picker = page.locator('input[aria-label="Show head"]')
+    assert picker.input_value() == "1"
+    grid = page.locator('[class*="st-key-sperm_table_"] [data-testid="stDataFrame"]')
+    grid.wait_for(state="visible", timeout=60_000)
+    grid.scroll_into_view_if_needed()
+    bounds = grid.bounding_box()
+    page.mouse.click(bounds["x"] + 12, bounds["y"] + 35 * 3.5)  # the selection box of the third row (header 35 px)
+    page.wait_for_function("s => document.querySelector(s).value === '3'", arg='input[aria-label="Show head"]',
+                           timeout=60_000)
+    assert_no_errors(page)
 
     uploader.set_input_files(str(tmp_path / "head.png"))
     page.get_by_text("Normal vs abnormal").wait_for(timeout=60_000)

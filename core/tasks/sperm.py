@@ -707,7 +707,8 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
             "head": i, "x": (x0 + x1) // 2, "y": (y0 + y1) // 2,
             **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in m.as_dict().items()},
             "who_normal": morphometry.who_normal(m, acrosome_criterion),
-            "who_outside": ", ".join(k[:-3] for k, ok in flags.items() if not ok) or "—",
+            "who_outside": ", ".join(k[:-3] + ("" if acrosome_criterion or k != "acrosome_ok" else " (not used)")
+                                     for k, ok in flags.items() if not ok) or "—",
             "at_border": x0 <= 1 or y0 <= 1 or x1 >= W - 1 or y1 >= H - 1,
             "seg_score": round(head["score"], 3),
         })
