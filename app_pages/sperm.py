@@ -174,6 +174,10 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     pred = analyse(image.sha256, um, acrosome, versions, image)
     rows, summary = pred.extras["heads"], pred.extras
     summary_view(summary)
+    if um == morphometry.DEFAULT_UM_PER_PX:
+        st.warning(f"Sizes use the default calibration, {um} µm per pixel, an estimate for Sperm Parsing v2 fields. "
+                   "Set your microscope's value under Calibration, beside the upload, before reading sizes or the WHO figure.",
+                   icon=":material/straighten:")
     record_prediction(pred, "sperm", image=image)
     st.image(pred.images["overlay"], width="stretch",
              caption="Green: normal · red: abnormal (classifier) · blue: not classified. Numbers match the table. "

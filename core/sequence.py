@@ -18,7 +18,7 @@ from .datasets import gomez
 from .imageio import IMAGE_SUFFIXES, ImageInputError, read_image
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg"}
-MAX_SIDE = 320  # frames are kept at most this large: the model reads 128 px, the page shows ~300 px
+MAX_SIDE = 320  # frames are kept at most this large: the model reads 160 px, the page shows ~300 px
 MAX_FRAMES = 5000
 DEFAULT_MINUTES = 15.0  # EmbryoScope's usual acquisition interval; the user sets the real one
 

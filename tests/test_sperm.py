@@ -375,6 +375,9 @@ def test_page_field_crop_and_bad_file():
     labels = [m.label for m in at.metric]
     assert "Heads found" in labels and "Normal forms (WHO, head only)" in labels
     assert any("not the neck, midpiece or tail" in c.value for c in at.caption)
+    assert any("default calibration" in w.value for w in at.warning)
+    at.number_input(key="sperm_um_per_px").set_value(0.05).run()
+    assert not any("default calibration" in w.value for w in at.warning)
     assert any("full field" in c.value for c in at.caption)
 
     crop, _ = synthetic.sperm_head("normal", seed=2)

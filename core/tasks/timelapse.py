@@ -259,7 +259,7 @@ def bench_case(model_id: str, device: str) -> dict:
     frames = example_images(model_id, 300)
     seq = FrameSequence(frames, [f"f{i}" for i in range(300)], "generated", "generated")
     run = lambda: predict_sequence(model_id, seq, device=device)  # noqa: E731
-    return {"run_one": run, "run_batch": run, "batch": 300, "notes": {"input": "one 300-frame sequence, 128 px"}}
+    return {"run_one": run, "run_batch": run, "batch": 300, "notes": {"input": f"one 300-frame sequence, {SIZE} px"}}
 
 
 # --- data ------------------------------------------------------------------------------------------------
