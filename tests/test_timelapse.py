@@ -360,3 +360,31 @@ def test_regression_floor_on_heldout_embryo(model):
     # the first division and the 4 -> 5 one each show as a burst within 3 frames (measured 1.0 and 0.88)
     assert bursts[true_ev["t2"] - 3:true_ev["t2"] + 4].max() >= 0.5
     assert bursts[true_ev["t5"] - 3:true_ev["t5"] + 4].max() >= 0.5
+
+
+def test_train_command_writes_a_card_that_says_what_it_saw(tmp_path, monkeypatch):
+    """A one-epoch run of the real train function on a generated one-embryo Gomez layout: the card names the data
+    given, counts its sequences and unseen phases, and does not inherit figures measured for another training set."""
+    import tomllib
+
+    from core import registry
+    from core.tasks import timelapse as task
+
+    data = tmp_path / "data"
+    gomez_layout(data, "tPNa,1,10\nt2,11,25\nt4,26,40\n", n_frames=40, size=96)
+    weights = tmp_path / "weights"
+    (weights / task.MODEL_ID).mkdir(parents=True)
+    (weights / task.MODEL_ID / "card.toml").write_text('id = "timelapse-stage"\n[metrics."old/heldout"]\nstage_accuracy = 0.99\n')
+    monkeypatch.setattr(task, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(registry.REGISTRY, "root", weights)
+    monkeypatch.setattr(task, "MAX_TRAIN_FRAMES", 60_000)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    try:
+        folder = task.train(task.MODEL_ID, data, "cpu", epochs=1, seed=0)
+    finally:
+        registry.REGISTRY.clear()
+    card = tomllib.loads((folder / "card.toml").read_text())
+    assert f"--data {data} " in card["train_command"]
+    assert card["limitations"].startswith("Trained on 1 complete annotated time-lapse sequences (E1)")
+    assert "tM" in card["limitations"] and "t3" in card["limitations"]  # phases no training frame was annotated
+    assert "old/heldout" not in card.get("metrics", {})

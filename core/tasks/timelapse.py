@@ -442,14 +442,15 @@ def train_encoder(net: TimelapseNet, pool: Pool, epochs: int, seed: int, device:
     per_epoch = min(len(usable), 1024) if len(usable) < 20_000 else 4096
     params = [p for n, p in net.named_parameters() if not n.startswith(("project", "temporal", "delta"))]
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-3)
-    steps = epochs * (per_epoch // 64)
+    batches = max(1, per_epoch // 64)  # a tiny training set still gets one batch per epoch
+    steps = epochs * batches
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
     stage_all = torch.tensor(pool.stage)
     mask_all = torch.tensor(np.stack(pool.phase_mask))
     net.train()
     for epoch in range(epochs):
         t0, total = time.perf_counter(), 0.0
-        for _ in range(per_epoch // 64):
+        for _ in range(batches):
             pick = rng.choice(usable, 64, p=weights)
             x = _batch([augment(pool.images[i], pool.zoomed[i], rng) for i in pick]).to(device)
             s, p = net.frame_logits(net.embed(x))
@@ -459,7 +460,7 @@ def train_encoder(net: TimelapseNet, pool: Pool, epochs: int, seed: int, device:
             opt.step()
             sched.step()
             total += float(loss.detach())
-        log(f"encoder epoch {epoch + 1}/{epochs} loss {total / (per_epoch // 64):.3f} ({time.perf_counter() - t0:.0f}s)")
+        log(f"encoder epoch {epoch + 1}/{epochs} loss {total / batches:.3f} ({time.perf_counter() - t0:.0f}s)")
     net.eval()
 
 
@@ -808,8 +809,9 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     torch.save(state, folder / "model.pt")
+    same_data = set(audit.read_train_hashes(folder)["item"]) == set(pool.items)
     audit.write_train_hashes(folder, pool.items, [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in pool.paths])
-    old = _read_card(folder)
+    old = _read_card(folder) if same_data else {}  # figures measured for another training set do not carry over
     card = {
         "id": model_id,
         "title": "Time-lapse embryo staging (per-frame CNN"
@@ -824,17 +826,14 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
         "classes": {"stage": STAGES, "phase": PHASES},
         "input": {"size": [SIZE, SIZE], "channels": 1, "normalise": "per_image", "centre_crop": WELL_FRACTION},
         "explain": {"layer": "encoder.8"},
-        "train_command": f"python -m core train {model_id} --data ../shared/data --seed {seed} --epochs {epochs}"
+        "train_command": f"python -m core train {model_id} --data {data} --seed {seed} --epochs {epochs}"
                          + (" --device cuda" if device.startswith("cuda") else ""),
         "data": data_description(data),
         "intended_use": (
             "Research demonstration: a draft stage timeline and morphokinetic event times (t2 … t9+, tM, tSB, tB, "
             "tEB) from a time-lapse sequence of one embryo, for an embryologist to check frame by frame."),
         "limitations": (
-            "Trained on 2 complete early sequences (up to t8 / t9+), 3 blastocyst-crop embryos and Hung Vuong still "
-            "images: it has never seen a morula (tM) frame, nor tSB/tB/tEB/tHB with their finer phase (blastocyst "
-            "crops carry the stage only), so morula is essentially never predicted and blastocyst sub-phases are "
-            "guesses. One EmbryoScope clinic, central focal plane, 500 px grey frames; the model reads the central "
+            f"{training_coverage(pool)} One EmbryoScope clinic, central focal plane, 500 px grey frames; the model reads the central "
             f"{WELL_FRACTION * 100:.0f} % of each frame (the embryo must sit near the middle of the well image); "
             "other instruments and magnifications are untested. Frames 15 min apart by default: event hours depend on the interval the "
             "user gives. Not a medical device."),
@@ -844,11 +843,32 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
         "metrics": old.get("metrics", {}),
     }
     (folder / "card.toml").write_text(dump_toml(card))
-    loeo_summary_to_card(folder)
+    if same_data:  # loeo/ holds folds of this training set's sequences
+        loeo_summary_to_card(folder)
+    else:
+        log("new training set: the card's earlier figures and loeo/ folds are not carried over; run `python -m core "
+            "evaluate` and the leave-one-embryo-out comparison again for this data")
     registry.REGISTRY.clear()
     for root in find_layouts(data)["gomez"] + find_layouts(data)["crops"]:
-        evaluate(model_id, root, root.name, "heldout", device)
+        try:
+            evaluate(model_id, root, root.name, "heldout", device)
+        except ValueError as exc:  # e.g. a small set whose every embryo trained the model
+            log(f"no held-out evaluation of {root}: {exc}")
     return folder
+
+
+def training_coverage(pool: Pool) -> str:
+    """The card's account of what the training sequences showed: how many, and which phases never appeared."""
+    seen = {PHASES[k] for i in range(len(pool.images)) if (k := _phase_index(pool, i)) >= 0}
+    unseen = [p for p in PHASES if p not in seen]
+    sequences = [g for g in pool.sequences if not g.startswith("crops:")]
+    text = (f"Trained on {len(sequences)} complete annotated time-lapse sequences ({', '.join(sequences[:5])}"
+            f"{' …' if len(sequences) > 5 else ''}) plus the blastocyst crops and still images listed under data "
+            f"({len(pool.images)} images).")
+    if unseen:
+        text += (f" No training frame was annotated {', '.join(unseen)}: those phases are guesses"
+                 + (", and morula (tM) is essentially never predicted." if "tM" in unseen else "."))
+    return text
 
 
 def data_description(data: Path) -> list[dict]:
