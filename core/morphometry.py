@@ -129,4 +129,7 @@ def reference_text() -> str:
             f"{r['width_um'][0]}–{r['width_um'][1]} µm, length/width {r['ratio'][0]}–{r['ratio'][1]}, acrosome "
             f"{r['acrosome_pct'][0]:.0f}–{r['acrosome_pct'][1]:.0f} % of the head, ≤ {r['vacuole_count_max']} "
             f"vacuoles covering ≤ {r['vacuole_pct_max']:.0f} %; lower reference limit of normal forms "
-            f"{r['normal_forms_lower_limit_pct']:.0f} %.")
+            f"{r['normal_forms_lower_limit_pct']:.0f} %. The size ranges were measured on Papanicolaou-stained "
+            "heads; other stains change the measured size (Diff-Quik heads measure larger), so read sizes against "
+            "them only for Papanicolaou slides, and vacuoles are judged by count and area only (not their size or "
+            "place).")

@@ -371,7 +371,7 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
              "split": f"all {len(items)} images train the shipped model; {N_FOLDS}-fold CV by image (one head "
                       "per image, no duplicates) for its figures"},
             {"name": "MHSMA (Javadi & Mirroshandel 2019)", "licence": "CC BY-NC-SA 4.0", "images": len(mx),
-             "split": "x_64_train trains; the official x_64_valid (240) is never trained on and is the test split"},
+             "split": "x_64_train trains; the official x_64_valid (240) is never trained on and is scored as the test split (the published x_64_test is not in the shared copy)"},
         ],
         "intended_use": "Research demonstration: classify one sperm head crop (stained or unstained) as normal "
                         "or abnormal, and its head shape (normal, tapered, pyriform, amorphous), as an aid to "
