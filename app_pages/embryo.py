@@ -10,7 +10,7 @@ from core import registry, synthetic
 from core.explain import overlay
 from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
-from ui.common import card_expander, model_unavailable, read_upload
+from ui.common import card_expander, kept_upload, model_unavailable, read_upload, set_aside
 from ui.records import record_prediction
 
 st.title("Embryo grading")
@@ -34,14 +34,21 @@ LABELS = {"cleavage": "Cleavage", "blastocyst": "Blastocyst", "good": "Good", "n
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=len(EXAMPLES))
+def example(name: str) -> np.ndarray:
+    """Generated once per server (the dish takes about a second, which every rerun of the page paid)."""
+    return EXAMPLES[name]()
+
+
 def input_ui() -> InputImage | None:
     source = st.radio("Image", ["Upload", "Generated example"], horizontal=True, key="embryo_source")
     if source == "Upload":
         upload = st.file_uploader("Embryo or dish image (PNG, JPEG, BMP, TIFF or DICOM)",
                                   type=["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"], key="embryo_upload")
-        return read_upload(upload)
+        return read_upload(kept_upload("embryo_upload", upload))
+    set_aside("embryo_upload")
     name = st.selectbox("Example", list(EXAMPLES), key="embryo_example")
-    pixels = EXAMPLES[name]()
+    pixels = example(name)
     import hashlib
 
     return InputImage(pixels, f"{name}.png", hashlib.sha256(pixels.tobytes()).hexdigest(), pixels.nbytes, "PNG", "RGB", 8)
@@ -58,13 +65,13 @@ def mode_ui() -> str:
 
 # --- cached work (model objects are passed with a leading underscore: not hashed) -------------------------------------
 @st.cache_data(show_spinner="Grading…", max_entries=64)
-def grade(sha: str, mode: str, version: str, _image: InputImage) -> list:
+def grade(sha: str, name: str, mode: str, version: str, _image: InputImage) -> list:
     return task.grade_image(_image, mode)
 
 
 @st.cache_data(show_spinner="Computing heat map…", max_entries=64)
-def heat_map(sha: str, output: str, version: str, _crop: np.ndarray) -> np.ndarray:
-    return registry.load(task.GRADE_ID).explain(_crop, output)
+def heat_map(sha: str, output: str, label: str, version: str, _crop: np.ndarray) -> np.ndarray:
+    return registry.load(task.GRADE_ID).explain(_crop, output, label)
 
 
 # --- drawing --------------------------------------------------------------------------------------------------------
@@ -118,12 +125,12 @@ def single_view(image: InputImage, pred) -> None:
     cols = st.columns(2)
     for col, output, title in zip(cols, ("stage", "quality"), ("Stage", "Quality")):
         with col:
-            try:
-                heat = heat_map(image.sha256, output, pred.model_version, crop)
+            label, _ = outcome(pred, output)
+            try:  # the map explains the answer shown (the views' average), not one view's own answer
+                heat = heat_map(image.sha256, output, pred.label(output), pred.model_version, crop)
             except Exception as exc:  # an explanation failure must not hide the grading
                 st.warning(f"No heat map for {title.lower()}: {exc}")
                 continue
-            label, _ = outcome(pred, output)
             st.image(overlay(crop, heat, opacity), caption=f"{title}: regions supporting “{label}” (Grad-CAM)",
                      width="stretch")
     st.caption("Red marks regions that raised the probability of the shown answer, blue regions that did not. A map "
@@ -179,7 +186,7 @@ if image is None:
     st.info("Upload an image or pick a generated example to start.", icon=":material/upload:")
 else:
     try:
-        preds = grade(image.sha256, mode, GRADE_CARD.version, image)
+        preds = grade(image.sha256, image.name, mode, GRADE_CARD.version, image)
     except ValueError as exc:
         st.error(str(exc))
         preds = None
@@ -189,8 +196,14 @@ else:
         dish_view(image, preds)
     elif preds:
         single_view(image, preds[0])
-    for p in preds or []:
-        record_prediction(p, "embryo", image=image, show=len(preds) == 1)
+    if st.session_state.get("embryo_source") == "Generated example":
+        st.caption("Generated examples are not saved to the case records.")
+    elif preds:
+        ids = [record_prediction(p, "embryo", image=image, show=len(preds) == 1) for p in preds]
+        if len(preds) > 1 and None not in ids:
+            code = (st.session_state.get("case_code") or "").strip()
+            st.caption(f"{len(ids)} embryos saved as case records #{min(ids)}–#{max(ids)}"
+                       + (f" for case **{code}**." if code else " (no case code: set one in the sidebar)."))
     if preds and preds[0].extras.get("mode") != "dish":
         with st.expander("What-if: change the image and watch the answers move"):
             from ui.whatif import whatif_panel

@@ -67,12 +67,12 @@ def input_ui() -> tuple[InputImage | None, str, float, bool]:
 
 # --- the page's predictions (one place each) ------------------------------------------------------------------------
 @st.cache_data(show_spinner="Finding and measuring heads…", max_entries=32)
-def analyse(sha: str, um_per_px: float, acrosome: bool, versions: str, _image: InputImage) -> Prediction:
+def analyse(sha: str, name: str, um_per_px: float, acrosome: bool, versions: str, _image: InputImage) -> Prediction:
     return task.analyse_field(_image, um_per_px, acrosome_criterion=acrosome)
 
 
 @st.cache_data(show_spinner="Classifying the head…", max_entries=64)
-def classify(sha: str, version: str, frame: bool, _image: InputImage) -> Prediction:
+def classify(sha: str, name: str, version: str, frame: bool, _image: InputImage) -> Prediction:
     return task.classify_heads([_image], frame=frame)[0]
 
 
@@ -117,7 +117,7 @@ def single_head_ui(image: InputImage) -> None:
     frame = st.toggle("Centre on the head", value=True, key="sperm_frame_head",
                       help=f"Crop the upload around the head, {task.CROP_FACTOR} head lengths wide, as the classifier "
                            "was trained. Turn off for crops that are already tight (head about half the crop wide).")
-    pred = classify(image.sha256, HEAD_CARD.version, frame, image)
+    pred = classify(image.sha256, image.name, HEAD_CARD.version, frame, image)
     crop = pred.images["crop"]
     head_view(crop, f"{image.sha256}-{frame}", pred.probabilities, pred.model_version, "single")
     record_prediction(pred, "sperm", image=image)
@@ -171,7 +171,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
                    icon=":material/warning:")
         return
     versions = f"{SEG_CARD.version}/{HEAD_CARD.version if HEAD_CARD else '-'}"
-    pred = analyse(image.sha256, um, acrosome, versions, image)
+    pred = analyse(image.sha256, image.name, um, acrosome, versions, image)
     rows, summary = pred.extras["heads"], pred.extras
     summary_view(summary)
     if um == morphometry.DEFAULT_UM_PER_PX:

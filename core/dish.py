@@ -21,7 +21,8 @@ import numpy as np
 from . import PROJECT_ROOT, WEIGHTS_DIR, registry
 from .imageio import InputImage
 from .results import Prediction
-from .tasks.embryo import DISH_ID, GRADE_ID, crop_square, embryo_crop, locate_embryo
+from .tasks.embryo import (BOX_TO_RADIUS, DISH_ID, GRADE_ID, MIN_LOCATED, crop_square, embryo_crop,
+                           locate_embryo)
 
 IMGSZ = 416
 LAYOUTS = ("grid", "wow", "drop")
@@ -241,12 +242,25 @@ def compose_dish(embryos: list[np.ndarray], seed: int = 0, size: int = 640, layo
 
 # --- detection and grading ------------------------------------------------------------------------------------
 
+REGION_PX, REGION_MARGIN = 160, 1.6  # each box is cut out 1.6x its side, at 160 px, before the embryo is located
+
+
+def locate_in_box(region: np.ndarray) -> tuple[float, float, float]:
+    """The embryo in a box's cut-out (the box centred, REGION_MARGIN times its side): the classical circle, or the
+    box's own circle where the classical one leaves the box or is under half its embryo's size (it found a well rim
+    or a neighbour: an embryo of a generated dish was graded on blank well)."""
+    box_r, centre = BOX_TO_RADIUS * REGION_PX / REGION_MARGIN, REGION_PX / 2
+    cx, cy, r = locate_embryo(region)
+    inside = np.hypot(cx - centre, cy - centre) <= box_r and r >= MIN_LOCATED * box_r
+    return (cx, cy, r) if inside else (centre, centre, box_r)
+
+
 def dish_crops(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
     """Each detected embryo cut out with margin, then normalised by the same embryo_crop as single images."""
     crops = []
     for x0, y0, x1, y1 in boxes:
-        region = crop_square(image, (x0 + x1) / 2, (y0 + y1) / 2, 1.6 * max(x1 - x0, y1 - y0), 160)
-        crops.append(embryo_crop(region)[0])
+        region = crop_square(image, (x0 + x1) / 2, (y0 + y1) / 2, REGION_MARGIN * max(x1 - x0, y1 - y0), REGION_PX)
+        crops.append(embryo_crop(region, locate=locate_in_box)[0])
     return crops
 
 
@@ -277,12 +291,28 @@ def detect(image: np.ndarray, device: str | None = None, conf: float | None = No
     return drop_nested(registry.load(DISH_ID, device).predict([image], conf=conf)[0])
 
 
+def reading_order(boxes: np.ndarray) -> list[int]:
+    """Box indices left to right, top to bottom: a new row starts where a centre lies more than half the median box
+    height below the row's first (a fixed pixel band split rows whose boxes sat a few pixels apart)."""
+    if not len(boxes):
+        return []
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    gap = 0.5 * float(np.median(boxes[:, 3] - boxes[:, 1]))
+    rows: list[list[int]] = []
+    for i in np.argsort(cy, kind="stable"):
+        if rows and cy[i] - cy[rows[-1][0]] <= gap:
+            rows[-1].append(int(i))
+        else:
+            rows.append([int(i)])
+    return [i for row in rows for i in sorted(row, key=lambda k: cx[k])]
+
+
 def grade_boxes(image: InputImage, boxes: np.ndarray, scores: np.ndarray, device: str | None = None,
                 mode: str = "dish") -> list[Prediction]:
     """One Prediction per box, numbered left-to-right, top-to-bottom, ranked by P(good)."""
     grader = registry.load(GRADE_ID, device)
-    order = sorted(range(len(boxes)), key=lambda i: (round(float(boxes[i][1] + boxes[i][3]) / 2 / 40),
-                                                     float(boxes[i][0] + boxes[i][2]) / 2))
+    order = reading_order(boxes)
     boxes, scores = boxes[order], scores[order]
     crops = dish_crops(image.pixels, boxes)
     probs = grader.predict(crops) if crops else {}

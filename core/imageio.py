@@ -127,7 +127,7 @@ def _to_rgb8(img: Image.Image, notes: list[str]) -> tuple[np.ndarray, int]:
     if mode == "1":
         img = img.convert("L")
     if mode in ("P", "PA"):
-        img = img.convert("RGBA")
+        img = img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
         notes.append("palette image converted to RGB")
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))

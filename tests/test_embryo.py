@@ -80,19 +80,22 @@ def test_share_in_view():
     assert task.share_in_view((100, 100), -50, 50, 20) == 0.0
 
 
-def test_detector_takes_over_when_the_classical_circle_runs_off_the_photo(monkeypatch):
+def test_detector_takes_over_when_the_classical_circle_runs_off_the_photo_or_is_a_patch(monkeypatch):
     emb, truth = synthetic.embryo("cleavage", size=128, seed=3)
     canvas = noisy_field((320, 320), np.median(emb))
     canvas[120:248, 90:218] = emb
     centre = (90 + truth["center"][0], 120 + truth["center"][1])
-    cx, cy, r = task.detected_circle(canvas)  # the shipped embryo-dish detector, on its own
-    assert abs(cx - centre[0]) < 12 and abs(cy - centre[1]) < 12
+    (cx, cy, r), score = task.detected_circle(canvas)  # the shipped embryo-dish detector, on its own
+    assert abs(cx - centre[0]) < 12 and abs(cy - centre[1]) < 12 and score > 0.5
     assert 0.7 * truth["radius"] < r < 1.4 * truth["radius"]
     monkeypatch.setattr(task, "locate_embryo", lambda image: (5.0, 5.0, 40.0))  # debris in a corner
     assert task.find_embryo(canvas) == (cx, cy, r)
-    monkeypatch.setattr(task, "locate_embryo", lambda image: (160.0, 160.0, 40.0))  # inside: trusted, no detector
-    monkeypatch.setattr(task, "detected_circle", lambda image: pytest.fail("detector called"))
-    assert task.find_embryo(canvas) == (160.0, 160.0, 40.0)
+    monkeypatch.setattr(task, "locate_embryo", lambda image: (160.0, 160.0, 0.8 * r))  # inside, embryo-sized: kept
+    assert task.find_embryo(canvas) == (160.0, 160.0, 0.8 * r)
+    monkeypatch.setattr(task, "locate_embryo", lambda image: (160.0, 160.0, 0.3 * r))  # a patch of texture inside
+    assert task.find_embryo(canvas) == (cx, cy, r)
+    weak = (cx, cy, r), 0.2  # a detection too weak to overrule a circle inside the photo
+    assert task.find_embryo(canvas, detect=lambda _: weak) == (160.0, 160.0, 0.3 * r)
 
 
 # --- dataset readers and splits --------------------------------------------------------------------------------------
@@ -161,6 +164,15 @@ def test_class_folders_match_stage_names_in_any_case(tmp_path):
         write_png(tmp_path / "Cleavage" / "E7" / f"{i}.png", synthetic.embryo("cleavage", seed=i)[0])
     groups = {it.name: it.group for it in ds.read_any(tmp_path)[0]}
     assert groups["Cleavage/E7/0.png"] == groups["Cleavage/E7/1.png"] != groups["Cleavage/a.png"]
+    assert [s for s, _ in ds.stage_folders(tmp_path)] == ["blastocyst", "cleavage"]
+    write_png(tmp_path / "02_Morula_or_blastocyst_crops" / "a.png", synthetic.embryo("cleavage", seed=1)[0])
+    assert len(ds.stage_folders(tmp_path)) == 2  # a folder that only mentions a stage is not a class folder
+
+
+def test_the_shared_time_lapse_folder_is_read_as_its_gomez_layouts_not_as_a_blastocyst_class_folder():
+    """gomez2022_blastocyst_crops/ beside gomez2022/ made the whole folder one 'blastocyst' class (86 items)."""
+    items, layouts = ds.read_any(shared_data("timelapse"))
+    assert layouts == ["gomez2022:gomez", "gomez2022_blastocyst_crops:gomez-crops"] and len(items) > 1000
 
 
 def test_split_is_a_stable_function_of_the_group():
@@ -375,6 +387,45 @@ def test_dish_mode_numbers_and_ranks():
     assert len(preds) >= 12, f"found {len(preds)} of 16 embryos"
 
 
+def test_dish_reading_order_survives_jitter_between_neighbours():
+    """Two rows of four boxes, each a few pixels up or down: numbered 1-4 on top, 5-8 below (a fixed 40 px band
+    numbered a top row 2, 3, 4, 1)."""
+    from core.dish import reading_order
+
+    rng = np.random.default_rng(0)
+    jitter = [-5, 4, -3, 6, 2, -4, 5, -6]  # the top row straddles y = 60, where round(y / 40) flips
+    centres = [(60 + 90 * c, 60 + 140 * r + jitter[4 * r + c]) for r in range(2) for c in range(4)]
+    shuffled = rng.permutation(len(centres))
+    boxes = np.array([[x - 35, y - 35, x + 35, y + 35] for x, y in (centres[i] for i in shuffled)], np.float32)
+    assert [int(shuffled[i]) for i in reading_order(boxes)] == list(range(8))
+
+
+@needs_dish
+def test_debris_and_a_neighbour_cut_by_the_edge_do_not_make_a_photo_a_dish():
+    """A confident small box (debris) is not an embryo, and a box mostly outside the photo does not count towards
+    switching Automatic to dish mode (9 Hung Vuong photos switched, with debris ranked first)."""
+    found = {"boxes": np.array([[60, 60, 200, 200], [10, 10, 40, 40], [230, 70, 360, 200]], np.float32),
+             "scores": np.array([0.9, 0.8, 0.7], np.float32)}
+    keep = task.embryo_boxes(found)
+    assert keep.tolist() == [True, False, True]
+    assert task.whole_in_view(found["boxes"], (256, 256)).tolist() == [True, True, False]
+
+
+@needs_dish
+def test_a_dish_embryo_is_graded_inside_its_box_not_on_the_well_rim():
+    """Generated dish seed 7 (the page's example): the classical locator put one cut-out's embryo 79 px from its
+    box, on the rim; every located embryo now lies within its box and is embryo-sized."""
+    from core.dish import REGION_MARGIN, REGION_PX, detect, locate_in_box
+
+    pixels, _ = synthetic.embryo_dish(16, seed=7)
+    box_r = task.BOX_TO_RADIUS * REGION_PX / REGION_MARGIN
+    for x0, y0, x1, y1 in detect(pixels, conf=0.5)["boxes"]:
+        region = task.crop_square(pixels, (x0 + x1) / 2, (y0 + y1) / 2, REGION_MARGIN * max(x1 - x0, y1 - y0),
+                                  REGION_PX)
+        cx, cy, r = locate_in_box(region)
+        assert np.hypot(cx - REGION_PX / 2, cy - REGION_PX / 2) <= box_r and r >= task.MIN_LOCATED * box_r
+
+
 def test_whole_embryo_doubts_from_view_and_detector():
     ok = {"embryo_in_view": 1.0, "embryo_detector_score": 0.8}
     assert task.whole_embryo_doubts(ok) == []
@@ -485,6 +536,31 @@ def test_page_single_mode_with_generated_example():
     assert at.slider(key="embryo_opacity").value == 0.45  # the heat maps were drawn (the slider sits above them)
     assert not at.error
     assert not any("grey frame" in c.value for c in at.caption)  # a colour photo
+
+
+@needs_grade
+def test_page_names_the_record_by_the_upload_refuses_a_blank_image_and_keeps_examples_out_of_the_records():
+    from streamlit.testing.v1 import AppTest
+
+    from core import records
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "embryo.py"), default_timeout=120)
+    at.run()
+    photo = encode_png(synthetic.embryo("cleavage", size=160, seed=5, field=448)[0])
+    at.file_uploader[0].upload("patientA.png", photo, "image/png").run()
+    at.file_uploader[0].upload("patientB.png", photo, "image/png").run()  # the same bytes under another name
+    assert not at.exception and records.query(task="embryo")[0].input_name == "patientB.png"
+    at.file_uploader[0].upload("black.png", encode_png(np.zeros((300, 300, 3), np.uint8)), "image/png").run()
+    assert not at.exception and any("one flat colour" in e.value for e in at.error)
+    at.file_uploader[0].upload("dot.png", encode_png(np.full((3, 3, 3), 90, np.uint8)), "image/png").run()
+    assert any("too small" in e.value for e in at.error)
+    stored = records.count()
+    at.file_uploader[0].upload("patientC.png", photo, "image/png").run()
+    at.radio(key="embryo_source").set_value("Generated example").run()
+    assert records.count() == stored + 1 and any("not saved" in c.value for c in at.caption)
+    at.radio(key="embryo_source").set_value("Upload").run()  # the upload comes back, not an empty uploader
+    assert not at.exception and any("Still using your last upload, patientC.png" in c.value for c in at.caption)
+    assert any(m.value.startswith("### ") for m in at.markdown)
 
 
 def test_grey_time_lapse_frames_are_told_from_colour_photos():

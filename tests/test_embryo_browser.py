@@ -35,12 +35,17 @@ def test_upload_single_embryo_then_bad_files(app_url, page, tmp_path):
     assert_no_errors(page)
 
     grey = synthetic.embryo("cleavage", size=128, seed=6, field=448, grey=True)[0]
+    wait_for_app(page)  # the heat maps finished: the next upload starts a fresh run
     upload(page, "frame.png", encode_png(grey))
     page.get_by_text("A grey time-lapse frame").wait_for(timeout=60_000)
     assert_no_errors(page)
 
     empty = np.full((320, 320, 3), 160, np.uint8)
     upload(page, "empty.png", encode_png(empty))
+    page.locator('[data-testid="stAlertContentError"]').filter(has_text="one flat colour").wait_for(timeout=60_000)
+    assert_no_errors(page)
+    dish_floor = np.uint8(np.clip(np.random.default_rng(0).normal(160, 12, (320, 320, 3)), 0, 255))  # no embryo
+    upload(page, "floor.png", encode_png(dish_floor))
     page.get_by_text("may not show one whole embryo").wait_for(timeout=60_000)
     assert_no_errors(page)
 

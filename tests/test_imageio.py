@@ -31,7 +31,8 @@ def test_grey_palette_rgba_cmyk_and_bilevel_are_converted():
     grey = read_image(encode(RGB.convert("L"), "PNG"))
     assert grey.pixels.shape == (40, 60, 3)
     assert np.array_equal(grey.pixels[..., 0], grey.pixels[..., 2])
-    assert read_image(encode(RGB.convert("P"), "PNG")).pixels.shape == (40, 60, 3)
+    palette = read_image(encode(RGB.convert("P"), "PNG"))
+    assert palette.pixels.shape == (40, 60, 3) and not any("transparency" in n for n in palette.notes)
     rgba = RGB.convert("RGBA")
     rgba.putalpha(0)  # fully transparent composites to black
     out = read_image(encode(rgba, "PNG"))

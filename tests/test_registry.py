@@ -172,3 +172,29 @@ def test_dihedral_views_are_the_eight_turns_and_mirror_images():
     assert np.array_equal(views[1][0, :, :, 0], np.rot90(x[0, :, :, 0]))
     assert np.array_equal(views[4][0, :, :, 0], x[0, :, ::-1, 0])
     assert len(dihedral_views(x, 2)) == 2
+
+
+def test_keras_grad_cam_follows_the_named_output_not_keras_list_order(tmp_path):
+    """A two-output Keras model lists its outputs alphabetically (quality before stage) while the card lists stage
+    first: the stage map must follow the stage head. Here the quality head's weights are zero, so its map is flat."""
+    from core.backends.keras import import_keras
+    from core.registry import write_card
+    from tests.tiny_models import INPUT, SIZE, _card_fields, dataset
+
+    keras = import_keras()
+    inputs = keras.Input((SIZE, SIZE, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="last_conv")(inputs)
+    stage = keras.layers.Dense(2, activation="softmax", name="stage")(keras.layers.GlobalAveragePooling2D()(h))
+    quality = keras.layers.Dense(2, activation="softmax", kernel_initializer="zeros", name="quality")(  # blind
+        keras.layers.GlobalMaxPooling2D()(h))
+    net = keras.Model(inputs, {"stage": stage, "quality": quality})
+    folder = tmp_path / "two-heads"
+    folder.mkdir()
+    net.save(folder / "model.keras", include_optimizer=False)
+    classes = {"stage": ["cleavage", "blastocyst"], "quality": ["not_good", "good"]}
+    write_card(folder, {**_card_fields("two-heads", "keras", "model.keras", explain={"layer": "last_conv"}),
+                                 "classes": classes, "input": INPUT})
+    model = Registry(tmp_path).load("two-heads", "cpu")
+    image = dataset(2)[0][0]
+    assert np.ptp(model.explain(image, "stage", "blastocyst")) > 0
+    assert np.ptp(model.explain(image, "quality", "good")) == 0

@@ -44,6 +44,19 @@ def test_panel_shows_both_outputs_and_follows_a_slider(at):
     assert "Changes applied: none" in caption_text(at)
 
 
+def test_a_new_image_starts_unedited(at):
+    """Sliders set on one patient's image must not silently apply to the next image uploaded."""
+    from core import synthetic
+    from core.imageio import encode_png
+
+    at.slider(key="harness-p-brightness").set_value(-100).run()
+    assert "Brightness -100 levels" in caption_text(at)
+    other = synthetic.bright_spot(False, 192, seed=4, side=40)[0]
+    at.file_uploader(key="harness-upload").upload("next.png", encode_png(other), "image/png").run()
+    assert not at.exception
+    assert at.slider(key="harness-p-brightness").value == 0 and "Changes applied: none" in caption_text(at)
+
+
 def test_every_perturbation_control_runs(at):
     for p in whatif.perturbations():
         if p.choices:

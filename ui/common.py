@@ -1,6 +1,8 @@
 """Widgets every page uses: safe image upload, model card expander, device line."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import streamlit as st
 
 from core import device as devices
@@ -13,6 +15,42 @@ UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 def device_line() -> str:
     d = devices.describe()
     return f"Device: {d['device'].upper()} · {d['name']} · {d['memory_gb']} GB"
+
+
+@dataclass(frozen=True)
+class KeptUpload:
+    """A file the user uploaded earlier, with the two attributes the pages read of a Streamlit upload."""
+    name: str
+    data: bytes
+    file_id: str | None = None  # the upload it copies: copied once per upload, not on every rerun
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def kept_upload(key: str, upload):
+    """The uploader's file or, when the page stopped drawing the uploader meanwhile (another input was chosen, and
+    Streamlit forgets the file of a widget it does not draw), the file last uploaded there. Call set_aside(key) on
+    runs that do not draw the uploader."""
+    ss = st.session_state
+    if upload is not None:
+        file_id = getattr(upload, "file_id", None)
+        kept = ss.get(f"{key}-kept")
+        if kept is None or file_id is None or kept.file_id != file_id:
+            ss[f"{key}-kept"] = KeptUpload(upload.name, upload.getvalue(), file_id)
+        ss[f"{key}-aside"] = False
+        return upload
+    kept = ss.get(f"{key}-kept")
+    if kept is not None and ss.get(f"{key}-aside"):
+        st.caption(f"Still using your last upload, {kept.name}: upload another file to replace it.")
+        return kept
+    ss.pop(f"{key}-kept", None)  # the user removed the file
+    return None
+
+
+def set_aside(key: str) -> None:
+    """The uploader `key` is not drawn in this run: kept_upload brings its last file back when it is drawn again."""
+    st.session_state[f"{key}-aside"] = True
 
 
 def read_upload(upload) -> InputImage | None:

@@ -216,6 +216,10 @@ def _computed_on_click(store: dict, run_key, button: str, button_key: str, icon:
 def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version):
     ss = st.session_state
     sha = _sha(image)
+    if ss.get(f"{key}-image") not in (None, sha):  # a new image starts unedited: no sliders or paint carried over
+        _reset_settings(key)
+        _reset_canvas(key)
+    ss[f"{key}-image"] = sha
     _handle_loaded(key, image, sha)
 
     controls, results = st.columns([1, 2], gap="large")

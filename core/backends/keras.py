@@ -83,7 +83,9 @@ class KerasModel(Model):
             raise NotImplementedError(f"{self.id}: card names no [explain] layer")
         x = self.prepare([image])
         keras = self.keras
-        sub = keras.Model(self.net.inputs, [self.net.get_layer(layer_name).output, self.net.outputs])
+        # net.output keeps a multi-output model's dict by name; net.outputs is a list in Keras' own order
+        # (alphabetical: quality before stage), which the card's order does not match
+        sub = keras.Model(self.net.inputs, [self.net.get_layer(layer_name).output, self.net.output])
         out_index = self.card.outputs.index(output)
         labels = self.card.classes[output]
         with keras.device(self._kdevice):
@@ -92,7 +94,7 @@ class KerasModel(Model):
 
                 with tf.GradientTape() as tape:
                     feats, outs = sub(tf.constant(x), training=False)
-                    score, idx = _score(outs, out_index, labels, label)
+                    score, idx = _score(outs, output, out_index, labels, label)
                 grads = tape.gradient(score, feats)
                 feats, grads = feats.numpy(), grads.numpy()
             else:
@@ -100,15 +102,15 @@ class KerasModel(Model):
 
                 with torch.enable_grad():
                     feats, outs = sub(x, training=False)
-                    score, idx = _score(outs, out_index, labels, label)
+                    score, idx = _score(outs, output, out_index, labels, label)
                     grads = torch.autograd.grad(score, feats)[0]
                 feats, grads = feats.detach().cpu().numpy(), grads.detach().cpu().numpy()
         return heat_on_image(gradcam_map(feats[0], grads[0], self.card.input["size"]), image.shape, self.card.input)
 
 
-def _score(outs, out_index, labels, label):
+def _score(outs, output, out_index, labels, label):
     """The scalar whose gradient Grad-CAM follows: probability of the label (a sigmoid unit's complement for 0)."""
-    out = outs[out_index] if isinstance(outs, (list, tuple)) else outs
+    out = outs[output] if isinstance(outs, dict) else outs[out_index] if isinstance(outs, (list, tuple)) else outs
     probs = out[0]
     if probs.shape[-1] == 1:
         p = float(_to_numpy(probs)[0])

@@ -13,6 +13,7 @@ held-out split is a stable hash of the group id.
 """
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,12 +146,13 @@ def read_gomez_crops(folder: Path, every: int = 1) -> list[Item]:
 
 
 def stage_folders(root: Path) -> list[tuple[str, Path]]:
-    """(stage, folder) for each folder right below `root` whose name holds a stage, any case ("Blastocysts/")."""
+    """(stage, folder) for each folder right below `root` named after a stage, in any case, plural or numbered
+    ("Blastocysts/", "02_cleavage/"); not a folder that only mentions one ("gomez2022_blastocyst_crops/")."""
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        stages = [s for s in STAGES if s in folder.name.lower()]
-        if len(stages) == 1:
-            found.append((stages[0], folder))
+        name = re.sub(r"^[\d\s._-]+", "", folder.name.lower()).removesuffix("s")
+        if name in STAGES:
+            found.append((name, folder))
     return found
 
 

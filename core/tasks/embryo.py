@@ -21,6 +21,10 @@ GRADE_ID = "embryo-grade"
 DISH_ID = "embryo-dish"
 CROP_SIDE = 2.5  # crop side in embryo radii: the whole zona plus a margin
 TRUSTED_IN_VIEW = 0.9  # least share of the classical locator's circle inside the photo for it to be trusted
+MIN_LOCATED = 0.5  # least classical radius / the detected embryo's radius for the classical circle to be trusted
+# Only a circle smaller than this share of the photo's shorter side is checked against the detector (35-50 ms):
+# the 15 Hung Vuong photos whose circle was a patch had 0.04-0.20, the other 667 a median of 0.39 (10 below 0.25)
+SUSPECT_RADIUS = 0.25
 BOX_TO_RADIUS = 0.47  # located radius / longer side of embryo-dish's box (median over Hung Vuong training images)
 # embryo-dish's best box scoring below this: probably no whole embryo in the photo (the 5 Hung Vuong training photos
 # below it are empty, a pipette or cut off; at the detector's own 0.5, 4 of the 11 below were whole embryos)
@@ -93,24 +97,35 @@ def best_score(found: dict) -> float:
     return float(found["scores"].max()) if len(found["scores"]) else 0.0
 
 
-def detected_circle(image: np.ndarray) -> tuple[float, float, float] | None:
-    return best_circle(registry.load(DISH_ID).predict([image])[0])
+def detected_circle(image: np.ndarray) -> tuple[tuple[float, float, float] | None, float]:
+    """embryo-dish's most confident circle on the image (at the detector's own threshold) and its score."""
+    found = registry.load(DISH_ID).predict([image])[0]
+    return best_circle(found), best_score(found)
 
 
 def find_embryo(image: np.ndarray, detect=None) -> tuple[float, float, float]:
-    """(cx, cy, r): the classical locator (2 ms), or embryo-dish's detector (35 ms; `detect(image)`, default
-    detected_circle) where the classical circle runs off the photo. That is how it fails: on textured debris at an
-    edge, or on a well rim's ripples."""
+    """(cx, cy, r): the classical locator (2 ms), unless embryo-dish's detector (35 ms; `detect(image)` gives its
+    best circle and score, default detected_circle) does better: where the classical circle runs off the photo
+    (debris at an edge, a well rim's ripples), or where it is small for the photo, the detector is confident and the
+    classical circle is under half the size of its embryo (it locked on a cell edge or a piece of debris inside the
+    photo: 15 of 682 Hung Vuong photos, e.g. D3_698, a 2-cell embryo graded as a blastocyst from a patch at its
+    edge)."""
     cx, cy, r = locate_embryo(image)
-    if share_in_view(image.shape, cx, cy, r) < TRUSTED_IN_VIEW:
-        return (detect or detected_circle)(image) or (cx, cy, r)
+    off_photo = share_in_view(image.shape, cx, cy, r) < TRUSTED_IN_VIEW
+    small = r < SUSPECT_RADIUS * min(image.shape[:2])
+    if not (off_photo or small) or (detect is None and not dish_available()):
+        return cx, cy, r
+    circle, score = (detect or detected_circle)(image)
+    confident = score >= float(registry.card(DISH_ID).get("conf", 0.5))
+    if circle and (off_photo or (confident and r < MIN_LOCATED * circle[2])):
+        return circle
     return cx, cy, r
 
 
 def locate_with(found: dict):
-    """find_embryo for an image embryo-dish has already run on (at LOW_CONF): its fallback reuses those boxes."""
-    circle = best_circle(found, float(registry.card(DISH_ID).get("conf", 0.5)))
-    return lambda image: find_embryo(image, detect=lambda _: circle)
+    """find_embryo for an image embryo-dish has already run on (at LOW_CONF): it reuses those boxes."""
+    seen = best_circle(found, float(registry.card(DISH_ID).get("conf", 0.5))), best_score(found)
+    return lambda image: find_embryo(image, detect=lambda _: seen)
 
 
 def looks_time_lapse(pixels: np.ndarray) -> bool:
@@ -185,19 +200,56 @@ def dish_available() -> bool:
         return False
 
 
+MIN_SIDE = 32  # px; smaller than any embryo photo, and below what the locator can work with
+
+
+def refuse_blank(image: InputImage) -> None:
+    """A ValueError (a message for the user) for an image too small or too flat to show an embryo: graded anyway,
+    a black or one-colour image came out "Blastocyst 99 %, Good 84 %"."""
+    h, w = image.pixels.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{image.name}: {w} × {h} pixels is too small to show an embryo (at least {MIN_SIDE} "
+                         "pixels a side); upload the original photo.")
+    if float(image.pixels.std()) < 2.0:
+        raise ValueError(f"{image.name}: the image is one flat colour, with no embryo to grade.")
+
+
+def embryo_boxes(found: dict) -> np.ndarray:
+    """Which detections are embryos: confident (the card's conf) and at least 40 % of the largest one's side. Embryos
+    of one dish are alike in size; the smaller confident boxes on single-embryo photos are debris (9 of 682 Hung
+    Vuong photos had two or more confident boxes, and Automatic ranked the debris first)."""
+    boxes, scores = found["boxes"], found["scores"]
+    confident = scores >= float(registry.card(DISH_ID).get("conf", 0.5))
+    if not confident.any():
+        return confident
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return confident & (side >= 0.4 * side[confident].max())
+
+
+def whole_in_view(boxes: np.ndarray, shape, least: float = 0.7) -> np.ndarray:
+    """Boxes with at least `least` of their area inside the image (not a neighbour cut by the photo's edge)."""
+    h, w = shape[:2]
+    inside = ((np.clip(boxes[:, 2], 0, w) - np.clip(boxes[:, 0], 0, w))
+              * (np.clip(boxes[:, 3], 0, h) - np.clip(boxes[:, 1], 0, h)))
+    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
+    return inside / area >= least
+
+
 def grade_image(image: InputImage, mode: str = "auto", device: str | None = None) -> list[Prediction]:
     """Every embryo in one image, graded. mode: "single" (the image holds one embryo), "dish" (find each embryo
     with embryo-dish) or "auto" (dish when the detector finds more than one embryo). Each Prediction's
     extras["mode"] says which was used; dish predictions carry box, number and rank."""
     if mode not in ("auto", "single", "dish"):
         raise ValueError(f"unknown mode {mode!r}")
+    refuse_blank(image)
     found = None
     if dish_available():
         from ..dish import detect, grade_boxes
 
         found = detect(image.pixels, device, conf=LOW_CONF)  # low, so that its best score also says "no embryo"
-        keep = found["scores"] >= float(registry.card(DISH_ID).get("conf", 0.5))
-        if mode == "dish" or (mode == "auto" and keep.sum() > 1):
+        keep = embryo_boxes(found)
+        several = (keep & whole_in_view(found["boxes"], image.pixels.shape)).sum() > 1
+        if mode == "dish" or (mode == "auto" and several):
             return grade_boxes(image, found["boxes"][keep], found["scores"][keep], device)
     elif mode == "dish":
         raise ValueError("the dish detector (embryo-dish) is not installed: only single-embryo mode is available")
