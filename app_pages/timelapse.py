@@ -11,9 +11,10 @@ from plotly.subplots import make_subplots
 from core import registry, synthetic
 from core.datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from core.explain import overlay
-from core.sequence import DEFAULT_MINUTES, FrameSequence, SequenceInputError, read_folder, read_sequence
+from core.sequence import (DEFAULT_MINUTES, VIDEO_SUFFIXES, FrameSequence, SequenceInputError, read_folder,
+                           read_sequence)
 from core.tasks import timelapse as task
-from ui.common import bullet_list, burst_counts, card_expander, model_unavailable
+from ui.common import bullet_list, burst_counts, card_expander, kept_upload, model_unavailable, set_aside
 from ui.records import record_prediction
 
 st.title("Time-lapse staging")
@@ -27,16 +28,19 @@ if model_unavailable(task.MODEL_ID):
     st.stop()
 CARD = registry.card(task.MODEL_ID)
 STAGE_COLOURS = {"pronuclear": "#9ecae1", "cleavage": "#3182bd", "morula": "#fdae6b", "blastocyst": "#e6550d"}
+MAX_CULTURE_H = 7 * 24
 STAGE_NAMES = {"pronuclear": "Pronuclear", "cleavage": "Cleavage", "morula": "Morula", "blastocyst": "Blastocyst"}
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
-@st.cache_data(show_spinner="Reading frames…", max_entries=2)
+# cache_resource, not cache_data: a sequence is up to ~1 GB of frames, and cache_data hands each rerun a fresh copy
+# (RSS grew by about 1 GB per slider move on a 5000-frame video). The page only reads the cached sequence.
+@st.cache_resource(show_spinner="Reading frames…", max_entries=2)
 def read_upload_sequence(sha: str, name: str, _data: bytes) -> FrameSequence:
     return read_sequence(_data, name)
 
 
-@st.cache_data(show_spinner="Reading frames…", max_entries=2)
+@st.cache_resource(show_spinner="Reading frames…", max_entries=2)
 def read_local_folder(path: str, stamp: float) -> FrameSequence:
     return read_folder(path)
 
@@ -53,13 +57,15 @@ def input_ui() -> tuple[FrameSequence | None, str]:
                       key="tl_source")
     try:
         if source == "Upload video or zip":
-            upload = st.file_uploader("Video (MP4, AVI, MOV) or zip of frames (PNG, JPEG, TIFF, BMP)",
-                                      type=["mp4", "avi", "mov", "mkv", "zip"], key="tl_upload")
+            upload = st.file_uploader("Video (MP4, AVI, MOV …) or zip of frames (PNG, JPEG, TIFF, BMP)",
+                                      type=sorted(x.lstrip(".") for x in VIDEO_SUFFIXES) + ["zip"], key="tl_upload")
+            upload = kept_upload("tl_upload", upload)
             if upload is None:
                 return None, ""
             data = upload.getvalue()
             sha = hashlib.sha256(data).hexdigest()
             return read_upload_sequence(sha, upload.name, data), sha
+        set_aside("tl_upload")
         if source == "Local folder":
             path = st.text_input("Folder of frames on this computer (e.g. …/embryo_dataset/AA83-7)", key="tl_folder").strip()
             if not path:
@@ -79,8 +85,10 @@ def input_ui() -> tuple[FrameSequence | None, str]:
 def describe_input(seq: FrameSequence) -> None:
     st.caption(f"{len(seq)} frames from {Path(seq.source).name} · time order: {seq.order_rule}"
                + (" · phase annotations found: the true phases are drawn under the prediction" if seq.true_phases else ""))
+    for note in seq.notes:
+        st.info(note[0].upper() + note[1:] + ".", icon=":material/info:")
     numbers = seq.frame_numbers
-    if numbers and numbers[-1] - numbers[0] + 1 > len(numbers):
+    if "RUN" in seq.order_rule and numbers and numbers[-1] - numbers[0] + 1 > len(numbers):
         st.caption(f"RUN numbers go from {numbers[0]} to {numbers[-1]}: {numbers[-1] - numbers[0] + 1 - len(numbers)} "
                    "acquisitions are missing, so times follow the RUN numbers, not the frame count.")
     if seq.skipped:
@@ -235,8 +243,10 @@ def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
 # --- page -----------------------------------------------------------------------------------------------------------
 seq, key = input_ui()
 minutes = st.number_input("Minutes between frames", min_value=0.5, max_value=240.0, value=DEFAULT_MINUTES, step=0.5,
-                          key="tl_minutes", help=f"Default {DEFAULT_MINUTES:g} min, a usual EmbryoScope interval. Event "
-                                                 "times in hours depend on it; frame numbers do not.")
+                          key="tl_minutes", help=f"Between acquisitions; default {DEFAULT_MINUTES:g} min, a usual "
+                                                 "EmbryoScope interval. Event times in hours depend on it; frame "
+                                                 "numbers do not. A video that repeats each acquisition has its "
+                                                 "repeats merged first.")
 if seq is None:
     st.info("Upload a video or zip, give a local folder, or pick the generated example to start.",
             icon=":material/upload:")
@@ -248,9 +258,14 @@ else:
         st.error(f"The sequence could not be staged: {exc}")
         pred = None
     if pred is not None:
-        st.success(f"Last frame: **{STAGE_NAMES[pred.extras['current_stage']]}** · {len(seq)} frames over "
-                   f"{pred.extras['hours'][-1]:.1f} h · staged in {pred.timings_ms['total'] / 1000:.1f} s "
-                   f"({CARD.id} v{pred.model_version})")
+        span_h = pred.extras["hours"][-1]
+        st.success(f"Last frame: **{STAGE_NAMES[pred.extras['current_stage']]}** · {len(seq)} "
+                   f"frame{'s' if len(seq) != 1 else ''} over {span_h:.1f} h · staged in "
+                   f"{pred.timings_ms['total'] / 1000:.1f} s ({CARD.id} v{pred.model_version})")
+        if span_h > MAX_CULTURE_H:
+            st.warning(f"{span_h:.0f} h is longer than embryo culture lasts (up to 7 days): check the minutes between "
+                       "frames. Event hours are wrong if it is not the interval between acquisitions.",
+                       icon=":material/schedule:")
         record_prediction(pred, "timelapse")
         frame = frame_picker(len(seq), task.burst_frames(pred.extras["burst_strength"]))
         st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")

@@ -35,7 +35,8 @@ class FrameSequence:
     order_rule: str  # how the time order was decided, shown to the user
     skipped: list[str] = field(default_factory=list)  # "name: reason" for entries that were not usable frames
     true_phases: list[str | None] | None = None  # Gomez annotations, when given
-    frame_numbers: list[int] | None = None
+    frame_numbers: list[int] | None = None  # acquisition numbers (RUN<k>, or a sampled video's frame numbers)
+    notes: list[str] = field(default_factory=list)  # how the frames were taken from the input, for the user
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -77,12 +78,16 @@ def _shrink(rgb: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
 
 
 def read_video(source, name: str = "video", max_frames: int = MAX_FRAMES) -> FrameSequence:
-    """Every frame of an MP4/AVI/... (path or bytes) through OpenCV."""
+    """The frames of an MP4/AVI/... (path or bytes) through OpenCV, one per acquisition: a video exported at a
+    playback frame rate repeats each acquisition, and the repeats are merged (else every time would be multiplied by
+    the repeat count). A video declaring more than max_frames frames is scanned first for its acquisitions, so every
+    acquisition is classified; only past max_frames acquisitions are they sampled evenly over the whole recording.
+    Frames the file declares but that do not decode are reported."""
     tmp = None
     if isinstance(source, (bytes, bytearray, memoryview)):
         fd, tmp = tempfile.mkstemp(suffix=Path(name).suffix or ".mp4")
         with os.fdopen(fd, "wb") as f:
-            f.write(bytes(source))
+            f.write(source)
         path = tmp
     else:
         path = str(source)
@@ -91,16 +96,34 @@ def read_video(source, name: str = "video", max_frames: int = MAX_FRAMES) -> Fra
         if not cap.isOpened():
             raise SequenceInputError(f"{name}: not a readable video (the file is corrupt or its codec is not supported). "
                                      "Try MP4 (H.264/MPEG-4) or AVI, or upload the frames as a zip.")
-        frames, skipped = [], []
+        declared = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        acquisitions = None  # video frame numbers of the acquisitions, when the video was scanned first
+        if declared > max_frames:  # mostly videos padded to a playback rate: find the acquisitions first
+            thumbs, video_numbers, scanned = [], [], 0
+            while cap.grab():
+                ok, bgr = cap.retrieve()
+                if ok and bgr is not None and bgr.size:
+                    thumbs.append(_thumbnail(bgr))
+                    video_numbers.append(scanned)
+                scanned += 1
+            cap.release()
+            cap = cv2.VideoCapture(path)
+            acquisitions = [video_numbers[i] for i in distinct_frames(thumbs)] if thumbs else []
+        stride = -(-len(acquisitions) // max_frames) if acquisitions else 1
+        wanted = set(acquisitions[::stride]) if acquisitions else None
+        frames, numbers, skipped, index = [], [], [], 0
         while len(frames) < max_frames:
-            ok, bgr = cap.read()
-            if not ok:
+            if not cap.grab():
                 break
-            if bgr is None or bgr.size == 0:
-                skipped.append(f"frame {len(frames) + len(skipped)}: empty")
-                continue
-            frames.append(_shrink(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-        more = cap.read()[0]
+            if wanted is None or index in wanted:
+                ok, bgr = cap.retrieve()
+                if ok and bgr is not None and bgr.size:
+                    frames.append(_shrink(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+                    numbers.append(index)
+                else:
+                    skipped.append(f"frame {index}: could not be decoded")
+            index += 1
+        more = wanted is None and cap.grab()
         cap.release()
     finally:
         if tmp:
@@ -108,8 +131,43 @@ def read_video(source, name: str = "video", max_frames: int = MAX_FRAMES) -> Fra
     if not frames:
         raise SequenceInputError(f"{name}: no frame could be decoded from this video (corrupt or empty file).")
     if more:
-        skipped.append(f"frames after the first {max_frames}: not read (limit)")
-    return FrameSequence(frames, [f"{name}#{i}" for i in range(len(frames))], name, "video frame order", skipped)
+        skipped.append(f"frames after video frame {index}: not read (limit of {max_frames} frames)")
+    if declared and not more and index < declared * 0.98:
+        skipped.append(f"the video declares {declared} frames but only {index} decoded: it is damaged or cut short, "
+                       "so frames are missing and the times after a damaged part may be early")
+    if acquisitions is None:
+        kept = distinct_frames([_thumbnail(f, rgb=True) for f in frames])
+        acquisitions, frames = [numbers[i] for i in kept], [frames[i] for i in kept]
+        numbers = acquisitions
+    notes = []
+    if len(acquisitions) < index:
+        notes.append(f"{index} video frames, each acquisition repeated about {index / len(acquisitions):.1f}× (a video "
+                     f"exported at a playback frame rate): the repeats are merged into {len(acquisitions)} acquisitions")
+    if stride > 1:
+        notes.append(f"{len(acquisitions)} acquisitions, over the {max_frames}-frame limit: one in every {stride} "
+                     "is classified, over the whole recording")
+    rank = {n: k for k, n in enumerate(acquisitions)}
+    return FrameSequence(frames, [f"{name}#{n}" for n in numbers], name, "video frame order", skipped,
+                         frame_numbers=[rank[n] for n in numbers] if stride > 1 else None, notes=notes)
+
+
+def _thumbnail(image: np.ndarray, rgb: bool = False) -> np.ndarray:
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if rgb else cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def distinct_frames(thumbnails: list[np.ndarray], min_repeats: float = 0.2) -> list[int]:
+    """Indices of the frames that start a new acquisition, when at least `min_repeats` of the steps between frames
+    are repeats (a padded video); else every index. A repeat differs from the frame before by under a tenth of the
+    typical change between acquisitions (re-encoding leaves it nearly, not exactly, equal)."""
+    if len(thumbnails) < 3:
+        return list(range(len(thumbnails)))
+    change = np.array([np.abs(b - a).mean() for a, b in zip(thumbnails, thumbnails[1:])])
+    typical = np.percentile(change, 90)
+    repeat = change < 0.1 * typical
+    if typical <= 0 or repeat.mean() < min_repeats:  # a still video, or one frame per acquisition
+        return list(range(len(thumbnails)))
+    return [0] + [i + 1 for i in np.flatnonzero(~repeat)]
 
 
 def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSequence:

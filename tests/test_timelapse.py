@@ -237,6 +237,44 @@ def test_video_input_from_generated_mp4(tmp_path):
     assert len(same) == 12
 
 
+def test_a_video_padded_to_a_frame_rate_is_one_frame_per_acquisition(tmp_path):
+    """Exported at a playback rate, each acquisition is repeated: timed per video frame, every event would come
+    three times too late. The repeats are merged, and a video of one frame per acquisition is left as it is."""
+    frames, _ = synthetic.timelapse_sequence(30, size=96)
+    write_mp4(tmp_path / "padded.mp4", [f for f in frames for _ in range(3)], fps=10)
+    seq = read_video(tmp_path / "padded.mp4", "padded.mp4")
+    assert len(seq) == 30 and "repeated about 3.0×" in seq.notes[0] and "30 acquisitions" in seq.notes[0]
+    from core.tasks.timelapse import acquisition_steps
+
+    assert list(acquisition_steps(seq)) == list(range(30))
+    write_mp4(tmp_path / "plain.mp4", frames)
+    plain = read_video(tmp_path / "plain.mp4", "plain.mp4")
+    assert len(plain) == 30 and not plain.notes
+
+
+def test_a_long_video_keeps_every_acquisition_or_is_sampled_over_its_whole_length_and_a_damaged_one_says_so(tmp_path):
+    frames, _ = synthetic.timelapse_sequence(24, size=96)  # at 64 px the codec's own noise hides a few repeats
+    write_mp4(tmp_path / "padded.mp4", [f for f in frames for _ in range(3)])  # 72 video frames, 24 acquisitions
+    padded = read_video(tmp_path / "padded.mp4", "padded.mp4", max_frames=30)
+    assert len(padded) == 24 and padded.frame_numbers is None and "merged into 24" in padded.notes[0]
+    write_mp4(tmp_path / "long.mp4", frames)
+    seq = read_video(tmp_path / "long.mp4", "long.mp4", max_frames=10)
+    assert seq.frame_numbers == [0, 3, 6, 9, 12, 15, 18, 21] and "one in every 3" in seq.notes[0]
+    from core.tasks.timelapse import acquisition_steps
+
+    assert list(acquisition_steps(seq)) == seq.frame_numbers  # times follow the video frame numbers
+    assert not seq.skipped  # the end of the recording is read, not cut off
+
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(tmp_path / "m.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    data = (tmp_path / "m.avi").read_bytes()
+    cut = read_video(data[: len(data) // 2], "cut.avi")
+    assert len(cut) < 24 and any("declares 24 frames" in s for s in cut.skipped)
+
+
 def test_corrupt_video_is_a_clear_error(tmp_path):
     frames, _ = synthetic.timelapse_sequence(6, size=64)
     write_mp4(tmp_path / "ok.mp4", frames)
