@@ -105,11 +105,25 @@ def browser():
         b.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.call_failed = report.failed
+    return report
+
+
 @pytest.fixture
-def page(browser):
+def page(browser, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     yield pg
+    if getattr(request.node, "call_failed", False):  # what the page and the server showed, for a CI log to explain
+        with contextlib.suppress(Exception):
+            print(f"--- page {pg.url} when the test failed ---\n{pg.inner_text('body')[-4000:]}")
+        server_log = ROOT / ".pytest_cache" / "streamlit.log"
+        if server_log.exists():
+            print(f"--- end of {server_log} ---\n{server_log.read_text()[-3000:]}")
     context.close()
 
 
