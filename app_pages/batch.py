@@ -28,7 +28,8 @@ if not cards:
     st.info("No models are installed in `weights/` yet. Train one with `python -m core train MODEL_ID --data PATH`.")
     st.stop()
 
-model_id = st.selectbox("Model", list(cards), format_func=lambda i: f"{cards[i].title} ({i}, v{cards[i].version})")
+ids = sorted(cards, key=lambda i: cards[i].framework == "ultralytics")  # classifiers first: their table has the grades
+model_id = st.selectbox("Model", ids, format_func=lambda i: f"{cards[i].title} ({i}, v{cards[i].version})")
 card = cards[model_id]
 card_expander(card)
 
@@ -43,6 +44,7 @@ else:
     ready = bool(folder.strip())
 
 if st.button("Score", type="primary", disabled=not ready, icon=":material/play_arrow:"):
+    st.session_state.pop("batch_result", None)  # a run that fails must not leave the last run's table on screen
     if choice == "Upload files":
         sources, skipped = batch.uploads((f.name, f.getvalue()) for f in uploads)
     else:
@@ -52,26 +54,26 @@ if st.button("Score", type="primary", disabled=not ready, icon=":material/play_a
     else:
         bar = st.progress(0.0, text=f"Scoring {len(sources)} images with {model_id}…")
         items, record_error, rate, start = list(skipped), None, 0.0, time.perf_counter()
+        case_code = (st.session_state.get("case_code") or "").strip() or None
         try:
-            for progress in batch.run(model_id, sources, case_code=st.session_state.get("case_code"),
+            for progress in batch.run(model_id, sources, case_code=case_code,
                                       user=user.name if user else None,
                                       keep_images=bool(st.session_state.get("keep_image")), thumbnails=True):
                 items += progress.items
                 record_error = record_error or progress.record_error
-                rate = progress.images_per_s
+                rate = progress.scored_per_s
                 bar.progress(progress.done / progress.total, text=progress.line())
         except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded; keep what was scored
             st.error(f"Scoring stopped: {type(exc).__name__}: {exc}")
         st.session_state["batch_result"] = {"model": model_id, "items": items, "seconds": time.perf_counter() - start,
-                                            "rate": rate,
-                                            "record_error": record_error}
+                                            "rate": rate, "record_error": record_error, "case_code": case_code}
 
 result = st.session_state.get("batch_result")
 if result:
     items = result["items"]
     scored = [i for i in items if i.ok]
     skipped = [i for i in items if not i.ok]
-    st.subheader(f"Results: {result['model']}")
+    st.subheader(f"Results: {result['model']}" + (f" · case {result['case_code']}" if result["case_code"] else ""))
     st.markdown(f"**{len(scored)}** scored, **{len(skipped)}** skipped, in {result['seconds']:.1f} s including "
                 f"loading the model; scoring ran at {result['rate']:.1f} images/s.")
     if result["record_error"]:
@@ -81,6 +83,8 @@ if result:
                    f"{records.describe_url()}.")
     if scored:
         table = batch.results_frame(items)
+        table = table.drop(columns=[c for c in table.columns  # kept for the downloads
+                                    if "sha256" in c or c.startswith("threshold_") or c == "case_code"])
         table.insert(0, "image", [f"data:image/jpeg;base64,{base64.b64encode(i.thumbnail).decode()}" if i.thumbnail
                                   else None for i in scored])
         config = {"image": st.column_config.ImageColumn("Image", width="small"),
@@ -89,11 +93,14 @@ if result:
             table[c] = table[c] * 100
             config[c] = st.column_config.NumberColumn(c.removeprefix("p_").replace("_", " ", 1), format="%.1f %%")
         st.dataframe(table, column_config=config, hide_index=True, width="stretch", row_height=60)
+        st.caption("The downloads add each image's sha256, the decision thresholds, the case code and the model "
+                   "file's sha256.")
         stamp = time.strftime("%Y%m%d-%H%M")
         left, right = st.columns(2)
-        left.download_button("Download CSV", batch.to_csv(items), f"batch-{result['model']}-{stamp}.csv", "text/csv",
+        stem, code = f"batch-{result['model']}-{stamp}", result["case_code"]
+        left.download_button("Download CSV", batch.to_csv(items, code), f"{stem}.csv", "text/csv",
                              icon=":material/download:", on_click="ignore", width="stretch")
-        right.download_button("Download Excel", batch.to_excel(items), f"batch-{result['model']}-{stamp}.xlsx",
+        right.download_button("Download Excel", batch.to_excel(items, code), f"{stem}.xlsx",
                               "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                               icon=":material/table:", on_click="ignore", width="stretch")
     if skipped:

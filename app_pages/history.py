@@ -1,4 +1,5 @@
 """History: find stored predictions by date, task, model and case code; open one; reports; CSV of the selection."""
+import hashlib
 from datetime import date, timedelta
 
 import pandas as pd
@@ -23,6 +24,13 @@ except Exception as exc:  # noqa: BLE001 - an unreachable or broken database: sa
     st.error(f"The case-records database ({records.describe_url()}) cannot be opened: {type(exc).__name__}: {exc}")
     st.stop()
 
+
+def shown_rows_key(shown) -> str:
+    """The table's key changes with the rows it shows: Streamlit keeps a selection by row position, so after a filter
+    change or a new record the same position would open another record (another patient's)."""
+    return hashlib.sha256(",".join(str(r.id) for r in shown).encode()).hexdigest()[:16]
+
+
 today = date.today()
 c1, c2, c3, c4 = st.columns([1.3, 1, 1, 1])
 days = c1.date_input("Dates", (today - timedelta(days=30), today), max_value=today, format="YYYY-MM-DD")
@@ -45,7 +53,7 @@ else:
     st.caption(f"{len(rows)} record{'' if len(rows) == 1 else 's'}{' (the newest 5000)' if len(rows) == 5000 else ''}"
                " · select a row to open it.")
     event = st.dataframe(table[columns], hide_index=True, width="stretch", on_select="rerun",
-                         selection_mode="single-row", key="history_table",
+                         selection_mode="single-row", key=f"history_table_{shown_rows_key(rows)}",
                          column_config={"id": st.column_config.NumberColumn("Record", format="#%d"),
                                         "case_code": "Case code", "image_kept": "Image kept"})
     st.download_button(f"Download {'this record' if len(rows) == 1 else f'these {len(rows)} records'} (CSV)",

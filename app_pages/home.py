@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import DISCLAIMER, registry
+from core import DISCLAIMER, metrics, registry
 from ui.common import device_line
 
 st.title("Reproductive-medicine image AI")
@@ -26,19 +26,21 @@ else:
     rows = []
     for c in cards:
         s = loaded.get(c.id)
-        headline = next(iter(c.metrics.items()), None)
+        measured = metrics.headline(c)
         rows.append({
             "model": c.id,
+            "measured on": measured[0] if measured else "—",
+            "headline": measured[1] if measured else "—",
             "title": c.title,
-            "framework": c.framework,
             "version": c.version,
-            "outputs": "; ".join(f"{o}: {' / '.join(labels)}" for o, labels in c.classes.items()),
-            "input": f"{c.input.get('size')} × {c.input.get('channels', 3)} ch",
-            "measured on": headline[0] if headline else "—",
-            "headline": ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                  for k, v in list(headline[1].items())[:3]) if headline else "—",
             "status": f"loaded on {s.device} in {s.load_s:.2f} s" if s else "not loaded",
+            "outputs": "; ".join(f"{o}: {' / '.join(labels)}" for o, labels in c.classes.items()),
+            "framework": c.framework,
+            "input": f"{c.input.get('size')} × {c.input.get('channels', 3)} ch",
         })
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption("Models load on first use and stay cached for every browser session. Metrics pages show each "
-               "figure with its confidence interval and the data split it came from.")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={"headline": st.column_config.TextColumn(width=560)})
+    st.caption("Headline figures are on data the model was not trained on (cross-validation for sperm-head, "
+               "leave-one-embryo-out for timelapse-stage); the Metrics page has every measured figure with its 95 % "
+               "interval and the split it came from. Models load on first use and stay cached for every browser "
+               "session.")

@@ -10,6 +10,9 @@ from core import audit, evaluation, metrics, registry
 from core.imageio import ImageInputError
 from ui import evaluations as ev
 from ui.common import burst_counts
+from ui.records import require_login
+
+user = require_login(sidebar=False)
 
 st.title("Model metrics")
 st.markdown(
@@ -137,8 +140,7 @@ def classification_section(p: ev.Picked, output: str) -> None:
         st.markdown(f"**{output}: metrics at this threshold{scope}**")
         st.dataframe(metric_frame(table), hide_index=True, width="stretch")
         st.caption(f"Positive label: **{labels[1] if data.binary else labels[d.curve_class]}**. "
-                   f"Bootstrap over {table.attrs['resampled']} ({table.attrs['n_boot']} resamples). "
-                   + metrics.ece_interval_note(table) + f"{p.short_source()}")
+                   + metrics.bootstrap_note(table) + metrics.ece_interval_note(table) + f"{p.short_source()}")
     with c2:
         st.markdown("**Confusion matrix** (rows: truth, columns: model)")
         st.dataframe(pd.DataFrame(cm, index=[f"true {x}" for x in labels], columns=[f"called {x}" for x in labels]),
@@ -221,7 +223,8 @@ def segmentation_section(p: ev.Picked) -> None:
         col = dice_cols[0]
         mean, lo, hi = metrics.mean_ci(rows[col], groups=groups)
         fig = go.Figure(go.Histogram(x=rows[col], nbinsx=20, name="images"))
-        fig.add_vline(x=mean, line_dash="dash", annotation_text=f"mean {mean:.3f} ({lo:.3f}–{hi:.3f})")
+        fig.add_vline(x=mean, line_dash="dash",
+                      annotation_text="mean " + metrics.format_ci({"estimate": mean, "low": lo, "high": hi}))
         fig.update_xaxes(title="Dice of matched heads, per image", range=[0, 1])
         fig.update_yaxes(title="images")
         a.plotly_chart(titled(fig, "Dice distribution", p.short_source("<br>")), width="stretch", key="dice")
@@ -230,7 +233,8 @@ def segmentation_section(p: ev.Picked) -> None:
         fig = go.Figure(go.Histogram(x=err, name="images"))
         fig.update_xaxes(title="count error per image (model − truth)")
         fig.update_yaxes(title="images")
-        b.plotly_chart(titled(fig, f"Count error · MAE {mae:.2f} ({lo:.2f}–{hi:.2f})", p.short_source("<br>")),
+        mae_text = metrics.format_ci({"estimate": mae, "low": lo, "high": hi})
+        b.plotly_chart(titled(fig, f"Count error · MAE {mae_text}", p.short_source("<br>")),
                        width="stretch", key="count")
 
 
@@ -368,10 +372,13 @@ def evaluate_new_section(default_model: str | None) -> None:
         model = st.selectbox("Model", ids, index=ids.index(default_model) if default_model in ids else 0)
         upload = st.file_uploader("Labelled zip (one folder per class, or a CSV of paths and labels inside), or a CSV",
                                   type=["zip", "csv"])
-        folder = st.text_input("…or a folder on this server", placeholder="/data/hungvuong",
-                               help="Class-per-folder, or any layout the model's evaluator reads "
-                                    "(as `python -m core evaluate`).")
-        name = st.text_input("Name of the evaluation", placeholder="defaults to the file or folder name")
+        folder = ""
+        if user is None or user.is_admin:  # a server path reads the server's disk: admins only when signed in
+            folder = st.text_input("…or a folder on this server", placeholder="/data/hungvuong",
+                                   help="Class-per-folder, or any layout the model's evaluator reads "
+                                        "(as `python -m core evaluate`).")
+        name = st.text_input("Name of the evaluation", placeholder="defaults to the file or folder name",
+                             help="A name already in use gets -2, -3 …: stored evaluations are never replaced here.")
         go_ = st.form_submit_button("Evaluate", type="primary")
     if not go_:
         return
@@ -385,7 +392,7 @@ def evaluate_new_section(default_model: str | None) -> None:
         bar.progress(done / max(total, 1), text=f"Evaluated {done} of {total} images")
 
     try:
-        result = evaluation.evaluate_source(model, source, name=name.strip() or None, progress=progress)
+        result = evaluation.evaluate_source(model, source, name=name.strip() or None, progress=progress, replace=False)
     except (evaluation.LabelledSetError, ImageInputError, FileNotFoundError, KeyError, ValueError,
             NotImplementedError, registry.CardError) as exc:
         bar.empty()

@@ -1,5 +1,7 @@
 """PCOS ultrasound: how much a frame resembles PCOS-labelled frames, with a heat map, and an assistive follicle count
 in millimetres against the diagnostic criteria."""
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
@@ -48,7 +50,7 @@ def calibration_ui(image: InputImage) -> float | None:
 
 # --- cached work ----------------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner="Analysing the frame…", max_entries=64)
-def analyse(sha: str, mm_per_px: float | None, version: str, _image: InputImage) -> Prediction:
+def analyse(sha: str, name: str, mm_per_px: float | None, version: str, _image: InputImage) -> Prediction:
     """The page's one prediction: PCOS probability and the follicles found."""
     return task.predict_images(task.MODEL_ID, [_image], mm_per_px=mm_per_px)[0]
 
@@ -83,14 +85,15 @@ def classifier_view(image: InputImage, pred: Prediction) -> None:
         st.warning(f"No heat map for this image: {exc}")
 
 
-def follicle_view(image: InputImage, pred: Prediction) -> None:
+def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
+    """The follicle table, overlay and count; returns the prediction as the clinician reviewed it (unticked ones out)."""
     rows = pred.extras["follicles"]
     mm, source = pred.extras["mm_per_px"], pred.extras["mm_per_px_source"]
     st.caption(f"Sizes use {mm:.3f} mm per pixel ({source}).")
     if not rows:
         overlay_slot.image(image.pixels, width="stretch", caption=image.name)
         st.info("No follicle-like dark round regions were found in this frame.")
-        return
+        return pred
     table = pd.DataFrame({"follicle": [r["id"] for r in rows],
                           "diameter (mm)": [r["diameter_mm"] for r in rows],
                           "2–9 mm": [r["in_2_9_mm"] for r in rows],
@@ -100,18 +103,27 @@ def follicle_view(image: InputImage, pred: Prediction) -> None:
         disabled=["follicle", "diameter (mm)", "2–9 mm"],
         column_config={"diameter (mm)": st.column_config.NumberColumn(format="%.1f"),
                        "counted": st.column_config.CheckboxColumn(
-                           help="Untick a detection that is not a follicle; it leaves the count.")})
-    counted = set(edited.loc[edited["counted"], "follicle"].astype(int))
-    follicles = [fol.Follicle.from_row(r) for r in rows]
-    overlay_slot.image(fol.draw(image.pixels, follicles, counted), width="stretch",
+                           help="Untick a detection that is not a follicle; it leaves the count. Only follicles "
+                                "of 2–9 mm count.")})
+    review = task.reviewed(pred, image.pixels, set(edited.loc[edited["counted"], "follicle"].astype(int)))
+    outside = edited.loc[edited["counted"] & ~edited["2–9 mm"], "follicle"].astype(int).tolist()
+    if outside:
+        st.warning(f"Follicle{'s' if len(outside) > 1 else ''} {', '.join(map(str, outside))} "
+                   f"{'are' if len(outside) > 1 else 'is'} outside 2–9 mm and not counted: the criteria count "
+                   "2–9 mm follicles only. If a size looks wrong, check the calibration.", icon=":material/info:")
+    overlay_slot.image(review.images["follicles"], width="stretch",
                        caption="Green: counted · orange: outside 2–9 mm · grey: unticked. Numbers match the table.")
-    n = len(counted)
-    st.metric("Follicles counted in this frame", n)
+    n = review.extras["follicle_count_2_9mm"]
+    unticked = len(review.extras["follicles_unticked"])
+    st.metric("Follicles counted in this frame", n,
+              help=f"{unticked} of the finder's {n + unticked} unticked by you." if unticked else None)
     for c in fol.criteria(n):
         icon = ":material/check_circle:" if c["met"] else ":material/radio_button_unchecked:"
         st.markdown(f"{icon} {c['criterion']}: {'reached' if c['met'] else 'not reached'} in this frame")
     st.caption("The criteria count follicles across the whole ovary (every plane of a sweep), one ovary at a time. "
-               "One frame shows one plane, so its count is a lower bound for that ovary.")
+               "One frame shows one plane, so its count is a lower bound for that ovary. The saved record and "
+               "its report keep your ticks.")
+    return review
 
 
 def validation_note() -> None:
@@ -134,7 +146,7 @@ if image is None:
     st.info("Upload an ultrasound frame to start.", icon=":material/upload:")
 else:
     mm_per_px = calibration_ui(image)
-    pred = analyse(image.sha256, mm_per_px, CARD.version, image)
+    pred = analyse(image.sha256, image.name, mm_per_px, CARD.version, image)
     reasons = pred.extras["not_ultrasound_reasons"]
     if reasons:
         st.warning("This may not be a B-mode ultrasound frame: " + "; ".join(reasons)
@@ -147,12 +159,13 @@ else:
     with right:
         st.subheader("Follicles")
         overlay_slot = st.empty()
-        follicle_view(image, pred)
+        review = follicle_view(image, pred)
     validation_note()
-    record_prediction(pred, "pcos", image=image)
+    record_prediction(review, "pcos", image=image, original=pred)
     with st.expander("What-if: change the image and watch the answer move"):
         from ui.whatif import whatif_panel
 
         whatif_panel(image.pixels, task.predict_outputs, key="pcos-whatif", explain=task.explain_on_image,
-                     ultrasound=True, detail=task.follicle_table, cache_key=f"{CARD.id}@{CARD.version}")
+                     ultrasound=True, detail=partial(task.follicle_table, mm_per_px=pred.extras["mm_per_px"]),
+                     cache_key=f"{CARD.id}@{CARD.version}#{pred.extras['mm_per_px']:.5f}")
 card_expander(CARD)

@@ -69,10 +69,16 @@ class Progress:
     elapsed_s: float
     items: list[Item] = field(default_factory=list)  # the inputs finished in this step
     record_error: str | None = None  # set when predictions could not be stored in the database
+    scored: int = 0  # inputs scored so far (done also counts those skipped)
 
     @property
     def images_per_s(self) -> float:
         return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def scored_per_s(self) -> float:
+        """Throughput of the model: unreadable files are skipped in no time and would inflate images_per_s."""
+        return self.scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def eta_s(self) -> float | None:
@@ -160,8 +166,13 @@ def run(model_id: str, sources: list[Source], *, device: str | None = None, batc
     card = registry.card(model_id)  # an unknown model fails here, before any work
     device = resolve(device)
     batch_size = batch_size or (32 if device.startswith("cuda") else 8)
+    if sources:
+        try:  # loaded (and cached) before the clock starts, so the rate is the scoring's
+            registry.load(model_id, device)
+        except Exception:  # noqa: BLE001 - a model that cannot load fails each image below, with the reason
+            pass
     start = time.perf_counter()
-    done = 0
+    done = scored = 0
     zips: dict = {}
     try:
         for first in range(0, len(sources), batch_size):
@@ -181,8 +192,9 @@ def run(model_id: str, sources: list[Source], *, device: str | None = None, batc
             record_error = _record([items[k] for k, _ in images], [im for _, im in images], card, record, case_code,
                                    user, keep_images, source, url)
             done += len(chunk)
+            scored += sum(items[k].ok for k, _ in images)
             yield Progress(done, len(sources), time.perf_counter() - start, [items[k] for k in sorted(items)],
-                           record_error)
+                           record_error, scored)
     finally:
         for archive in zips.values():
             archive.close()
@@ -261,29 +273,39 @@ def _duration(seconds: float) -> str:
 
 
 # --- tables ---------------------------------------------------------------------------------------------------------------
-def results_frame(items: list[Item]) -> pd.DataFrame:
-    """One row per scored input: file, per output its label and probabilities, record id."""
-    rows = [{**item.prediction.flat(), "record": item.record_id} for item in items if item.ok]
+def results_frame(items: list[Item], case_code: str | None = None) -> pd.DataFrame:
+    """One row per scored input: file and its sha256, per output its label, probabilities and decision threshold,
+    the task's scalar results (counts, sizes), the case code, the record id and the model file's sha256. Per-object
+    results (each head, follicle or embryo) are in the case records' JSON."""
+    rows = [{**item.prediction.flat(), "case_code": case_code or "", "record": item.record_id,
+             "model_sha256": _model_sha256(item.prediction.model_id)} for item in items if item.ok]
     frame = pd.DataFrame(rows).convert_dtypes()
     if not frame.empty:
         frame = frame.rename(columns={"input": "file"})
     return frame
 
 
+def _model_sha256(model_id: str) -> str:
+    try:
+        return registry.card(model_id).sha256
+    except (KeyError, registry.CardError):
+        return ""
+
+
 def errors_frame(items: list[Item]) -> pd.DataFrame:
     return pd.DataFrame([{"file": i.name, "error": i.error} for i in items if not i.ok], columns=["file", "error"])
 
 
-def to_csv(items: list[Item]) -> bytes:
+def to_csv(items: list[Item], case_code: str | None = None) -> bytes:
     """Scored rows, then skipped inputs with their error in the `error` column."""
-    table = pd.concat([results_frame(items), errors_frame(items)], ignore_index=True).convert_dtypes()
+    table = pd.concat([results_frame(items, case_code), errors_frame(items)], ignore_index=True).convert_dtypes()
     return table.to_csv(index=False).encode("utf-8")
 
 
-def to_excel(items: list[Item]) -> bytes:
+def to_excel(items: list[Item], case_code: str | None = None) -> bytes:
     buf = io.BytesIO()
     with pd.ExcelWriter(buf, engine="openpyxl") as xl:
-        results_frame(items).to_excel(xl, sheet_name="results", index=False)
+        results_frame(items, case_code).to_excel(xl, sheet_name="results", index=False)
         errors_frame(items).to_excel(xl, sheet_name="skipped", index=False)
     return buf.getvalue()
 

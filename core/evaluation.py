@@ -104,6 +104,7 @@ def store(card, name: str, predictions: pd.DataFrame, metrics: dict, meta: dict)
     """Write one evaluation of `card`'s model; returns the CLI's JSON object."""
     folder = card.folder / "eval" / name
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / audit.AUDIT_FILE).unlink(missing_ok=True)  # a replaced evaluation must not keep the old one's audit
     n_items = int(predictions["item"].nunique()) if len(predictions) else int(meta.get("n", 0))
     result = {"model": card.id, "dataset": name, "n": n_items, "metrics": metrics}
     meta = {
@@ -325,11 +326,12 @@ def _from_csv(src: _Source, data: bytes, prefix: str, classes: dict) -> tuple[_S
 
 
 def evaluate_labelled(model_id: str, source, name: str | None = None, progress=None, device: str | None = None,
-                      predict=None, batch_size: int = 16, registry=None) -> dict:
+                      predict=None, batch_size: int = 16, registry=None, replace: bool = True) -> dict:
     """Evaluate a classifier on a labelled zip, folder or CSV and store it like `python -m core evaluate`.
 
     progress(done, total) is called after each batch; `predict(images: list[InputImage]) -> list[Prediction]`
-    defaults to the model's task module. Unreadable images are skipped and listed in meta.json."""
+    defaults to the model's task module. Unreadable images are skipped and listed in meta.json.
+    replace=False stores under a free name (name-2, name-3 …) instead of replacing an evaluation of that name."""
     from . import registry as default_registry
     from .imageio import ImageInputError, read_image
 
@@ -343,6 +345,7 @@ def evaluate_labelled(model_id: str, source, name: str | None = None, progress=N
     if not names:
         raise LabelledSetError(f"{src.label}: the set lists no images")
     name = _safe_name(name or Path(src.label).stem)
+    name = name if replace else free_name(card, name)
     frames_rows: dict[str, list] = {o: [] for o in truth}
     skipped = []
     total = len(names)
@@ -384,22 +387,33 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "upload"
 
 
-def evaluate_source(model_id: str, source, name: str | None = None, progress=None, device: str | None = None) -> dict:
+def free_name(card, name: str) -> str:
+    """name, or the first of name-2, name-3 … that no stored evaluation of the card's model uses."""
+    taken = set(list_evaluations(card))
+    return name if name not in taken else next(f"{name}-{k}" for k in range(2, 10_000) if f"{name}-{k}" not in taken)
+
+
+def evaluate_source(model_id: str, source, name: str | None = None, progress=None, device: str | None = None,
+                    replace: bool = True) -> dict:
     """A labelled set (see evaluate_labelled) with a progress callback; anything else (a native dataset layout, a
-    detection or time-lapse set) goes to the task's own evaluator, as `python -m core evaluate` would."""
+    detection or time-lapse set) goes to the task's own evaluator, as `python -m core evaluate` would.
+    replace=False never overwrites a stored evaluation (see evaluate_labelled)."""
     import tempfile
 
+    from . import registry
     from .tasks import task_module
 
     try:
-        return evaluate_labelled(model_id, source, name=name, progress=progress, device=device)
+        return evaluate_labelled(model_id, source, name=name, progress=progress, device=device, replace=replace)
     except LabelledSetError as exc:
         labelled_error = exc
     module = task_module(model_id)
 
     def native(root: Path, label: str) -> dict:
+        final = _safe_name(name or Path(label).stem)
+        final = final if replace else free_name(registry.card(model_id), final)
         try:
-            return module.evaluate(model_id, root, name=_safe_name(name or Path(label).stem), split=None, device=device)
+            return module.evaluate(model_id, root, name=final, split=None, device=device)
         except (ValueError, FileNotFoundError, NotImplementedError, KeyError) as exc:
             raise LabelledSetError(f"{labelled_error}; nor is it a dataset layout the {model_id} evaluator reads "
                                    f"({exc.args[0] if exc.args else exc})") from None

@@ -29,6 +29,7 @@ METRIC_NAMES = {
 # Columns of predictions.csv that are never subgroups.
 RESERVED = {"item", "output", "true", "pred", "decoded", "phash", "path", "name", "frame", "hours", "time_h", "split"}
 N_BOOT = 1000
+MIN_GROUPS = 10  # a cluster bootstrap over fewer groups (embryos, patients) gives no usable interval
 GROUP_COLUMNS = ("embryo", "patient", "group")  # clustered items: resample these whole
 
 
@@ -214,6 +215,9 @@ def metrics_with_ci(data: OutputData, threshold: float | None = None, positive: 
     pos = positive if (threshold is not None or data.binary) else None
     pred = decide(data.probs, threshold, positive)
     groups = data.groups() if clustered else None
+    n_groups = len(np.unique(groups)) if groups is not None else None
+    if n_groups is not None and n_groups < MIN_GROUPS:
+        n_boot = 0
     W = np.vstack([np.ones(data.n), bootstrap_weights(data.n, n_boot, seed, strata=data.y, groups=groups)])
     values = _metric_rows(data.y, data.probs, pred, W, pos)
     conf, correct = calibration_inputs(data, threshold, positive)
@@ -226,8 +230,20 @@ def metrics_with_ci(data: OutputData, threshold: float | None = None, positive: 
         lo, hi = (np.percentile(boot, [lo_q, hi_q]) if len(boot) >= 20 else (np.nan, np.nan))
         rows.append({"metric": m, "name": METRIC_NAMES[m], "estimate": float(v[0]), "low": float(lo), "high": float(hi)})
     frame = pd.DataFrame(rows)
-    frame.attrs.update(n=data.n, n_boot=n_boot, level=level, resampled="groups" if groups is not None else "items")
+    frame.attrs.update(n=data.n, n_boot=n_boot, level=level, resampled="groups" if groups is not None else "items",
+                       n_groups=n_groups)
     return frame
+
+
+def bootstrap_note(table: pd.DataFrame) -> str:
+    """How a metrics_with_ci table's intervals were made, in a sentence."""
+    n_groups = table.attrs.get("n_groups")
+    if n_groups is not None and n_groups < MIN_GROUPS:
+        return (f"No intervals: the images come from {n_groups} embryos or patients, too few to resample "
+                f"(at least {MIN_GROUPS} needed); frames of one embryo are not independent, so the estimates are "
+                "much less certain than the number of images suggests. ")
+    what = f"{n_groups} whole groups (embryos or patients)" if n_groups else "images within each true class"
+    return f"Bootstrap over {what} ({table.attrs['n_boot']} resamples). "
 
 
 def ece_interval_note(table: pd.DataFrame) -> str:
@@ -246,6 +262,29 @@ def format_ci(row) -> str:
     if np.isnan(row["low"]):
         return f"{row['estimate']:.3f}"
     return f"{row['estimate']:.3f} ({row['low']:.3f}–{row['high']:.3f})"
+
+
+HEADLINE = {"accuracy": "accuracy {:.3f}", "roc_auc": "ROC-AUC {:.3f}", "mask_map50": "mask mAP50 {:.3f}",
+            "mean_dice": "mean Dice {:.3f}", "map50": "mAP50 {:.3f}", "count_mae": "count error {:.2f} per image",
+            "median_abs_error_frames_t2_t5": "t2–t5 median error {:g} frames"}
+
+
+def headline(card, limit: int = 4) -> tuple[str, str] | None:
+    """A model's headline: the first measured set that is real (not generated) and its main figures, e.g.
+    ("hungvuong/heldout-groups", "stage accuracy 0.871 · stage ROC-AUC 0.935 · …"). None when nothing fits."""
+    for dataset, values in card.metrics.items():
+        if "generated" in dataset or not isinstance(values, dict):
+            continue
+        shown = []
+        for key, value in values.items():
+            for output in ("", *card.outputs):
+                base = key.removeprefix(f"{output}_") if output else key
+                if base in HEADLINE and isinstance(value, (int, float)) and (not output or base != key):
+                    shown.append(f"{output} {HEADLINE[base].format(value)}".strip())
+                    break
+        if shown:
+            return dataset, " · ".join(shown[:limit])
+    return None
 
 
 # --- curves and calibration ----------------------------------------------------------------------------------------
@@ -370,7 +409,10 @@ def compare(a: OutputData, b: OutputData, threshold_a=None, threshold_b=None, po
         pa, pb = _reorder(pa, oa), _reorder(pb, ob)
         if np.array_equal(pa.y, pb.y):
             pos = positive if (threshold_a is not None or a.binary) else None
-            W = np.vstack([np.ones(pa.n), bootstrap_weights(pa.n, n_boot, seed, strata=pa.y, groups=pa.groups())])
+            groups = pa.groups()
+            if groups is not None and len(np.unique(groups)) < MIN_GROUPS:
+                n_boot = 0
+            W = np.vstack([np.ones(pa.n), bootstrap_weights(pa.n, n_boot, seed, strata=pa.y, groups=groups)])
             va = _metric_rows(pa.y, pa.probs, decide(pa.probs, threshold_a, positive), W, pos)
             vb = _metric_rows(pb.y, pb.probs, decide(pb.probs, threshold_b, positive), W, pos)
             diffs = []
@@ -399,9 +441,14 @@ def is_segmentation(metrics: dict) -> bool:
 def mean_ci(values, n_boot: int = N_BOOT, seed: int = 0, groups=None) -> tuple[float, float, float]:
     """Mean of per-item values with its percentile bootstrap 95 % CI."""
     v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
+    keep = ~np.isnan(v)
+    v = v[keep]
     if len(v) == 0:
         return np.nan, np.nan, np.nan
+    if groups is not None:
+        groups = np.asarray(groups)[keep]
+        if len(np.unique(groups)) < MIN_GROUPS:
+            return float(v.mean()), np.nan, np.nan
     W = bootstrap_weights(len(v), n_boot, seed, groups=groups)
     boot = _div(W @ v, W.sum(axis=1))
     return float(v.mean()), *map(float, np.nanpercentile(boot, [2.5, 97.5]))

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from . import PROJECT_ROOT
+from .results import SUMMARY_FACTS
 
 DEFAULT_URL = f"sqlite:///{PROJECT_ROOT / 'records.db'}"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -251,13 +252,17 @@ def record_many(items: Iterable[dict], url: str | None = None) -> list[int]:
 
 
 def amend(record_id: int, *, case_code: str | None, image: bytes | None, image_mime: str = "image/png",
-          url: str | None = None) -> None:
+          prediction=None, url: str | None = None) -> None:
     """Set a record's case code and kept image (None removes it): the user typed the code or ticked "keep image"
-    after the prediction was made."""
+    after the prediction was made. prediction: the same prediction as the user has since reviewed it (e.g. follicles
+    unticked), stored in place of the first."""
     case_code = (case_code or "").strip()[:128] or None
+    values = dict(case_code=case_code, has_image=image is not None)
+    if prediction is not None:
+        summary = _row(prediction, task="")[0]["summary"]
+        values.update(summary=summary, labels=summary.get("labels") or {})
     with _writer(engine(url)) as conn:
-        conn.execute(RecordRow.__table__.update().where(RecordRow.id == record_id)
-                     .values(case_code=case_code, has_image=image is not None))
+        conn.execute(RecordRow.__table__.update().where(RecordRow.id == record_id).values(**values))
         conn.execute(RecordImage.__table__.delete().where(RecordImage.record_id == record_id))
         if image is not None:
             conn.execute(RecordImage.__table__.insert().values(record_id=record_id, mime=image_mime, data=bytes(image)))
@@ -388,10 +393,15 @@ def frame(records: list[Record]):
                "model": r.model_id, "version": r.model_version, "case_code": r.case_code or "", "user": r.username or "",
                "input": r.input_name, "input_sha256": r.input_sha256, "input_bytes": r.input_bytes,
                "width": r.input_width, "height": r.input_height, "source": r.source}
+        thresholds = r.summary.get("thresholds") or {}
         for output, probs in (r.summary.get("probabilities") or {}).items():
             row[output] = r.labels.get(output, "")
             for label, p in probs.items():
                 row[f"p_{output}_{label}"] = p
+            if output in thresholds:
+                row[f"threshold_{output}"] = thresholds[output]
+        row.update({k: v for k, v in r.summary.items()  # the task's scalar results: counts, sizes, calibration
+                    if k not in SUMMARY_FACTS and (isinstance(v, (int, float, str, bool)) or v is None)})
         row["whatif"] = json.dumps(r.whatif) if r.whatif else ""
         row["image_kept"] = r.has_image
         row["model_sha256"] = r.model_sha256

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from . import DISCLAIMER, registry
+from .results import SUMMARY_FACTS
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 MAX_TEXT = 420  # characters of intended use / limitations, so the report stays on one page
@@ -102,16 +103,26 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
         metrics = _metrics(card.metrics)
     probabilities = summary.get("probabilities") or {}
     labels = summary.get("labels") or {}
-    outputs = [(o, labels.get(o, max(p, key=p.get)), sorted(p.items(), key=lambda kv: -kv[1]))
-               for o, p in probabilities.items()]
-    skip = {"model", "version", "input", "input_sha256", "labels", "probabilities", "thresholds", "timings_ms"}
-    details = {k: v for k, v in summary.items() if k not in skip and isinstance(v, (int, float, str, bool))}
+    def says(label: str) -> str:  # "not_good" reads "not good"
+        return str(label).replace("_", " ")
+
+    outputs = [(o, says(labels.get(o, max(p, key=p.get))),
+                [(says(k), v) for k, v in sorted(p.items(), key=lambda kv: -kv[1])]) for o, p in probabilities.items()]
+    details = {DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in summary.items()
+               if k not in SUMMARY_FACTS and isinstance(v, (int, float, str, bool))}
     if summary.get("thresholds"):
         details.update({f"decision threshold ({o})": f"{t:.0%}" for o, t in summary["thresholds"].items()})
     title = f"{model.get('title') or facts['id']}: single-image report"
     return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,
                   whatif=whatif or None, metrics=metrics, notes=notes, images=[(c, im) for c, im in images if im is not None])
+
+
+DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
+                "follicle_count_2_9mm_found": "follicles of 2–9 mm the finder found", "mm_per_px": "mm per pixel",
+                "mm_per_px_source": "calibration", "um_per_px": "µm per pixel", "embryo_radius": "embryo radius (px)",
+                "embryo_in_view": "share of the located embryo inside the photo",
+                "embryo_detector_score": "embryo detector's best score"}
 
 
 def _cut(text: str, n: int = MAX_TEXT) -> str:

@@ -7,6 +7,11 @@ from typing import Any
 import numpy as np
 
 
+# the keys summary() always writes; the rest of a summary are the task's own results (extras)
+SUMMARY_FACTS = frozenset({"model", "version", "input", "input_sha256", "labels", "probabilities", "thresholds",
+                           "timings_ms"})
+
+
 @dataclass
 class Prediction:
     model_id: str
@@ -48,11 +53,14 @@ class Prediction:
 
     def flat(self) -> dict:
         """One flat row (for tables and CSV)."""
-        row = {"input": self.input_name, "model": self.model_id, "version": self.model_version}
+        row = {"input": self.input_name, "input_sha256": self.input_sha256, "model": self.model_id,
+               "version": self.model_version}
         for output, probs in self.probabilities.items():
             row[output] = self.label(output)
             for label, p in probs.items():
                 row[f"p_{output}_{label}"] = round(float(p), 4)
+            if output in self.thresholds:
+                row[f"threshold_{output}"] = self.thresholds[output]
         for k, v in self.extras.items():
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[k] = v

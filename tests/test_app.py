@@ -20,6 +20,9 @@ def test_home_page_renders_with_model_table_and_disclaimer():
         table = at.dataframe[0].value
         assert sorted(table["model"]) == sorted(c.id for c in cards)
         assert set(table["status"]) <= {"not loaded"} | {s for s in table["status"] if s.startswith("loaded on")}
+        grade = table.set_index("model").loc["embryo-grade"] if "embryo-grade" in set(table["model"]) else None
+        if grade is not None:  # a real held-out figure, not a generated set's
+            assert grade["measured on"] == "hungvuong/heldout-groups" and "quality ROC-AUC" in grade["headline"]
     else:
         assert any("No models" in i.value for i in at.info)
 

@@ -156,6 +156,7 @@ def test_progress_case_code_kept_images_and_one_bad_image_in_a_batch(stub, tmp_p
                            thumbnails=True))
     assert [s.done for s in steps] == [5, 10, 12] and all(s.total == 12 for s in steps)
     assert steps[-1].eta_s == 0 and steps[0].images_per_s > 0 and "images/s" in steps[0].line()
+    assert steps[-1].scored == 11 and steps[-1].scored_per_s < steps[-1].images_per_s  # the poisoned one is not scored
     items = [i for s in steps for i in s.items]
     bad = [i for i in items if not i.ok]
     assert [i.name for i in bad] == ["in/poison.png"] and "breaks the model" in bad[0].error
@@ -181,6 +182,11 @@ def test_uploads_with_a_zip_and_a_broken_zip_and_excel_export(stub):
     assert list(book["results"]["file"]) == ["cases.zip/a/one.png", "two.png"]
     assert list(book["skipped"]["file"]) == ["broken.zip"]
     assert records.count() == 0  # record=False stores nothing
+    table = pd.read_csv(io.BytesIO(batch.to_csv(items, "IVF-9")), dtype=str)
+    assert set(table["case_code"].dropna()) == {"IVF-9"}
+    scored = table[table["error"].isna()]
+    assert scored["input_sha256"].str.len().eq(64).all()
+    assert scored["model_sha256"].eq(registry.card("tiny-stub").sha256).all()
 
 
 def test_cli_scores_with_a_plain_classifier_and_refuses_an_unknown_model(tmp_path):
@@ -226,3 +232,7 @@ def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, 
     assert {r.case_code for r in records.query()} == {"PLATE-7"} and records.count() == 6
     at.run()  # a rerun (any click) keeps the results and records nothing twice
     assert len(at.dataframe[0].value) == 6 and records.count() == 6
+    at.text_input[0].input(str(tmp_path / "no-such-plate")).run()
+    at.button[0].click().run()  # a new run that finds nothing must not leave the old results on screen
+    assert not at.exception and any("No images found" in e.value for e in at.error)
+    assert not at.dataframe and "**6** scored" not in " ".join(m.value for m in at.markdown)

@@ -152,6 +152,27 @@ def test_clustered_items_are_resampled_by_group_and_give_wider_intervals():
     assert width(grouped) > 1.3 * width(items)
 
 
+def test_too_few_groups_give_no_interval_and_nan_values_drop_their_group():
+    """Frames of 3 embryos are 3 independent units: no bootstrap interval is given, and the note says why.
+    A NaN value (an image with no heads) leaves with its group id instead of misaligning them."""
+    rng = np.random.default_rng(1)
+    groups = np.repeat(["AB028-6", "AA83-7", "EH309-8"], 40)
+    y = rng.integers(0, 2, len(groups))
+    p = np.clip(y * 0.6 + rng.uniform(0, 0.4, len(y)), 0, 1)
+    table = metrics.metrics_with_ci(as_data(y, np.c_[1 - p, p], embryo=groups), 0.5).set_index("metric")
+    assert table.attrs["n_groups"] == 3 and np.isnan(table.loc["accuracy", "low"])
+    assert not np.isnan(table.loc["accuracy", "estimate"])
+    assert "3 embryos or patients" in metrics.bootstrap_note(table)
+    assert metrics.format_ci(table.loc["accuracy"]).count("(") == 0
+
+    values = rng.uniform(0, 1, 60)
+    values[[3, 17]] = np.nan
+    many = np.repeat(np.arange(12), 5)
+    mean, lo, hi = metrics.mean_ci(values, groups=many)
+    assert mean == pytest.approx(np.nanmean(values)) and lo < mean < hi
+    assert np.isnan(metrics.mean_ci(values, groups=np.repeat(np.arange(3), 20))[1])
+
+
 # --- threshold -----------------------------------------------------------------------------------------------------
 def test_threshold_changes_the_confusion_matrix_as_expected():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
@@ -288,6 +309,13 @@ def test_evaluate_labelled_folder_and_bad_input(store, tmp_path):
     result = evaluation.evaluate_labelled("embryo-grade", root / "_data" / "heldout", name="folder", registry=reg,
                                           predict=fake_predict(card))
     assert result["n"] == 40
+    again = evaluation.evaluate_labelled("embryo-grade", root / "_data" / "heldout", name="folder", registry=reg,
+                                         predict=fake_predict(card), replace=False)  # as the Metrics page runs it
+    assert again["dataset"] == "folder-2" and {"folder", "folder-2"} <= set(evaluation.list_evaluations(card))
+    stale = card.folder / "eval" / "folder-2" / "audit.json"
+    assert stale.is_file()
+    evaluation.store(card, "folder-2", evaluation.load_evaluation(card, "folder-2")[2].drop(columns="phash"), {}, {})
+    assert not stale.exists()  # replacing an evaluation without hashes drops the old audit
     with pytest.raises(evaluation.LabelledSetError, match="do not match"):
         bad = tmp_path / "wrong"
         for lab in ("cat", "dog"):
@@ -302,7 +330,8 @@ def test_evaluate_labelled_folder_and_bad_input(store, tmp_path):
 
 # --- real data: the evaluation store of a shipped model (skips when absent) ----------------------------------------
 def test_shipped_evaluations_are_readable():
-    """Every stored evaluation in weights/ loads, and its classification outputs give finite CIs."""
+    """Every stored evaluation in weights/ loads, and its classification outputs give finite estimates (and CIs
+    where there are enough groups)."""
     from core import registry
 
     cards = [c for c in registry.cards() if evaluation.list_evaluations(c)]
@@ -315,7 +344,9 @@ def test_shipped_evaluations_are_readable():
             for output in metrics.classification_outputs(preds)[:1]:
                 data = metrics.output_data(preds, output, card.classes[output])
                 table = metrics.metrics_with_ci(data, None if not data.binary else 0.5, n_boot=100).set_index("metric")
-                assert np.isfinite(table.loc["accuracy", ["estimate", "low", "high"]].astype(float)).all()
+                given = ["estimate"] if (table.attrs["n_groups"] or metrics.MIN_GROUPS) < metrics.MIN_GROUPS \
+                    else ["estimate", "low", "high"]  # too few embryos: no interval, and the page says so
+                assert np.isfinite(table.loc["accuracy", given].astype(float)).all()
 
 
 # --- page ----------------------------------------------------------------------------------------------------------
@@ -402,3 +433,14 @@ def test_ece_interval_note_only_when_the_interval_misses_the_estimate():
     assert metrics.ece_interval_note(table(0.05, 0.03, 0.08)) == ""
     assert metrics.ece_interval_note(table(0.05, np.nan, np.nan)) == ""
     assert "biased upward" in metrics.ece_interval_note(table(0.017, 0.020, 0.066))
+
+
+def test_headline_skips_generated_sets_and_names_each_outputs_main_figures():
+    from types import SimpleNamespace
+
+    card = SimpleNamespace(outputs=["stage", "quality"], metrics={
+        "generated/heldout": {"stage_accuracy": 0.99},
+        "real/heldout": {"stage_n": 85, "stage_accuracy": 0.8706, "stage_balanced_accuracy": 0.887,
+                         "quality_roc_auc": 0.7022, "quality_D3_roc_auc": 0.2357, "note": "text"}})
+    assert metrics.headline(card) == ("real/heldout", "stage accuracy 0.871 · quality ROC-AUC 0.702")
+    assert metrics.headline(SimpleNamespace(outputs=["x"], metrics={"a": {"n": 3}})) is None

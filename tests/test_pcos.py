@@ -257,6 +257,33 @@ def test_predict_explain_and_follicles_end_to_end():
     assert list(table.columns) == ["id", "diameter_mm", "class", "x", "y"] and len(table) == 8
 
 
+def test_the_review_keeps_the_clinicians_ticks_in_the_stored_record(tmp_path):
+    """Unticked follicles leave the count that the record, the report and its overlay keep; a tick on a follicle
+    outside 2-9 mm adds nothing; amending the record stores the review in place of the first prediction."""
+    needs_model()
+    from core import records
+    from core.tasks import pcos as task
+
+    canvas, _, truth = exported(seed=2)
+    image = read_image(encode_png(canvas), name="export.png")
+    pred = task.predict_images("pcos", [image], mm_per_px=truth["mm_per_px"])[0]
+    pred.extras["follicles"].append({**pred.extras["follicles"][0], "id": 99, "diameter_mm": 14.0, "in_2_9_mm": False})
+    ids = [r["id"] for r in pred.extras["follicles"]]
+    review = task.reviewed(pred, canvas, set(ids) - {ids[0]})  # first unticked, the 14 mm one ticked
+    assert review.extras["follicle_count_2_9mm"] == 7 and review.extras["follicle_count_2_9mm_found"] == 8
+    assert review.extras["follicles_unticked"] == [ids[0]]
+    assert [r["counted"] for r in review.extras["follicles"]] == [False] + [True] * 7 + [False]
+    assert pred.extras["follicle_count_2_9mm"] == 8  # the model's prediction is left as it was
+    assert (review.images["follicles"] != pred.images["follicles"]).any()  # follicle 1 drawn grey
+
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    record_id = records.record(pred, task="pcos", url=url)
+    records.amend(record_id, case_code="IVF-9", image=None, prediction=review, url=url)
+    stored = records.get(record_id, url=url)
+    assert stored.summary["follicle_count_2_9mm"] == 7 and stored.summary["follicles_unticked"] == [ids[0]]
+    assert stored.case_code == "IVF-9" and stored.labels == pred.labels()
+
+
 def test_evaluate_class_folders_json_contract(tmp_path, capfd):
     needs_model()
     import json

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from core import registry
+from core import records, registry
 from core.imageio import encode_png
 from tests.conftest import assert_no_errors, wait_for_app
 from tests.test_pcos import exported
@@ -85,6 +85,9 @@ def test_pcos_page_upload_untick_and_bad_file(app_url, page, tmp_path):
         except PlaywrightTimeout:
             wait_for_app(page)
     assert counted(page) == "7"
+    wait_for_app(page)
+    stored = records.query(task="pcos")[0]  # the newest: the saved record keeps the untick
+    assert stored.summary["follicle_count_2_9mm"] == 7 and stored.summary["follicles_unticked"] == [1]
     page.screenshot(path=str(tmp_path / "pcos.png"), full_page=True)
     assert_no_errors(page)
 

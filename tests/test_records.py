@@ -57,7 +57,8 @@ def db_url(request, tmp_path):
 
 def prediction(name="a.png", p=0.8, sha=None) -> Prediction:
     return Prediction("embryo-grade", "1.2", name, sha or "ab" * 32,
-                      probabilities={"stage": {"cleavage": 1 - p, "blastocyst": p}}, extras={"cells": 4})
+                      probabilities={"stage": {"cleavage": 1 - p, "blastocyst": p}}, thresholds={"stage": 0.6},
+                      extras={"cells": 4, "heads": [{"id": 1}]})
 
 
 def test_round_trip_keeps_every_fact_and_the_image_only_when_asked(db_url):
@@ -117,6 +118,8 @@ def test_filters_visibility_and_csv_export(db_url):
     assert {"id", "time", "task", "model", "version", "case_code", "user", "input_sha256", "stage",
             "p_stage_blastocyst", "whatif", "image_kept"} <= set(table.columns)
     assert table.loc[table["input"] == "a", "p_stage_blastocyst"].item() == pytest.approx(0.8)
+    assert (table["threshold_stage"] == 0.6).all() and (table["cells"] == 4).all()  # task results ride along
+    assert "heads" not in table and "timings_ms" not in table  # per-object lists stay in the record's JSON
 
 
 def test_schema_is_at_head_matches_the_models_and_migrates_down_and_up(db_url):

@@ -73,3 +73,27 @@ def test_history_page_lists_filters_and_opens_a_record(records_app, page):
     page.locator('[data-testid="stImage"] img').first.wait_for()  # the stored image renders after the text
     assert page.locator('[data-testid="stImage"] img').count() >= 1
     page.screenshot(path=str(ROOT / ".pytest_cache" / "history.png"), full_page=True)
+
+
+def test_history_selection_does_not_follow_its_row_position_into_another_record(records_app, page):
+    """Open the newest record, then filter: Streamlit keeps a selection by row position, which must not open the
+    record that now sits in that row (another case)."""
+    from core.results import Prediction
+
+    ids = {code: records.record(Prediction("tiny-cls", "0.1", f"{code}.png", code.encode().hex().ljust(64, "0"),
+                                           {"quality": {"not_good": 0.4, "good": 0.6}}),
+                                task="embryo", case_code=code, url=records_app.db) for code in ("IVF-OLDER", "IVF-NEWEST")}
+    page.goto(f"{records_app.url}/history")
+    wait_for_app(page)
+    grid = page.locator('[class*="st-key-history_table"] [data-testid="stDataFrame"]')
+    grid.wait_for(state="visible", timeout=60_000)
+    bounds = grid.bounding_box()
+    page.mouse.click(bounds["x"] + 12, bounds["y"] + 35 * 1.5)  # the first row: the newest record
+    page.get_by_text(f"Record #{ids['IVF-NEWEST']}").wait_for(timeout=60_000)
+    page.get_by_label("Case code contains").fill("IVF-OLDER")
+    page.get_by_label("Case code contains").press("Enter")
+    page.get_by_text("1 record ·").wait_for(timeout=60_000)
+    wait_for_app(page)
+    body = page.locator('[data-testid="stMain"]').inner_text()
+    assert f"Record #{ids['IVF-OLDER']} ·" not in body and f"Record #{ids['IVF-NEWEST']} ·" not in body
+    assert_no_errors(page)

@@ -98,15 +98,19 @@ def case_controls() -> None:
                          "stored too, so the record and its report show it.")
 
 
-def record_prediction(prediction, task: str, image=None, whatif: dict | None = None, *, show: bool = True) -> int | None:
+def record_prediction(prediction, task: str, image=None, whatif: dict | None = None, *, show: bool = True,
+                      original=None) -> int | None:
     """Store a prediction in the case records once (reruns of the page do not duplicate it) and, with show, say so
     and offer its report. image: the input (InputImage or RGB array), kept only when "keep image" is ticked.
+    original: the model's prediction before the user's review, when `prediction` is that review (e.g. follicles
+    unticked): the record is kept once per original and updated as the review changes.
     Returns the record id, or None when the database could not be written (a warning is shown; the page goes on)."""
     case_code = (st.session_state.get("case_code") or "").strip() or None
     keep = bool(st.session_state.get("keep_image"))
     user = current_user()
     pixels = getattr(image, "pixels", image)
-    key = _fingerprint(prediction, task, whatif, user)
+    key = _fingerprint(original or prediction, task, whatif, user)
+    review = key if original is None else _fingerprint(prediction, task, whatif, user)
     seen = st.session_state.setdefault("_recorded", {})
     try:
         if key not in seen:
@@ -115,11 +119,12 @@ def record_prediction(prediction, task: str, image=None, whatif: dict | None = N
                 input_size=(pixels.shape[1], pixels.shape[0]) if pixels is not None else None, case_code=case_code,
                 user=user.name if user else None, whatif=whatif,
                 image=encode_png(pixels) if keep and pixels is not None else None)
-            seen[key] = (record_id, case_code, keep)
-        elif seen[key][1:] != (case_code, keep):  # code typed or "keep" ticked after the prediction
+            seen[key] = (record_id, case_code, keep, review)
+        elif seen[key][1:] != (case_code, keep, review):  # code typed, "keep" ticked or review changed since
             records.amend(seen[key][0], case_code=case_code,
-                          image=encode_png(pixels) if keep and pixels is not None else None)
-            seen[key] = (seen[key][0], case_code, keep)
+                          image=encode_png(pixels) if keep and pixels is not None else None,
+                          prediction=prediction if seen[key][3] != review else None)
+            seen[key] = (seen[key][0], case_code, keep, review)
     except Exception as exc:  # noqa: BLE001 - a database problem must not take the result away
         st.warning(f"This result could not be saved to the case records ({type(exc).__name__}: {exc}).",
                    icon=":material/database:")

@@ -5,6 +5,7 @@ painted over), grey, resized to the card's input size and standardised per image
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -327,6 +328,21 @@ def predict_images(model_id: str, images: list[InputImage], device: str | None =
             pred.images["follicles"] = fol.draw(im.pixels, found)
         out.append(pred)
     return out
+
+
+def reviewed(pred: Prediction, pixels: np.ndarray, ticked: set[int]) -> Prediction:
+    """The prediction as the clinician left it: follicles they unticked leave the count. Only follicles of 2–9 mm
+    count, so a tick on one outside that range changes nothing. The finder's own count stays beside it."""
+    from .. import follicles as fol
+
+    rows = pred.extras.get("follicles") or []
+    in_range = {r["id"] for r in rows if r["in_2_9_mm"]}
+    counted = set(ticked) & in_range
+    extras = {**pred.extras, "follicles": [{**r, "counted": r["id"] in counted} for r in rows],
+              "follicle_count_2_9mm": len(counted), "follicle_count_2_9mm_found": len(in_range),
+              "follicles_unticked": sorted(in_range - counted)}
+    images = {**pred.images, "follicles": fol.draw(pixels, [fol.Follicle.from_row(r) for r in rows], counted)}
+    return dataclasses.replace(pred, extras=extras, images=images)
 
 
 def heatmap(model, image: np.ndarray) -> np.ndarray:
