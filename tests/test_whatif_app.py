@@ -37,8 +37,8 @@ def test_panel_shows_both_outputs_and_follows_a_slider(at):
     assert not at.exception
     assert "Brightness -100 levels" in caption_text(at)
     modified = [m for m in at.metric if m.label.startswith("spot:")][1]
-    assert modified.label == "spot: absent"  # the bright square is no longer bright enough
-    assert any("prediction changed from **present** to **absent**" in w.value for w in at.warning)
+    assert modified.label == "spot: no spot"  # too dark now; read without "_"
+    assert any("prediction changed from **present** to **no spot**" in w.value for w in at.warning)
     at.button(key="harness-reset").click().run()
     assert at.slider(key="harness-p-brightness").value == 0
     assert "Changes applied: none" in caption_text(at)

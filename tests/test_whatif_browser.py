@@ -31,7 +31,7 @@ def test_slider_and_painting_change_the_prediction(harness_url, page):
     slider = page.locator('[data-testid="stSlider"]').filter(has_text="Brightness").locator('input[type="range"]')
     slider.press("Home")  # the minimum, -100 grey levels: the bright square is no longer bright
     page.wait_for_function(CAPTION, arg="Brightness -100 levels", timeout=30_000)
-    assert modified_label(page) == "spot: absent"
+    assert modified_label(page) == "spot: no spot"
     assert page.get_by_text("the prediction changed from").count() == 1
     page.get_by_role("button", name="Reset adjustments").click()
     page.wait_for_function(CAPTION, arg="none", timeout=30_000)
@@ -55,7 +55,7 @@ def test_slider_and_painting_change_the_prediction(harness_url, page):
         page.mouse.up()
     page.wait_for_function(CAPTION, arg="fill with surrounding background", timeout=30_000)
     page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stMetricLabel\"]')[1]"
-                           ".innerText.trim() === 'spot: absent'", timeout=30_000)
+                           ".innerText.trim() === 'spot: no spot'", timeout=30_000)
     assert_no_errors(page)
 
 

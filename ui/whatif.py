@@ -148,6 +148,11 @@ def _display_png(sha: str, _image) -> bytes:
     return _encode_png(_display(_image))
 
 
+def _shown(label) -> str:
+    """A model label as a reader sees it ("not_good" -> "not good")."""
+    return str(label).replace("_", " ")
+
+
 def _sha(image: np.ndarray) -> str:
     h = hashlib.sha256(image.tobytes())
     h.update(str(image.shape).encode())
@@ -348,15 +353,17 @@ def _comparison(original, edited, original_out, modified_out, settings, mask, ve
         p1 = modified_out.get(output, {}).get(b, float("nan"))
         change = round(100 * (modified_out[output][a] - p0), 1) + 0.0 if a in modified_out.get(output, {}) else 0.0
         with left:
-            st.metric(f"{output}: {a}", _pct(p0), help=f"Probability of the predicted label{ver}")
+            st.metric(f"{output}: {_shown(a)}", _pct(p0), help=f"Probability of the predicted label{ver}")
         with right:
             colour = "gray" if abs(change) < 0.5 else ("blue" if change > 0 else "orange")
-            st.metric(f"{output}: {b}", _pct(p1), delta=f"{change:+.1f} pts for '{a}'", delta_color=colour,
-                      delta_arrow="auto" if abs(change) >= 0.05 else "off",
+            st.metric(f"{output}: {_shown(b)}", _pct(p1), delta=f"{change:+.1f} pts for '{_shown(a)}'",
+                      delta_color=colour, delta_arrow="auto" if abs(change) >= 0.05 else "off",
                       help=f"Probability of the predicted label{ver}; the change is for the original's label")
         if b != a:
-            st.warning(f"**{output}**: the prediction changed from **{a}** to **{b}**.", icon=":material/swap_horiz:")
+            st.warning(f"**{output}**: the prediction changed from **{_shown(a)}** to **{_shown(b)}**.",
+                       icon=":material/swap_horiz:")
     table = whatif.compare(original_out, modified_out)
+    table["label"] = table["label"].map(_shown)
     table["change"] = [f"{'▲' if c > 0.05 else '▼' if c < -0.05 else '•'} {round(c, 1) + 0.0:+.1f} pts"
                        for c in table.change_pts]
     for col in ("original", "modified"):
@@ -432,8 +439,9 @@ def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch) -> None:
     for output, label in result.labels.items():
         cols = st.columns([1, 2])
         cols[0].image(overlay(_display(img), result.heat(output), opacity), width="stretch",
-                      caption=f"{output}: where covering lowers '{label}' most")
-        cols[1].metric(f"{output}: largest drop of '{label}' by one patch", f"{100 * result.max_drop[output]:.1f} pts",
+                      caption=f"{output}: where covering lowers '{_shown(label)}' most")
+        cols[1].metric(f"{output}: largest drop of '{_shown(label)}' by one patch",
+                       f"{100 * result.max_drop[output]:.1f} pts",
                        help=f"Patch {result.patch} px, stride {result.stride} px, {result.n_patches} patches; the map "
                             "shows the mean drop of the patches covering each pixel.")
 
@@ -466,6 +474,7 @@ def _sensitivity_tab(key, ck, image, sha, mask, settings, batch, ultrasound) -> 
     if curve is None:
         return
     for output, part in curve.groupby("output", sort=False):
+        part = part.assign(label=part["label"].map(_shown))
         fig = px.line(part, x="value", y="probability", color="label", markers=True,
                       labels={"value": p.label, "probability": "Probability"}, title=output)
         fig.update_yaxes(range=[0, 1], tickformat=".0%")
