@@ -87,6 +87,7 @@ def _decode_pil(data: bytes, name: str, max_pixels: int):
                     f"{name}: {w}×{h} pixels is more than this tool accepts ({max_pixels / 1e6:.0f} megapixels). "
                     "Downscale the image or crop the region of interest."
                 )
+            rgb16 = img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile)
             img.load()
     except ImageInputError:
         raise
@@ -113,6 +114,9 @@ def _decode_pil(data: bytes, name: str, max_pixels: int):
         notes.append(f"multi-page {fmt}: the first page is used")
     img = ImageOps.exif_transpose(img)
     arr, depth = _to_rgb8(img, notes)
+    if rgb16:  # Pillow decodes 16-bit colour to 8 bits per channel itself (the top byte: the colours keep their ratios)
+        notes.append("16-bit colour image reduced to 8 bits per channel")
+        depth = 16
     return arr, fmt, mode, depth, notes
 
 

@@ -51,6 +51,21 @@ def test_16_bit_tiff_and_png_are_scaled_to_8_bit():
         assert image.pixels.min() == 0 and image.pixels.max() == 255  # full range used, not clipped to black
 
 
+def test_16_bit_colour_tiff_and_png_keep_their_colours():
+    import cv2
+
+    rgb = np.zeros((40, 60, 3), np.uint16)
+    rgb[..., 0] = 20000  # red
+    rgb[..., 2] = np.linspace(0, 65535, 60, dtype=np.uint16)[None, :]  # a blue ramp
+    for ext in (".tif", ".png"):
+        ok, data = cv2.imencode(ext, rgb[..., ::-1])  # OpenCV writes BGR
+        image = read_image(data.tobytes(), name=f"colour16{ext}")
+        assert image.pixels.dtype == np.uint8 and image.bit_depth == 16
+        assert np.all(image.pixels[..., 0] == 20000 // 256) and np.all(image.pixels[..., 1] == 0)
+        assert image.pixels[0, 0, 2] == 0 and image.pixels[0, -1, 2] == 255
+        assert any("16-bit colour" in note for note in image.notes)
+
+
 def test_empty_file():
     with pytest.raises(ImageInputError, match="empty"):
         read_image(b"", name="empty.png")
