@@ -17,6 +17,7 @@ except (KeyError, registry.CardError):
 
 
 def upload(page, name: str, data: bytes, mime: str = "image/png") -> None:
+    wait_for_app(page)  # the previous run (heat maps, what-if) has finished: this upload starts a fresh run
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
         {"name": name, "mimeType": mime, "buffer": data})
 
@@ -35,7 +36,6 @@ def test_upload_single_embryo_then_bad_files(app_url, page, tmp_path):
     assert_no_errors(page)
 
     grey = synthetic.embryo("cleavage", size=128, seed=6, field=448, grey=True)[0]
-    wait_for_app(page)  # the heat maps finished: the next upload starts a fresh run
     upload(page, "frame.png", encode_png(grey))
     page.get_by_text("A grey time-lapse frame").wait_for(timeout=60_000)
     assert_no_errors(page)
