@@ -20,9 +20,13 @@ def test_home_page_renders_with_model_table_and_disclaimer():
         table = at.dataframe[0].value
         assert sorted(table["model"]) == sorted(c.id for c in cards)
         assert set(table["status"]) <= {"not loaded"} | {s for s in table["status"] if s.startswith("loaded on")}
-        grade = table.set_index("model").loc["embryo-grade"] if "embryo-grade" in set(table["model"]) else None
-        if grade is not None:  # a real held-out figure, not a generated set's
-            assert grade["measured on"] == "hungvuong/heldout-groups" and "quality ROC-AUC" in grade["headline"]
+        headlines = at.table[0].value  # readable titles, each with its id
+        assert len(headlines) == len(cards) and all(f"({c.id})" in " ".join(headlines.index) for c in cards)
+        grade = [row for name, row in headlines.iterrows() if name.endswith("(embryo-grade)")]
+        if grade:  # a real held-out figure, not a generated set's
+            assert grade[0]["measured on"] == "hungvuong/heldout-groups" and "quality ROC-AUC" in grade[0]["headline"]
+        assert [p.label for p in at.get("page_link")] == ["**Embryo grading**", "**Sperm heads**",
+                                                          "**PCOS ultrasound**", "**Time-lapse staging**"]
     else:
         assert any("No models" in i.value for i in at.info)
 
