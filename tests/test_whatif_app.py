@@ -39,6 +39,8 @@ def test_panel_shows_both_outputs_and_follows_a_slider(at):
     modified = [m for m in at.metric if m.label.startswith("spot:")][1]
     assert modified.label == "spot: no spot"  # too dark now; read without "_"
     assert any("prediction changed from **present** to **no spot**" in w.value for w in at.warning)
+    table = next(m.value for m in at.markdown if m.value.startswith("| output | label |"))
+    assert "| spot | present |" in table and ":orange[▼" in table and ":blue[▲" in table  # down and up, coloured
     at.button(key="harness-reset").click().run()
     assert at.slider(key="harness-p-brightness").value == 0
     assert "Changes applied: none" in caption_text(at)

@@ -131,21 +131,27 @@ def _detailed(ck: str, sha: str, _image, _detail) -> pd.DataFrame:
     return _detail(_image)
 
 
-def _encode_png(image: np.ndarray) -> bytes:
+@st.cache_data(max_entries=32, show_spinner=False)
+def _png_bytes(sha: str, _image) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(_image).save(buf, format="PNG")
     return buf.getvalue()
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _png_bytes(sha: str, _image) -> bytes:
-    return _encode_png(_image)
+def _encode_jpeg(image: np.ndarray) -> bytes:
+    """For drawing: st.image turns any other input into a JPEG itself, on every run (a PNG it decodes first)."""
+    return cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _display_png(sha: str, _image) -> bytes:
-    """The image as drawn (at most DISPLAY_PX wide), PNG-encoded once per distinct image."""
-    return _encode_png(_display(_image))
+def _display_jpeg(sha: str, _image) -> bytes:
+    """The image as drawn (at most DISPLAY_PX wide), encoded once per distinct image."""
+    return _encode_jpeg(_display(_image))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _overlay_jpeg(ck: str, sha: str, output: str, opacity: float, _image, _heat) -> bytes:
+    return _encode_jpeg(overlay(_display(_image), _heat, opacity))
 
 
 def _shown(label) -> str:
@@ -340,9 +346,9 @@ def _comparison(original, edited, original_out, modified_out, settings, mask, ve
         fill = whatif.MASK_MODES[settings["mask_mode"]].lower()
         what = ", ".join(filter(None, [f"painted {mask.mean():.1%} ({fill})", what]))
     with left:
-        st.image(_display_png(sha, original), caption="Original", width="stretch")
+        st.image(_display_jpeg(sha, original), caption="Original", width="stretch", output_format="JPEG")
     with right:
-        st.image(_display_png(edited_sha, edited), caption="Modified", width="stretch")
+        st.image(_display_jpeg(edited_sha, edited), caption="Modified", width="stretch", output_format="JPEG")
     if original_out is None or modified_out is None:
         return
     ver = f" · model v{version}" if version else ""
@@ -362,17 +368,20 @@ def _comparison(original, edited, original_out, modified_out, settings, mask, ve
         if b != a:
             st.warning(f"**{output}**: the prediction changed from **{_shown(a)}** to **{_shown(b)}**.",
                        icon=":material/swap_horiz:")
-    table = whatif.compare(original_out, modified_out)
-    table["label"] = table["label"].map(_shown)
-    table["change"] = [f"{'▲' if c > 0.05 else '▼' if c < -0.05 else '•'} {round(c, 1) + 0.0:+.1f} pts"
-                       for c in table.change_pts]
-    for col in ("original", "modified"):
-        table[col] = table[col].map(_pct)
-    styled = table.drop(columns="change_pts").style.map(
-        lambda v: f"color: {'#1f6fb2' if v.startswith('▲') else '#c2571a' if v.startswith('▼') else 'gray'}",
-        subset=["change"])
-    st.table(styled.hide(axis="index"))
+    st.markdown(_change_table(whatif.compare(original_out, modified_out)))
     st.caption(f"Changes applied: {what or 'none'}{ver}", help="The modified image is what the model saw.")
+
+
+def _change_table(table: pd.DataFrame) -> str:
+    """whatif.compare's rows as a Markdown table, each change coloured by its direction (a pandas Styler through
+    st.table cost about a sixth of every slider update)."""
+    lines = ["| output | label | original | modified | change |", "|---|---|---|---|---|"]
+    for row in table.itertuples():
+        c = round(row.change_pts, 1) + 0.0
+        mark, colour = ("▲", "blue") if c > 0.05 else ("▼", "orange") if c < -0.05 else ("•", "gray")
+        lines.append(f"| {row.output} | {_shown(row.label)} | {_pct(row.original)} | {_pct(row.modified)} | "
+                     f":{colour}[{mark} {c:+.1f} pts] |")
+    return "\n".join(lines)
 
 
 def _detail_comparison(ck, image, sha, edited, edited_sha, detail, settings) -> None:
@@ -414,7 +423,8 @@ def _heatmap_tab(key, ck, image, sha, edited, edited_sha, explain, original_out)
                 if heat is None:
                     st.caption(f"No heat map for {output}.")
                 else:
-                    st.image(overlay(_display(img), heat, opacity), caption=f"{output} · {name}", width="stretch")
+                    st.image(_overlay_jpeg(ck, s, output, opacity, img, heat), caption=f"{output} · {name}",
+                             width="stretch", output_format="JPEG")
 
 
 def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch) -> None:
