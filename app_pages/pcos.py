@@ -34,18 +34,28 @@ def input_ui() -> InputImage | None:
     return read_upload(upload)
 
 
+def unusable(image: InputImage) -> str | None:
+    """Why the frame cannot be analysed, or None."""
+    try:
+        task.refuse_unusable(image)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def calibration_ui(image: InputImage) -> float | None:
     if image.pixel_spacing_mm:
         st.caption(f"Pixel size from the DICOM header: {image.pixel_spacing_mm[0]:.3f} × "
                    f"{image.pixel_spacing_mm[1]:.3f} mm.")
         return None
-    value = st.number_input(
-        "Calibration (mm per pixel)", min_value=0.01, max_value=2.0, value=fol.DEFAULT_MM_PER_PX, step=0.005,
-        format="%.3f", key="pcos_mm_per_px",
-        help="Divide a known distance on the image (scale bar or caliper, in mm) by its length in pixels. "
-             f"The default {fol.DEFAULT_MM_PER_PX} mm/pixel is a typical value for 300-pixel frames, not a "
-             "measurement of yours.")
-    return None if value == fol.DEFAULT_MM_PER_PX else value  # None: sizes are labelled as not calibrated
+    guess = fol.default_mm_per_px(image.pixels.shape)
+    return st.number_input(  # None (left empty): sizes use the guess and are labelled as not calibrated
+        "Calibration (mm per pixel)", min_value=0.01, max_value=2.0, value=None, step=0.005, format="%.3f",
+        key="pcos_mm_per_px", placeholder=f"not calibrated (guess: {guess:.3f})",
+        help="Divide a known distance on the image (scale bar or caliper, in mm) by its length in pixels. Left "
+             f"empty, sizes assume the frame is {fol.DEFAULT_FIELD_MM:.0f} mm wide ({guess:.3f} mm per pixel here): "
+             "a guess, so the criteria are not judged. The value stays for the next frame of the same scanner "
+             "setting; clear it for another.")
 
 
 # --- cached work ----------------------------------------------------------------------------------------------------
@@ -94,10 +104,12 @@ def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
         overlay_slot.image(image.pixels, width="stretch", caption=image.name)
         st.info("No follicle-like dark round regions were found in this frame.")
         return pred
+    unticked_key = f"pcos_unticked_{image.sha256[:12]}"  # where the user unticked, kept across calibrations
+    unticked_at = st.session_state.get(unticked_key, [])
     table = pd.DataFrame({"follicle": [r["id"] for r in rows],
                           "diameter (mm)": [r["diameter_mm"] for r in rows],
                           "2–9 mm": [r["in_2_9_mm"] for r in rows],
-                          "counted": [r["in_2_9_mm"] for r in rows]})
+                          "counted": [r["in_2_9_mm"] and not near(r, unticked_at) for r in rows]})
     edited = st.data_editor(
         table, hide_index=True, width="stretch", key=f"pcos_follicles_{image.sha256[:12]}_{mm:.4f}",
         disabled=["follicle", "diameter (mm)", "2–9 mm"],
@@ -106,6 +118,8 @@ def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
                            help="Untick a detection that is not a follicle; it leaves the count. Only follicles "
                                 "of 2–9 mm count.")})
     review = task.reviewed(pred, image.pixels, set(edited.loc[edited["counted"], "follicle"].astype(int)))
+    unticked = set(review.extras["follicles_unticked"])
+    st.session_state[unticked_key] = [(r["x"], r["y"]) for r in rows if r["id"] in unticked]
     outside = edited.loc[edited["counted"] & ~edited["2–9 mm"], "follicle"].astype(int).tolist()
     if outside:
         st.warning(f"Follicle{'s' if len(outside) > 1 else ''} {', '.join(map(str, outside))} "
@@ -114,16 +128,27 @@ def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
     overlay_slot.image(review.images["follicles"], width="stretch",
                        caption="Green: counted · orange: outside 2–9 mm · grey: unticked. Numbers match the table.")
     n = review.extras["follicle_count_2_9mm"]
-    unticked = len(review.extras["follicles_unticked"])
-    st.metric("Follicles counted in this frame", n,
-              help=f"{unticked} of the finder's {n + unticked} unticked by you." if unticked else None)
-    for c in fol.criteria(n):
-        icon = ":material/check_circle:" if c["met"] else ":material/radio_button_unchecked:"
-        st.markdown(f"{icon} {c['criterion']}: {'reached' if c['met'] else 'not reached'} in this frame")
-    st.caption("The criteria count follicles across the whole ovary (every plane of a sweep), one ovary at a time. "
-               "One frame shows one plane, so its count is a lower bound for that ovary. The saved record and "
-               "its report keep your ticks.")
+    st.metric("Follicles of 2–9 mm counted in this frame", n,
+              help=f"{len(unticked)} of the finder's {n + len(unticked)} unticked by you." if unticked else None)
+    if source == task.UNCALIBRATED:
+        st.warning("Criteria not judged: the sizes, and so which follicles fall in 2–9 mm, rest on a guessed pixel "
+                   "size. Enter the calibration above to judge them.", icon=":material/straighten:")
+    else:
+        for c in fol.criteria(n):
+            icon = ":material/check_circle:" if c["met"] else ":material/radio_button_unchecked:"
+            st.markdown(f"{icon} {c['criterion']}: {'reached' if c['met'] else 'not reached'} in this frame")
+    st.caption("Follicle number is one way to see polycystic ovarian morphology (PCOM), itself one of the three "
+               "Rotterdam features; an ovarian volume of 10 mL or more is the other (and the one to use on "
+               "transabdominal or older scanners), and ultrasound is not advised for diagnosis within 8 years of "
+               "menarche. The criteria count follicles across the whole ovary (every plane of a sweep), one ovary "
+               "at a time: one frame shows one plane, so its count is a lower bound for that ovary. The saved "
+               "record and its report keep your ticks.")
     return review
+
+
+def near(row: dict, points: list, within_px: float = 3.0) -> bool:
+    """A follicle found again where the user unticked one (its number can change with the calibration)."""
+    return any(abs(row["x"] - x) <= within_px and abs(row["y"] - y) <= within_px for x, y in points)
 
 
 def validation_note() -> None:
@@ -144,6 +169,8 @@ def validation_note() -> None:
 image = input_ui()
 if image is None:
     st.info("Upload an ultrasound frame to start.", icon=":material/upload:")
+elif problem := unusable(image):
+    st.error(problem, icon=":material/error:")
 else:
     mm_per_px = calibration_ui(image)
     pred = analyse(image.sha256, image.name, mm_per_px, CARD.version, image)

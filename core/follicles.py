@@ -16,10 +16,12 @@ from scipy.ndimage import find_objects
 from . import ultrasound
 
 COUNT_RANGE_MM = (2.0, 9.0)
-DEFAULT_MM_PER_PX = 0.15  # when neither DICOM spacing nor a user calibration is given (a typical 300 px frame)
-CRITERIA = (  # follicle number per ovary (2–9 mm)
-    ("Rotterdam 2003 (≥ 12 per ovary)", 12),
-    ("International guideline 2023, transvaginal ≥ 8 MHz (≥ 20 per ovary)", 20),
+DEFAULT_FIELD_MM = 45.0  # without DICOM spacing or a user calibration: the frame is taken as this wide (0.15 mm/px
+# on a 300-pixel PCOSGen frame); a guess, so the page judges no criterion on it
+DEFAULT_MM_PER_PX = DEFAULT_FIELD_MM / 300
+CRITERIA = (  # polycystic ovarian morphology (PCOM) by follicle number per ovary (2–9 mm)
+    ("PCOM, Rotterdam 2003 (≥ 12 follicles of 2–9 mm per ovary)", 12),
+    ("PCOM, international guideline 2018/2023, transvaginal ≥ 8 MHz (≥ 20 per ovary)", 20),
 )
 DARK_FRACTION = 0.5  # follicle pixels: below this fraction of the tissue's median brightness
 MIN_CONTRAST = 0.5  # mean inside / mean of the tissue ring around it, at most
@@ -37,8 +39,8 @@ class Follicle:
     contour: np.ndarray  # (N, 2) int32, original image pixels
 
     @property
-    def in_range(self) -> bool:
-        return COUNT_RANGE_MM[0] <= self.diameter_mm <= COUNT_RANGE_MM[1]
+    def in_range(self) -> bool:  # on the size as shown (0.1 mm): a "2.0" is counted like every other "2.0"
+        return COUNT_RANGE_MM[0] <= round(self.diameter_mm, 1) <= COUNT_RANGE_MM[1]
 
     def row(self) -> dict:
         """JSON-able; the outline is simplified to within a pixel."""
@@ -149,6 +151,12 @@ def _split_touching(binary: np.ndarray, min_radius_px: float) -> np.ndarray:
 
 def count_in_range(follicles: list[Follicle]) -> int:
     return sum(1 for f in follicles if f.in_range)
+
+
+def default_mm_per_px(shape) -> float:
+    """The uncalibrated guess for a frame: DEFAULT_FIELD_MM across its width (a fixed pixel size made a 1200-pixel
+    export of a 300-pixel frame show four times as many follicles of 2–9 mm)."""
+    return DEFAULT_FIELD_MM / shape[1]
 
 
 def criteria(count: int) -> list[dict]:

@@ -343,13 +343,16 @@ def test_page_with_an_export_a_dicom_and_a_bad_file():
     at.file_uploader[0].upload("export.png", encode_png(canvas), "image/png").run()
     assert not at.exception, at.exception
     assert any("Resemblance" in m.label for m in at.metric)
-    assert at.number_input[0].value == pytest.approx(fol.DEFAULT_MM_PER_PX)
-    assert not at.warning  # a generated ultrasound looks like one
+    assert at.number_input[0].value is None  # not calibrated until the user says
+    assert any("Criteria not judged" in w.value for w in at.warning)
+    assert not any("B-mode" in w.value for w in at.warning)  # a generated ultrasound looks like one
     at.number_input[0].set_value(truth["mm_per_px"]).run()  # the generated export's true scale
     table = at.data_editor[0].value
     assert len(table) == 8 and table["counted"].all()
-    count = next(m for m in at.metric if m.label.startswith("Follicles counted"))
+    count = next(m for m in at.metric if m.label.endswith("counted in this frame"))
     assert int(count.value) == 8
+    assert not any("Criteria not judged" in w.value for w in at.warning)
+    assert any("Rotterdam 2003" in m.value and "not reached" in m.value for m in at.markdown)
 
     pixels, _ = synthetic.ovary(n_follicles=5, seed=9, mm_per_px=0.2)
     at.file_uploader[0].upload("ovary.dcm", dicom_bytes(pixels, 0.2), "application/dicom").run()
@@ -365,3 +368,48 @@ def test_page_with_an_export_a_dicom_and_a_bad_file():
     at.file_uploader[0].upload("report.png", b"this is text, not an image", "image/png").run()
     assert not at.exception
     assert any("not a readable image" in e.value for e in at.error)
+
+
+def test_uncalibrated_sizes_follow_the_frame_width_and_judge_no_criterion():
+    """A fixed 0.15 mm/pixel made a 1200-pixel export of a 300-pixel frame show 23 follicles of "2–9 mm" (both
+    criteria "reached") where the original showed 7: the guess now spans a fixed field, and the page judges nothing
+    on it (see the page test)."""
+    from core.tasks import pcos as task
+
+    assert fol.default_mm_per_px((300, 300)) == pytest.approx(0.15)
+    pixels, truth = synthetic.ovary(n_follicles=8, seed=3, mm_per_px=0.15)
+    big = cv2.resize(pixels, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+    small_image, big_image = (read_image(encode_png(p), name=n) for p, n in ((pixels, "a.png"), (big, "b.png")))
+    (mm_small, source), (mm_big, _) = task.calibration(small_image), task.calibration(big_image)
+    assert source == task.UNCALIBRATED and mm_big == pytest.approx(mm_small * pixels.shape[1] / big.shape[1])
+    assert fol.count_in_range(fol.find(big, mm_big)) == fol.count_in_range(fol.find(pixels, mm_small))
+    assert task.calibration(small_image, 0.15) == (0.15, "user calibration")  # typed in, even equal to the guess
+
+
+def test_a_shown_2_0_mm_is_counted_like_every_other():
+    follicle = fol.Follicle(1, (10.0, 10.0), 13.0, 1.96, np.zeros((1, 2), np.int32))
+    assert follicle.in_range and not fol.Follicle(2, (0.0, 0.0), 13.0, 1.94, np.zeros((1, 2), np.int32)).in_range
+
+
+def test_page_keeps_an_untick_across_a_calibration_change_and_refuses_a_tiny_frame():
+    needs_model()
+    from streamlit.testing.v1 import AppTest
+
+    canvas, _, truth = exported(seed=1)
+    data_png = encode_png(canvas)
+    first = fol.find(canvas, truth["mm_per_px"])[0].row()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "pcos.py"), default_timeout=120).run()
+    at.file_uploader[0].upload("export.png", data_png, "image/png").run()
+    at.number_input[0].set_value(truth["mm_per_px"]).run()
+    sha = read_image(data_png).sha256
+    at.session_state[f"pcos_unticked_{sha[:12]}"] = [(first["x"], first["y"])]  # as an untick in the table leaves it
+    at.number_input[0].set_value(round(truth["mm_per_px"] * 1.05, 3)).run()  # a corrected calibration
+    assert not at.exception, at.exception
+    table = at.data_editor[0].value
+    assert (~table["counted"]).sum() == 1  # the same follicle, whatever its number now
+    count = next(m for m in at.metric if m.label.endswith("counted in this frame"))
+    assert int(count.value) == int(table["counted"].sum())
+
+    at.file_uploader[0].upload("tiny.png", encode_png(np.full((5, 5, 3), 90, np.uint8)), "image/png").run()
+    assert not at.exception and any("too small" in e.value for e in at.error)
+    assert not any("Resemblance" in m.label for m in at.metric)

@@ -24,7 +24,7 @@ def _needs_model():
 
 
 def counted(page) -> str:
-    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Follicles counted")
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="counted in this frame")
     return metric.locator('[data-testid="stMetricValue"]').inner_text()
 
 
@@ -39,12 +39,12 @@ def test_pcos_page_upload_untick_and_bad_file(app_url, page, tmp_path):
     wait_for_app(page)
     uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
     uploader.set_input_files(str(good))
-    page.get_by_text("Follicles counted in this frame").wait_for(timeout=120_000)
+    page.get_by_text("counted in this frame").wait_for(timeout=120_000)
     wait_for_app(page)
     assert_no_errors(page)
     calibration = page.get_by_label("Calibration (mm per pixel)", exact=True).and_(page.locator("input"))
     counted_is_8 = ("() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some("
-                    "m => m.innerText.includes('Follicles counted') && m.innerText.trim().endsWith('8'))")
+                    "m => m.innerText.includes('counted in this frame') && m.innerText.trim().endsWith('8'))")
     for attempt in range(3):  # a value typed while a rerun is in flight can be overwritten by it: type it again
         if attempt:  # it can also stay in the box without reaching the app, and retyping it is then no change
             calibration.fill("0.2")

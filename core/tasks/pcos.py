@@ -284,15 +284,30 @@ def threshold(card) -> float:
     return float((card.get("thresholds") or {}).get(OUTPUT, 0.5))
 
 
+UNCALIBRATED = "default, not calibrated"
+MIN_SIDE = 64  # px; far below any ultrasound export, and the model reads a 128 px view of the scanned region
+
+
+def refuse_unusable(image: InputImage) -> None:
+    """A ValueError (a message for the user) for a frame too small or too flat to show an ovary: a 5 × 5 image
+    was scored "38 %, above the decision threshold" and recorded."""
+    h, w = image.pixels.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{image.name}: {w} × {h} pixels is too small for an ultrasound frame (at least {MIN_SIDE} "
+                         "pixels a side); upload the exported frame itself.")
+    if float(image.pixels.std()) < 2.0:
+        raise ValueError(f"{image.name}: the image is one flat colour, with no ultrasound in it.")
+
+
 def calibration(image: InputImage, user_mm_per_px: float | None = None) -> tuple[float, str]:
     """mm per pixel for follicle sizes, and where it came from: DICOM spacing, the user, or the stated default."""
-    from ..follicles import DEFAULT_MM_PER_PX
+    from ..follicles import default_mm_per_px
 
     if image.pixel_spacing_mm:
         return float(np.mean(image.pixel_spacing_mm)), "DICOM pixel spacing"
     if user_mm_per_px:
         return float(user_mm_per_px), "user calibration"
-    return DEFAULT_MM_PER_PX, "default, not calibrated"
+    return default_mm_per_px(image.pixels.shape), UNCALIBRATED
 
 
 def predict_images(model_id: str, images: list[InputImage], device: str | None = None,
@@ -454,7 +469,7 @@ def follicle_table(image: np.ndarray, mm_per_px: float | None = None) -> "pd.Dat
 
     from .. import follicles as fol
 
-    rows = [f.row() for f in fol.find(image, mm_per_px or fol.DEFAULT_MM_PER_PX)]
+    rows = [f.row() for f in fol.find(image, mm_per_px or fol.default_mm_per_px(image.shape))]
     return pd.DataFrame([{"id": r["id"], "diameter_mm": r["diameter_mm"],
                           "class": "2–9 mm" if r["in_2_9_mm"] else "outside 2–9 mm", "x": r["x"], "y": r["y"]}
                          for r in rows], columns=["id", "diameter_mm", "class", "x", "y"])
