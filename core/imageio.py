@@ -91,10 +91,10 @@ def _decode_pil(data: bytes, name: str, max_pixels: int):
             img.load()
     except ImageInputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(
-            f"{name}: the image has more pixels than this tool accepts ({max_pixels / 1e6:.0f} megapixels; "
-            f"{exc}). Downscale the image or crop the region of interest."
+            f"{name}: the image has more pixels than this tool accepts ({max_pixels / 1e6:.0f} megapixels). "
+            "Downscale the image or crop the region of interest."
         ) from None
     except (UnidentifiedImageError, ImportError):
         # ImportError: once Ultralytics is imported, its patched Image.open reacts to an unknown format by trying the
@@ -164,8 +164,10 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int):
         arr = ds.pixel_array
     except ImageInputError:
         raise
-    except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageInputError(f"{name}: the DICOM file could not be read ({type(exc).__name__}: {exc}).") from None
+    except (AttributeError, KeyError):  # a DICOM without an image: no Rows/Columns or no pixel data
+        raise ImageInputError(f"{name}: the DICOM file holds no image (no pixel data or image size in it).") from None
+    except Exception:  # pydicom raises many types for broken files
+        raise ImageInputError(f"{name}: the DICOM file could not be read; it may be damaged or incomplete.") from None
     if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
         arr = arr[0]
         notes.append("multi-frame DICOM: the first frame is used")

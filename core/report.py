@@ -111,7 +111,7 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
     details = {DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in summary.items()
                if k not in SUMMARY_FACTS and isinstance(v, (int, float, str, bool))}
     if summary.get("thresholds"):
-        details.update({f"decision threshold ({o})": f"{t:.0%}" for o, t in summary["thresholds"].items()})
+        details.update({f"decision threshold ({o})": f"{t:.1%}" for o, t in summary["thresholds"].items()})
     title = f"{model.get('title') or facts['id']}: single-image report"
     return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,
@@ -135,7 +135,7 @@ def _data_line(data) -> str:
     parts = []
     for d in items:
         if isinstance(d, dict):
-            parts.append(", ".join(str(d[k]) for k in ("name", "licence", "split") if k in d) or str(d))
+            parts.append(", ".join(str(d[k]) for k in ("name", "dataset", "licence", "split") if k in d) or str(d))
         else:
             parts.append(str(d))
     return _cut("; ".join(parts), 300)

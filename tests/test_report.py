@@ -84,3 +84,13 @@ def test_report_without_an_installed_card_or_unicode_font_still_renders(monkeypa
     assert "not installed" in rep.notes[0] and not rep.metrics
     pages, text = _pdf_text(rep.pdf())
     assert pages == 1 and "Research demonstration only" in text and "Ünïcode-code ..." in text
+
+
+def test_training_data_line_names_a_dataset_given_as_dataset_and_threshold_keeps_its_decimal(card):
+    """The PCOS card names its data under `dataset` (not `name`): its report's training-data line left it out; and a
+    35.1 % threshold on the page read "35%" in the report."""
+    line = report._data_line([{"dataset": "PCOSGen (Auto-PCOS challenge 2024)", "licence": "CC BY 4.0"}])
+    assert line.startswith("PCOSGen (Auto-PCOS challenge 2024), CC BY 4.0")
+    pred, image = _prediction(with_overlay=False)
+    pred.thresholds = {"quality": 0.351}
+    assert report.from_prediction(pred, image=image).details["decision threshold (quality)"] == "35.1%"
