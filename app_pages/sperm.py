@@ -53,12 +53,15 @@ def input_ui() -> tuple[InputImage | None, str, float, bool]:
                              "head crop, larger ones as a field.")
         um = st.number_input(
             "Calibration (µm per pixel)", min_value=0.005, max_value=2.0, value=morphometry.DEFAULT_UM_PER_PX,
-            step=0.001, format="%.3f", key="sperm_um_per_px",
+            step=0.001, format="%.4f", key="sperm_um_per_px", disabled=mode == MODES[2],
             help="Measure a stage micrometer with your microscope and camera: known length in µm divided by its "
                  f"length in pixels. The default {morphometry.DEFAULT_UM_PER_PX} µm/pixel is an estimate for the "
                  "Sperm Parsing v2 fields (1280×1024), not a calibration of yours.")
-        acrosome = st.checkbox("Use acrosome criterion", value=False,
+        acrosome = st.checkbox("Use acrosome criterion", value=False, disabled=mode == MODES[2],
                                key="sperm_acrosome", help=morphometry.ACROSOME_NOTE)
+        if mode == MODES[2]:
+            st.caption("Calibration and the acrosome criterion apply to whole fields: a single crop is classified, "
+                       "not measured.")
     with left:
         upload = st.file_uploader("Micrograph (field or single head)", type=UPLOAD_TYPES, key="sperm_upload")
         image = read_upload(upload)
@@ -77,8 +80,8 @@ def classify(sha: str, name: str, version: str, frame: bool, _image: InputImage)
 
 
 @st.cache_data(show_spinner="Computing heat map…", max_entries=64)
-def heat_map(sha: str, version: str, output: str, _pixels: np.ndarray) -> np.ndarray:
-    return registry.load(task.HEAD).explain(_pixels, output)
+def heat_map(sha: str, version: str, output: str, label: str, _pixels: np.ndarray) -> np.ndarray:
+    return registry.load(task.HEAD).explain(_pixels, output, label)
 
 
 # --- drawing --------------------------------------------------------------------------------------------------------
@@ -97,15 +100,18 @@ def probabilities_view(probs: dict[str, dict[str, float]], version: str) -> None
 def head_view(pixels: np.ndarray, sha: str, probs: dict, version: str, key: str) -> None:
     """A head crop, its class probabilities and a Grad-CAM heat map."""
     c1, c2, c3 = st.columns(3)
-    c1.image(pixels, caption="Head crop as the classifier sees it", width="stretch")
+    c1.image(pixels, caption="The crop classified (read in grey at 64 px)", width="stretch")
     with c2:
         probabilities_view(probs, version)
     with c3:
         output = st.radio("Heat map for", ["normal", "shape"], horizontal=True, key=f"{key}_heat_output")
+        shown = probs.get(output)
+        label = max(shown, key=shown.get) if shown else None  # the answer shown (the views' average)
         try:
-            heat = heat_map(sha, version, output, pixels)
+            heat = heat_map(sha, version, output, label, pixels)
             st.image(overlay(pixels, heat, 0.45), width="stretch",
-                     caption=f"Grad-CAM for the predicted {output} class: red areas weighed most.")
+                     caption=f"Grad-CAM for “{label or 'the predicted class'}” ({output}): red areas raised it "
+                             "most.")
         except Exception as exc:  # an explanation failure must not hide the result
             st.warning(f"No heat map for this crop: {exc}")
 
@@ -117,7 +123,19 @@ def single_head_ui(image: InputImage) -> None:
     frame = st.toggle("Centre on the head", value=True, key="sperm_frame_head",
                       help=f"Crop the upload around the head, {task.CROP_FACTOR} head lengths wide, as the classifier "
                            "was trained. Turn off for crops that are already tight (head about half the crop wide).")
+    try:
+        task.refuse_blank_crop(image)
+    except ValueError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    if not task.is_single_head(image.pixels):
+        h, w = image.pixels.shape[:2]
+        st.warning(f"This image is {w} × {h} pixels, the size of a whole field: it is classified below as if it "
+                   "held one head. Choose “Full field” to find and measure every head.", icon=":material/warning:")
     pred = classify(image.sha256, image.name, HEAD_CARD.version, frame, image)
+    if pred.extras["head_found"] is False:
+        st.warning("No sperm head stands out in this image: it was classified as it is, and the answer may be "
+                   "meaningless. Upload a crop showing one head.", icon=":material/warning:")
     crop = pred.images["crop"]
     head_view(crop, f"{image.sha256}-{frame}", pred.probabilities, pred.model_version, "single")
     record_prediction(pred, "sperm", image=image)
@@ -201,7 +219,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     export = table.assign(um_per_px=um, acrosome_criterion=acrosome, who_reference=morphometry.WHO_EDITION,
                           head_model=summary["head_model"], segmenter=f"{task.SEG} v{pred.model_version}")
     st.download_button("Download the table (CSV)", export.to_csv(index=False).encode(), mime="text/csv",
-                       file_name=f"{image.name.rsplit('.', 1)[0]}_heads.csv", key="sperm_csv")
+                       file_name=f"{image.name.rsplit('.', 1)[0]}_heads.csv", key="sperm_csv", on_click="ignore")
     scored = table[~table["at_border"]]
     st.plotly_chart(histograms(scored), width="stretch", key="sperm_hist")
     st.caption(f"Green bands: WHO reference ranges; the {len(scored)} scored heads (heads cut by the image border "

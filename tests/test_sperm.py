@@ -389,3 +389,33 @@ def test_page_field_crop_and_bad_file():
     at.file_uploader[0].upload("notes.png", b"this is text, not an image", "image/png").run()
     assert not at.exception
     assert any("not a readable image" in e.value for e in at.error)
+
+
+def test_page_single_head_mode_refuses_blanks_and_warns_on_a_field_or_no_head():
+    """A plain grey square was "abnormal 98.5 %, tapered 96.2 %" with no word of doubt, and a whole field forced into
+    single-head mode was read as one head; the heat map now explains the label shown."""
+    needs_model(task.HEAD)
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120).run()
+    at.radio(key="sperm_mode").set_value("Single head crop").run()
+    assert at.number_input(key="sperm_um_per_px").disabled and at.checkbox(key="sperm_acrosome").disabled
+    at.file_uploader[0].upload("grey.png", encode_png(np.full((131, 131, 3), 128, np.uint8)), "image/png").run()
+    assert not at.exception and any("one flat colour" in e.value for e in at.error)
+    assert not any("Normal vs abnormal" in m.value for m in at.markdown)
+
+    noise = np.uint8(np.random.default_rng(0).normal(128, 3, (131, 131, 3)).clip(0, 255))  # no head stands out
+    at.file_uploader[0].upload("noise.png", encode_png(noise), "image/png").run()
+    assert not at.exception and any("No sperm head stands out" in w.value for w in at.warning)
+
+    field, _ = synthetic.sperm_field(n_heads=4, size=(512, 640), seed=2, um_per_px=0.048)
+    at.file_uploader[0].upload("field.png", encode_png(field), "image/png").run()
+    assert not at.exception and any("size of a whole field" in w.value for w in at.warning)
+
+    crop, _ = synthetic.sperm_head("normal", seed=2)
+    at.file_uploader[0].upload("head.png", encode_png(crop), "image/png").run()
+    assert not at.exception and not at.warning
+    shown = next(m.value for m in at.markdown if m.value.startswith("**Normal vs abnormal:**"))
+    label = shown.split(":** ")[1].split(" (")[0]
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert f"Grad-CAM for “{label}” (normal): red areas raised it most." in captions

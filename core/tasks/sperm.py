@@ -142,13 +142,19 @@ def _central_blob(mask: np.ndarray) -> np.ndarray | None:
     return (lab == best).astype(np.uint8) if best else None
 
 
+MIN_HEAD_CONTRAST = 4  # grey levels from the background at which a head stands out: every HuSHeM crop is at 33 or
+# more, every MHSMA crop at 7 or more; blank noise is at 0-1 (and Otsu splits it all the same)
+
+
 def locate_head(image: np.ndarray) -> tuple[float, float, float] | None:
     """Centre (x, y) and length in pixels of the head in a single-head crop: the central blob that stands out from
     the background, with the midpiece and tail opened away. None where nothing stands out."""
     g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     g = cv2.GaussianBlur(g, (0, 0), max(1.0, min(g.shape) / 90)).astype(np.float32)
     deviation = np.uint8(np.clip(np.abs(g - np.median(g)), 0, 255))
-    _, mask = cv2.threshold(deviation, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    level, mask = cv2.threshold(deviation, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if level < MIN_HEAD_CONTRAST:
+        return None
     blob = _central_blob(mask)
     if blob is None:
         return None
@@ -159,10 +165,11 @@ def locate_head(image: np.ndarray) -> tuple[float, float, float] | None:
     return float(cx), float(cy), float(max(a, b))
 
 
-def frame_head(image: np.ndarray) -> np.ndarray:
+def frame_head(image: np.ndarray, found=...) -> np.ndarray:
     """A single-head crop re-framed as the classifier was trained: centred on the head, CROP_FACTOR head lengths
-    wide. Only ever zooms in (to at least half the crop); a crop where no head stands out is returned unchanged."""
-    found = locate_head(image)
+    wide. Only ever zooms in (to at least half the crop); a crop where no head stands out is returned unchanged.
+    `found`: locate_head(image) when already known."""
+    found = locate_head(image) if found is ... else found
     if found is None:
         return image
     cx, cy, length = found
@@ -751,7 +758,8 @@ def classify_heads(images, device: str | None = None, frame: bool = True) -> lis
     model = registry.load(HEAD, device)
     t0 = time.perf_counter()
     pixels = [im.pixels if isinstance(im, InputImage) else im for im in images]
-    pixels = [frame_head(p) for p in pixels] if frame else pixels
+    heads = [locate_head(p) for p in pixels] if frame else [None] * len(pixels)
+    pixels = [frame_head(p, head) for p, head in zip(pixels, heads)] if frame else pixels
     probs = model.predict(pixels)
     ms = (time.perf_counter() - t0) * 1000 / max(len(pixels), 1)
     preds = []
@@ -759,9 +767,23 @@ def classify_heads(images, device: str | None = None, frame: bool = True) -> lis
         name, sha = (im.name, im.sha256) if isinstance(im, InputImage) else (f"image-{i}", "")
         preds.append(Prediction(HEAD, model.card.version, name, sha, timings_ms={"classify": ms}, probabilities={
             out: {lab: float(p) for lab, p in zip(model.classes[out], probs[out][i])} for out in model.card.outputs},
-            extras={"framed_on_head": frame}))
+            extras={"framed_on_head": frame, "head_found": heads[i] is not None if frame else None}))
         preds[-1].images["crop"] = pixels[i]
     return preds
+
+
+MIN_CROP_SIDE = 32  # px; MHSMA's crops are 64 px
+
+
+def refuse_blank_crop(image) -> None:
+    """A ValueError (a message for the user) for a crop too small or too flat to show a head: a plain grey square
+    came out "abnormal 98.5 %, tapered 96.2 %"."""
+    h, w = image.pixels.shape[:2]
+    if min(h, w) < MIN_CROP_SIDE:
+        raise ValueError(f"{image.name}: {w} × {h} pixels is too small to show a sperm head (at least "
+                         f"{MIN_CROP_SIDE} pixels a side).")
+    if float(image.pixels.std()) < 2.0:
+        raise ValueError(f"{image.name}: the image is one flat colour, with no sperm head in it.")
 
 
 def is_single_head(image: np.ndarray) -> bool:
