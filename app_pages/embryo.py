@@ -176,7 +176,7 @@ def dish_view(image: InputImage, preds: list) -> None:
     csv = pd.DataFrame([p.flat() | {k: p.extras[k] for k in ("number", "rank", "detection_confidence")}
                         | {"box_xyxy": " ".join(map(str, p.extras["box"]))} for p in preds]).sort_values("rank")
     st.download_button("Download table (CSV)", csv.to_csv(index=False).encode(), f"{image.name}-embryos.csv",
-                       "text/csv", key="embryo_csv")
+                       "text/csv", key="embryo_csv", on_click="ignore")
 
 
 # --- page -----------------------------------------------------------------------------------------------------------

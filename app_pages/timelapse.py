@@ -203,9 +203,9 @@ def events_view(pred) -> None:
     name = Path(pred.input_name).stem or "sequence"
     c1, c2 = st.columns(2)
     c1.download_button("Download events (CSV)", table.to_csv(index=False).encode(), f"{name}-events.csv", "text/csv",
-                       key="tl_events_csv")
+                       key="tl_events_csv", on_click="ignore")
     c2.download_button("Download every frame (CSV)", task.timeline_table(pred).to_csv(index=False).encode(),
-                       f"{name}-frames.csv", "text/csv", key="tl_frames_csv")
+                       f"{name}-frames.csv", "text/csv", key="tl_frames_csv", on_click="ignore")
     st.caption("Click an event's row to move the frame slider to it. "
                "An event is the first frame decoded at that phase or later; a phase the embryo passed too fast to be "
                "seen shares the time of the next one. Events before the first frame are not listed. Nearest burst: the "
