@@ -41,6 +41,7 @@ class Report:
     metrics: dict = field(default_factory=dict)  # data name -> {metric: number}
     notes: list[str] = field(default_factory=list)
     images: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (caption, RGB uint8)
+    table: tuple[str, list[str], list[list[str]]] | None = None  # per-object results: (title, header, rows)
 
     def html(self) -> str:
         return _html(self)
@@ -115,14 +116,39 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
     title = f"{model.get('title') or facts['id']}: single-image report"
     return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,
-                  whatif=whatif or None, metrics=metrics, notes=notes, images=[(c, im) for c, im in images if im is not None])
+                  whatif=whatif or None, metrics=metrics, notes=notes, images=[(c, im) for c, im in images if im is not None],
+                  table=_object_table(summary))
 
 
 DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "follicle_count_2_9mm_found": "follicles of 2–9 mm the finder found", "mm_per_px": "mm per pixel",
                 "mm_per_px_source": "calibration", "um_per_px": "µm per pixel", "embryo_radius": "embryo radius (px)",
                 "embryo_in_view": "share of the located embryo inside the photo",
-                "embryo_detector_score": "embryo detector's best score"}
+                "embryo_detector_score": "embryo detector's best score", "n_heads": "heads found",
+                "n_scored": "heads scored (not at the border)", "pct_normal_classifier": "normal forms, classifier (%)",
+                "pct_normal_who": "normal forms, WHO head criteria (%)",
+                "below_lower_limit_classifier": "below the 4 % lower reference limit (classifier)",
+                "below_lower_limit_who": "below the 4 % lower reference limit (WHO head criteria)",
+                "who_reference": "WHO reference", "acrosome_criterion": "acrosome criterion used",
+                "head_model": "head classifier"}
+OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
+    "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("shape", "shape"), ("length_um", "length (µm)"),
+                        ("width_um", "width (µm)"), ("ratio", "length/width"), ("area_um2", "area (µm²)"),
+                        ("who_normal", "WHO head criteria met"), ("at_border", "at border (not scored)")]),
+    "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
+                                ("counted", "counted")]),
+}
+MAX_TABLE_ROWS = 30
+
+
+def _object_table(summary: dict) -> tuple[str, list[str], list[list[str]]] | None:
+    for key, (title, columns) in OBJECT_TABLES.items():
+        rows = summary.get(key)
+        if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+            shown = [[fmt_number(row.get(col, ""), 2) for col, _ in columns] for row in rows[:MAX_TABLE_ROWS]]
+            more = f" (the first {MAX_TABLE_ROWS} of {len(rows)}; all are in the CSV)" if len(rows) > MAX_TABLE_ROWS else ""
+            return title + more, [heading for _, heading in columns], shown
+    return None
 
 
 def _cut(text: str, n: int = MAX_TEXT) -> str:
@@ -159,10 +185,16 @@ def _flatten(value, prefix: str, out: dict) -> None:
         out[prefix] = value
 
 
-def fmt_number(v) -> str:
+def fmt_number(v, digits: int = 3) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.{digits}f}"
     return str(v)
+
+
+def _detail(name: str, value) -> str:
+    return fmt_number(value, 1 if name.endswith("(%)") else 3)
 
 
 def _when(r: Report) -> str:
@@ -207,14 +239,21 @@ def _html(r: Report) -> str:
         parts.append("<div class='figs'>" + "".join(
             f"<figure><img alt='{e(c)}' src='data:image/png;base64,{base64.b64encode(_png(im, 600)).decode()}'>"
             f"<figcaption>{e(c)}</figcaption></figure>" for c, im in r.images[:3]) + "</div>")
-    parts.append("<h2>Result</h2><table><tr><th>Output</th><th>Result</th><th>Probabilities</th></tr>")
-    for output, label, probs in r.outputs:
-        parts.append(f"<tr><td>{e(output)}</td><td><b>{e(label)}</b></td><td>"
-                     + e(", ".join(f"{k} {p:.1%}" for k, p in probs)) + "</td></tr>")
-    parts.append(f"</table><p class='muted'>Probabilities from {e(r.model['id'])} v{e(r.model['version'])}.</p>")
+    parts.append("<h2>Result</h2>")
+    if r.outputs:
+        parts.append("<table><tr><th>Output</th><th>Result</th><th>Probabilities</th></tr>")
+        for output, label, probs in r.outputs:
+            parts.append(f"<tr><td>{e(output)}</td><td><b>{e(label)}</b></td><td>"
+                         + e(", ".join(f"{k} {p:.1%}" for k, p in probs)) + "</td></tr>")
+        parts.append(f"</table><p class='muted'>Probabilities from {e(r.model['id'])} v{e(r.model['version'])}.</p>")
     if r.details:
-        parts.append("<table>" + "".join(f"<tr><th>{e(str(k))}</th><td>{e(fmt_number(v))}</td></tr>"
+        parts.append("<table>" + "".join(f"<tr><th>{e(str(k))}</th><td>{e(_detail(k, v))}</td></tr>"
                                          for k, v in r.details.items()) + "</table>")
+    if r.table:
+        title, header, rows = r.table
+        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+                     + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+                     + "</table>")
     if r.whatif:
         parts.append("<h2>What-if settings</h2><p>" + e(", ".join(f"{k} = {v}" for k, v in r.whatif.items())) + "</p>")
     if r.model.get("title"):
@@ -302,9 +341,20 @@ def _pdf(r: Report) -> bytes:
         pdf.cell(38, 5, clean(label))
         pdf.set_font(family, "", 9)
         pdf.multi_cell(width - 76, 5, clean(", ".join(f"{k} {p:.1%}" for k, p in probs)), new_x="LMARGIN", new_y="NEXT")
-    text(7.5, f"Probabilities from {r.model['id']} v{r.model['version']}.", colour=(85, 85, 85))
+    if r.outputs:
+        text(7.5, f"Probabilities from {r.model['id']} v{r.model['version']}.", colour=(85, 85, 85))
     if r.details:
-        text(8.5, "; ".join(f"{k}: {fmt_number(v)}" for k, v in r.details.items()))
+        text(8.5, "; ".join(f"{k}: {_detail(k, v)}" for k, v in r.details.items()))
+    if r.table:
+        title, header, rows = r.table
+        heading(title)
+        pdf.set_font(family, "", 7)
+        pdf.set_text_color(17, 17, 17)
+        with pdf.table(text_align="LEFT", line_height=3.6, first_row_as_headings=True) as grid:
+            for row in [header, *rows]:
+                cells = grid.row()
+                for c in row:
+                    cells.cell(clean(c))
     if r.whatif:
         heading("What-if settings")
         text(8.5, ", ".join(f"{k} = {v}" for k, v in r.whatif.items()))

@@ -94,3 +94,24 @@ def test_training_data_line_names_a_dataset_given_as_dataset_and_threshold_keeps
     pred, image = _prediction(with_overlay=False)
     pred.thresholds = {"quality": 0.351}
     assert report.from_prediction(pred, image=image).details["decision threshold (quality)"] == "35.1%"
+
+
+def test_a_field_report_lists_every_head_and_names_its_figures():
+    """The sperm field report had an empty result table, figures under raw keys ("pct normal classifier 40.000",
+    "below lower limit who True") and no per-head table although the record holds the heads."""
+    from core.tasks import sperm
+
+    try:
+        registry.card(sperm.SEG)
+    except (KeyError, registry.CardError):
+        pytest.skip("weights/sperm-seg is not installed")
+    field, _ = synthetic.sperm_field(n_heads=6, size=(1024, 1280), seed=5, um_per_px=0.048)
+    image = read_image(encode_png(field), name="field.png")
+    pred = sperm.analyse_field(image, 0.048)
+    page = report.from_prediction(pred, image=image).html()
+    heads = pred.extras["heads"]
+    assert "<h2>Heads</h2>" in page and page.count("<tr><td>") >= len(heads)
+    assert "normal forms, classifier (%)" in page and "pct_normal" not in page and "pct normal" not in page
+    assert "<th>Output</th>" not in page  # no empty probability table for a field
+    n_pages, text = _pdf_text(report.from_prediction(pred, image=image).pdf())
+    assert n_pages == 1 and "length (µm)" in text
