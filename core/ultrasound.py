@@ -86,14 +86,25 @@ def roi(image: np.ndarray, pad: int = 2) -> ROI:
     return ROI(np.ascontiguousarray(grey[y0:y1, x0:x1]), mask[y0:y1, x0:x1], (x0, y0, x1, y1), marks)
 
 
+TINT_SPREAD_DEG = 12.0  # one hue (a scanner's tinted grey map: 6° on PCOSGen's blue frames) vs several (Doppler, photos)
+
+
+def hue_spread_deg(hues: np.ndarray) -> float:
+    """Circular standard deviation, in degrees, of OpenCV hues (0-179)."""
+    angles = hues.astype(np.float64) * np.pi / 90
+    r = float(np.hypot(np.cos(angles).mean(), np.sin(angles).mean())) if hues.size else 1.0
+    return float(np.degrees(np.sqrt(-2 * np.log(max(r, 1e-12)))))
+
+
 def looks_like_ultrasound(image: np.ndarray) -> list[str]:
     """Reasons to doubt that the image is a B-mode ultrasound frame (empty list: nothing odd found)."""
     reasons = []
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
     small = cv2.resize(np.ascontiguousarray(rgb[:, :, :3]), (128, 128), interpolation=cv2.INTER_AREA)
     hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    colour_fraction = float(((hsv[:, :, 1] > 60) & (hsv[:, :, 2] > 60)).mean())
-    if colour_fraction > 0.15:
+    coloured = (hsv[:, :, 1] > 60) & (hsv[:, :, 2] > 60)
+    colour_fraction = float(coloured.mean())
+    if colour_fraction > 0.15 and hue_spread_deg(hsv[:, :, 0][coloured]) > TINT_SPREAD_DEG:
         reasons.append(f"{colour_fraction:.0%} of the image is strongly coloured; B-mode ultrasound is grey "
                        "(a colour Doppler overlay also triggers this)")
     grey = to_grey(small).astype(np.float32)

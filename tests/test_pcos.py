@@ -128,6 +128,14 @@ def test_looks_like_ultrasound():
     cv2.putText(page, "Report", (20, 100), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
     assert ultrasound.looks_like_ultrasound(page)
     assert ultrasound.looks_like_ultrasound(np.zeros((64, 64, 3), np.uint8))
+    # a scanner's tinted grey map (one hue, as 8 of 300 PCOSGen frames) is B-mode; Doppler's red and blue is not
+    grey = image[:, :, 0].astype(np.float32)
+    tinted = np.uint8(np.stack([grey * 0.55, grey * 0.8, np.minimum(grey * 1.25, 255)], axis=2))
+    assert not any("coloured" in r for r in ultrasound.looks_like_ultrasound(tinted))
+    doppler = image.copy()
+    doppler[50:200, 50:150] = (230, 30, 30)  # a colour box over a third of the frame
+    doppler[50:200, 150:250] = (30, 60, 230)
+    assert any("coloured" in r for r in ultrasound.looks_like_ultrasound(doppler))
 
 
 # --- DICOM ----------------------------------------------------------------------------------------------------------
