@@ -1,5 +1,7 @@
 """Sperm heads: every head of a stained field segmented, measured in µm against WHO ranges and classified; or one
 head crop classified directly."""
+import hashlib
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -69,9 +71,21 @@ def input_ui() -> tuple[InputImage | None, str, float, bool]:
 
 
 # --- the page's predictions (one place each) ------------------------------------------------------------------------
-@st.cache_data(show_spinner="Finding and measuring heads…", max_entries=32)
+@st.cache_data(show_spinner="Finding heads…", max_entries=16)
+def segmented(pixels_sha: str, version: str, _pixels: np.ndarray) -> list[dict]:
+    return task.segment(registry.load(task.SEG), _pixels)
+
+
+def heads_of(pixels: np.ndarray) -> list[dict]:
+    """The field's heads, found once per distinct image (the page's, and the what-if's original and modified):
+    they do not depend on the calibration or the acrosome criterion."""
+    return segmented(hashlib.sha256(pixels.tobytes()).hexdigest(), SEG_CARD.version, pixels)
+
+
+@st.cache_data(show_spinner="Measuring heads…", max_entries=32)
 def analyse(sha: str, name: str, um_per_px: float, acrosome: bool, versions: str, _image: InputImage) -> Prediction:
-    return task.analyse_field(_image, um_per_px, acrosome_criterion=acrosome)
+    """A new calibration or criterion re-measures and re-classifies; the heads are found once per image."""
+    return task.analyse_field(_image, um_per_px, acrosome_criterion=acrosome, heads=heads_of(_image.pixels))
 
 
 @st.cache_data(show_spinner="Classifying the head…", max_entries=64)
@@ -238,12 +252,13 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
         from ui.whatif import whatif_panel
 
         def predict(pixels):
-            s = task.analyse_field(pixels, um, acrosome_criterion=acrosome).extras
+            s = task.analyse_field(pixels, um, acrosome_criterion=acrosome, heads=heads_of(pixels)).extras
             p = (s["pct_normal_classifier"] or 0) / 100
             return {"normal_forms": {"abnormal": 1 - p, "normal": p}}
 
         def detail(pixels):
-            return pd.DataFrame(task.analyse_field(pixels, um, acrosome_criterion=acrosome).extras["heads"])
+            return pd.DataFrame(task.analyse_field(pixels, um, acrosome_criterion=acrosome,
+                                                   heads=heads_of(pixels)).extras["heads"])
 
         whatif_panel(image.pixels, predict, key="sperm-field-whatif", detail=detail,
                      cache_key=f"{task.SEG}@{versions}#{um}#{acrosome}")

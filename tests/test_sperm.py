@@ -419,3 +419,22 @@ def test_page_single_head_mode_refuses_blanks_and_warns_on_a_field_or_no_head():
     label = shown.split(":** ")[1].split(" (")[0]
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert f"Grad-CAM for “{label}” (normal): red areas raised it most." in captions
+
+
+def test_page_calibration_change_measures_again_without_segmenting_again(monkeypatch):
+    """Only the measuring depends on µm per pixel: a new calibration re-ran the whole segmentation (1-6 s), and the
+    what-if panel segmented the same field twice more."""
+    needs_model(task.SEG)
+    from streamlit.testing.v1 import AppTest
+
+    calls = []
+    real = task.segment
+    monkeypatch.setattr(task, "segment", lambda model, pixels: calls.append(1) or real(model, pixels))
+    at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120).run()
+    field, _ = synthetic.sperm_field(n_heads=5, size=(768, 1024), seed=11, um_per_px=0.048)
+    at.file_uploader[0].upload("calibrate.png", encode_png(field), "image/png").run()
+    length = at.dataframe[0].value["length (µm)"].iloc[0]
+    at.number_input(key="sperm_um_per_px").set_value(0.096).run()
+    assert not at.exception, at.exception
+    assert at.dataframe[0].value["length (µm)"].iloc[0] == pytest.approx(2 * length, rel=0.02)
+    assert len(calls) == 1

@@ -693,8 +693,9 @@ def _head_model(device):
 
 
 def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, device: str | None = None,
-                  acrosome_criterion: bool = False) -> Prediction:
-    """Segment every head of a field, measure it in µm, classify its crop; per-image % normal forms."""
+                  acrosome_criterion: bool = False, heads: list[dict] | None = None) -> Prediction:
+    """Segment every head of a field, measure it in µm, classify its crop; per-image % normal forms. `heads`:
+    segment()'s result for this image when already known (it does not depend on the calibration)."""
     from ..imageio import InputImage
 
     name, sha = (image.name, image.sha256) if isinstance(image, InputImage) else ("image", "")
@@ -702,7 +703,7 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
     seg = registry.load(SEG, device)
     head_model = _head_model(device)
     t0 = time.perf_counter()
-    heads = segment(seg, pixels)
+    heads = segment(seg, pixels) if heads is None else heads
     t1 = time.perf_counter()
     H, W = pixels.shape[:2]
     rows, crops = [], []
