@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .. import registry
-from ..imageio import InputImage
+from ..imageio import InputImage, refuse_blank
 from ..results import Prediction
 
 GRADE_ID = "embryo-grade"
@@ -203,15 +203,6 @@ def dish_available() -> bool:
 MIN_SIDE = 32  # px; smaller than any embryo photo, and below what the locator can work with
 
 
-def refuse_blank(image: InputImage) -> None:
-    """A ValueError (a message for the user) for an image too small or too flat to show an embryo: graded anyway,
-    a black or one-colour image came out "Blastocyst 99 %, Good 84 %"."""
-    h, w = image.pixels.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise ValueError(f"{image.name}: {w} × {h} pixels is too small to show an embryo (at least {MIN_SIDE} "
-                         "pixels a side); upload the original photo.")
-    if float(image.pixels.std()) < 2.0:
-        raise ValueError(f"{image.name}: the image is one flat colour, with no embryo to grade.")
 
 
 def embryo_boxes(found: dict) -> np.ndarray:
@@ -241,7 +232,7 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     extras["mode"] says which was used; dish predictions carry box, number and rank."""
     if mode not in ("auto", "single", "dish"):
         raise ValueError(f"unknown mode {mode!r}")
-    refuse_blank(image)
+    refuse_blank(image, MIN_SIDE, "an embryo")  # a black or one-colour image was "Blastocyst 99 %, Good 84 %"
     found = None
     if dish_available():
         from ..dish import detect, grade_boxes

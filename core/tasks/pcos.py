@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import PROJECT_ROOT, WEIGHTS_DIR, registry, ultrasound
 from ..datasets import pcos as data
-from ..imageio import InputImage, read_image
+from ..imageio import InputImage, read_image, refuse_blank
 from ..preprocess import normalise
 from ..results import Prediction
 
@@ -289,14 +289,8 @@ MIN_SIDE = 64  # px; far below any ultrasound export, and the model reads a 128 
 
 
 def refuse_unusable(image: InputImage) -> None:
-    """A ValueError (a message for the user) for a frame too small or too flat to show an ovary: a 5 × 5 image
-    was scored "38 %, above the decision threshold" and recorded."""
-    h, w = image.pixels.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise ValueError(f"{image.name}: {w} × {h} pixels is too small for an ultrasound frame (at least {MIN_SIDE} "
-                         "pixels a side); upload the exported frame itself.")
-    if float(image.pixels.std()) < 2.0:
-        raise ValueError(f"{image.name}: the image is one flat colour, with no ultrasound in it.")
+    """A frame too small or flat to show an ovary is refused (a 5 × 5 image was "38 %, above the threshold")."""
+    refuse_blank(image, MIN_SIDE, "an ovary")
 
 
 def calibration(image: InputImage, user_mm_per_px: float | None = None) -> tuple[float, str]:

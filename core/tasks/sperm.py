@@ -777,14 +777,11 @@ MIN_CROP_SIDE = 32  # px; MHSMA's crops are 64 px
 
 
 def refuse_blank_crop(image) -> None:
-    """A ValueError (a message for the user) for a crop too small or too flat to show a head: a plain grey square
-    came out "abnormal 98.5 %, tapered 96.2 %"."""
-    h, w = image.pixels.shape[:2]
-    if min(h, w) < MIN_CROP_SIDE:
-        raise ValueError(f"{image.name}: {w} × {h} pixels is too small to show a sperm head (at least "
-                         f"{MIN_CROP_SIDE} pixels a side).")
-    if float(image.pixels.std()) < 2.0:
-        raise ValueError(f"{image.name}: the image is one flat colour, with no sperm head in it.")
+    """A crop too small or flat to show a head is refused (a plain grey square was "abnormal 98.5 %, tapered
+    96.2 %")."""
+    from ..imageio import refuse_blank
+
+    refuse_blank(image, MIN_CROP_SIDE, "a sperm head")
 
 
 def is_single_head(image: np.ndarray) -> bool:
