@@ -17,6 +17,7 @@ from ui.common import UPLOAD_TYPES, card_expander, read_upload
 from ui.records import record_prediction
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
+OUTPUT_TITLES = {"normal": "Normal vs abnormal", "shape": "Head shape (HuSHeM classes)"}
 SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "shape": "shape",
          "length_um": "length (µm)", "width_um": "width (µm)", "ratio": "length/width", "area_um2": "area (µm²)",
          "perimeter_um": "perimeter (µm)", "ellipticity": "ellipticity", "acrosome_pct": "acrosome (% head)",
@@ -100,7 +101,7 @@ def heat_map(sha: str, version: str, output: str, label: str, _pixels: np.ndarra
 
 # --- drawing --------------------------------------------------------------------------------------------------------
 def probabilities_view(probs: dict[str, dict[str, float]], version: str) -> None:
-    for output, title in (("normal", "Normal vs abnormal"), ("shape", "Head shape (HuSHeM classes)")):
+    for output, title in OUTPUT_TITLES.items():
         p = probs.get(output)
         if not p:
             continue
@@ -124,8 +125,8 @@ def head_view(pixels: np.ndarray, sha: str, probs: dict, version: str, key: str)
         try:
             heat = heat_map(sha, version, output, label, pixels)
             st.image(overlay(pixels, heat, 0.45), width="stretch",
-                     caption=f"Grad-CAM for “{label or 'the predicted class'}” ({output}): red areas raised it "
-                             "most.")
+                     caption=f"Grad-CAM for “{label or 'the predicted class'}” ({OUTPUT_TITLES[output].lower()}): "
+                             "red areas raised it most.")
         except Exception as exc:  # an explanation failure must not hide the result
             st.warning(f"No heat map for this crop: {exc}")
 
