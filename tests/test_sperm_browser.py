@@ -50,8 +50,9 @@ def test_sperm_page_field_crop_and_bad_file(app_url, page, tmp_path):
     assert_no_errors(page)
 
     uploader.set_input_files(str(tmp_path / "head.png"))
-    page.get_by_text("Normal vs abnormal").wait_for(timeout=60_000)
+    page.get_by_text("Treated as a single-head crop").wait_for(timeout=60_000)  # the new upload, not the field
     wait_for_app(page)
+    page.get_by_text("Normal vs abnormal:").wait_for(timeout=30_000)
     assert_no_errors(page)
 
     uploader.set_input_files(str(tmp_path / "notes.png"))
