@@ -34,10 +34,11 @@ def input_ui() -> InputImage | None:
     return read_upload(upload)
 
 
-def unusable(image: InputImage) -> str | None:
-    """Why the frame cannot be analysed, or None."""
+@st.cache_data(show_spinner=False, max_entries=64)
+def unusable(sha: str, name: str, _image: InputImage) -> str | None:
+    """Why the frame cannot be analysed, or None (checked once per file, not on every rerun of the page)."""
     try:
-        task.refuse_unusable(image)
+        task.refuse_unusable(_image)
     except ValueError as exc:
         return str(exc)
     return None
@@ -169,7 +170,7 @@ def validation_note() -> None:
 image = input_ui()
 if image is None:
     st.info("Upload an ultrasound frame to start.", icon=":material/upload:")
-elif problem := unusable(image):
+elif problem := unusable(image.sha256, image.name, image):
     st.error(problem, icon=":material/error:")
 else:
     mm_per_px = calibration_ui(image)

@@ -18,7 +18,6 @@ from . import ultrasound
 COUNT_RANGE_MM = (2.0, 9.0)
 DEFAULT_FIELD_MM = 45.0  # without DICOM spacing or a user calibration: the frame is taken as this wide (0.15 mm/px
 # on a 300-pixel PCOSGen frame); a guess, so the page judges no criterion on it
-DEFAULT_MM_PER_PX = DEFAULT_FIELD_MM / 300
 CRITERIA = (  # polycystic ovarian morphology (PCOM) by follicle number per ovary (2–9 mm)
     ("PCOM, Rotterdam 2003 (≥ 12 follicles of 2–9 mm per ovary)", 12),
     ("PCOM, international guideline 2018/2023, transvaginal ≥ 8 MHz (≥ 20 per ovary)", 20),
@@ -55,8 +54,9 @@ class Follicle:
                    float(row["diameter_mm"]), np.asarray(row["contour"], np.int32).reshape(-1, 2))
 
 
-def find(image: np.ndarray, mm_per_px: float = DEFAULT_MM_PER_PX) -> list[Follicle]:
-    """Follicles of one frame, numbered left to right, top to bottom."""
+def find(image: np.ndarray, mm_per_px: float | None = None) -> list[Follicle]:
+    """Follicles of one frame, numbered left to right, top to bottom (sizes on default_mm_per_px without a scale)."""
+    mm_per_px = default_mm_per_px(image.shape) if mm_per_px is None else mm_per_px
     if mm_per_px <= 0:
         raise ValueError("mm per pixel must be positive")
     r = ultrasound.roi(image)

@@ -463,7 +463,7 @@ def follicle_table(image: np.ndarray, mm_per_px: float | None = None) -> "pd.Dat
 
     from .. import follicles as fol
 
-    rows = [f.row() for f in fol.find(image, mm_per_px or fol.default_mm_per_px(image.shape))]
+    rows = [f.row() for f in fol.find(image, mm_per_px)]
     return pd.DataFrame([{"id": r["id"], "diameter_mm": r["diameter_mm"],
                           "class": "2–9 mm" if r["in_2_9_mm"] else "outside 2–9 mm", "x": r["x"], "y": r["y"]}
                          for r in rows], columns=["id", "diameter_mm", "class", "x", "y"])
