@@ -1,6 +1,7 @@
 """Batch scoring: many images, zips or a folder through one model; results table, CSV/Excel, skipped files."""
 import base64
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -89,9 +90,17 @@ if result:
                                   else None for i in scored])
         config = {"image": st.column_config.ImageColumn("Image", width="small"),
                   "record": st.column_config.NumberColumn("Record", format="#%d")}
-        for c in [c for c in table.columns if c.startswith("p_")]:
-            table[c] = table[c] * 100
-            config[c] = st.column_config.NumberColumn(c.removeprefix("p_").replace("_", " ", 1), format="%.1f %%")
+        scored_by = cards[result["model"]]
+        wording = scored_by.wording
+        for output, labels in scored_by.classes.items():
+            if output in table:
+                table[output] = table[output].map(partial(wording.says, output))
+                config[output] = wording.title(output)
+            for label in labels:
+                if (c := f"p_{output}_{label}") in table:
+                    table[c] = table[c] * 100
+                    config[c] = st.column_config.NumberColumn(f"{wording.title(output)} · {wording.says(output, label)}",
+                                                              format="%.1f %%")
         st.dataframe(table, column_config=config, hide_index=True, width="stretch", row_height=60)
         st.caption("The downloads add each image's sha256, the decision thresholds, the case code and the model "
                    "file's sha256.")

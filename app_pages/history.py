@@ -5,7 +5,7 @@ from datetime import date, timedelta
 import pandas as pd
 import streamlit as st
 
-from core import records, report
+from core import records, registry, report
 from core.imageio import ImageInputError, read_image
 from ui.records import report_downloads, require_login
 
@@ -46,7 +46,9 @@ if not rows:
     st.info("No records match these filters. Predictions made on the task pages and batch scoring appear here.")
 else:
     table = records.frame(rows)
-    table["result"] = [", ".join(f"{o}: {label}" for o, label in r.labels.items()) for r in rows]
+    wordings = {m: registry.wording(m) for m in {r.model_id for r in rows}}
+    table["result"] = [", ".join(f"{wordings[r.model_id].title(o)}: {wordings[r.model_id].says(o, label)}"
+                                 for o, label in r.labels.items()) for r in rows]
     columns = ["id", "time", "task", "model", "version", "case_code", "result", "input", "image_kept", "source"]
     if viewer is None or viewer.is_admin:
         columns.insert(6, "user")
@@ -83,14 +85,14 @@ with left:
         st.info("The image was not kept with this record (privacy default); its sha256 fingerprint identifies it.",
                 icon=":material/visibility_off:")
 with right:
-    outputs = [{"output": o, "result": record.labels.get(o, ""),
-                **{label: f"{p:.1%}" for label, p in sorted(probs.items(), key=lambda kv: -kv[1])}}
-               for o, probs in (record.summary.get("probabilities") or {}).items()]
-    if outputs:
+    probabilities = record.summary.get("probabilities") or {}
+    if probabilities:
+        wording = registry.wording(record.model_id)
         st.markdown(f"**Outputs** (probabilities from {record.model_id} v{record.model_version})")
-        for row in outputs:
-            st.markdown(f"- **{row.pop('output')}: {row.pop('result')}** · "
-                        + ", ".join(f"{label} {p}" for label, p in row.items()))
+        for o, probs in probabilities.items():
+            st.markdown(f"- **{wording.title(o)}: {wording.says(o, record.labels.get(o, ''))}** · "
+                        + ", ".join(f"{wording.says(o, label)} {p:.1%}"
+                                    for label, p in sorted(probs.items(), key=lambda kv: -kv[1])))
     extras = {k: v for k, v in record.summary.items()
               if k not in {"model", "version", "input", "input_sha256", "labels", "probabilities", "thresholds",
                            "timings_ms"} and isinstance(v, (int, float, str, bool))}

@@ -11,13 +11,12 @@ from plotly.subplots import make_subplots
 from core import morphometry, registry
 from core.explain import overlay
 from core.imageio import InputImage
-from core.results import Prediction
+from core.results import Prediction, Wording
 from core.tasks import sperm as task
 from ui.common import UPLOAD_TYPES, card_expander, read_upload
 from ui.records import record_prediction
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
-OUTPUT_TITLES = {"normal": "Normal vs abnormal", "shape": "Head shape (HuSHeM classes)"}
 SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "shape": "shape",
          "length_um": "length (µm)", "width_um": "width (µm)", "ratio": "length/width", "area_um2": "area (µm²)",
          "perimeter_um": "perimeter (µm)", "ellipticity": "ellipticity", "acrosome_pct": "acrosome (% head)",
@@ -41,6 +40,9 @@ def available(model_id: str) -> registry.Card | None:
 
 
 SEG_CARD, HEAD_CARD = available(task.SEG), available(task.HEAD)
+# the field what-if follows the classifier's share of normal forms among the scored heads, not a probability
+FIELD_WORDING = Wording(titles={"normal_forms": "Scored heads"}, value="share of the scored heads",
+                       labels={"normal_forms": {"normal": "called normal", "abnormal": "called abnormal"}})
 if SEG_CARD is None and HEAD_CARD is None:
     st.warning("Neither sperm model is installed (`sperm-seg`, `sperm-head`). Train them with "
                "`python -m core train sperm-seg|sperm-head --data …`.", icon=":material/warning:")
@@ -101,12 +103,9 @@ def heat_map(sha: str, version: str, output: str, label: str, _pixels: np.ndarra
 
 # --- drawing --------------------------------------------------------------------------------------------------------
 def probabilities_view(probs: dict[str, dict[str, float]], version: str) -> None:
-    for output, title in OUTPUT_TITLES.items():
-        p = probs.get(output)
-        if not p:
-            continue
+    for output, p in probs.items():
         top = max(p, key=p.get)
-        st.markdown(f"**{title}:** {top} ({100 * p[top]:.1f} %)")
+        st.markdown(f"**{HEAD_CARD.wording.title(output)}:** {top} ({100 * p[top]:.1f} %)")
         st.dataframe(pd.DataFrame({"class": list(p), "probability (%)": [round(100 * v, 1) for v in p.values()]}),
                      hide_index=True, width="stretch")
     st.caption(f"{task.HEAD} v{version}")
@@ -119,13 +118,14 @@ def head_view(pixels: np.ndarray, sha: str, probs: dict, version: str, key: str)
     with c2:
         probabilities_view(probs, version)
     with c3:
-        output = st.radio("Heat map for", ["normal", "shape"], horizontal=True, key=f"{key}_heat_output")
+        output = st.radio("Heat map for", list(probs), horizontal=True, key=f"{key}_heat_output",
+                          format_func=HEAD_CARD.wording.title)
         shown = probs.get(output)
         label = max(shown, key=shown.get) if shown else None  # the answer shown (the views' average)
         try:
             heat = heat_map(sha, version, output, label, pixels)
             st.image(overlay(pixels, heat, 0.45), width="stretch",
-                     caption=f"Grad-CAM for “{label or 'the predicted class'}” ({OUTPUT_TITLES[output].lower()}): "
+                     caption=f"Grad-CAM for “{label or 'the predicted class'}” ({HEAD_CARD.wording.title(output).lower()}): "
                              "red areas raised it most.")
         except Exception as exc:  # an explanation failure must not hide the result
             st.warning(f"No heat map for this crop: {exc}")
@@ -165,7 +165,7 @@ def single_head_ui(image: InputImage) -> None:
 
         model = registry.load(task.HEAD)
         whatif_panel(crop, model_predict(model), key="sperm-head-whatif", explain=model_explain(model),
-                     cache_key=f"{HEAD_CARD.id}@{HEAD_CARD.version}")
+                     cache_key=f"{HEAD_CARD.id}@{HEAD_CARD.version}", wording=HEAD_CARD.wording)
 
 
 def summary_view(summary: dict) -> None:
@@ -262,7 +262,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
                                                    heads=heads_of(pixels)).extras["heads"])
 
         whatif_panel(image.pixels, predict, key="sperm-field-whatif", detail=detail,
-                     cache_key=f"{task.SEG}@{versions}#{um}#{acrosome}")
+                     cache_key=f"{task.SEG}@{versions}#{um}#{acrosome}", wording=FIELD_WORDING)
 
 
 # --- page -----------------------------------------------------------------------------------------------------------

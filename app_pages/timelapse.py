@@ -285,5 +285,5 @@ else:
             model = registry.load(task.MODEL_ID)
             st.caption("The what-if tools use the per-frame encoder only, without the sequence context.")
             whatif_panel(seq.frames[frame], model_predict(model), key="tl-whatif", explain=model_explain(model),
-                         cache_key=f"{CARD.id}@{CARD.version}")
+                         cache_key=f"{CARD.id}@{CARD.version}", wording=CARD.wording)
 card_expander(CARD)

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import WEIGHTS_DIR
 from . import device as devices
+from .results import Wording
 
 REQUIRED_KEYS = (
     "id", "title", "task", "framework", "file", "sha256", "version", "classes", "input",
@@ -60,6 +61,12 @@ class Card:
     def metrics(self) -> dict:
         """Measured metrics, keyed by the data they were measured on (e.g. "hungvuong/heldout-groups")."""
         return self.raw.get("metrics", {})
+
+    @property
+    def wording(self) -> Wording:
+        """How outputs and labels read on pages and reports: the optional [display] table (titles, labels)."""
+        display = self.raw.get("display", {})
+        return Wording(titles=display.get("titles", {}), labels=display.get("labels", {}))
 
     def get(self, key: str, default=None):
         return self.raw.get(key, default)
@@ -202,3 +209,11 @@ card = REGISTRY.card
 load = REGISTRY.load
 status = REGISTRY.status
 preload = REGISTRY.preload
+
+
+def wording(model_id: str) -> Wording:
+    """How a model's outputs read; plain names for a model that is no longer installed (old records)."""
+    try:
+        return card(model_id).wording
+    except (KeyError, CardError):
+        return Wording()

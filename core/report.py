@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from . import DISCLAIMER, registry
-from .results import SUMMARY_FACTS
+from .results import SUMMARY_FACTS, Wording
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 MAX_TEXT = 420  # characters of intended use / limitations, so the report stays on one page
@@ -104,15 +104,15 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
         metrics = _metrics(card.metrics)
     probabilities = summary.get("probabilities") or {}
     labels = summary.get("labels") or {}
-    def says(label: str) -> str:  # "not_good" reads "not good"
-        return str(label).replace("_", " ")
-
-    outputs = [(o, says(labels.get(o, max(p, key=p.get))),
-                [(says(k), v) for k, v in sorted(p.items(), key=lambda kv: -kv[1])]) for o, p in probabilities.items()]
+    wording = card.wording if card is not None else Wording()
+    outputs = [(wording.title(o), wording.says(o, labels.get(o, max(p, key=p.get))),
+                [(wording.says(o, k), v) for k, v in sorted(p.items(), key=lambda kv: -kv[1])])
+               for o, p in probabilities.items()]
     details = {DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in summary.items()
                if k not in SUMMARY_FACTS and isinstance(v, (int, float, str, bool))}
     if summary.get("thresholds"):
-        details.update({f"decision threshold ({o})": f"{t:.1%}" for o, t in summary["thresholds"].items()})
+        details.update({f"decision threshold ({wording.title(o)})": f"{t:.1%}"
+                        for o, t in summary["thresholds"].items()})
     title = f"{model.get('title') or facts['id']}: single-image report"
     return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,

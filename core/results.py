@@ -12,6 +12,22 @@ SUMMARY_FACTS = frozenset({"model", "version", "input", "input_sha256", "labels"
                            "timings_ms"})
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How a model's outputs and labels read to a clinician (a card's [display] table). Records, CSV and JSON keep
+    the model's own names; only what people read is reworded."""
+    titles: dict[str, str] = field(default_factory=dict)  # output -> title
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # output -> label -> wording
+    value: str = "probability"  # what the output's numbers are
+
+    def title(self, output: str) -> str:
+        return self.titles.get(output, str(output).replace("_", " "))
+
+    def says(self, output: str, label) -> str:
+        """A label as a reader sees it: the card's wording, else "not_good" -> "not good"."""
+        return self.labels.get(output, {}).get(label, str(label).replace("_", " "))
+
+
 @dataclass
 class Prediction:
     model_id: str

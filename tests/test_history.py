@@ -26,7 +26,9 @@ def db(tmp_path, monkeypatch):
 
 
 def add(name, model="embryo-grade", task="embryo", case=None, user=None, image=None, whatif=None, days_ago=0):
-    pred = Prediction(model, "1.0", name, "ab" * 32, {"stage": {"cleavage": 0.35, "blastocyst": 0.65}})
+    outputs = ({"pcos": {"healthy": 0.35, "pcos": 0.65}} if model == "pcos"
+               else {"stage": {"cleavage": 0.35, "blastocyst": 0.65}})
+    pred = Prediction(model, "1.0", name, "ab" * 32, outputs)
     new_id = records.record(pred, task=task, card={"id": model, "version": "1.0", "sha256": "e" * 64}, case_code=case,
                             user=user, image=image, whatif=whatif, input_size=(64, 64))
     if days_ago:
@@ -59,6 +61,8 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert table_ids(at) == [b, a]  # newest first; the 60-day-old one is outside the default 30 days
+    assert at.dataframe[0].value["result"].tolist() == ["PCOS resemblance: resembles PCOS-labelled frames",
+                                                       "stage: blastocyst"]
     at.multiselect[0].select("pcos").run()  # task
     assert table_ids(at) == [b]
     at.multiselect[0].unselect("pcos").run()
@@ -79,6 +83,8 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     at.query_params["record"] = str(b)
     at.run()
     assert "not kept with this record" in texts(at)
+    # a PCOS record reads as the card words it, not "pcos: pcos"
+    assert "**PCOS resemblance: resembles PCOS-labelled frames** · resembles PCOS-labelled frames 65.0%" in texts(at)
 
 
 def test_sign_in_on_users_see_their_own_records_and_admins_all(db):

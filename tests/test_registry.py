@@ -66,6 +66,19 @@ def test_card_missing_keys_is_an_error(tmp_path):
         Registry(tmp_path).card("bad")
 
 
+def test_a_cards_display_table_words_outputs_and_labels(weights, tmp_path):
+    plain = Registry(weights).cards()[0].wording
+    assert plain.title("cell_stage") == "cell stage" and plain.says("quality", "not_good") == "not good"
+    folder = tmp_path / "worded"
+    shutil.copytree(weights / "tiny-keras", folder / "tiny-keras")
+    card = folder / "tiny-keras" / "card.toml"
+    card.write_text(card.read_text() + '\n[display.titles]\nquality = "Quality grade"\n'
+                    '[display.labels.quality]\ngood = "good (grade A/B)"\n')
+    worded = Registry(folder).card("tiny-keras").wording
+    assert worded.title("quality") == "Quality grade" and worded.says("quality", "good") == "good (grade A/B)"
+    assert worded.says("quality", "not_good") == "not good" and worded.value == "probability"
+
+
 def test_cache_hit_returns_same_object_and_bound_evicts(weights):
     reg = Registry(weights, cache_size=1)
     a = reg.load("tiny-torch", "cpu")

@@ -115,3 +115,21 @@ def test_a_field_report_lists_every_head_and_names_its_figures():
     assert "<th>Output</th>" not in page  # no empty probability table for a field
     n_pages, text = _pdf_text(report.from_prediction(pred, image=image).pdf())
     assert n_pages == 1 and "length (µm)" in text
+
+
+def test_a_pcos_report_reads_as_resemblance_not_a_diagnosis():
+    """The PCOS report said "pcos | pcos 67.4%", which reads like a diagnosis; the card's [display] table words it
+    as what the model measures."""
+    try:
+        card = registry.card("pcos")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"weights/pcos is not installed: {exc}")
+    image = read_image(encode_png(synthetic.embryo(size=120, seed=2)[0]), name="frame.png")
+    pred = Prediction("pcos", card.version, image.name, image.sha256, {"pcos": {"healthy": 0.326, "pcos": 0.674}},
+                      thresholds={"pcos": 0.35})
+    rep = report.from_prediction(pred, image=image)
+    assert rep.outputs == [("PCOS resemblance", "resembles PCOS-labelled frames",
+                            [("resembles PCOS-labelled frames", 0.674), ("resembles healthy-labelled frames", 0.326)])]
+    assert rep.details["decision threshold (PCOS resemblance)"] == "35.0%"
+    _, text = _pdf_text(rep.pdf())
+    assert "resembles PCOS-labelled frames 67.4%" in text

@@ -46,6 +46,22 @@ def test_panel_shows_both_outputs_and_follows_a_slider(at):
     assert "Changes applied: none" in caption_text(at)
 
 
+def test_a_models_wording_names_outputs_and_labels(monkeypatch):
+    """A card's [display] wording ("PCOS resemblance: resembles PCOS-labelled frames", not "pcos: pcos") reaches
+    every place the panel names an output or a label."""
+    monkeypatch.setenv("WHATIF_WORDING", "1")
+    app = AppTest.from_file(str(PAGE), default_timeout=60)
+    app.run()
+    app.slider(key="harness-p-brightness").set_value(-100).run()
+    assert not app.exception
+    assert [m.label for m in app.metric if m.label.startswith("Bright spot:")] == ["Bright spot: spot present",
+                                                                                  "Bright spot: no spot"]
+    assert any("**Bright spot**: the prediction changed from **spot present** to **no spot**" in w.value
+               for w in app.warning)
+    assert "| Bright spot | spot present |" in next(m.value for m in app.markdown if m.value.startswith("| output |"))
+    assert app.metric[0].help.startswith("Share for the label shown")
+
+
 def test_a_new_image_starts_unedited(at):
     """Sliders set on one patient's image must not silently apply to the next image uploaded."""
     from core import synthetic

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 from datetime import datetime, timezone
+from functools import partial
 from typing import Callable
 
 import cv2
@@ -25,6 +26,7 @@ from PIL import Image
 
 from core import whatif
 from core.explain import overlay
+from core.results import Wording
 
 Outputs = dict[str, dict[str, float]]
 DISPLAY_PX = 420  # images are drawn at most this wide; predictions always use the full image
@@ -44,6 +46,7 @@ def whatif_panel(
     cache_key: str | None = None,
     predict_batch: Callable[[list[np.ndarray]], list[Outputs]] | None = None,
     version: str | None = None,
+    wording: Wording | None = None,
 ) -> None:
     """Draw the what-if panel for one image (call it inside a tab or expander of a task page).
 
@@ -81,6 +84,9 @@ def whatif_panel(
         ``core.whatif.model_predict_batch(model)``.
     version
         Model version shown beside probabilities (default: taken from ``cache_key`` after "@", if any).
+    wording
+        How outputs and labels read (for a registry model: ``card.wording``); by default the names ``predict``
+        returns, "_" read as a space. Its ``value`` names what the numbers are (default "probability").
 
     What the user gets
     ------------------
@@ -105,7 +111,7 @@ def whatif_panel(
                    "of every comparison are predicted at the same size.")
     ck = cache_key or whatif.model_key(predict) or key
     version = version or (ck.split("@", 1)[1].split("#")[0] if "@" in ck else None)
-    _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version)
+    _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version, wording or Wording())
 
 
 # --- cached work (keyed on strings; the leading-underscore arguments are not hashed) ---------------------------------
@@ -152,11 +158,6 @@ def _display_jpeg(sha: str, _image) -> bytes:
 @st.cache_data(max_entries=64, show_spinner=False)
 def _overlay_jpeg(ck: str, sha: str, output: str, opacity: float, _image, _heat) -> bytes:
     return _encode_jpeg(overlay(_display(_image), _heat, opacity))
-
-
-def _shown(label) -> str:
-    """A model label as a reader sees it ("not_good" -> "not good")."""
-    return str(label).replace("_", " ")
 
 
 def _sha(image: np.ndarray) -> str:
@@ -224,7 +225,7 @@ def _computed_on_click(store: dict, run_key, button: str, button_key: str, icon:
 
 # --- the panel -------------------------------------------------------------------------------------------------------
 @st.fragment
-def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version):
+def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version, wording):
     ss = st.session_state
     sha = _sha(image)
     if ss.get(f"{key}-image") not in (None, sha):  # a new image starts unedited: no sliders or paint carried over
@@ -248,7 +249,7 @@ def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, 
     _freeze_heap(ck)
     modified_out = _safe("Prediction on the modified image", _predicted, ck, edited_sha, edited, predict)
     with results:
-        _comparison(image, edited, original_out, modified_out, settings, mask, version, sha, edited_sha)
+        _comparison(image, edited, original_out, modified_out, settings, mask, version, sha, edited_sha, wording)
         if detail is not None:
             _detail_comparison(ck, image, sha, edited, edited_sha, detail, settings)
 
@@ -261,13 +262,13 @@ def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, 
                    on_change="rerun")
     with tabs[0]:
         if tabs[0].open:
-            _heatmap_tab(key, ck, image, sha, edited, edited_sha, explain, original_out)
+            _heatmap_tab(key, ck, image, sha, edited, edited_sha, explain, original_out, wording)
     with tabs[1]:
         if tabs[1].open:
-            _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch)
+            _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch, wording)
     with tabs[2]:
         if tabs[2].open:
-            _sensitivity_tab(key, ck, image, sha, mask, settings, batch, ultrasound)
+            _sensitivity_tab(key, ck, image, sha, mask, settings, batch, ultrasound, wording)
     with tabs[3]:
         if tabs[3].open:
             _save_load_tab(key, image, ck)
@@ -339,7 +340,8 @@ def _pct(p: float) -> str:
     return f"{100 * p:.1f}%"
 
 
-def _comparison(original, edited, original_out, modified_out, settings, mask, version, sha, edited_sha) -> None:
+def _comparison(original, edited, original_out, modified_out, settings, mask, version, sha, edited_sha,
+                wording: Wording) -> None:
     left, right = st.columns(2)
     what = whatif.describe(settings)
     if mask is not None:
@@ -353,34 +355,36 @@ def _comparison(original, edited, original_out, modified_out, settings, mask, ve
         return
     ver = f" · model v{version}" if version else ""
     before, after = whatif.predicted(original_out), whatif.predicted(modified_out)
+    value = wording.value.capitalize()
     for output in original_out:
+        title, says = wording.title(output), partial(wording.says, output)
         a, b = before[output], after.get(output)
         p0 = original_out[output][a]
         p1 = modified_out.get(output, {}).get(b, float("nan"))
         change = round(100 * (modified_out[output][a] - p0), 1) + 0.0 if a in modified_out.get(output, {}) else 0.0
         with left:
-            st.metric(f"{output}: {_shown(a)}", _pct(p0), help=f"Probability of the predicted label{ver}")
+            st.metric(f"{title}: {says(a)}", _pct(p0), help=f"{value} for the label shown{ver}")
         with right:
             colour = "gray" if abs(change) < 0.5 else ("blue" if change > 0 else "orange")
-            st.metric(f"{output}: {_shown(b)}", _pct(p1), delta=f"{change:+.1f} pts for '{_shown(a)}'",
+            st.metric(f"{title}: {says(b)}", _pct(p1), delta=f"{change:+.1f} pts for '{says(a)}'",
                       delta_color=colour, delta_arrow="auto" if abs(change) >= 0.05 else "off",
-                      help=f"Probability of the predicted label{ver}; the change is for the original's label")
+                      help=f"{value} for the label shown{ver}; the change is for the original's label")
         if b != a:
-            st.warning(f"**{output}**: the prediction changed from **{_shown(a)}** to **{_shown(b)}**.",
+            st.warning(f"**{title}**: the prediction changed from **{says(a)}** to **{says(b)}**.",
                        icon=":material/swap_horiz:")
-    st.markdown(_change_table(whatif.compare(original_out, modified_out)))
+    st.markdown(_change_table(whatif.compare(original_out, modified_out), wording))
     st.caption(f"Changes applied: {what or 'none'}{ver}", help="The modified image is what the model saw.")
 
 
-def _change_table(table: pd.DataFrame) -> str:
+def _change_table(table: pd.DataFrame, wording: Wording) -> str:
     """whatif.compare's rows as a Markdown table, each change coloured by its direction (a pandas Styler through
     st.table cost about a sixth of every slider update)."""
     lines = ["| output | label | original | modified | change |", "|---|---|---|---|---|"]
     for row in table.itertuples():
         c = round(row.change_pts, 1) + 0.0
         mark, colour = ("▲", "blue") if c > 0.05 else ("▼", "orange") if c < -0.05 else ("•", "gray")
-        lines.append(f"| {row.output} | {_shown(row.label)} | {_pct(row.original)} | {_pct(row.modified)} | "
-                     f":{colour}[{mark} {c:+.1f} pts] |")
+        lines.append(f"| {wording.title(row.output)} | {wording.says(row.output, row.label)} | {_pct(row.original)} | "
+                     f"{_pct(row.modified)} | :{colour}[{mark} {c:+.1f} pts] |")
     return "\n".join(lines)
 
 
@@ -404,7 +408,7 @@ def _detail_comparison(ck, image, sha, edited, edited_sha, detail, settings) -> 
     right.dataframe(after, hide_index=True, width="stretch")
 
 
-def _heatmap_tab(key, ck, image, sha, edited, edited_sha, explain, original_out) -> None:
+def _heatmap_tab(key, ck, image, sha, edited, edited_sha, explain, original_out, wording: Wording) -> None:
     if explain is None:
         st.info("This model has no gradient heat map; the occlusion map is a model-agnostic alternative.",
                 icon=":material/info:")
@@ -421,13 +425,13 @@ def _heatmap_tab(key, ck, image, sha, edited, edited_sha, explain, original_out)
             heat = _safe(f"Heat map ({output}, {name})", _explained, ck, s, output, img, explain)
             with col:
                 if heat is None:
-                    st.caption(f"No heat map for {output}.")
+                    st.caption(f"No heat map for {wording.title(output)}.")
                 else:
-                    st.image(_overlay_jpeg(ck, s, output, opacity, img, heat), caption=f"{output} · {name}",
-                             width="stretch", output_format="JPEG")
+                    st.image(_overlay_jpeg(ck, s, output, opacity, img, heat),
+                             caption=f"{wording.title(output)} · {name}", width="stretch", output_format="JPEG")
 
 
-def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch) -> None:
+def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch, wording: Wording) -> None:
     ss = st.session_state
     st.caption("Covers one square at a time with the image's mean colour and re-predicts: warm areas are where "
                "covering lowers the predicted label's probability most. Model-agnostic, beside Grad-CAM.")
@@ -449,14 +453,14 @@ def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch) -> None:
     for output, label in result.labels.items():
         cols = st.columns([1, 2])
         cols[0].image(overlay(_display(img), result.heat(output), opacity), width="stretch",
-                      caption=f"{output}: where covering lowers '{_shown(label)}' most")
-        cols[1].metric(f"{output}: largest drop of '{_shown(label)}' by one patch",
+                      caption=f"{wording.title(output)}: where covering lowers '{wording.says(output, label)}' most")
+        cols[1].metric(f"{wording.title(output)}: largest drop of '{wording.says(output, label)}' by one patch",
                        f"{100 * result.max_drop[output]:.1f} pts",
                        help=f"Patch {result.patch} px, stride {result.stride} px, {result.n_patches} patches; the map "
                             "shows the mean drop of the patches covering each pixel.")
 
 
-def _sensitivity_tab(key, ck, image, sha, mask, settings, batch, ultrasound) -> None:
+def _sensitivity_tab(key, ck, image, sha, mask, settings, batch, ultrasound, wording: Wording) -> None:
     import plotly.express as px
 
     ss = st.session_state
@@ -484,9 +488,9 @@ def _sensitivity_tab(key, ck, image, sha, mask, settings, batch, ultrasound) -> 
     if curve is None:
         return
     for output, part in curve.groupby("output", sort=False):
-        part = part.assign(label=part["label"].map(_shown))
+        part = part.assign(label=part["label"].map(partial(wording.says, output)))
         fig = px.line(part, x="value", y="probability", color="label", markers=True,
-                      labels={"value": p.label, "probability": "Probability"}, title=output)
+                      labels={"value": p.label, "probability": wording.value.capitalize()}, title=wording.title(output))
         fig.update_yaxes(range=[0, 1], tickformat=".0%")
         current = settings.get(name)
         if not p.choices:

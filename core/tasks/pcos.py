@@ -227,6 +227,12 @@ def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.clip(thr[best], 0.01, 0.99))
 
 
+# what a reader sees: a resemblance to the training labels, never a bare "pcos" that reads like a diagnosis
+DISPLAY = {"titles": {OUTPUT: "PCOS resemblance"},
+           "labels": {OUTPUT: {"healthy": "resembles healthy-labelled frames",
+                               "pcos": "resembles PCOS-labelled frames"}}}
+
+
 def write_card(folder, file, layout, info, counts, history, threshold, val_auc, epochs, seed) -> None:
     card = {
         "id": MODEL_ID,
@@ -240,6 +246,7 @@ def write_card(folder, file, layout, info, counts, history, threshold, val_auc, 
         "input": {**INPUT, "region": "scan" if RECIPE["roi"] else "frame"},
         "thresholds": {OUTPUT: round(threshold, 4)},
         "explain": {"layer": "features"},
+        "display": DISPLAY,
         "train_command": "python -m core train pcos --data ../shared/data/pcos/pcosgen"
                          + (f" --epochs {epochs}" if epochs != RECIPE["epochs"] else "")
                          + (f" --seed {seed}" if seed else ""),

@@ -362,6 +362,7 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
         "arch_kwargs": {"width": recipe["width"]},
         "file": "model.pt", "version": "3.1",
         "classes": {"normal": ds.NORMAL_LABELS, "shape": ds.SHAPES},
+        "display": {"titles": {"normal": "Normal vs abnormal", "shape": "Head shape (HuSHeM classes)"}},
         "input": {"size": [HEAD_SIZE, HEAD_SIZE], "channels": 1, "normalise": "per_image",
                   "test_views": HEAD_TEST_VIEWS},
         "explain": {"layer": "features.block3"},

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import synthetic
 from core.registry import Registry
+from core.results import Wording
 from core.whatif import model_explain, model_predict, model_predict_batch
 from ui.common import read_upload
 from ui.whatif import whatif_panel
@@ -47,5 +48,7 @@ if os.environ.get("WHATIF_WEIGHTS"):
     whatif_panel(pixels, model_predict(model), key="harness", explain=model_explain(model),
                  predict_batch=model_predict_batch(model), cache_key=f"{model.id}@{model.card.version}")
 else:
+    worded = Wording(titles={"spot": "Bright spot"}, labels={"spot": {"present": "spot present"}}, value="share")
     whatif_panel(pixels, stand_in_predict, key="harness", explain=stand_in_explain, cache_key="stand-in@1",
-                 ultrasound=os.environ.get("WHATIF_ULTRASOUND") == "1")
+                 ultrasound=os.environ.get("WHATIF_ULTRASOUND") == "1",
+                 wording=worded if os.environ.get("WHATIF_WORDING") == "1" else None)
