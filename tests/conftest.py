@@ -127,14 +127,26 @@ def page(browser, request):
     context.close()
 
 
-def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
-    """Wait until Streamlit is connected and its script run has finished (after a goto or an interaction,
-    wait for the element you expect as well: a rerun may not have started yet)."""
-    pg.wait_for_selector(
-        '[data-testid="stApp"][data-test-connection-state="CONNECTED"][data-test-script-state="notRunning"]',
-        timeout=timeout_ms,
-    )
-    pg.wait_for_selector('[data-testid="stMain"]', timeout=timeout_ms)
+IDLE = '[data-testid="stApp"][data-test-connection-state="CONNECTED"][data-test-script-state="notRunning"]'
+
+
+def wait_for_app(pg, timeout_ms: int = 60_000, quiet_ms: int = 1_000) -> None:
+    """Wait until Streamlit is connected and its script has stayed idle for `quiet_ms`: a page that reruns itself
+    (st.rerun, the drawing canvas reporting its first size) is idle for a moment between runs, and an action sent in
+    that moment can be lost. After an interaction, wait for the element you expect as well: the rerun it causes may
+    not have started yet."""
+    pg.evaluate("window.__appBusyAt = performance.now()")
+    pg.wait_for_function(
+        """([idle, quiet]) => {
+            const now = performance.now();
+            if (!document.querySelector(idle) || !document.querySelector('[data-testid="stMain"]')) {
+                window.__appBusyAt = now;
+                return false;
+            }
+            if (window.__appBusyAt === undefined) window.__appBusyAt = now;  // the page was reloaded meanwhile
+            return now - window.__appBusyAt >= quiet;
+        }""",
+        arg=[IDLE, quiet_ms], polling=100, timeout=timeout_ms)
 
 
 def assert_no_errors(pg) -> None:

@@ -17,7 +17,7 @@ except (KeyError, registry.CardError):
 
 
 def upload(page, name: str, data: bytes, mime: str = "image/png") -> None:
-    wait_for_app(page)  # the previous run (heat maps, what-if) has finished: this upload starts a fresh run
+    wait_for_app(page, 120_000)  # the previous run (heat maps, what-if) has finished: this upload starts a fresh run
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
         {"name": name, "mimeType": mime, "buffer": data})
 
@@ -26,7 +26,7 @@ def test_upload_single_embryo_then_bad_files(app_url, page, tmp_path):
     page.goto(f"{app_url}/embryo")
     wait_for_app(page)
     upload(page, "blastocyst.png", encode_png(synthetic.embryo("blastocyst", size=128, seed=5, field=448)[0]))
-    page.get_by_text("What drove each answer").wait_for(timeout=90_000)
+    page.get_by_text("What drove each answer").wait_for(timeout=180_000)  # the model's first, cold load
     answers = page.locator('[data-testid="stMarkdown"] h3')
     answers.first.wait_for(timeout=30_000)
     assert answers.count() == 2 and all(" %" in answers.nth(i).inner_text() for i in range(2))

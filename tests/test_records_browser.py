@@ -90,6 +90,7 @@ def test_history_selection_does_not_follow_its_row_position_into_another_record(
     bounds = grid.bounding_box()
     page.mouse.click(bounds["x"] + 12, bounds["y"] + 35 * 1.5)  # the first row: the newest record
     page.get_by_text(f"Record #{ids['IVF-NEWEST']}").wait_for(timeout=60_000)
+    wait_for_app(page)  # the record's image and reports are drawn after its title
     page.get_by_label("Case code contains").fill("IVF-OLDER")
     page.get_by_label("Case code contains").press("Enter")
     page.get_by_text("1 record ·").wait_for(timeout=60_000)

@@ -47,12 +47,13 @@ def test_sperm_page_field_crop_and_bad_file(app_url, page, tmp_path):
     page.mouse.click(bounds["x"] + 12, bounds["y"] + 35 * 3.5)  # the selection box of the third row (header 35 px)
     page.wait_for_function("s => document.querySelector(s).value === '3'", arg='input[aria-label="Show head"]',
                            timeout=60_000)
+    wait_for_app(page, 120_000)  # head 3's heat map and the what-if: the next upload starts a fresh run
     assert_no_errors(page)
 
     uploader.set_input_files(str(tmp_path / "head.png"))
     page.get_by_text("Treated as a single-head crop").wait_for(timeout=60_000)  # the new upload, not the field
     wait_for_app(page)
-    page.get_by_text("Normal vs abnormal:").wait_for(timeout=30_000)
+    page.get_by_text("Normal vs abnormal:", exact=True).wait_for(timeout=30_000)
     assert_no_errors(page)
 
     uploader.set_input_files(str(tmp_path / "notes.png"))

@@ -1,12 +1,10 @@
 """Browser test of the what-if panel on its harness page: a slider and a painted stroke change the prediction."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from core import synthetic
-from tests.conftest import ROOT, assert_no_errors, streamlit_server
+from tests.conftest import ROOT, assert_no_errors, streamlit_server, wait_for_app
 
 CAPTION = """expected => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
     .some(e => e.textContent.includes('Changes applied:') && e.textContent.includes(expected))"""
@@ -40,7 +38,7 @@ def test_slider_and_painting_change_the_prediction(harness_url, page):
     page.get_by_role("tab", name="Paint & occlude").click()
     brush = page.locator('[data-testid="stSlider"]').filter(has_text="Brush size").locator('input[type="range"]')
     brush.press("End")  # the widest brush
-    time.sleep(1)
+    wait_for_app(page)  # the canvas is rebuilt for the new width: a stroke drawn meanwhile is dropped
     canvas = page.locator("canvas").last
     canvas.wait_for(timeout=30_000)
     box = canvas.bounding_box()
