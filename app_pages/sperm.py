@@ -50,27 +50,29 @@ if SEG_CARD is None and HEAD_CARD is None:
 
 
 # --- inputs ---------------------------------------------------------------------------------------------------------
-def input_ui() -> tuple[InputImage | None, str, float, bool]:
+def input_ui() -> tuple[InputImage | None, bool, float, bool]:
+    """The upload, whether it is read as one head crop, the calibration and the acrosome criterion."""
     left, right = st.columns([2, 1])
+    with left:
+        upload = st.file_uploader("Micrograph (field or single head)", type=UPLOAD_TYPES, key="sperm_upload")
+        image = read_upload(upload)
     with right:
         mode = st.radio("Image type", MODES, key="sperm_mode",
                         help=f"Auto treats images up to {task.AUTO_CROP_MAX_SIDE} px on their long side as one "
                              "head crop, larger ones as a field.")
+        single = mode == MODES[2] or (mode == MODES[0] and image is not None and task.is_single_head(image.pixels))
         um = st.number_input(
             "Calibration (µm per pixel)", min_value=0.005, max_value=2.0, value=morphometry.DEFAULT_UM_PER_PX,
-            step=0.001, format="%.4f", key="sperm_um_per_px", disabled=mode == MODES[2],
+            step=0.001, format="%.4f", key="sperm_um_per_px", disabled=single,
             help="Measure a stage micrometer with your microscope and camera: known length in µm divided by its "
                  f"length in pixels. The default {morphometry.DEFAULT_UM_PER_PX} µm/pixel is an estimate for the "
                  "Sperm Parsing v2 fields (1280×1024), not a calibration of yours.")
-        acrosome = st.checkbox("Use acrosome criterion", value=False, disabled=mode == MODES[2],
-                               key="sperm_acrosome", help=morphometry.ACROSOME_NOTE)
-        if mode == MODES[2]:
+        acrosome = st.checkbox("Use acrosome criterion", value=False, disabled=single, key="sperm_acrosome",
+                               help=morphometry.ACROSOME_NOTE)
+        if single:
             st.caption("Calibration and the acrosome criterion apply to whole fields: a single crop is classified, "
                        "not measured.")
-    with left:
-        upload = st.file_uploader("Micrograph (field or single head)", type=UPLOAD_TYPES, key="sperm_upload")
-        image = read_upload(upload)
-    return image, mode, um, acrosome
+    return image, single, um, acrosome
 
 
 # --- the page's predictions (one place each) ------------------------------------------------------------------------
@@ -266,11 +268,10 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
 
 
 # --- page -----------------------------------------------------------------------------------------------------------
-image, mode, um, acrosome = input_ui()
+image, single, um, acrosome = input_ui()
 if image is None:
     st.info("Upload a field micrograph or a single-head crop to start.", icon=":material/upload:")
 else:
-    single = mode == MODES[2] or (mode == MODES[0] and task.is_single_head(image.pixels))
     st.caption(f"Treated as {'a single-head crop' if single else 'a full field'} ({image.size[0]}×{image.size[1]} px).")
     if single:
         single_head_ui(image)

@@ -111,8 +111,8 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
     details = {DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in summary.items()
                if k not in SUMMARY_FACTS and isinstance(v, (int, float, str, bool))}
     if summary.get("thresholds"):
-        details.update({f"decision threshold ({wording.title(o)})": f"{t:.1%}"
-                        for o, t in summary["thresholds"].items()})
+        for o, t in summary["thresholds"].items():  # on the probability of a binary output's second label
+            details[f"decision threshold for “{wording.says(o, list(probabilities.get(o, [o]))[-1])}”"] = f"{t:.1%}"
     title = f"{model.get('title') or facts['id']}: single-image report"
     return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,

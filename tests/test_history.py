@@ -61,7 +61,7 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert table_ids(at) == [b, a]  # newest first; the 60-day-old one is outside the default 30 days
-    assert at.dataframe[0].value["result"].tolist() == ["PCOS resemblance: resembles PCOS-labelled frames",
+    assert at.dataframe[0].value["result"].tolist() == ["Resembles: PCOS-labelled frames",
                                                        "stage: blastocyst"]
     at.multiselect[0].select("pcos").run()  # task
     assert table_ids(at) == [b]
@@ -84,7 +84,7 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     at.run()
     assert "not kept with this record" in texts(at)
     # a PCOS record reads as the card words it, not "pcos: pcos"
-    assert "**PCOS resemblance: resembles PCOS-labelled frames** · resembles PCOS-labelled frames 65.0%" in texts(at)
+    assert "**Resembles: PCOS-labelled frames** · PCOS-labelled frames 65.0%, healthy-labelled frames 35.0%" in texts(at)
 
 
 def test_sign_in_on_users_see_their_own_records_and_admins_all(db):

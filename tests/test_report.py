@@ -93,7 +93,7 @@ def test_training_data_line_names_a_dataset_given_as_dataset_and_threshold_keeps
     assert line.startswith("PCOSGen (Auto-PCOS challenge 2024), CC BY 4.0")
     pred, image = _prediction(with_overlay=False)
     pred.thresholds = {"quality": 0.351}
-    assert report.from_prediction(pred, image=image).details["decision threshold (quality)"] == "35.1%"
+    assert report.from_prediction(pred, image=image).details["decision threshold for “good”"] == "35.1%"
 
 
 def test_a_field_report_lists_every_head_and_names_its_figures():
@@ -119,7 +119,7 @@ def test_a_field_report_lists_every_head_and_names_its_figures():
 
 def test_a_pcos_report_reads_as_resemblance_not_a_diagnosis():
     """The PCOS report said "pcos | pcos 67.4%", which reads like a diagnosis; the card's [display] table words it
-    as what the model measures."""
+    as what the model measures: "Resembles | PCOS-labelled frames"."""
     try:
         card = registry.card("pcos")
     except (KeyError, registry.CardError) as exc:
@@ -128,8 +128,8 @@ def test_a_pcos_report_reads_as_resemblance_not_a_diagnosis():
     pred = Prediction("pcos", card.version, image.name, image.sha256, {"pcos": {"healthy": 0.326, "pcos": 0.674}},
                       thresholds={"pcos": 0.35})
     rep = report.from_prediction(pred, image=image)
-    assert rep.outputs == [("PCOS resemblance", "resembles PCOS-labelled frames",
-                            [("resembles PCOS-labelled frames", 0.674), ("resembles healthy-labelled frames", 0.326)])]
-    assert rep.details["decision threshold (PCOS resemblance)"] == "35.0%"
+    assert rep.outputs == [("Resembles", "PCOS-labelled frames",
+                            [("PCOS-labelled frames", 0.674), ("healthy-labelled frames", 0.326)])]
+    assert rep.details["decision threshold for “PCOS-labelled frames”"] == "35.0%"
     _, text = _pdf_text(rep.pdf())
-    assert "resembles PCOS-labelled frames 67.4%" in text
+    assert "PCOS-labelled frames 67.4%" in text

@@ -379,11 +379,14 @@ def test_page_field_crop_and_bad_file():
     at.number_input(key="sperm_um_per_px").set_value(0.05).run()
     assert not any("default calibration" in w.value for w in at.warning)
     assert any("full field" in c.value for c in at.caption)
+    assert not at.number_input(key="sperm_um_per_px").disabled
 
     crop, _ = synthetic.sperm_head("normal", seed=2)
     at.file_uploader[0].upload("head.png", encode_png(crop), "image/png").run()
     assert not at.exception, at.exception
     assert any("single-head crop" in c.value for c in at.caption)
+    # Auto read it as one crop: a calibration or criterion would change nothing, so they are off
+    assert at.number_input(key="sperm_um_per_px").disabled and at.checkbox(key="sperm_acrosome").disabled
     assert any("Normal vs abnormal" in m.value for m in at.markdown)
 
     at.file_uploader[0].upload("notes.png", b"this is text, not an image", "image/png").run()

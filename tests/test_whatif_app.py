@@ -47,7 +47,7 @@ def test_panel_shows_both_outputs_and_follows_a_slider(at):
 
 
 def test_a_models_wording_names_outputs_and_labels(monkeypatch):
-    """A card's [display] wording ("PCOS resemblance: resembles PCOS-labelled frames", not "pcos: pcos") reaches
+    """A card's [display] wording ("Resembles: PCOS-labelled frames", not "pcos: pcos") reaches
     every place the panel names an output or a label."""
     monkeypatch.setenv("WHATIF_WORDING", "1")
     app = AppTest.from_file(str(PAGE), default_timeout=60)

@@ -228,9 +228,8 @@ def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
 
 
 # what a reader sees: a resemblance to the training labels, never a bare "pcos" that reads like a diagnosis
-DISPLAY = {"titles": {OUTPUT: "PCOS resemblance"},
-           "labels": {OUTPUT: {"healthy": "resembles healthy-labelled frames",
-                               "pcos": "resembles PCOS-labelled frames"}}}
+DISPLAY = {"titles": {OUTPUT: "Resembles"},
+           "labels": {OUTPUT: {"healthy": "healthy-labelled frames", "pcos": "PCOS-labelled frames"}}}
 
 
 def write_card(folder, file, layout, info, counts, history, threshold, val_auc, epochs, seed) -> None:
