@@ -215,7 +215,8 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
                    icon=":material/straighten:")
     record_prediction(pred, "sperm", image=image)
     st.image(pred.images["overlay"], width="stretch",
-             caption="Green: normal · red: abnormal (classifier) · blue: not classified. Numbers match the table. "
+             caption="Green: normal · red: abnormal (classifier) · blue: not classified · grey: cut by the border, "
+                     "not scored. Numbers match the table. "
                      f"{task.SEG} v{pred.model_version}" + (f", {summary['head_model']}" if summary["head_model"] else ""))
     if not rows:
         st.info("No sperm heads were found. The segmenter was trained on stained bright-field fields; unstained, "

@@ -290,6 +290,18 @@ def test_field_analysis_end_to_end():
         assert row["length_um"] > 0 and f"head_{row['head']}" in pred.images
 
 
+def test_heads_cut_by_the_border_are_drawn_grey_not_in_a_class_colour():
+    """They are measured but never scored: drawn red or green, they looked like part of the normal-forms figure."""
+    field = np.full((100, 100, 3), 200, np.uint8)
+    mask = np.ones((10, 10), bool)
+    heads = [{"box": (40, 40, 50, 50), "mask": mask}, {"box": (0, 40, 10, 50), "mask": mask}]
+    rows = [{"head": 1, "class": "abnormal", "at_border": False}, {"head": 2, "class": "abnormal", "at_border": True}]
+    out = task.draw_field(field, heads, rows).astype(int)
+    scored, border = out[45, 45], out[45, 5]
+    assert scored[0] > scored[1] + 30  # reddish: abnormal
+    assert abs(border[0] - border[1]) <= 2 and abs(border[1] - border[2]) <= 2  # grey
+
+
 def test_head_classifier_and_heat_map():
     needs_model(task.HEAD)
     from core import registry

@@ -590,6 +590,7 @@ def _train_seg(root: Path, recipe: dict, seed: int, out: Path, device: str, trai
 # --- field analysis: segment, measure, classify ---------------------------------------------------------------
 
 CLASS_COLOURS = {"normal": (40, 170, 60), "abnormal": (220, 60, 40), None: (40, 110, 230)}  # RGB
+BORDER_COLOUR = (150, 150, 150)  # heads cut by the image border: measured, never scored
 
 
 def seg_input(image: np.ndarray, long_side: int = SEG_LONG_SIDE) -> tuple[np.ndarray, tuple[int, int]]:
@@ -664,13 +665,14 @@ def head_crop(image: np.ndarray, head: dict, length_px: float) -> np.ndarray:
 
 
 def draw_field(image: np.ndarray, heads: list[dict], rows: list[dict]) -> np.ndarray:
-    """Masks over the field, filled and outlined in their class colour, each numbered."""
+    """Masks over the field, filled and outlined in their class colour (grey when cut by the border, so not
+    scored), each numbered."""
     out = image[:, :, :3].copy()
     tint = out.copy()
     thick = max(1, round(max(image.shape[:2]) / 600))
     for head, row in zip(heads, rows):
         x0, y0, x1, y1 = head["box"]
-        colour = CLASS_COLOURS.get(row.get("class"), CLASS_COLOURS[None])
+        colour = BORDER_COLOUR if row.get("at_border") else CLASS_COLOURS.get(row.get("class"), CLASS_COLOURS[None])
         region = tint[y0:y1, x0:x1]
         region[head["mask"]] = colour
         contours, _ = cv2.findContours(head["mask"].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
