@@ -67,7 +67,10 @@ def input_ui() -> tuple[FrameSequence | None, str]:
             return read_upload_sequence(sha, upload.name, data), sha
         set_aside("tl_upload")
         if source == "Local folder":
+            if "tl_folder" not in st.session_state:  # the box is forgotten while another input is chosen: not the path
+                st.session_state["tl_folder"] = st.session_state.get("tl_folder_kept", "")
             path = st.text_input("Folder of frames on this computer (e.g. …/embryo_dataset/AA83-7)", key="tl_folder").strip()
+            st.session_state["tl_folder_kept"] = path
             if not path:
                 return None, ""
             folder = Path(path).expanduser()
@@ -89,8 +92,9 @@ def describe_input(seq: FrameSequence) -> None:
         st.info(note[0].upper() + note[1:] + ".", icon=":material/info:")
     numbers = seq.frame_numbers
     if "RUN" in seq.order_rule and numbers and numbers[-1] - numbers[0] + 1 > len(numbers):
-        st.caption(f"RUN numbers go from {numbers[0]} to {numbers[-1]}: {numbers[-1] - numbers[0] + 1 - len(numbers)} "
-                   "acquisitions are missing, so times follow the RUN numbers, not the frame count.")
+        missing = numbers[-1] - numbers[0] + 1 - len(numbers)
+        st.caption(f"RUN numbers go from {numbers[0]} to {numbers[-1]}: {missing} acquisition"
+                   f"{' is' if missing == 1 else 's are'} missing, so times follow the RUN numbers, not the frame count.")
     if seq.skipped:
         st.warning(f"{len(seq.skipped)} item(s) could not be used and were left out; the other frames were staged:\n\n"
                    + bullet_list(seq.skipped, 8),
@@ -146,14 +150,23 @@ def timeline(pred, frame: int) -> go.Figure:
     fig.update_yaxes(title_text="%", range=[0, 100], row=1, col=1)
     fig.update_yaxes(range=[0, 1], tickvals=[0, 1], row=4, col=1)
     fig.update_yaxes(categoryorder="array", categoryarray=PHASES, tickmode="array", tickvals=PHASES, row=3, col=1)
-    for k, ev in enumerate(x["events"]):
-        fig.add_vline(x=ev["hours"], line=dict(color="#444", width=1, dash="dot"))
-        fig.add_annotation(x=ev["hours"], y=1.06 + 0.035 * (k % 2), yref="paper", text=ev["event"], showarrow=False,
+    at_hours: dict[float, list[str]] = {}  # events seen as their own phase; several at one time share a label
+    for ev in x["events"]:
+        if ev.get("seen", True):
+            at_hours.setdefault(ev["hours"], []).append(ev["event"] + ("?" if not ev.get("trained", True) else ""))
+    for k, (h, names) in enumerate(sorted(at_hours.items())):
+        fig.add_vline(x=h, line=dict(color="#444", width=1, dash="dot"))
+        fig.add_annotation(x=h, y=1.06 + 0.035 * (k % 2), yref="paper", text="/".join(names), showarrow=False,
                            font=dict(size=10))
     fig.add_vline(x=hours[frame], line=dict(color="crimson", width=2))
-    fig.update_xaxes(title_text=f"hours from the first frame ({x['minutes_per_frame']:g} min between frames)", row=4, col=1)
+    fig.update_xaxes(title_text=f"{time_axis(pred)} ({x['minutes_per_frame']:g} min between frames)", row=4, col=1)
     fig.update_layout(height=740, margin=dict(t=100, b=40, l=60, r=20), legend=dict(orientation="h", y=-0.12))
     return fig
+
+
+def time_axis(pred) -> str:
+    return ("hours after insemination" if pred.extras.get("time_zero") == "insemination"
+            else "hours from the first frame")
 
 
 def frame_picker(n_frames: int, bursts: list[int]) -> int:
@@ -187,15 +200,21 @@ def burst_note() -> str:
 
 
 def events_view(pred) -> None:
-    table = task.events_table(pred)
+    hpi = pred.extras.get("time_zero") == "insemination"
+    table = task.events_table(pred).rename(columns=lambda c: c.replace("hours", "hpi") if hpi else c)
     if table.empty:
         st.info("No stage transition was found in this sequence (every frame is in one phase).")
     else:
-        shown = table.drop(columns=["frame_name"]).rename(columns={"hours": "time (h)", "nearest_burst": "nearest burst (frame)"})
+        unit = "hpi" if hpi else "h from first frame"
+        shown = table.drop(columns=["frame_name"]).rename(columns={
+            "hpi" if hpi else "hours": f"time ({unit})", "reading": "how to read it",
+            "nearest_burst": "nearest burst (frame)", "true_frame": "annotated frame",
+            f"true_{'hpi' if hpi else 'hours'}": f"annotated time ({unit})", "error_frames": "error (frames)",
+            f"error_{'hpi' if hpi else 'hours'}": "error (h)"})
 
         def go_to_event() -> None:
             rows = st.session_state["tl_events_table"].selection.rows
-            if rows:
+            if rows and not pd.isna(table["frame"].iloc[rows[0]]):
                 st.session_state["tl_frame"] = int(table["frame"].iloc[rows[0]])
 
         st.dataframe(shown, hide_index=True, width="stretch", on_select=go_to_event, selection_mode="single-row",
@@ -207,17 +226,19 @@ def events_view(pred) -> None:
     c2.download_button("Download every frame (CSV)", task.timeline_table(pred).to_csv(index=False).encode(),
                        f"{name}-frames.csv", "text/csv", key="tl_frames_csv", on_click="ignore")
     st.caption("Click an event's row to move the frame slider to it. "
-               "An event is the first frame decoded at that phase or later; a phase the embryo passed too fast to be "
-               "seen shares the time of the next one. Events before the first frame are not listed. Nearest burst: the "
-               f"closest burst of change within {task.NEAREST_BURST} frames of the event, a frame to look at when "
-               "checking it.")
+               "An event is the first frame decoded at that phase or later. A phase no frame was decoded as is "
+               "marked skipped and shares the next event's time: check those frames before reading it as a direct "
+               "cleavage. Phases no training frame showed are marked as guesses (“?” on the chart). Events before "
+               "the first frame are not listed. Nearest burst: the closest burst of change within "
+               f"{task.NEAREST_BURST} frames of the event, a frame to look at when checking it.")
 
 
 def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
     x = pred.extras
     left, mid, right = st.columns([2, 2, 2])
     image = seq.frames[frame]
-    left.image(image, caption=f"Frame {frame} · {x['hours'][frame]:.1f} h · {seq.names[frame]}", width="stretch")
+    unit = "hpi" if x.get("time_zero") == "insemination" else "h"
+    left.image(image, caption=f"Frame {frame} · {x['hours'][frame]:.1f} {unit} · {seq.names[frame]}", width="stretch")
     with mid:
         stage = x["stage_decoded"][frame]
         st.metric("Stage (decoded)", STAGE_NAMES[stage], help=f"{CARD.id} v{pred.model_version}")
@@ -242,23 +263,30 @@ def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
 
 # --- page -----------------------------------------------------------------------------------------------------------
 seq, key = input_ui()
-minutes = st.number_input("Minutes between frames", min_value=0.5, max_value=240.0, value=DEFAULT_MINUTES, step=0.5,
-                          key="tl_minutes", help=f"Between acquisitions; default {DEFAULT_MINUTES:g} min, a usual "
-                                                 "EmbryoScope interval. Event times in hours depend on it; frame "
-                                                 "numbers do not. A video that repeats each acquisition has its "
-                                                 "repeats merged first.")
+interval, start = st.columns(2)
+minutes = interval.number_input("Minutes between frames", min_value=0.5, max_value=240.0, value=DEFAULT_MINUTES,
+                                step=0.5, key="tl_minutes",
+                                help=f"Between acquisitions; default {DEFAULT_MINUTES:g} min, a usual EmbryoScope "
+                                     "interval. Event times in hours depend on it; frame numbers do not. A video that "
+                                     "repeats each acquisition has its repeats merged first.")
+first_hpi = start.number_input("First frame at (hours after insemination)", min_value=0.0, max_value=200.0,
+                               value=None, step=0.25, key="tl_first_hpi",
+                               placeholder="not given: hours from the first frame",
+                               help="From the instrument's record of this embryo. Given, event times are in hours after "
+                                    "insemination (hpi), the scale published timings use; left empty, they count from "
+                                    "the first frame and cannot be compared with those.")
 if seq is None:
     st.info("Upload a video or zip, give a local folder, or pick the generated example to start.",
             icon=":material/upload:")
 else:
     describe_input(seq)
     try:
-        pred = task.retimed(stage_sequence(key, CARD.version, seq), float(minutes))
+        pred = task.retimed(stage_sequence(key, CARD.version, seq), float(minutes), first_hpi)
     except (ValueError, RuntimeError) as exc:
         st.error(f"The sequence could not be staged: {exc}")
         pred = None
     if pred is not None:
-        span_h = pred.extras["hours"][-1]
+        span_h = pred.extras["hours"][-1] - pred.extras["hours"][0]
         st.success(f"Last frame: **{STAGE_NAMES[pred.extras['current_stage']]}** · {len(seq)} "
                    f"frame{'s' if len(seq) != 1 else ''} over {span_h:.1f} h · staged in "
                    f"{pred.timings_ms['total'] / 1000:.1f} s ({CARD.id} v{pred.model_version})")

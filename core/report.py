@@ -113,7 +113,8 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
     if summary.get("thresholds"):
         for o, t in summary["thresholds"].items():  # on the probability of a binary output's second label
             details[f"decision threshold for “{wording.says(o, list(probabilities.get(o, [o]))[-1])}”"] = f"{t:.1%}"
-    title = f"{model.get('title') or facts['id']}: single-image report"
+    kind = "sequence" if "n_frames" in summary else "single-image"
+    title = f"{model.get('title') or facts['id']}: {kind} report"
     return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,
                   whatif=whatif or None, metrics=metrics, notes=notes, images=[(c, im) for c, im in images if im is not None],
@@ -130,13 +131,18 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "below_lower_limit_classifier": "below the 4 % lower reference limit (classifier)",
                 "below_lower_limit_who": "below the 4 % lower reference limit (WHO head criteria)",
                 "who_reference": "WHO reference", "acrosome_criterion": "acrosome criterion used",
-                "head_model": "head classifier"}
+                "head_model": "head classifier", "time_zero": "time (h) counted from",
+                "minutes_per_frame": "minutes between frames", "n_frames": "frames",
+                "current_stage": "stage at the last frame"}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
     "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("shape", "shape"), ("length_um", "length (µm)"),
                         ("width_um", "width (µm)"), ("ratio", "length/width"), ("area_um2", "area (µm²)"),
                         ("who_normal", "WHO head criteria met"), ("at_border", "at border (not scored)")]),
     "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
                                 ("counted", "counted")]),
+    "events": ("Events (draft timings to check against the frames)",
+               [("event", "event"), ("frame", "frame"), ("frame_name", "frame file"), ("hours", "time (h)"),
+                ("seen", "decoded as its own phase"), ("trained", "phase in training")]),
 }
 MAX_TABLE_ROWS = 30
 

@@ -133,3 +133,19 @@ def test_a_pcos_report_reads_as_resemblance_not_a_diagnosis():
     assert rep.details["decision threshold for “PCOS-labelled frames”"] == "35.0%"
     _, text = _pdf_text(rep.pdf())
     assert "PCOS-labelled frames 67.4%" in text
+
+
+def test_a_sequence_report_lists_its_events():
+    """The time-lapse report said "single-image report" and held no event at all."""
+    pred = Prediction("timelapse-stage", "3.0", "AB028-6", probabilities={"stage": {"cleavage": 0.9, "morula": 0.1}},
+                      extras={"n_frames": 40, "time_zero": "first frame",
+                              "events": [{"event": "t2", "frame": 12, "frame_name": "RUN13.jpeg", "hours": 3.0,
+                                          "seen": True, "trained": True},
+                                         {"event": "t3", "frame": 20, "frame_name": "RUN21.jpeg", "hours": 5.0,
+                                          "seen": False, "trained": True}]})
+    rep = report.from_prediction(pred)
+    assert rep.title.endswith("sequence report")
+    title, header, rows = rep.table
+    assert title.startswith("Events") and "decoded as its own phase" in header
+    assert rows[1][:5] == ["t3", "20", "RUN21.jpeg", "5.00", "no"]
+    assert rep.details["time (h) counted from"] == "first frame"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from core import synthetic
@@ -165,6 +166,27 @@ def _zip(entries: dict[str, bytes]) -> bytes:
         for name, data in entries.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def test_events_table_marks_skipped_guessed_and_missed_events_and_errors_in_hours():
+    """A decoding straight from t2 to t5 gave t3 = t4 = t5 with nothing to say so (it reads as a direct cleavage);
+    an annotated event the model never reached was not listed at all."""
+    from core.results import Prediction
+    from core.tasks import timelapse as task
+
+    events = [{"event": "t2", "frame": 2, "frame_name": "f2", "seen": True, "trained": True},
+              {"event": "t3", "frame": 5, "frame_name": "f5", "seen": False, "trained": True},
+              {"event": "t4", "frame": 5, "frame_name": "f5", "seen": True, "trained": True},
+              {"event": "tM", "frame": 7, "frame_name": "f7", "seen": True, "trained": False}]
+    pred = Prediction("timelapse-stage", "3.0", "seq", extras={
+        "events": events, "acquisitions": np.arange(10), "burst_strength": np.zeros(10),
+        "true_events": {"t2": 3, "t3": 4, "t4": 5, "t5": 6}})
+    table = task.events_table(task.retimed(pred, 30.0, first_frame_hpi=20.0)).set_index("event")
+    assert table.loc["t3", "reading"].startswith("skipped") and table.loc["t4", "reading"] == ""
+    assert table.loc["tM", "reading"].startswith("a guess")
+    assert table.loc["t5", "reading"].startswith("not reached") and pd.isna(table.loc["t5", "frame"])
+    assert table.loc["t2", "hours"] == 21.0 and table.loc["t2", "true_hours"] == 21.5
+    assert table.loc["t2", "error_frames"] == -1 and table.loc["t2", "error_hours"] == -0.5
 
 
 def test_zip_with_non_images_keeps_good_frames():

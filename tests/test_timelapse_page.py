@@ -70,6 +70,29 @@ def test_page_shorter_gappy_and_single_frame_sequences(tmp_path):
     assert any("Last frame" in s.value for s in at.success)
 
 
+def test_page_counts_hours_after_insemination_and_keeps_the_folder_across_inputs(tmp_path):
+    """Published timings are in hours after insemination: with the first frame's hpi, the events are on that scale.
+    A folder path typed, then another input looked at, is still there on coming back."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    folder = str(write_frames(tmp_path / "seq", n=40))
+    at.text_input(key="tl_folder").input(folder).run()
+    events = at.dataframe[0].value
+    assert "time (h from first frame)" in events.columns and not events.empty
+    first = events["time (h from first frame)"].iloc[0]
+    at.number_input(key="tl_first_hpi").set_value(20.0).run()
+    assert not at.exception
+    events = at.dataframe[0].value
+    assert events["time (hpi)"].iloc[0] == pytest.approx(first + 20.0)
+    assert "over 9.8 h" in at.success[0].value  # the span, not the last frame's hpi
+    at.radio(key="tl_source").set_value("Generated example").run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    assert at.text_input(key="tl_folder").value == folder and at.success
+
+
 def test_page_burst_buttons_jump_between_bursts(tmp_path):
     from streamlit.testing.v1 import AppTest
 

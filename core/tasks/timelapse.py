@@ -159,7 +159,10 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
     stage_p, phase_p, bursts = sequence_probabilities(model, seq.frames, progress)
     t1 = time.perf_counter()
     stage_dec, phase_dec = decode(stage_p, phase_p, switch_cost)
-    events = [{"event": ev, "frame": f, "frame_name": seq.names[f]} for ev, f in event_frames(phase_dec).items()]
+    untrained = set(model.card.get("untrained_phases", []))
+    # seen: some frame is decoded as this very phase (else it was skipped and shares the next event's frame)
+    events = [{"event": ev, "frame": f, "frame_name": seq.names[f], "seen": PHASES[phase_dec[f]] == ev,
+               "trained": ev not in untrained} for ev, f in event_frames(phase_dec).items()]
     extras = {
         "n_frames": len(seq),
         "order_rule": seq.order_rule,
@@ -193,12 +196,14 @@ def acquisition_steps(seq: FrameSequence) -> np.ndarray:
     return np.arange(len(seq))
 
 
-def retimed(pred: Prediction, minutes_per_frame: float) -> Prediction:
-    """The prediction with hours for another acquisition interval (nothing is re-classified)."""
+def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float | None = None) -> Prediction:
+    """The prediction with hours for another acquisition interval (nothing is re-classified): hours after
+    insemination when the first frame's is given, else hours from the first frame (`time_zero` says which)."""
     x = pred.extras
-    hours = (np.asarray(x["acquisitions"]) * minutes_per_frame / 60.0).round(3)
+    hours = (np.asarray(x["acquisitions"]) * minutes_per_frame / 60.0 + (first_frame_hpi or 0.0)).round(3)
     events = [{**e, "hours": float(hours[e["frame"]])} for e in x["events"]]
-    return replace(pred, extras={**x, "minutes_per_frame": float(minutes_per_frame), "hours": hours, "events": events})
+    return replace(pred, extras={**x, "minutes_per_frame": float(minutes_per_frame), "hours": hours, "events": events,
+                                 "time_zero": "first frame" if first_frame_hpi is None else "insemination"})
 
 
 def timeline_table(pred: Prediction) -> pd.DataFrame:
@@ -225,15 +230,38 @@ def nearest_burst(bursts: list[int], frame: int, within: int = NEAREST_BURST) ->
     return min(near, key=lambda b: (abs(b - frame), b)) if near else None
 
 
+def event_reading(event: dict) -> str:
+    """How far an event's time can be read: the model's own caveat for it, or "" when there is none."""
+    if event.get("frame") is None:
+        return "not reached (annotated only)"
+    if not event.get("seen", True):
+        return "skipped: no frame of this phase; the next event's time"
+    if not event.get("trained", True):
+        return "a guess: phase never in training"
+    return ""
+
+
 def events_table(pred: Prediction) -> pd.DataFrame:
-    rows = pred.extras["events"]
-    frame = pd.DataFrame(rows, columns=["event", "frame", "frame_name", "hours"])
-    bursts = burst_frames(pred.extras["burst_strength"])
-    frame["nearest_burst"] = pd.array([nearest_burst(bursts, f) for f in frame["frame"]], dtype="Int64")
-    true = pred.extras.get("true_events")
+    """One row per event the decoding reached (frame and hours, how far to read it, the nearest burst of change);
+    with annotations, the true frame and hours, the errors, and rows for annotated events it never reached."""
+    x = pred.extras
+    rows = list(x["events"])
+    true = x.get("true_events")
     if true is not None:
-        frame["true_frame"] = [true.get(e) for e in frame["event"]]
-        frame["error_frames"] = [f - true[e] if e in true else None for e, f in zip(frame["event"], frame["frame"])]
+        reached = {e["event"] for e in rows}
+        rows += [{"event": e, "frame": None, "frame_name": None, "hours": None} for e in true if e not in reached]
+    frame = pd.DataFrame(rows, columns=["event", "frame", "frame_name", "hours"])
+    frame["frame"] = frame["frame"].astype("Int64")
+    frame["reading"] = [event_reading(e) for e in rows]
+    bursts = burst_frames(x["burst_strength"])
+    frame["nearest_burst"] = pd.array([None if pd.isna(f) else nearest_burst(bursts, int(f)) for f in frame["frame"]],
+                                      dtype="Int64")
+    if true is not None:
+        hours = np.asarray(x["hours"])
+        frame["true_frame"] = pd.array([true.get(e) for e in frame["event"]], dtype="Int64")
+        frame["true_hours"] = [float(hours[true[e]]) if e in true else None for e in frame["event"]]
+        frame["error_frames"] = frame["frame"] - frame["true_frame"]
+        frame["error_hours"] = (frame["hours"] - frame["true_hours"]).round(2)
     return frame
 
 
@@ -824,6 +852,7 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
         "architecture": "core.tasks.timelapse:build_net",
         "arch_kwargs": {"temporal": TEMPORAL},
         "classes": {"stage": STAGES, "phase": PHASES},
+        "untrained_phases": untrained_phases(pool),
         "input": {"size": [SIZE, SIZE], "channels": 1, "normalise": "per_image", "centre_crop": WELL_FRACTION},
         "explain": {"layer": "encoder.8"},
         "train_command": f"python -m core train {model_id} --data {data} --seed {seed} --epochs {epochs}"
@@ -857,10 +886,15 @@ def train(model_id: str, data: Path, device: str, epochs: int | None, seed: int)
     return folder
 
 
+def untrained_phases(pool: Pool) -> list[str]:
+    """Phases no training frame was annotated with: their event times are guesses."""
+    seen = {PHASES[k] for i in range(len(pool.images)) if (k := _phase_index(pool, i)) >= 0}
+    return [p for p in PHASES if p not in seen]
+
+
 def training_coverage(pool: Pool) -> str:
     """The card's account of what the training sequences showed: how many, and which phases never appeared."""
-    seen = {PHASES[k] for i in range(len(pool.images)) if (k := _phase_index(pool, i)) >= 0}
-    unseen = [p for p in PHASES if p not in seen]
+    unseen = untrained_phases(pool)
     sequences = [g for g in pool.sequences if not g.startswith("crops:")]
     text = (f"Trained on {len(sequences)} complete annotated time-lapse sequences ({', '.join(sequences[:5])}"
             f"{' …' if len(sequences) > 5 else ''}) plus the blastocyst crops and still images listed under data "
