@@ -1,5 +1,6 @@
 """Time-lapse staging: a stage timeline and morphokinetic event times from one embryo's video or frames."""
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,13 @@ def read_upload_sequence(sha: str, name: str, _data: bytes) -> FrameSequence:
 @st.cache_resource(show_spinner="Reading frames…", max_entries=2)
 def read_local_folder(path: str, stamp: float) -> FrameSequence:
     return read_folder(path)
+
+
+@st.cache_resource(show_spinner="Padding the crops…", max_entries=2)
+def padded_crops(key: str, _seq: FrameSequence) -> FrameSequence:
+    """Each crop padded with its border level, so the model sees the embryo at the size it learnt from whole-well
+    frames (it reads their central square)."""
+    return replace(_seq, frames=[task.crop_as_well_frame(f) for f in _seq.frames])
 
 
 def example_sequence() -> FrameSequence:
@@ -275,11 +283,18 @@ first_hpi = start.number_input("First frame at (hours after insemination)", min_
                                help="From the instrument's record of this embryo. Given, event times are in hours after "
                                     "insemination (hpi), the scale published timings use; left empty, they count from "
                                     "the first frame and cannot be compared with those.")
+crops = st.toggle("Frames are crops around the embryo", key="tl_crops",
+                  help="Whole-well EmbryoScope frames need nothing: the model reads their central "
+                       f"{CARD.input.get('centre_crop', 1) * 100:.0f} % square, where the embryo sits. Frames cut "
+                       "tightly around the embryo (such as the Gomez blastocyst crops) are padded with their border's "
+                       "grey level first, so the embryo appears at the size the model learnt.")
 if seq is None:
     st.info("Upload a video or zip, give a local folder, or pick the generated example to start.",
             icon=":material/upload:")
 else:
     describe_input(seq)
+    if crops:
+        seq, key = padded_crops(key, seq), f"{key}#crops"
     try:
         pred = task.retimed(stage_sequence(key, CARD.version, seq), float(minutes), first_hpi)
     except (ValueError, RuntimeError) as exc:

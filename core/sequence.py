@@ -20,6 +20,7 @@ from .imageio import IMAGE_SUFFIXES, ImageInputError, read_image
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg"}
 MAX_SIDE = 320  # frames are kept at most this large: the model reads 160 px, the page shows ~300 px
 MAX_FRAMES = 5000
+MIN_RECORDING_FRAMES = 5  # a name shared by fewer frames is a stray file, not a second recording
 DEFAULT_MINUTES = 15.0  # EmbryoScope's usual acquisition interval; the user sets the real one
 
 
@@ -66,6 +67,20 @@ def order_frames(names: list[str]) -> tuple[list[int], str, list[int]]:
         order = sorted(numbered, key=lambda i: (natural_key(bases[i]), bases[i]))
         return order, "numbers in the file names", sorted(set(range(len(names))) - set(numbered))
     return sorted(range(len(names)), key=lambda i: bases[i].lower()), "file name order (no frame numbers found)", []
+
+
+def recordings(names: list[str]) -> dict[str, int]:
+    """Frames per recording. One recording's names differ only in numbers (frame number, time stamp); the words
+    before its frame number that carry a letter name it ("E2_EA32-6_phase_split_270" -> EA32-6 phase split):
+    several such names mean several embryos, wells or focal planes in one set of frames."""
+    counts: dict[str, int] = {}
+    for n in names:
+        stem = PurePosixPath(n.replace("\\", "/")).stem
+        numbers = list(gomez.RUN_RE.finditer(stem)) or list(_DIGITS.finditer(stem))
+        before = stem[:numbers[-1].start()] if numbers else stem
+        key = " ".join(t for t in re.split(r"[\s_.]+", before) if re.search(r"[A-Za-z]", t))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 # --- readers ---------------------------------------------------------------------------------------------
@@ -190,6 +205,12 @@ def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSeq
         shown = ", ".join(f or "(top level)" for f in folders[:4]) + (" …" if len(folders) > 4 else "")
         raise SequenceInputError(f"{source}: frames in {len(folders)} folders ({shown}). Give one embryo's frames, from "
                                  "one focal plane, per sequence: merged folders would make one nonsense timeline.")
+    several = sorted((k or "(no name)", n) for k, n in recordings(names).items() if n >= MIN_RECORDING_FRAMES)
+    if len(several) > 1:
+        shown = ", ".join(f"{k} ({n} frames)" for k, n in several[:4]) + (" …" if len(several) > 4 else "")
+        raise SequenceInputError(f"{source}: the frames' names show {len(several)} recordings ({shown}). Give one "
+                                 "embryo's frames, from one focal plane, per sequence: joined, they would make one "
+                                 "nonsense timeline.")
     order, rule, unordered = order_frames(names)
     skipped += [f"{names[i]}: no frame number, while the other frames have one (left out of the time order)"
                 for i in unordered]

@@ -189,6 +189,21 @@ def test_events_table_marks_skipped_guessed_and_missed_events_and_errors_in_hour
     assert table.loc["t2", "error_frames"] == -1 and table.loc["t2", "error_hours"] == -0.5
 
 
+def test_frames_of_several_recordings_are_refused_but_time_stamps_and_a_stray_file_are_not(tmp_path):
+    """The Gomez blastocyst-crop folder (6 embryos) was staged as one 152-hour embryo."""
+    from core.sequence import read_folder, recordings
+
+    frame = encode_png(np.full((40, 40, 3), 120, np.uint8))
+    for embryo in ("EH315-3", "EH315-8"):
+        for i in range(6):
+            (tmp_path / f"E2_{embryo}_phase_split_{270 + i}.png").write_bytes(frame)
+    with pytest.raises(SequenceInputError, match="2 recordings .*EH315-3.*EH315-8"):
+        read_folder(tmp_path)
+    stamps = [f"2024-05-01_{h:02d}-{m:02d}.png" for h in (10, 11) for m in range(0, 60, 10)]
+    assert list(recordings(stamps).values()) == [12]
+    assert sorted(recordings([f"embryo_RUN{i}.png" for i in range(8)] + ["cover.png"]).values()) == [1, 8]
+
+
 def test_zip_with_non_images_keeps_good_frames():
     frames, _ = synthetic.timelapse_sequence(5, size=64)
     entries = {f"seq/frame{i * 5}.png": encode_png(f) for i, f in enumerate(frames)}

@@ -93,6 +93,29 @@ def test_page_counts_hours_after_insemination_and_keeps_the_folder_across_inputs
     assert at.text_input(key="tl_folder").value == folder and at.success
 
 
+def test_page_pads_embryo_crops_when_told_they_are_crops(tmp_path):
+    """Gomez blastocyst crops (held-out embryo EH309-8, all blastocyst) staged as they are: the model's centre square
+    cuts the embryo and every frame read cleavage; padded as the model learnt them, the last frame is blastocyst."""
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import shared_data
+
+    folder = tmp_path / "EH309-8"
+    folder.mkdir()
+    for f in shared_data("timelapse", "gomez2022_blastocyst_crops").glob("E2_EH309-8_*"):
+        shutil.copy(f, folder)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(folder)).run()
+    assert "Last frame: **Cleavage**" in at.success[0].value
+    at.toggle(key="tl_crops").set_value(True).run()
+    assert not at.exception
+    assert "Last frame: **Blastocyst**" in at.success[0].value
+
+
 def test_page_burst_buttons_jump_between_bursts(tmp_path):
     from streamlit.testing.v1 import AppTest
 
