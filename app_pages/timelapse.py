@@ -87,6 +87,8 @@ def input_ui() -> tuple[FrameSequence | None, str]:
                 return None, ""
             stamp = max((p.stat().st_mtime for p in folder.iterdir()), default=0.0)
             return read_local_folder(str(folder.resolve()), stamp), f"{folder.resolve()}@{stamp}"
+        st.info("A drawn, synthetic sequence to try the page with: the model was not made for it, so its stages "
+                "and event times mean nothing biologically.", icon=":material/draw:")
         return example_sequence(), "generated-example"
     except SequenceInputError as exc:
         st.error(str(exc), icon=":material/error:")
@@ -233,6 +235,13 @@ def events_view(pred) -> None:
                        key="tl_events_csv", on_click="ignore")
     c2.download_button("Download every frame (CSV)", task.timeline_table(pred).to_csv(index=False).encode(),
                        f"{name}-frames.csv", "text/csv", key="tl_frames_csv", on_click="ignore")
+    loeo = CARD.metrics.get("gomez2022/leave-one-embryo-out", {})
+    if loeo.get("median_abs_error_frames_t2_t5") is not None:
+        error = loeo["median_abs_error_frames_t2_t5"]
+        st.caption(f"How close to expect: on {loeo['folds']} complete Gomez sequences, each left out of training in "
+                   f"turn, t2–t5 were off by a median of {error:g} frames "
+                   f"({error * pred.extras['minutes_per_frame'] / 60:.1f} h "
+                   "at this interval), and some single events by many hours. Check every event on its frames.")
     st.caption("Click an event's row to move the frame slider to it. "
                "An event is the first frame decoded at that phase or later. A phase no frame was decoded as is "
                "marked skipped and shares the next event's time: check those frames before reading it as a direct "
@@ -296,7 +305,8 @@ else:
     if crops:
         seq, key = padded_crops(key, seq), f"{key}#crops"
     try:
-        pred = task.retimed(stage_sequence(key, CARD.version, seq), float(minutes), first_hpi)
+        staged = stage_sequence(key, CARD.version, seq)
+        pred = task.retimed(staged, float(minutes), first_hpi)
     except (ValueError, RuntimeError) as exc:
         st.error(f"The sequence could not be staged: {exc}")
         pred = None
@@ -309,7 +319,7 @@ else:
             st.warning(f"{span_h:.0f} h is longer than embryo culture lasts (up to 7 days): check the minutes between "
                        "frames. Event hours are wrong if it is not the interval between acquisitions.",
                        icon=":material/schedule:")
-        record_prediction(pred, "timelapse")
+        record_prediction(pred, "timelapse", original=staged)  # one record per staging, re-timed in place
         frame = frame_picker(len(seq), task.burst_frames(pred.extras["burst_strength"]))
         st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")
         st.caption("Top: probability of each stage at each frame. Middle: the stage path forced to move forward only "

@@ -7,7 +7,7 @@ import zipfile
 import cv2
 import pytest
 
-from core import registry, synthetic
+from core import records, registry, synthetic
 from tests.conftest import ROOT, assert_no_errors, wait_for_app
 
 pytestmark = pytest.mark.skipif(
@@ -83,10 +83,14 @@ def test_page_counts_hours_after_insemination_and_keeps_the_folder_across_inputs
     events = at.dataframe[0].value
     assert "time (h from first frame)" in events.columns and not events.empty
     first = events["time (h from first frame)"].iloc[0]
+    saved = records.query(task="timelapse")
     at.number_input(key="tl_first_hpi").set_value(20.0).run()
     assert not at.exception
     events = at.dataframe[0].value
     assert events["time (hpi)"].iloc[0] == pytest.approx(first + 20.0)
+    now = records.query(task="timelapse")  # the record of this staging is re-timed, not saved again
+    assert [r.id for r in now] == [r.id for r in saved]
+    assert now[0].summary["events"][0]["hours"] == pytest.approx(first + 20.0)
     assert "over 9.8 h" in at.success[0].value  # the span, not the last frame's hpi
     at.radio(key="tl_source").set_value("Generated example").run()
     at.radio(key="tl_source").set_value("Local folder").run()
