@@ -186,17 +186,21 @@ def distinct_frames(thumbnails: list[np.ndarray], min_repeats: float = 0.2) -> l
 
 
 def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSequence:
-    frames, names, skipped = [], [], []
+    frames, names, skipped, conversions = [], [], [], {}
     for entry, data in entries:
         base = PurePosixPath(entry).name
         if PurePosixPath(entry).suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(f"{entry}: not an image file")
             continue
         try:
-            frames.append(_shrink(read_image(data, name=base).pixels))
-            names.append(entry)
+            image = read_image(data, name=base)
         except ImageInputError as exc:
             skipped.append(str(exc))
+            continue
+        frames.append(_shrink(image.pixels))
+        names.append(entry)
+        for note in image.notes:  # the same conversion is usually made on every frame: say it once, with a count
+            conversions[note] = conversions.get(note, 0) + 1
     if not frames:
         raise SequenceInputError(f"{source}: no readable image frames found"
                                  + (f" ({len(skipped)} entries skipped, e.g. {skipped[0]})" if skipped else "") + ".")
@@ -216,7 +220,9 @@ def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSeq
                 for i in unordered]
     frames = [frames[i] for i in order]
     names = [names[i] for i in order]
-    return FrameSequence(frames, names, source, rule, skipped, frame_numbers=_run_numbers(names))
+    notes = [f"{note} ({n} of {len(frames)} frames)" if n < len(frames) else f"every frame: {note}"
+             for note, n in conversions.items()]
+    return FrameSequence(frames, names, source, rule, skipped, frame_numbers=_run_numbers(names), notes=notes)
 
 
 def _run_numbers(names: list[str]) -> list[int] | None:

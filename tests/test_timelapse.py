@@ -216,6 +216,18 @@ def test_zip_with_non_images_keeps_good_frames():
     assert len(seq.skipped) == 2 and any("notes.txt" in s for s in seq.skipped)
 
 
+def test_frame_conversions_are_said_once_for_the_sequence():
+    """16-bit or transparent frames were converted without a word (a single image says how it was converted)."""
+    deep = [cv2.imencode(".png", (np.arange(1600).reshape(40, 40) * (20 + i)).astype(np.uint16))[1].tobytes()
+            for i in range(4)]
+    clear = np.zeros((40, 40, 4), np.uint8)
+    clear[..., 3] = 128
+    entries = {f"frame{i}.png": d for i, d in enumerate(deep)} | {"frame9.png": cv2.imencode(".png", clear)[1].tobytes()}
+    seq = read_zip(_zip(entries), "frames.zip")
+    assert seq.notes == ["16-bit image scaled to 8-bit by its own range (4 of 5 frames)",
+                         "transparency removed (composited on black) (1 of 5 frames)"]
+
+
 def test_zip_of_two_folders_is_refused_and_a_stray_image_is_listed():
     frames, _ = synthetic.timelapse_sequence(4, size=64)
     two = {f"{plane}/frame{i}.png": encode_png(f) for plane in ("F0", "F15") for i, f in enumerate(frames)}
