@@ -273,6 +273,13 @@ def read_folder(folder, annotations: Path | None = None) -> FrameSequence:
         annotations = candidate if candidate.is_file() else None
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        inner = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+                       and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir()))
+        if inner:
+            raise SequenceInputError(f"{folder}: no frames here, but {len(inner)} folder{'s' if len(inner) > 1 else ''} "
+                                     f"of frames inside ({', '.join(inner[:5])}{' …' if len(inner) > 5 else ''}): "
+                                     "give one embryo's folder.")
     order, _, unordered = order_frames([p.name for p in images])
     kept = set(order[:MAX_FRAMES]) | set(unordered)  # the first frames in time, not in name order
     over = [f"{images[i].name}: not read (limit of {MAX_FRAMES} frames)" for i in order[MAX_FRAMES:]]

@@ -216,6 +216,16 @@ def test_zip_with_non_images_keeps_good_frames():
     assert len(seq.skipped) == 2 and any("notes.txt" in s for s in seq.skipped)
 
 
+def test_a_folder_of_embryo_folders_names_them(tmp_path):
+    from core.sequence import read_folder
+
+    for embryo in ("AA83-7", "AB028-6"):
+        (tmp_path / embryo).mkdir()
+        (tmp_path / embryo / "x_RUN1.png").write_bytes(encode_png(np.full((20, 20, 3), 90, np.uint8)))
+    with pytest.raises(SequenceInputError, match=r"2 folders of frames inside \(AA83-7, AB028-6\)"):
+        read_folder(tmp_path)
+
+
 def test_frame_conversions_are_said_once_for_the_sequence():
     """16-bit or transparent frames were converted without a word (a single image says how it was converted)."""
     deep = [cv2.imencode(".png", (np.arange(1600).reshape(40, 40) * (20 + i)).astype(np.uint16))[1].tobytes()
