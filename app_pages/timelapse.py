@@ -169,14 +169,16 @@ def timeline(pred, frame: int) -> go.Figure:
         fig.add_annotation(x=h, y=1.06 + 0.035 * (k % 2), yref="paper", text="/".join(names), showarrow=False,
                            font=dict(size=10))
     fig.add_vline(x=hours[frame], line=dict(color="crimson", width=2))
-    fig.update_xaxes(title_text=f"{time_axis(pred)} ({x['minutes_per_frame']:g} min between frames)", row=4, col=1)
+    fig.update_xaxes(title_text=f"{time_unit(pred)[1]} ({x['minutes_per_frame']:g} min between frames)", row=4, col=1)
     fig.update_layout(height=740, margin=dict(t=100, b=40, l=60, r=20), legend=dict(orientation="h", y=-0.12))
     return fig
 
 
-def time_axis(pred) -> str:
-    return ("hours after insemination" if pred.extras.get("time_zero") == "insemination"
-            else "hours from the first frame")
+def time_unit(pred) -> tuple[str, str]:
+    """Short and long names of the page's hours: after insemination when the first frame's time was given."""
+    if pred.extras.get("time_zero") == "insemination":
+        return "hpi", "hours after insemination"
+    return "h from first frame", "hours from the first frame"
 
 
 def frame_picker(n_frames: int, bursts: list[int]) -> int:
@@ -210,17 +212,15 @@ def burst_note() -> str:
 
 
 def events_view(pred) -> None:
-    hpi = pred.extras.get("time_zero") == "insemination"
-    table = task.events_table(pred).rename(columns=lambda c: c.replace("hours", "hpi") if hpi else c)
+    unit = time_unit(pred)[0]
+    table = task.events_table(pred)
     if table.empty:
         st.info("No stage transition was found in this sequence (every frame is in one phase).")
     else:
-        unit = "hpi" if hpi else "h from first frame"
         shown = table.drop(columns=["frame_name"]).rename(columns={
-            "hpi" if hpi else "hours": f"time ({unit})", "reading": "how to read it",
-            "nearest_burst": "nearest burst (frame)", "true_frame": "annotated frame",
-            f"true_{'hpi' if hpi else 'hours'}": f"annotated time ({unit})", "error_frames": "error (frames)",
-            f"error_{'hpi' if hpi else 'hours'}": "error (h)"})
+            "hours": f"time ({unit})", "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
+            "true_frame": "annotated frame", "true_hours": f"annotated time ({unit})",
+            "error_frames": "error (frames)", "error_hours": "error (h)"})
 
         def go_to_event() -> None:
             rows = st.session_state["tl_events_table"].selection.rows
@@ -231,7 +231,8 @@ def events_view(pred) -> None:
                      key="tl_events_table")
     name = Path(pred.input_name).stem or "sequence"
     c1, c2 = st.columns(2)
-    c1.download_button("Download events (CSV)", table.to_csv(index=False).encode(), f"{name}-events.csv", "text/csv",
+    csv = table.rename(columns=lambda c: c.replace("hours", "hpi")) if unit == "hpi" else table
+    c1.download_button("Download events (CSV)", csv.to_csv(index=False).encode(), f"{name}-events.csv", "text/csv",
                        key="tl_events_csv", on_click="ignore")
     c2.download_button("Download every frame (CSV)", task.timeline_table(pred).to_csv(index=False).encode(),
                        f"{name}-frames.csv", "text/csv", key="tl_frames_csv", on_click="ignore")
@@ -254,8 +255,8 @@ def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
     x = pred.extras
     left, mid, right = st.columns([2, 2, 2])
     image = seq.frames[frame]
-    unit = "hpi" if x.get("time_zero") == "insemination" else "h"
-    left.image(image, caption=f"Frame {frame} · {x['hours'][frame]:.1f} {unit} · {seq.names[frame]}", width="stretch")
+    left.image(image, caption=f"Frame {frame} · {x['hours'][frame]:.1f} {time_unit(pred)[0]} · {seq.names[frame]}",
+               width="stretch")
     with mid:
         stage = x["stage_decoded"][frame]
         st.metric("Stage (decoded)", STAGE_NAMES[stage], help=f"{CARD.id} v{pred.model_version}")
