@@ -83,7 +83,7 @@ def output_section(p: ev.Picked, output: str) -> None:
     fmt = {c: f"true {labels[c[0]]} → called {labels[c[1]]} ({cm[c]} images)" for c in cells}
     current = st.session_state.get(cell_key)
     selected = tuple(current) if current in cells else None
-    src = p.short_source("<br>")
+    src = p.short_source("<br>", n=data.n)
     a, b = st.columns(2)
     events = [a.plotly_chart(heatmap(cm, labels, False, src, selected), on_select="rerun", selection_mode="points",
                              key=f"c_counts_{output}_{p.card.id}_{p.name}", width="stretch"),
@@ -125,7 +125,7 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
         table[c] = rows[c].to_numpy()
     paths = ev.item_paths(p, table["image"][:GALLERY])
     reachable = [k for k, v in paths.items() if v]
-    version = f"{p.card.id} v{p.meta.get('model_version', p.card.version)}"
+    version = p.predicted_by or f"{p.card.id} v{p.meta.get('model_version', p.card.version)}"
     target = task_page(p.card.id)
     if not reachable:
         st.caption("The images of this evaluation are not reachable from this server (the data folder "
@@ -143,7 +143,10 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
             probs = " · ".join(f"{lab} {ev.pct(data.probs[k, c])}" for c, lab in enumerate(labels))
             col.image(img, caption=f"{Path(item).name} — {probs} ({version})", width="stretch")
             if col.button("Open in what-if", key=f"c_whatif_{data.output}_{n}", disabled=target is None,
-                          help=None if target else "The task page for this model is not installed."):
+                          help=("The task page for this model is not installed." if target is None else
+                                f"The task page runs the installed {p.card.file}, not {p.predicted_by}: it trained "
+                                "on this image, so its answer can differ from the one shown here."
+                                if p.predicted_by else None)):
                 st.session_state["whatif_item"] = path
                 st.session_state["whatif_model"] = p.card.id
                 st.switch_page(target)

@@ -125,6 +125,7 @@ def classification_section(p: ev.Picked, output: str) -> None:
         st.warning(f"No labelled rows for {output} in this evaluation.")
         return
     labels = data.labels
+    source, title = p.short_source(n=data.n), p.short_source("<br>", n=data.n)  # captions, figure titles
     cols = st.columns(len(labels) + 1)
     cols[0].metric("Images", data.n)
     for c, lab in enumerate(labels):
@@ -140,7 +141,7 @@ def classification_section(p: ev.Picked, output: str) -> None:
         st.markdown(f"**{output}: metrics at this threshold{scope}**")
         st.dataframe(metric_frame(table), hide_index=True, width="stretch")
         st.caption(f"Positive label: **{labels[1] if data.binary else labels[d.curve_class]}**. "
-                   + metrics.bootstrap_note(table) + metrics.ece_interval_note(table) + f"{p.short_source()}")
+                   + metrics.bootstrap_note(table) + metrics.ece_interval_note(table) + source)
     with c2:
         st.markdown("**Confusion matrix** (rows: truth, columns: model)")
         st.dataframe(pd.DataFrame(cm, index=[f"true {x}" for x in labels], columns=[f"called {x}" for x in labels]),
@@ -158,10 +159,10 @@ def classification_section(p: ev.Picked, output: str) -> None:
         ap = table.set_index("metric").loc["pr_auc"]
         a, b = st.columns(2)
         a.plotly_chart(roc_figure([(f"AUC {metrics.format_ci(auc)}" if data.binary else labels[c],
-                                    metrics.roc_curve(data, c), op)], p.short_source("<br>"), labels[c]),
+                                    metrics.roc_curve(data, c), op)], title, labels[c]),
                        width="stretch", key="roc")
         b.plotly_chart(pr_figure([(f"AP {metrics.format_ci(ap)}" if data.binary else labels[c],
-                                   metrics.pr_curve(data, c), op)], float((data.y == c).mean()), p.short_source("<br>"),
+                                   metrics.pr_curve(data, c), op)], float((data.y == c).mean()), title,
                                  labels[c]), width="stretch", key="pr")
         if op:
             rule = f"threshold {d.threshold:.2f}" if d.threshold is not None else "most probable label"
@@ -172,7 +173,7 @@ def classification_section(p: ev.Picked, output: str) -> None:
         rel, ece = metrics.reliability(data.probs[:, c], (data.y == c).astype(float))
         same = data.binary or d.threshold is not None  # the table's ECE is of this label too
         ece_text = metrics.format_ci(table.set_index("metric").loc["ece"]) if same else f"{ece:.3f}"
-        st.plotly_chart(reliability_figure(rel, ece, ece_text, p.short_source("<br>"), f"probability of {labels[c]}",
+        st.plotly_chart(reliability_figure(rel, ece, ece_text, title, f"probability of {labels[c]}",
                                            d.threshold), width="stretch", key="reliability")
         st.caption("Points on the diagonal mean that a predicted 30 % comes true about 30 % of the time. The ECE is "
                    "the image-weighted mean gap between predicted and observed over 10 equal-width bins.")
@@ -183,7 +184,7 @@ def classification_section(p: ev.Picked, output: str) -> None:
         st.dataframe(pc[["label", "n", "recall (95 % CI)", "precision", "specificity", "f1", "roc_auc"]].round(3),
                      hide_index=True, width="stretch")
         st.caption("Recall of a label is the share of its images the model called correctly (for time-lapse: "
-                   "per-stage accuracy). " + p.short_source())
+                   "per-stage accuracy). " + source)
     with t_sub:
         cols = metrics.subgroup_columns(data.rows)
         if not cols:
@@ -193,7 +194,7 @@ def classification_section(p: ev.Picked, output: str) -> None:
             st.dataframe(subgroups(p.card.id, p.name, p.stamp, output, column, d.threshold, d.positive),
                          hide_index=True, width="stretch")
             st.caption("Estimates with 95 % CIs (300 resamples) per subgroup; small subgroups give wide intervals. "
-                       + p.short_source())
+                       + source)
     audit_section(p, data, d)
     compare_section(p, data, d)
 

@@ -35,12 +35,19 @@ class Picked:
     def sha(self) -> str:
         return str(self.meta.get("model_sha256") or "")
 
-    def short_source(self, sep: str = " · ") -> str:
-        """Model, version, file hash, data set, split and n (for captions; sep="<br>" for figure titles)."""
+    @property
+    def predicted_by(self) -> str | None:
+        """Whose predictions these are when not the model file's (e.g. cross-validation models), else None."""
+        return self.meta.get("predicted_by")
+
+    def short_source(self, sep: str = " · ", n: int | None = None) -> str:
+        """Model, version, file hash (or whose predictions), data set, split and n (for captions; sep="<br>" for
+        figure titles; n: the output's count where outputs have different ones)."""
         split = self.meta.get("split", "split not recorded")
-        return (f"{self.card.id} v{self.meta.get('model_version', self.card.version)} · "
-                f"{self.meta.get('model_file', self.card.file)} sha256 {self.sha[:10] or '?'}{sep}"
-                f"data {self.name} · split {split} · n = {self.result.get('n', len(self.preds))}")
+        made_by = self.predicted_by or f"{self.meta.get('model_file', self.card.file)} sha256 {self.sha[:10] or '?'}"
+        n = self.result.get("n", len(self.preds)) if n is None else n
+        return (f"{self.card.id} v{self.meta.get('model_version', self.card.version)} · {made_by}{sep}"
+                f"data {self.name} · split {split} · n = {n}")
 
     def source(self) -> str:
         data = self.meta.get("data_path") or self.meta.get("data") or "not recorded"
@@ -131,6 +138,8 @@ def pick(key: str, label: str = "Evaluation", exclude: tuple[str, str] | None = 
 
 def show_source(p: Picked) -> None:
     st.caption(p.source())
+    if p.predicted_by:
+        st.info(f"These predictions are by {p.predicted_by}: {p.meta.get('note', '')}.", icon=":material/info:")
     skipped = p.meta.get("skipped") or []
     if skipped:
         st.warning(f"{len(skipped)} file(s) could not be read and are not in these figures:\n\n"

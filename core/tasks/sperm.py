@@ -301,6 +301,7 @@ def _mix(hx, h_normal, h_shape, mx, m_normal, hushem_repeat: int = 2):
 # 2-core machine (same code, fewer and smaller steps).
 HEAD_RECIPES = {"cpu": {"epochs": 100, "width": 16}, "cuda": {"epochs": 300, "width": 16}}
 N_FOLDS = 5
+PREDICTED_BY_CV = f"the {N_FOLDS} cross-validation models, not the shipped file"  # meta.json: whose predictions
 
 
 def _metrics_row(m: dict) -> dict:
@@ -351,6 +352,8 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
     audit.write_train_hashes(out, names + [f"mhsma/train/{i}" for i in range(len(mx))], rgb + list(mx))
 
     vx, vy = ds.read_mhsma(mhsma_dir, "valid")
+    unseen, _ = _unseen(out, list(vx))  # a few valid heads are copies of train heads: left out, as `evaluate` does
+    vx, vy = vx[unseen], vy[unseen]
     v_n, _ = head_probs(net, np.stack([grey64(im) for im in vx]))
     m_valid = classification_metrics([ds.NORMAL_LABELS[1 - y] for y in vy], v_n, ds.NORMAL_LABELS)
     shape_true, normal_true = [ds.SHAPES[i] for i in hs], [ds.NORMAL_LABELS[i] for i in hn]
@@ -394,7 +397,8 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
         "metrics": {
             "hushem/5fold-cv": {"shape_" + k: v for k, v in _metrics_row(m_cv_shape).items()}
             | {"normal_" + k: v for k, v in _metrics_row(m_cv_normal).items() if k != "n"},
-            "mhsma/valid": _metrics_row(m_valid),
+            "mhsma/valid": _metrics_row(m_valid) | {"excluded_seen_in_training": int((~unseen).sum()),
+                                                    "evaluation": "mhsma-valid"},
         },
     }
     written = registry.write_card(out, card)
@@ -406,6 +410,7 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
     ]
     evaluate_classifier_outputs(written, CV_EVALUATION, frames, {
         "data": str(root / "hushem"), "layout": "class-per-folder", "split": f"{N_FOLDS}-fold cross-validation",
+        "predicted_by": PREDICTED_BY_CV,
         "note": f"out-of-fold predictions of {N_FOLDS} models trained with the shipped recipe, each without its "
                 "test fold; not predictions of the shipped file (which trained on every HuSHeM image)",
     })
@@ -823,11 +828,12 @@ def bench_case(model_id: str, device: str) -> dict:
 
 # --- evaluation ------------------------------------------------------------------------------------------------
 
-def _unseen(card, names: list[str], images) -> tuple[np.ndarray, int]:
-    """Which items the model never trained on (no exact perceptual-hash match with its training images)."""
+def _unseen(folder: Path, images) -> tuple[np.ndarray, list[str]]:
+    """Which images the model in `folder` never trained on (no exact perceptual-hash match with its training
+    images), and their hashes."""
     from .. import audit
 
-    seen = set(audit.read_train_hashes(card.folder)["phash"].astype(str))
+    seen = set(audit.read_train_hashes(folder)["phash"].astype(str))
     hashes = [f"{audit.phash(im):016x}" for im in images]
     keep = np.array([h not in seen for h in hashes], bool)
     return keep, hashes
@@ -894,7 +900,7 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
                          "x_64_<split>.npy + y_head_<split>.npy)")
     if not images:
         raise ValueError(f"{path}: no readable sperm head images" + (f" ({skipped[0]})" if skipped else ""))
-    keep, hashes = _unseen(card, names, images)
+    keep, hashes = _unseen(card.folder, images)
     excluded = int((~keep).sum())
     if not keep.any():
         frames = _out_of_fold_frames(card, names, hashes, normal, shape)
@@ -904,6 +910,7 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
             f"its {CV_EVALUATION} (models that did not see them) for {frames[0]['item'].nunique()} of them")
         return evaluate_classifier_outputs(card, _eval_name(name, path, split), frames, {
             "data": str(path), "layout": layout, "split": "out-of-fold (5-fold cross-validation)",
+            "predicted_by": PREDICTED_BY_CV,
             "note": f"every image was used to train {card.file}, so these are the stored out-of-fold predictions of "
                     f"eval/{CV_EVALUATION} (5 models of the shipped recipe, each without the image's fold), matched "
                     "by exact perceptual hash; not predictions of the shipped file",
@@ -1037,7 +1044,7 @@ def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict
     records, fields, skipped = readable(records, lambda r: (read_rgb(r.path), truth_heads(r)))
     if not records:
         raise ValueError(f"{path}: no readable fields" + (f" ({skipped[0]})" if skipped else ""))
-    keep, hashes = _unseen(model.card, [r.key for r in records], [image for image, _ in fields])
+    keep, hashes = _unseen(model.card.folder, [image for image, _ in fields])
     excluded = int((~keep).sum())
     if excluded:
         log(f"sperm-seg: {excluded} of {len(records)} fields were used in training and are left out")
