@@ -105,9 +105,10 @@ def reliability_figure(table: pd.DataFrame, ece: float, ece_ci: str, source: str
                     customdata=table["n"], hovertemplate="predicted %{x:.2f}<br>observed %{y:.2f}<br>n %{customdata}")
     if threshold is not None:
         fig.add_vline(x=threshold, line_dash="dash", line_color="firebrick", annotation_text="threshold")
-    fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, title="images"))
+    # set on layout.yaxis only: update_yaxes would also give the image-count axis the 0–1 range
+    fig.update_layout(yaxis=dict(title="observed frequency", range=[0, 1.02]),
+                      yaxis2=dict(overlaying="y", side="right", showgrid=False, title="images", rangemode="tozero"))
     fig.update_xaxes(title=f"predicted {what}", range=[0, 1])
-    fig.update_yaxes(title="observed frequency", range=[0, 1.02])
     return titled(fig, f"Reliability diagram · ECE {ece_ci}", source)
 
 

@@ -407,6 +407,15 @@ def test_metrics_page_apptest(store, monkeypatch, tmp_path):
     cm_09 = at.dataframe[1].value.to_numpy().tolist()
     assert np.array(cm_09)[:, 1].sum() < np.array(cm_05)[:, 1].sum()  # fewer blastocyst calls at 0.9
     assert at.dataframe[0].value["Estimate"][0] != acc_05 or cm_09 != cm_05
+    import json
+
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    reliability = next(f for f in figures if "Reliability diagram" in f["layout"]["title"]["text"])
+    assert "range" not in reliability["layout"]["yaxis2"]  # image counts, not squeezed onto the 0–1 frequency axis
+    roc = next(f for f in figures if f["layout"]["xaxis"].get("title", {}).get("text", "").startswith("1 −")
+               or "ROC" in f["layout"]["title"]["text"])
+    stage_n = int(at.metric[0].value)
+    assert f"n = {stage_n}" in roc["layout"]["title"]["text"]  # the output's n, not the evaluation's
     assert any("near-copies of training images" in e.value for e in at.error)  # the planted leak
     audit_table = next(d.value for d in at.dataframe if any("Without training" in c for c in d.value.columns))
     assert any("n = 38" in c for c in audit_table.columns)
