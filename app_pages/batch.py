@@ -54,20 +54,26 @@ if st.button("Score", type="primary", disabled=not ready, icon=":material/play_a
         st.error("No images found to score." + (f" {skipped[0].name}: {skipped[0].error}" if skipped else ""))
     else:
         bar = st.progress(0.0, text=f"Scoring {len(sources)} images with {model_id}…")
-        items, record_error, rate, start = list(skipped), None, 0.0, time.perf_counter()
         case_code = (st.session_state.get("case_code") or "").strip() or None
+        # kept from the start and filled as it goes: a click during the run restarts the page mid-loop (not an
+        # Exception), and what was scored (and saved) must still be shown
+        result = st.session_state["batch_result"] = {
+            "model": model_id, "items": list(skipped), "done": 0, "total": len(sources), "finished": False,
+            "seconds": 0.0, "rate": 0.0, "record_error": None, "case_code": case_code}
+        start = time.perf_counter()
         try:
             for progress in batch.run(model_id, sources, case_code=case_code,
                                       user=user.name if user else None,
                                       keep_images=bool(st.session_state.get("keep_image")), thumbnails=True):
-                items += progress.items
-                record_error = record_error or progress.record_error
-                rate = progress.scored_per_s
+                result["items"] += progress.items
+                result["record_error"] = result["record_error"] or progress.record_error
+                result["rate"], result["done"] = progress.scored_per_s, progress.done
                 bar.progress(progress.done / progress.total, text=progress.line())
+            result["finished"] = True
         except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded; keep what was scored
             st.error(f"Scoring stopped: {type(exc).__name__}: {exc}")
-        st.session_state["batch_result"] = {"model": model_id, "items": items, "seconds": time.perf_counter() - start,
-                                            "rate": rate, "record_error": record_error, "case_code": case_code}
+        finally:
+            result["seconds"] = time.perf_counter() - start
 
 result = st.session_state.get("batch_result")
 if result:
@@ -77,6 +83,10 @@ if result:
     st.subheader(f"Results: {result['model']}" + (f" · case {result['case_code']}" if result["case_code"] else ""))
     st.markdown(f"**{len(scored)}** scored, **{len(skipped)}** skipped, in {result['seconds']:.1f} s including "
                 f"loading the model; scoring ran at {result['rate']:.1f} images/s.")
+    if not result.get("finished", True):
+        st.warning(f"Scoring was interrupted after {result['done']} of {result['total']} images (the page was used "
+                   "while it ran): those are below, and the scored ones saved; press Score to run the set again.",
+                   icon=":material/pause_circle:")
     if result["record_error"]:
         st.warning(result["record_error"], icon=":material/database:")
     elif scored:

@@ -232,6 +232,27 @@ def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, 
     assert {r.case_code for r in records.query()} == {"PLATE-7"} and records.count() == 6
     at.run()  # a rerun (any click) keeps the results and records nothing twice
     assert len(at.dataframe[0].value) == 6 and records.count() == 6
+
+    # a click during a run restarts the page mid-loop (Streamlit stops the script, no Exception): the images scored
+    # so far stay on screen, said to be a part
+    real_run = batch.run
+
+    def interrupted(*args, **kwargs):
+        import streamlit as st
+
+        for n, progress in enumerate(real_run(*args, **kwargs)):
+            yield progress
+            if n == 0:
+                st.stop()
+
+    monkeypatch.setattr(batch, "run", interrupted)
+    at.button[0].click().run()
+    at.run()
+    assert not at.exception
+    shown = [w.value for w in at.warning if "interrupted" in w.value]
+    assert shown and "of 7 images" in shown[0] and len(at.dataframe[0].value) >= 1  # 6 images and text.png
+    monkeypatch.setattr(batch, "run", real_run)
+
     at.text_input[0].input(str(tmp_path / "no-such-plate")).run()
     at.button[0].click().run()  # a new run that finds nothing must not leave the old results on screen
     assert not at.exception and any("No images found" in e.value for e in at.error)
