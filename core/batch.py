@@ -24,6 +24,7 @@ from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, InputImage, enc
 from .results import Prediction
 
 ZIP_SUFFIXES = {".zip"}
+NOT_AN_IMAGE = "not an image file (left out)"
 THUMB_PX = 96
 
 
@@ -100,8 +101,8 @@ def expand(paths: Iterable[Path | str]) -> tuple[list[Source], list[Item]]:
             for f in sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))):
                 if f.suffix.lower() in ZIP_SUFFIXES:
                     _expand_zip(f, str(f.relative_to(path.parent)), sources, errors)
-                elif f.suffix.lower() in IMAGE_SUFFIXES:
-                    sources.append(Source(str(f.relative_to(path.parent)), path=f))
+                elif f.suffix.lower() in IMAGE_SUFFIXES:  # other files in a folder (notes, label tables) are
+                    sources.append(Source(str(f.relative_to(path.parent)), path=f))  # its own, not inputs
         elif path.is_file() and (path.suffix.lower() in ZIP_SUFFIXES or _looks_zip(path)):
             _expand_zip(path, path.name, sources, errors)
         elif path.is_file():
@@ -119,7 +120,7 @@ def uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[Source], list[Item
         if name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04":
             try:
                 with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                    for info in _zip_images(archive):
+                    for info in _zip_images(archive, name, errors):
                         if info.file_size > MAX_BYTES:
                             errors.append(Item(f"{name}/{info.filename}", error=f"larger than {MAX_BYTES // 2**20} MB"))
                         else:
@@ -135,14 +136,19 @@ def _expand_zip(path: Path, name: str, sources: list[Source], errors: list[Item]
     try:
         with zipfile.ZipFile(path) as archive:
             sources.extend(Source(f"{name}/{info.filename}", path=path, member=info.filename)
-                           for info in _zip_images(archive))
+                           for info in _zip_images(archive, name, errors))
     except (zipfile.BadZipFile, OSError) as exc:
         errors.append(Item(name, error=f"not a readable zip file ({exc})"))
 
 
-def _zip_images(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    return [i for i in archive.infolist() if not i.is_dir() and not _hidden(Path(i.filename))
-            and Path(i.filename).suffix.lower() in IMAGE_SUFFIXES]
+def _zip_images(archive: zipfile.ZipFile, name: str, errors: list[Item]) -> list[zipfile.ZipInfo]:
+    """The archive's image members; its other files, or its having none, are listed in `errors`."""
+    members = [i for i in archive.infolist() if not i.is_dir() and not _hidden(Path(i.filename))]
+    images = [i for i in members if Path(i.filename).suffix.lower() in IMAGE_SUFFIXES]
+    errors += [Item(f"{name}/{i.filename}", error=NOT_AN_IMAGE) for i in members if i not in images]
+    if not images:
+        errors.append(Item(name, error="the zip holds no image files"))
+    return images
 
 
 def _hidden(rel: Path) -> bool:
