@@ -133,6 +133,11 @@ def classification_section(p: ev.Picked, output: str) -> None:
         cols[c + 1].metric(f"n {lab}", int((data.y == c).sum()))
     d = ev.decision_ui(p, data, "m")
     st.caption("Decision rule: " + d.describe(labels) + ".")
+    absent = [lab for c, lab in enumerate(labels) if not (data.y == c).any()]
+    if absent:
+        st.info(f"No image of this evaluation is labelled {', '.join(absent)}. Figures that need those labels are "
+                "undefined (ROC-AUC, PR-AUC) or count them as zero (precision, F1 and their macro averages, "
+                "specificity of the present labels): read accuracy and per-label recall.", icon=":material/info:")
     table = ci_table(p.card.id, p.name, p.stamp, output, d.threshold, d.positive)
     pred = metrics.decide(data.probs, d.threshold, d.positive)
     cm = metrics.confusion(data.y, pred, len(labels))

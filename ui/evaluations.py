@@ -169,18 +169,24 @@ def decision_ui(p: Picked, data: metrics.OutputData, key: str) -> Decision:
     """The decision rule of one output; the threshold is shared by both pages for the same model and output."""
     labels = data.labels
     store = f"thr::{p.card.id}::{data.output}"
-    default = float((p.card.get("thresholds") or {}).get(data.output, data_threshold(p, data.output)))
+    card_threshold = (p.card.get("thresholds") or {}).get(data.output)
+    default = float(card_threshold if card_threshold is not None else data_threshold(p, data.output))
     value = float(st.session_state.get(store, default))
+    origin = (f"The model's own threshold, used on the task pages, is {card_threshold:.4g} (from its card)."
+              if card_threshold is not None else f"The stored metrics were computed at {default:.2f}.")
 
     if data.binary:
         t = st.slider(f"Decision threshold for **{labels[1]}** ({data.output})", 0.01, 0.99, value, 0.01,
                       key=f"{key}_thr_{data.output}", format="%.2f",
                       help=f"Items whose probability of {labels[1]} is at least this are called {labels[1]}. "
-                           f"Every figure and table below is recomputed at this threshold.")
+                           f"Every figure and table below is recomputed at this threshold. {origin} The value "
+                           "you set here is kept for this output on the Metrics and Confusion pages.")
         st.session_state[store] = t
         return Decision(t, 1, 1)
     c1, c2 = st.columns([1, 2])
+    present = [c for c in range(len(labels)) if (data.y == c).any()]  # a label with no images has no curve
     cls = c1.selectbox(f"Label of interest ({data.output})", labels, key=f"{key}_cls_{data.output}",
+                       index=present[0] if present else 0,
                        help="ROC and PR curves, calibration and the threshold are drawn for this label against the rest.")
     c = labels.index(cls)
     use = c2.toggle(f"Call {cls} above a probability threshold", key=f"{key}_use_{data.output}",
