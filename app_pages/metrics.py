@@ -17,9 +17,10 @@ user = require_login(sidebar=False)
 st.title("Model metrics")
 st.markdown(
     "How each model performs on data it was **not trained on**, from its stored evaluations (one row per image: "
-    "the truth and the model's probabilities). Every estimate carries a 95 % confidence interval from "
-    f"{metrics.N_BOOT} bootstrap resamples (within each true class, or whole embryos/groups when images are "
-    "clustered); a wide interval means few cases, not a precise number."
+    "the truth and the model's probabilities). Every classifier estimate carries a 95 % confidence interval "
+    f"from {metrics.N_BOOT} bootstrap resamples (within each true class, or whole embryos/groups when images are "
+    "clustered); a wide interval means few cases, not a precise number. Detection and segmentation figures are "
+    "the evaluation's point estimates, without an interval."
 )
 
 

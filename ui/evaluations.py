@@ -111,7 +111,7 @@ def pick(key: str, label: str = "Evaluation", exclude: tuple[str, str] | None = 
     if pending and pending[0] in evals and pending[1] in evals[pending[0]]:
         st.session_state[f"{key}_model"], st.session_state[f"{key}_eval"] = pending
         st.session_state["eval_model"], st.session_state["eval_name"] = pending
-    models = list(evals)
+    models = sorted(evals, key=lambda m: cards[m].framework == "ultralytics")  # classifiers (with CIs) first
     default_model, default_name = st.session_state.get("eval_model"), st.session_state.get("eval_name")
     if exclude:  # another evaluation of the same model first, else the first other one
         others = [(m, n) for m in models for n in evals[m] if (m, n) != tuple(exclude)]
@@ -122,7 +122,8 @@ def pick(key: str, label: str = "Evaluation", exclude: tuple[str, str] | None = 
                          index=models.index(default_model) if default_model in models else 0,
                          format_func=lambda m: f"{m} · {cards[m].title}")
     names = evals[model]
-    default = default_name
+    real = [n for n in names if "generated" not in n]  # open on real data, not a generated check
+    default = default_name if default_name in names else (real or names)[0]
     name = c2.selectbox(label, names, key=f"{key}_eval", index=names.index(default) if default in names else 0,
                         help="Stored under weights/<model>/eval/<name>/ by `python -m core evaluate` or this page.")
     if not exclude:
