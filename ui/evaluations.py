@@ -186,8 +186,10 @@ def decision_ui(p: Picked, data: metrics.OutputData, key: str) -> Decision:
         return Decision(t, 1, 1)
     c1, c2 = st.columns([1, 2])
     present = [c for c in range(len(labels)) if (data.y == c).any()]  # a label with no images has no curve
-    cls = c1.selectbox(f"Label of interest ({data.output})", labels, key=f"{key}_cls_{data.output}",
-                       index=present[0] if present else 0,
+    chosen = f"{key}_cls_{data.output}"
+    if present and (st.session_state.get(chosen) not in labels or labels.index(st.session_state[chosen]) not in present):
+        st.session_state[chosen] = labels[present[0]]  # new, or kept from an evaluation that had images of it
+    cls = c1.selectbox(f"Label of interest ({data.output})", labels, key=chosen,
                        help="ROC and PR curves, calibration and the threshold are drawn for this label against the rest.")
     c = labels.index(cls)
     use = c2.toggle(f"Call {cls} above a probability threshold", key=f"{key}_use_{data.output}",
