@@ -296,7 +296,15 @@ def audit_section(p: ev.Picked, data: metrics.OutputData, d: ev.Decision) -> Non
     c[2].metric("Near-copies of a training image", r["train"]["n_items"])
     groups = r["within"]["n_groups"]
     c[3].metric(f"In duplicate groups inside the set ({groups} group{'s' if groups != 1 else ''})", r["within"]["n_items"])
-    if r["train"]["n_items"]:
+    indistinct = r["train"].get("n_indistinct", 0)
+    if r["train"]["n_items"] and 2 * indistinct > r["train"]["n_items"]:
+        st.warning(f"{r['train']['n_items']} evaluated images are within {max_d} bits of a training image, but "
+                   f"{indistinct} of them are as close to more than {audit.INDISTINCT_MATCHES} training images each: "
+                   "at this setting the fingerprint cannot tell these images apart (frames from one instrument look "
+                   "alike to it), so most are look-alikes, not copies. Check the split (here: "
+                   f"{p.meta.get('split', 'not recorded')}) and lower the setting before reading the columns below.",
+                   icon=":material/help:")
+    elif r["train"]["n_items"]:
         st.error(f"{r['train']['n_items']} evaluated images are near-copies of training images: scores on them say "
                  "little about new patients. Compare the columns below.", icon=":material/content_copy:")
     elif has_train:

@@ -9,6 +9,9 @@ import pandas as pd
 
 HASHES_FILE = "train_hashes.csv"
 AUDIT_FILE = "audit.json"
+# an item this close to more training images than this is not a copy of one: the hash cannot tell such images apart
+# (EmbryoScope frames of different embryos, same instrument, match hundreds of each other's frames)
+INDISTINCT_MATCHES = 20
 MAX_DISTANCE = 6  # bits of 64; measured on Hung Vuong: flipped + re-encoded copies <= 4, distinct embryos >= 12 (99.9 %)
 FLIP_COLUMNS = ("phash_fh", "phash_fv", "phash_fhv")
 MAX_PAIRS = 200
@@ -105,7 +108,8 @@ def audit(predictions: pd.DataFrame, train: pd.DataFrame, max_distance: int = MA
             pairs.append({"item": ev["item"][i], "train_item": str(train["item"].iloc[nearest[i]]),
                           "distance": int(dmin[i]), "n_train_matches": int((d[i] <= max_distance).sum())})
     pairs.sort(key=lambda p: p["distance"])
-    result["train"] = {"n_items": len(pairs), "items": [p["item"] for p in pairs], "pairs": pairs[:MAX_PAIRS]}
+    result["train"] = {"n_items": len(pairs), "items": [p["item"] for p in pairs], "pairs": pairs[:MAX_PAIRS],
+                       "n_indistinct": sum(p["n_train_matches"] > INDISTINCT_MATCHES for p in pairs)}
     # within the evaluation set
     within = []
     links = []

@@ -107,6 +107,18 @@ def test_flips_are_missed_without_stored_flip_hashes(leaky):
     assert "eval/0.png" in result["train"]["items"] and "eval/2.png" in result["train"]["items"]
 
 
+def test_an_image_close_to_many_training_images_is_counted_indistinct_not_a_copy():
+    """Every held-out Gomez frame was 'a near-copy' of a training frame of another embryo: each was as close to
+    hundreds of them, so the hash could not tell those frames apart."""
+    preds = pd.DataFrame({"item": ["look-alike", "copy"], "output": "o", "true": ["x", "y"], "p:x": [0.2, 0.7],
+                          "p:y": [0.8, 0.3], "phash": [f"{0:016x}", f"{0xFFFF_FFFF_0000_0000:016x}"]})
+    many = [f"{1 << k:016x}" for k in range(audit.INDISTINCT_MATCHES + 5)]  # each 1 bit from the look-alike
+    train = pd.DataFrame({"item": [f"t{k}" for k in range(len(many) + 1)],
+                          "phash": many + [f"{0xFFFF_FFFF_0000_0001:016x}"]})
+    result = audit.audit(preds, train)
+    assert result["train"]["n_items"] == 2 and result["train"]["n_indistinct"] == 1
+
+
 def test_audit_without_hashes_or_training_set():
     preds = pd.DataFrame({"item": ["a", "b"], "output": "o", "true": ["x", "y"], "p:x": [0.2, 0.7], "p:y": [0.8, 0.3]})
     result = audit.audit(preds, pd.DataFrame(columns=["item", "phash"]))
