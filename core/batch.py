@@ -88,7 +88,8 @@ class Progress:
     def line(self) -> str:
         eta = self.eta_s
         left = f", about {_duration(eta)} left" if eta is not None and self.done < self.total else ""
-        return f"{self.done}/{self.total} images · {self.images_per_s:.1f} images/s{left}"
+        # the rate of scoring, as the summary gives it: skipped files take no time and would inflate it
+        return f"{self.done}/{self.total} images · {self.scored_per_s:.1f} images/s scored{left}"
 
 
 # --- inputs -----------------------------------------------------------------------------------------------------------
