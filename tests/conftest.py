@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,12 @@ def wait_for_app(pg, timeout_ms: int = 60_000, quiet_ms: int = 1_000) -> None:
 def assert_no_errors(pg) -> None:
     exceptions = pg.locator('[data-testid="stException"]')
     assert exceptions.count() == 0, exceptions.first.inner_text()
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    """A zip archive (bytes) holding each name with its bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

@@ -18,6 +18,7 @@ import pytest
 from core import batch, records, registry, synthetic
 from core.imageio import encode_png
 from core.results import Prediction
+from tests.conftest import zip_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,14 +167,6 @@ def test_progress_case_code_kept_images_and_one_bad_image_in_a_batch(stub, tmp_p
     assert len(paths) == 11
 
 
-def _zip_of(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_uploads_with_a_zip_and_a_broken_zip_and_excel_export(stub):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -185,7 +178,7 @@ def test_uploads_with_a_zip_and_a_broken_zip_and_excel_export(stub):
     assert [s.name for s in sources] == ["cases.zip/a/one.png", "two.png"]
     assert [e.name for e in errors] == ["cases.zip/readme.txt", "broken.zip"]  # a zip's other files are listed
     assert errors[0].error.startswith("not an image file") and "zip" in errors[1].error
-    assert batch.uploads([("notes.zip", _zip_of({"readme.txt": b"hello"}))])[1][-1].error == \
+    assert batch.uploads([("notes.zip", zip_of({"readme.txt": b"hello"}))])[1][-1].error == \
         "the zip holds no image files"
     items = errors + [i for s in batch.run("tiny-stub", sources, record=False) for i in s.items]
     book = pd.read_excel(io.BytesIO(batch.to_excel(items)), sheet_name=None)

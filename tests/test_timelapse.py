@@ -1,9 +1,7 @@
 """Time-lapse staging: frame order, readers, Viterbi decoding, events, the task on generated data, a regression floor."""
 from __future__ import annotations
 
-import io
 import itertools
-import zipfile
 
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from core.datasets.gomez import PHASES, STAGES
 from core.imageio import encode_png
 from core.sequence import (SequenceInputError, burst_strength, decode, event_frames, frame_change, order_frames,
                            read_folder, read_sequence, read_video, read_zip, viterbi_monotone)
-from tests.conftest import shared_data
+from tests.conftest import shared_data, zip_of
 
 
 # --- frame order ---------------------------------------------------------------------------------------------
@@ -160,14 +158,6 @@ def test_event_frames_with_skips_and_unannotated():
 
 
 # --- readers -------------------------------------------------------------------------------------------------
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_events_table_marks_skipped_guessed_and_missed_events_and_errors_in_hours():
     """A decoding straight from t2 to t5 gave t3 = t4 = t5 with nothing to say so (it reads as a direct cleavage);
     an annotated event the model never reached was not listed at all."""
@@ -210,7 +200,7 @@ def test_zip_with_non_images_keeps_good_frames():
     entries["seq/notes.txt"] = b"hello"
     entries["seq/broken7.png"] = b"this is text, not a png"
     entries["__MACOSX/._frame0.png"] = b"junk"
-    seq = read_zip(_zip(entries), "frames.zip")
+    seq = read_zip(zip_of(entries), "frames.zip")
     assert len(seq) == 5
     assert seq.names == [f"seq/frame{i * 5}.png" for i in range(5)]
     assert len(seq.skipped) == 2 and any("notes.txt" in s for s in seq.skipped)
@@ -233,7 +223,7 @@ def test_frame_conversions_are_said_once_for_the_sequence():
     clear = np.zeros((40, 40, 4), np.uint8)
     clear[..., 3] = 128
     entries = {f"frame{i}.png": d for i, d in enumerate(deep)} | {"frame9.png": cv2.imencode(".png", clear)[1].tobytes()}
-    seq = read_zip(_zip(entries), "frames.zip")
+    seq = read_zip(zip_of(entries), "frames.zip")
     assert seq.notes == ["16-bit image scaled to 8-bit by its own range (4 of 5 frames)",
                          "transparency removed (composited on black) (1 of 5 frames)"]
 
@@ -242,9 +232,9 @@ def test_zip_of_two_folders_is_refused_and_a_stray_image_is_listed():
     frames, _ = synthetic.timelapse_sequence(4, size=64)
     two = {f"{plane}/frame{i}.png": encode_png(f) for plane in ("F0", "F15") for i, f in enumerate(frames)}
     with pytest.raises(SequenceInputError, match="2 folders"):
-        read_zip(_zip(two), "planes.zip")
+        read_zip(zip_of(two), "planes.zip")
     one = {f"frame{i}.png": encode_png(f) for i, f in enumerate(frames)} | {"cover.png": encode_png(frames[0])}
-    seq = read_zip(_zip(one), "frames.zip")
+    seq = read_zip(zip_of(one), "frames.zip")
     assert seq.names == [f"frame{i}.png" for i in range(4)]
     assert len(seq.skipped) == 1 and "cover.png: no frame number" in seq.skipped[0]
 
@@ -253,7 +243,7 @@ def test_zipped_gomez_folder_brings_its_annotations():
     frames, _ = synthetic.timelapse_sequence(5, size=64)
     entries = {f"E1/E1_RUN{i + 3}.png": encode_png(f) for i, f in enumerate(frames)}
     entries["E1/E1_phases.csv"] = b"tPNa,3,4\nt2,5,7\n"
-    seq = read_zip(_zip(entries), "E1.zip")
+    seq = read_zip(zip_of(entries), "E1.zip")
     assert seq.frame_numbers == [3, 4, 5, 6, 7] and not seq.skipped
     assert seq.true_phases == ["tPNa", "tPNa", "t2", "t2", "t2"]
 
@@ -272,7 +262,7 @@ def test_folder_over_the_frame_limit_keeps_the_first_frames_in_time(tmp_path, mo
 
 def test_zip_without_images_is_a_clear_error():
     with pytest.raises(SequenceInputError, match="no readable image frames"):
-        read_zip(_zip({"a.txt": b"x"}), "bad.zip")
+        read_zip(zip_of({"a.txt": b"x"}), "bad.zip")
     with pytest.raises(SequenceInputError, match="not a readable zip"):
         read_sequence(b"PK\x03\x04garbage", "bad.zip")
 
