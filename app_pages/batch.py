@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import batch, records, registry
+from core import batch, records, registry, report
 from ui.common import UPLOAD_TYPES, card_expander
 from ui.records import require_login
 
@@ -111,6 +111,7 @@ if result:
                     table[c] = table[c] * 100
                     config[c] = st.column_config.NumberColumn(f"{wording.title(output)} · {wording.says(output, label)}",
                                                               format="%.1f %%")
+        config |= {c: heading for c, heading in report.DETAIL_NAMES.items() if c in table}  # e.g. "embryo radius (px)"
         st.dataframe(table, column_config=config, hide_index=True, width="stretch", row_height=60)
         st.caption("The downloads add each image's sha256, the decision thresholds, the case code and the model "
                    "file's sha256.")

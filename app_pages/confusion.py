@@ -138,10 +138,10 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
             path = paths.get(item)
             img = ev.thumbnail(path) if path else None
             if img is None:
-                col.caption(f"`{Path(item).name}`: not reachable")
+                col.caption(f"`{shown_name(item)}`: not reachable")
                 continue
             probs = " · ".join(f"{lab} {ev.pct(data.probs[k, c])}" for c, lab in enumerate(labels))
-            col.image(img, caption=f"{Path(item).name} — {probs} ({version})", width="stretch")
+            col.image(img, caption=f"{shown_name(item)} — {probs} ({version})", width="stretch")
             if col.button("Open in what-if", key=f"c_whatif_{data.output}_{n}", disabled=target is None,
                           help=("The task page for this model is not installed." if target is None else
                                 f"The task page runs the installed {p.card.file}, not {p.predicted_by}: it trained "
@@ -152,6 +152,11 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
                 st.switch_page(target)
     with st.expander(f"All {len(table)} images of this cell"):
         st.dataframe(table, hide_index=True, width="stretch")
+
+
+def shown_name(item: str) -> str:
+    """The file with its folder: HuSHeM repeats image_004.BMP in every class folder."""
+    return "/".join(Path(item).parts[-2:])
 
 
 # --- page ------------------------------------------------------------------------------------------------------------

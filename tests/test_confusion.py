@@ -46,6 +46,8 @@ def test_cells_threshold_and_gallery(app, store):
     n_05 = int(header(at).split(": ")[1].split()[0])
     assert header(at).startswith("**True blastocyst, called blastocyst") and n_05 > 10
     assert len([b for b in at.button if b.label == "Open in what-if"]) == min(n_05, 12)
+    captions = [img.caption for e in at.get("image") for img in e.proto.imgs]
+    assert captions and all(c.split(" — ")[0].count("/") == 1 for c in captions)  # folder/file: names repeat
     at.slider(key="c_stage_thr_stage").set_value(0.95).run()
     n_095 = int(header(at).split(": ")[1].split()[0])
     assert n_095 < n_05  # fewer blastocyst calls at a stricter threshold
