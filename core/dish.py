@@ -575,7 +575,7 @@ def fill_card_metrics(names: dict[str, str]) -> None:
         for source, sm in (m.get("by_source") or {}).items():
             out[f"count_exact_{source}"] = round(sm["count_exact"], 4)
             out[f"n_images_{source}"] = sm["n_images"]
-        return out | {"evaluation": name}
+        return out
 
     copy_evaluations_to_card(DISH_ID, names, table)
 

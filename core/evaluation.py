@@ -140,7 +140,8 @@ def evaluate_classifier_outputs(card, name: str, frames: list[pd.DataFrame], met
 
 def copy_evaluations_to_card(model_id: str, names: dict[str, str], table, skip_stale: bool = False) -> None:
     """Copy stored evaluations (weights/<model_id>/eval/<name>, measured on this model file) into the card's
-    [metrics."<label>"] tables: `names` maps eval name -> card label, `table(name, metrics)` builds one table.
+    [metrics."<label>"] tables: `names` maps eval name -> card label, `table(name, metrics)` builds one table, to
+    which the evaluation's name is added.
     An evaluation missing or measured on another file raises, or with skip_stale is left out of the card."""
     import tomllib
 
@@ -157,7 +158,7 @@ def copy_evaluations_to_card(model_id: str, names: dict[str, str], table, skip_s
                 continue
             raise ValueError(f"eval/{name} is missing or was measured on another model file: evaluate again")
         stored = json.loads((folder / "eval" / name / "metrics.json").read_text())
-        card["metrics"][label] = table(name, stored["metrics"])
+        card["metrics"][label] = table(name, stored["metrics"]) | {"evaluation": name}
     write_card(folder, card)
 
 

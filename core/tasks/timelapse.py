@@ -766,7 +766,7 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
     folder = model.card.folder / "eval" / name
     (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     if split:
-        _write_card_metrics(model.card.folder, f"{name}/{split}", result["metrics"])
+        _write_card_metrics(model.card.folder, f"{name}/{split}", result["metrics"], name)
     return result
 
 
@@ -808,7 +808,7 @@ def dump_toml(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_card_metrics(folder: Path, key: str, metrics: dict) -> None:
+def _write_card_metrics(folder: Path, key: str, metrics: dict, evaluation: str) -> None:
     import tomllib
 
     path = folder / "card.toml"
@@ -819,7 +819,7 @@ def _write_card_metrics(folder: Path, key: str, metrics: dict) -> None:
             if m.get(k) is not None:
                 table[f"{output}_{k}"] = float(m[k])
         table[f"{output}_n"] = int(m["n"])
-    card.setdefault("metrics", {})[key] = table
+    card.setdefault("metrics", {})[key] = table | {"evaluation": evaluation}
     path.write_text(dump_toml(card))
 
 
