@@ -53,7 +53,9 @@ if st.button("Score", type="primary", disabled=not ready, icon=":material/play_a
     if not sources:
         st.error("No images found to score." + (f" {skipped[0].name}: {skipped[0].error}" if skipped else ""))
     else:
-        bar = st.progress(0.0, text=f"Scoring {len(sources)} images with {model_id}…")
+        loaded = any(s.model_id == model_id for s in registry.status())
+        bar = st.progress(0.0, text=f"Scoring {len(sources)} images with {model_id}…" if loaded else
+                          f"Loading {model_id} (once per server start), then scoring {len(sources)} images…")
         case_code = (st.session_state.get("case_code") or "").strip() or None
         # kept from the start and filled as it goes: a click during the run restarts the page mid-loop (not an
         # Exception), and what was scored (and saved) must still be shown
@@ -114,7 +116,8 @@ if result:
         config |= {c: heading for c, heading in report.DETAIL_NAMES.items() if c in table}  # e.g. "embryo radius (px)"
         st.dataframe(table, column_config=config, hide_index=True, width="stretch", row_height=60)
         st.caption("The downloads add each image's sha256, the decision thresholds, the case code and the model "
-                   "file's sha256.")
+                   "file's sha256, and keep the model's own label names; their probabilities (`p_…` columns) run "
+                   "from 0 to 1, not in %.")
         stamp = time.strftime("%Y%m%d-%H%M")
         left, right = st.columns(2)
         stem, code = f"batch-{result['model']}-{stamp}", result["case_code"]

@@ -128,9 +128,11 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
     version = p.predicted_by or f"{p.card.id} v{p.meta.get('model_version', p.card.version)}"
     target = task_page(p.card.id)
     if not reachable:
-        st.caption("The images of this evaluation are not reachable from this server (the data folder "
-                   f"`{p.meta.get('data_path') or p.meta.get('data') or '?'}` is absent), so only their names "
-                   "are listed.")
+        folder = p.meta.get("data_path") or p.meta.get("data") or "?"
+        st.caption(f"The images of this evaluation are not reachable from this server (the data folder `{folder}` "
+                   "is absent), so only their names are listed."
+                   + (" That folder is generated from the shared data: the README's *Reproduce* commands rebuild it."
+                      if "data_prepared" in folder else ""))
     else:
         cols = st.columns(4)
         for n, (item, k) in enumerate(zip(table["image"][:GALLERY], order[:GALLERY])):
