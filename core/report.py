@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html as htmlmod
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from .results import SUMMARY_FACTS, Wording
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 MAX_TEXT = 420  # characters of intended use / limitations, so the report stays on one page
 MAX_METRICS = 4  # datasets; each with at most 8 numbers
+ONE_OF_MANY = re.compile(r"[a-z]+_\d+")  # a field's head_3: the page shows it; the report's table lists them all
 
 
 @dataclass
@@ -62,7 +64,8 @@ def from_prediction(prediction, *, image=None, card=None, case_code: str | None 
     summary = prediction.summary()
     pixels = getattr(image, "pixels", image)
     images = [("Input image", pixels)] if pixels is not None else []
-    images += [(name.replace("_", " ").capitalize(), im) for name, im in prediction.images.items()]
+    images += [(name.replace("_", " ").capitalize(), im) for name, im in prediction.images.items()
+               if not ONE_OF_MANY.fullmatch(name)]
     size = getattr(image, "size", None) or ((pixels.shape[1], pixels.shape[0]) if pixels is not None else None)
     facts = {"id": prediction.model_id, "version": prediction.model_version, "sha256": ""}
     return _build(summary, facts, card, images=images, case_code=case_code, user=user, whatif=whatif,

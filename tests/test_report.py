@@ -113,6 +113,8 @@ def test_a_field_report_lists_every_head_and_names_its_figures():
     assert "<h2>Heads</h2>" in page and page.count("<tr><td>") >= len(heads)
     assert "normal forms, classifier (%)" in page and "pct_normal" not in page and "pct normal" not in page
     assert "<th>Output</th>" not in page  # no empty probability table for a field
+    assert [c for c, _ in report.from_prediction(pred, image=image).images] == ["Input image", "Overlay"]  # not
+    # head 1's crop as if it stood for the field
     n_pages, text = _pdf_text(report.from_prediction(pred, image=image).pdf())
     assert n_pages == 1 and "length (µm)" in text
 
