@@ -134,9 +134,12 @@ def _to_rgb8(img: Image.Image, notes: list[str]) -> tuple[np.ndarray, int]:
         img = img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
         notes.append("palette image converted to RGB")
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-        notes.append("transparency removed (composited on black)")
+        img = img.convert("RGBA")
+        if np.asarray(img.getchannel("A")).min() < 255:
+            img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img)
+            notes.append("transparency removed (see-through pixels shown on black)")
+        else:
+            notes.append("alpha channel dropped (every pixel opaque)")
     if mode == "CMYK":
         notes.append("CMYK converted to RGB")
     if img.mode == "I;16" or np.asarray(img).dtype == np.uint16:  # e.g. 16-bit RGB TIFF

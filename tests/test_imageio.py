@@ -36,7 +36,11 @@ def test_grey_palette_rgba_cmyk_and_bilevel_are_converted():
     rgba = RGB.convert("RGBA")
     rgba.putalpha(0)  # fully transparent composites to black
     out = read_image(encode(rgba, "PNG"))
-    assert out.pixels.max() == 0 and any("transparency" in n for n in out.notes)
+    assert out.pixels.max() == 0 and out.notes[-1] == \
+        "transparency removed (see-through pixels shown on black)"
+    opaque = read_image(encode(RGB.convert("RGBA"), "PNG"))  # most RGBA micrographs: an alpha channel of 255s
+    assert np.array_equal(opaque.pixels, np.asarray(RGB)) and opaque.notes[-1] == \
+        "alpha channel dropped (every pixel opaque)"
     cmyk = read_image(encode(RGB.convert("CMYK"), "JPEG"))
     assert cmyk.pixels.shape == (40, 60, 3) and cmyk.original_mode == "CMYK"
     assert read_image(encode(RGB.convert("1"), "PNG")).pixels.shape == (40, 60, 3)

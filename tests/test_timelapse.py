@@ -225,7 +225,7 @@ def test_frame_conversions_are_said_once_for_the_sequence():
     entries = {f"frame{i}.png": d for i, d in enumerate(deep)} | {"frame9.png": cv2.imencode(".png", clear)[1].tobytes()}
     seq = read_zip(zip_of(entries), "frames.zip")
     assert seq.notes == ["16-bit image scaled to 8-bit by its own range (4 of 5 frames)",
-                         "transparency removed (composited on black) (1 of 5 frames)"]
+                         "transparency removed (see-through pixels shown on black) (1 of 5 frames)"]
 
 
 def test_zip_of_two_folders_is_refused_and_a_stray_image_is_listed():
