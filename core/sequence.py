@@ -174,7 +174,9 @@ def _thumbnail(image: np.ndarray, rgb: bool = False) -> np.ndarray:
 def distinct_frames(thumbnails: list[np.ndarray], min_repeats: float = 0.2) -> list[int]:
     """Indices of the frames that start a new acquisition, when at least `min_repeats` of the steps between frames
     are repeats (a padded video); else every index. A repeat differs from the frame before by under a tenth of the
-    typical change between acquisitions (re-encoding leaves it nearly, not exactly, equal)."""
+    typical change between acquisitions (re-encoding leaves it nearly, not exactly, equal). The encoder can also
+    leave the frame after a new acquisition a little further from it than that: of two starts closer than the
+    video's usual repeat allows, the one with the smaller change is taken for such a repeat."""
     if len(thumbnails) < 3:
         return list(range(len(thumbnails)))
     change = np.array([np.abs(b - a).mean() for a, b in zip(thumbnails, thumbnails[1:])])
@@ -182,7 +184,20 @@ def distinct_frames(thumbnails: list[np.ndarray], min_repeats: float = 0.2) -> l
     repeat = change < 0.1 * typical
     if typical <= 0 or repeat.mean() < min_repeats:  # a still video, or one frame per acquisition
         return list(range(len(thumbnails)))
-    return [0] + [i + 1 for i in np.flatnonzero(~repeat)]
+    starts = kept = np.flatnonzero(~repeat) + 1
+    min_gap = 1
+    for _ in range(10):  # the usual repeat, measured again once the starts that shortened it are gone
+        gap = round(0.75 * np.median(np.diff(np.r_[0, kept, len(thumbnails)])))  # 3 repeats: starts ≥ 2 apart
+        if gap <= min_gap:
+            break
+        min_gap, taken, chosen = gap, np.zeros(len(thumbnails) + gap, bool), []
+        taken[:gap] = True  # frame 0 starts the first acquisition
+        for s in starts[np.argsort(-change[starts - 1], kind="stable")]:  # the clearest changes first
+            if not taken[s]:
+                taken[s - gap + 1:s + gap] = True
+                chosen.append(s)
+        kept = np.sort(chosen)
+    return [0, *map(int, kept)]
 
 
 def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSequence:

@@ -301,6 +301,25 @@ def test_a_video_padded_to_a_frame_rate_is_one_frame_per_acquisition(tmp_path):
     assert len(plain) == 30 and not plain.notes
 
 
+def test_repeats_that_the_encoder_left_unequal_are_still_repeats():
+    """An mp4 of Gomez AB028-6 (291 acquisitions) with each acquisition repeated 3× read as 301: from each key frame
+    of the codec on, the repeats differ from the frame before by more than a tenth of a real change."""
+    from core.sequence import distinct_frames
+
+    rng = np.random.default_rng(0)
+    acquisitions = [rng.random((24, 24)).astype(np.float32) for _ in range(40)]
+    repeats = [4, 5] * 20
+    starts = list(np.cumsum([0, *repeats[:-1]]))
+    frames = [a.copy() for a, n in zip(acquisitions, repeats) for _ in range(n)]
+    for key in range(6, len(frames), 12):  # the key frame and the repeats after it are re-encoded alike
+        if key not in starts:
+            shift = 0.5 * (rng.random((24, 24)) - 0.5)  # about a third of a real change
+            for i in range(key, next(s for s in [*starts, len(frames)] if s > key)):
+                frames[i] = frames[i] + shift
+    assert distinct_frames(frames) == starts
+    assert distinct_frames(acquisitions) == list(range(40))  # one frame per acquisition: nothing merged
+
+
 def test_a_long_video_keeps_every_acquisition_or_is_sampled_over_its_whole_length_and_a_damaged_one_says_so(tmp_path):
     frames, _ = synthetic.timelapse_sequence(24, size=96)  # at 64 px the codec's own noise hides a few repeats
     write_mp4(tmp_path / "padded.mp4", [f for f in frames for _ in range(3)])  # 72 video frames, 24 acquisitions
