@@ -209,7 +209,8 @@ else:
             from ui.whatif import whatif_panel
 
             whatif_panel(image.pixels, task.predict_outputs, key="embryo-whatif", explain=task.explain_on_image,
-                         cache_key=f"{GRADE_CARD.id}@{GRADE_CARD.version}", wording=GRADE_CARD.wording)
+                         cache_key=f"{GRADE_CARD.id}@{GRADE_CARD.version}", wording=GRADE_CARD.wording,
+                         thresholds=GRADE_CARD.get("thresholds"))
 card_expander(GRADE_CARD)
 if task.dish_available():
     card_expander(registry.card(task.DISH_ID))

@@ -195,5 +195,6 @@ else:
 
         whatif_panel(image.pixels, task.predict_outputs, key="pcos-whatif", explain=task.explain_on_image,
                      ultrasound=True, detail=partial(task.follicle_table, mm_per_px=pred.extras["mm_per_px"]),
-                     cache_key=f"{CARD.id}@{CARD.version}#{pred.extras['mm_per_px']:.5f}", wording=CARD.wording)
+                     cache_key=f"{CARD.id}@{CARD.version}#{pred.extras['mm_per_px']:.5f}", wording=CARD.wording,
+                     thresholds=pred.thresholds)
 card_expander(CARD)

@@ -28,6 +28,14 @@ class Wording:
         return self.labels.get(output, {}).get(label, str(label).replace("_", " "))
 
 
+def decide(probs: dict[str, float], threshold: float | None = None) -> str:
+    """The label shown: a binary output's second label from its decision threshold on, else the most probable."""
+    labels = list(probs)
+    if len(labels) == 2 and threshold is not None:
+        return labels[1] if probs[labels[1]] >= threshold else labels[0]
+    return max(probs, key=probs.get)
+
+
 @dataclass
 class Prediction:
     model_id: str
@@ -45,11 +53,7 @@ class Prediction:
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def label(self, output: str) -> str:
-        probs = self.probabilities[output]
-        labels = list(probs)
-        if len(labels) == 2 and output in self.thresholds:
-            return labels[1] if probs[labels[1]] >= self.thresholds[output] else labels[0]
-        return max(probs, key=probs.get)
+        return decide(self.probabilities[output], self.thresholds.get(output))
 
     def labels(self) -> dict[str, str]:
         return {o: self.label(o) for o in self.probabilities}

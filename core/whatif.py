@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .results import decide
+
 Outputs = dict[str, dict[str, float]]
 PredictBatch = Callable[[list[np.ndarray]], list[Outputs]]
 Progress = Callable[[float], None] | None
@@ -369,8 +371,9 @@ def _filled(cell) -> bool:
         return False
 
 
-def predicted(outputs: Outputs) -> dict[str, str]:
-    return {out: max(probs, key=probs.get) for out, probs in outputs.items() if probs}
+def predicted(outputs: Outputs, thresholds: dict[str, float] | None = None) -> dict[str, str]:
+    """The label shown per output, decided as the task page decides it (the card's thresholds)."""
+    return {out: decide(probs, (thresholds or {}).get(out)) for out, probs in outputs.items() if probs}
 
 
 def compare(original: Outputs, modified: Outputs) -> pd.DataFrame:
@@ -422,7 +425,8 @@ class OcclusionMap:
 
 
 def occlusion_map(image: np.ndarray, predict_batch: PredictBatch, patch: int, stride: int | None = None,
-                  fill: str = "mean", batch_size: int | None = None, progress: Progress = None) -> OcclusionMap:
+                  fill: str = "mean", batch_size: int | None = None, progress: Progress = None,
+                  thresholds: dict[str, float] | None = None) -> OcclusionMap:
     """Slide a `patch` x `patch` square (filled like a painted mask) over the image with `stride` (default
     patch / 2), predict every occluded copy in batches, and map how much each pixel's covering lowers the
     originally predicted label's probability (mean over the patches covering it)."""
@@ -446,7 +450,7 @@ def occlusion_map(image: np.ndarray, predict_batch: PredictBatch, patch: int, st
 
     batch_size = batch_size or batch_size_for(image)
     base = predict_batch([image])[0]
-    labels = predicted(base)
+    labels = predicted(base, thresholds)
     results = _batches(occluded, len(grid), predict_batch, batch_size, progress)
     drop, max_drop = {}, {}
     cover = np.zeros((h, w), np.float32)

@@ -243,6 +243,7 @@ def test_compare_tables():
     t = whatif.compare(a, b)
     assert t.set_index("label").change_pts.round(6).to_dict() == {"bad": 30.0, "good": -30.0}
     assert whatif.predicted(b) == {"q": "bad"}
+    assert whatif.predicted(b, {"q": 0.35}) == {"q": "good"}  # 40 % is past the card's threshold of 35 %
 
 
 def test_compare_objects_follows_geometry_and_class_changes():

@@ -62,6 +62,18 @@ def test_a_models_wording_names_outputs_and_labels(monkeypatch):
     assert app.metric[0].help.startswith("Share for the label shown")
 
 
+def test_the_label_shown_is_decided_by_the_cards_threshold(monkeypatch):
+    """PCOS at 40.1 % is "PCOS-labelled frames" on its page (threshold 35.1 %), and the what-if panel called it
+    healthy (the most probable label) and a change of prediction at 46.9 %."""
+    monkeypatch.setenv("WHATIF_THRESHOLD", "0.999")  # the harness image scores 99.7 % "present"
+    app = AppTest.from_file(str(PAGE), default_timeout=60)
+    app.run()
+    assert not app.exception
+    shown = [m for m in app.metric if m.label.startswith("spot:")]
+    assert [m.label for m in shown] == ["spot: no spot", "spot: no spot"]
+    assert shown[0].value == "0.3%" and "“present” is shown from 99.9% on" in shown[0].help
+
+
 def test_a_new_image_starts_unedited(at):
     """Sliders set on one patient's image must not silently apply to the next image uploaded."""
     from core import synthetic

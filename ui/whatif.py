@@ -47,6 +47,7 @@ def whatif_panel(
     predict_batch: Callable[[list[np.ndarray]], list[Outputs]] | None = None,
     version: str | None = None,
     wording: Wording | None = None,
+    thresholds: dict[str, float] | None = None,
 ) -> None:
     """Draw the what-if panel for one image (call it inside a tab or expander of a task page).
 
@@ -87,6 +88,9 @@ def whatif_panel(
     wording
         How outputs and labels read (for a registry model: ``card.wording``); by default the names ``predict``
         returns, "_" read as a space. Its ``value`` names what the numbers are (default "probability").
+    thresholds
+        Decision thresholds per binary output (a card's [thresholds]), so the label shown is the one the task page
+        shows; without them the most probable label is shown.
 
     What the user gets
     ------------------
@@ -111,7 +115,8 @@ def whatif_panel(
                    "of every comparison are predicted at the same size.")
     ck = cache_key or whatif.model_key(predict) or key
     version = version or (ck.split("@", 1)[1].split("#")[0] if "@" in ck else None)
-    _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version, wording or Wording())
+    _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version, wording or Wording(),
+           thresholds or {})
 
 
 # --- cached work (keyed on strings; the leading-underscore arguments are not hashed) ---------------------------------
@@ -225,7 +230,7 @@ def _computed_on_click(store: dict, run_key, button: str, button_key: str, icon:
 
 # --- the panel -------------------------------------------------------------------------------------------------------
 @st.fragment
-def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version, wording):
+def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, version, wording, thresholds):
     ss = st.session_state
     sha = _sha(image)
     if ss.get(f"{key}-image") not in (None, sha):  # a new image starts unedited: no sliders or paint carried over
@@ -249,7 +254,8 @@ def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, 
     _freeze_heap(ck)
     modified_out = _safe("Prediction on the modified image", _predicted, ck, edited_sha, edited, predict)
     with results:
-        _comparison(image, edited, original_out, modified_out, settings, mask, version, sha, edited_sha, wording)
+        _comparison(image, edited, original_out, modified_out, settings, mask, version, sha, edited_sha, wording,
+                    thresholds)
         if detail is not None:
             _detail_comparison(ck, image, sha, edited, edited_sha, detail, settings)
 
@@ -265,7 +271,7 @@ def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, 
             _heatmap_tab(key, ck, image, sha, edited, edited_sha, explain, original_out, wording)
     with tabs[1]:
         if tabs[1].open:
-            _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch, wording)
+            _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch, wording, thresholds)
     with tabs[2]:
         if tabs[2].open:
             _sensitivity_tab(key, ck, image, sha, mask, settings, batch, ultrasound, wording)
@@ -341,7 +347,7 @@ def _pct(p: float) -> str:
 
 
 def _comparison(original, edited, original_out, modified_out, settings, mask, version, sha, edited_sha,
-                wording: Wording) -> None:
+                wording: Wording, thresholds: dict[str, float]) -> None:
     left, right = st.columns(2)
     what = whatif.describe(settings)
     if mask is not None:
@@ -354,7 +360,7 @@ def _comparison(original, edited, original_out, modified_out, settings, mask, ve
     if original_out is None or modified_out is None:
         return
     ver = f" · model v{version}" if version else ""
-    before, after = whatif.predicted(original_out), whatif.predicted(modified_out)
+    before, after = whatif.predicted(original_out, thresholds), whatif.predicted(modified_out, thresholds)
     value = wording.value.capitalize()
     for output in original_out:
         title, says = wording.title(output), partial(wording.says, output)
@@ -362,13 +368,16 @@ def _comparison(original, edited, original_out, modified_out, settings, mask, ve
         p0 = original_out[output][a]
         p1 = modified_out.get(output, {}).get(b, float("nan"))
         change = round(100 * (modified_out[output][a] - p0), 1) + 0.0 if a in modified_out.get(output, {}) else 0.0
+        labels = list(original_out[output])
+        rule = f"; “{says(labels[1])}” is shown from {_pct(thresholds[output])} on, as on the task page" \
+            if output in thresholds and len(labels) == 2 else ""  # PCOS 40 % reads "PCOS" from its 35 % threshold
         with left:
-            st.metric(f"{title}: {says(a)}", _pct(p0), help=f"{value} for the label shown{ver}")
+            st.metric(f"{title}: {says(a)}", _pct(p0), help=f"{value} for the label shown{ver}{rule}")
         with right:
             colour = "gray" if abs(change) < 0.5 else ("blue" if change > 0 else "orange")
             st.metric(f"{title}: {says(b)}", _pct(p1), delta=f"{change:+.1f} pts for '{says(a)}'",
                       delta_color=colour, delta_arrow="auto" if abs(change) >= 0.05 else "off",
-                      help=f"{value} for the label shown{ver}; the change is for the original's label")
+                      help=f"{value} for the label shown{ver}{rule}; the change is for the original's label")
         if b != a:
             st.warning(f"**{title}**: the prediction changed from **{says(a)}** to **{says(b)}**.",
                        icon=":material/swap_horiz:")
@@ -431,7 +440,8 @@ def _heatmap_tab(key, ck, image, sha, edited, edited_sha, explain, original_out,
                              caption=f"{wording.title(output)} · {name}", width="stretch", output_format="JPEG")
 
 
-def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch, wording: Wording) -> None:
+def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch, wording: Wording,
+                   thresholds: dict[str, float]) -> None:
     ss = st.session_state
     st.caption("Covers one square at a time with the image's mean colour and re-predicts: warm areas are where "
                "covering lowers the predicted label's probability most. Model-agnostic, beside Grad-CAM.")
@@ -447,7 +457,7 @@ def _occlusion_tab(key, ck, image, sha, edited, edited_sha, batch, wording: Word
     result = _computed_on_click(
         ss.setdefault(f"{key}-occ", {}), run_key, f"Compute occlusion map ({n} predictions)", f"{key}-occ-run",
         ":material/grid_view:", "Occluding", "Occlusion map",
-        lambda progress: whatif.occlusion_map(img, batch, patch, stride, "mean", None, progress))
+        lambda progress: whatif.occlusion_map(img, batch, patch, stride, "mean", None, progress, thresholds))
     if result is None:
         return
     for output, label in result.labels.items():

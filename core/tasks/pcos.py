@@ -360,10 +360,10 @@ def reviewed(pred: Prediction, pixels: np.ndarray, ticked: set[int]) -> Predicti
     return dataclasses.replace(pred, extras=extras, images=images)
 
 
-def heatmap(model, image: np.ndarray) -> np.ndarray:
-    """Grad-CAM for the `pcos` label on what the model sees, placed back at the image's size (0-1)."""
+def heatmap(model, image: np.ndarray, label: str = "pcos") -> np.ndarray:
+    """Grad-CAM for `label` on what the model sees, placed back at the image's size (0-1)."""
     grey, (x0, y0, x1, y1) = model_view(image, uses_roi(model.card))
-    cam = model.explain(grey, OUTPUT, "pcos")
+    cam = model.explain(grey, OUTPUT, label)
     full = np.zeros(image.shape[:2], np.float32)
     full[y0:y1, x0:x1] = cv2.resize(cam.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     return full
@@ -460,7 +460,9 @@ def predict_outputs(image: np.ndarray) -> dict[str, dict[str, float]]:
 
 
 def explain_on_image(image: np.ndarray, output: str = OUTPUT) -> np.ndarray:
-    return heatmap(registry.load(MODEL_ID), image)
+    """Grad-CAM for the label shown (from the card's threshold), as the what-if panel's caption says."""
+    pred = predict_images(MODEL_ID, [_wrap(image)], follicles=False)[0]
+    return heatmap(registry.load(MODEL_ID), image, pred.label(OUTPUT))
 
 
 def follicle_table(image: np.ndarray, mm_per_px: float | None = None) -> "pd.DataFrame":

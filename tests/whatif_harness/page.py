@@ -51,4 +51,5 @@ else:
     worded = Wording(titles={"spot": "Bright spot"}, labels={"spot": {"present": "spot present"}}, value="share")
     whatif_panel(pixels, stand_in_predict, key="harness", explain=stand_in_explain, cache_key="stand-in@1",
                  ultrasound=os.environ.get("WHATIF_ULTRASOUND") == "1",
-                 wording=worded if os.environ.get("WHATIF_WORDING") == "1" else None)
+                 wording=worded if os.environ.get("WHATIF_WORDING") == "1" else None,
+                 thresholds={"spot": float(os.environ["WHATIF_THRESHOLD"])} if "WHATIF_THRESHOLD" in os.environ else None)
