@@ -157,7 +157,8 @@ def validation_note() -> None:
         st.markdown(
             "Classical image processing, no learning: the scanned region is found and burned-in marks are removed, "
             "the speckle is smoothed, regions much darker than the surrounding tissue are kept, touching follicles "
-            "are separated, and only round, solid regions are kept. Each diameter is the mean of the two axes of an "
+            "are separated, and only round, solid regions are kept; a region cut by the frame or the edge of the scan "
+            "is left out (it is no whole follicle), and so is one found inside a larger one. Each diameter is the mean of the two axes of an "
             "ellipse fitted to the edge, placed half-way between the follicle's inside and the tissue around it.\n\n"
             "There are no follicle annotations in the public data, so it was checked in two ways: on **generated "
             "ovaries** with follicles of known number and size (the test suite requires the exact count and every "
