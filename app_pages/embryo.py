@@ -84,6 +84,21 @@ def outcome(pred, output: str) -> tuple[str, float]:
     return LABELS.get(label, label), pred.probabilities[output][label]
 
 
+def quality_caveat(pred, grey: bool) -> str | None:
+    """Why the quality call is not to be read as an answer here (None when it was tested on such images)."""
+    if grey:
+        return ("Quality was learned from colour day-3/day-5 photos only and never tested on grey time-lapse frames: "
+                "read it as untested.")
+    held = GRADE_CARD.metrics.get("hungvuong/heldout-groups", {})
+    if pred.label("stage") == "cleavage" and "quality_D3_roc_auc" in held:
+        n = held.get("quality_D3_n")
+        return (f"For cleavage-stage (day-3) embryos the quality call is not reliable: on held-out day-3 photos"
+                + (f" (n = {n})" if n else "") + f" its ROC-AUC was {held['quality_D3_roc_auc']:.2f} and balanced "
+                f"accuracy {held.get('quality_D3_balanced_accuracy', float('nan')):.2f} (0.5 is chance); it was "
+                "learned from 18 good day-3 photos of one clinic.")
+    return None
+
+
 def single_view(image: InputImage, pred) -> None:
     crop = pred.images["crop"]
     cx, cy = pred.extras["embryo_center"]
@@ -92,25 +107,32 @@ def single_view(image: InputImage, pred) -> None:
     half = int(task.CROP_SIDE * r / 2)
     thick = max(2, int(max(located.shape[:2]) / 300))
     cv2.rectangle(located, (int(cx) - half, int(cy) - half), (int(cx) + half, int(cy) + half), (255, 140, 0), thick)
-    doubts = task.whole_embryo_doubts(pred.extras)
-    if doubts:
-        st.warning(f"This photo may not show one whole embryo: {'; '.join(doubts)}. Stage and quality below may be "
-                   "meaningless (an empty field, a pipette or a cut-off embryo is graded all the same); a photo "
-                   "showing the whole embryo grades reliably.")
+    warnings = pred.extras.get("warnings") or []
+    for warning in warnings:
+        st.warning(f"{warning} Stage and quality below may be meaningless: the model grades whatever it is given (an "
+                   "empty field, a pipette, a cut-off embryo or another kind of image alike); a photo showing the "
+                   "whole embryo grades reliably.")
+    grey = task.looks_time_lapse(image.pixels)
+    caveats = {"quality": quality_caveat(pred, grey)}
     left, right = st.columns([3, 2])
     with right:
         for output, title in (("stage", "Stage"), ("quality", "Quality")):
             label, p = outcome(pred, output)
             st.markdown(f"**{title}**")
-            st.markdown(f"### {label} · {pct(p)}")
+            if warnings or caveats.get(output):  # not a headline: the answer is in doubt
+                st.markdown(f"{label} · {pct(p)} *(in doubt)*")
+            else:
+                st.markdown(f"### {label} · {pct(p)}")
             probs = pred.probabilities[output]
             st.caption(" · ".join(f"{LABELS.get(k, k)} {pct(v)}" for k, v in probs.items())
                        + f" — {GRADE_CARD.id} v{pred.model_version}")
-        if task.looks_time_lapse(image.pixels):
-            st.info("A grey time-lapse frame: from one such frame the stage call is unreliable for some embryos (one "
-                    "EmbryoScope embryo of the training set is called blastocyst from zygote to 6 cells; see the "
-                    "model card), and quality was learned from colour day-3/day-5 photos only. For a time-lapse "
-                    "sequence, the Time-lapse staging page reads every frame in order.", icon=":material/info:")
+            if caveats.get(output):
+                st.caption(caveats[output])
+        if grey:
+            st.info("A grey image, as time-lapse incubators record: from one such frame the stage call is unreliable "
+                    "for some embryos (one EmbryoScope embryo of the training set is called blastocyst from zygote to "
+                    "6 cells; see the model card). For a time-lapse sequence, the Time-lapse staging page reads every "
+                    "frame in order.", icon=":material/info:")
         st.caption("Area graded (orange box): the embryo is located automatically and a square around it is graded.")
         optics = task.optics_stage_accuracy(GRADE_CARD)
         if optics:
@@ -133,8 +155,9 @@ def single_view(image: InputImage, pred) -> None:
                 continue
             st.image(overlay(crop, heat, opacity), caption=f"{title}: regions supporting “{label}” (Grad-CAM)",
                      width="stretch")
-    st.caption("Red marks regions that raised the probability of the shown answer, blue regions that did not. A map "
-               "on the background or the dish rather than the embryo is a reason to distrust the answer.")
+    st.caption("Red marks regions that raised the probability of the shown answer most (Grad-CAM). It shows where the "
+               "model looked, not why, and can be wrong; a map lying mostly off the embryo is worth a second look "
+               "at the answer.")
 
 
 def thumbnail(crop: np.ndarray) -> str:
@@ -152,7 +175,8 @@ def dish_view(image: InputImage, preds: list) -> None:
         cv2.rectangle(boxed, (x0, y0), (x1, y1), colour, max(2, int(2 * scale)))
         cv2.putText(boxed, str(p.extras["number"]), (x0 + 3, y0 + int(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.6 * scale, colour, max(1, int(2 * scale)), cv2.LINE_AA)
-    st.image(boxed, caption=f"{len(preds)} embryos found (green: graded good; orange: not good)", width="stretch")
+    found = f"{len(preds)} embryo{'s' if len(preds) != 1 else ''} found"
+    st.image(boxed, caption=f"{found} (green: graded good; orange: not good)", width="stretch")
     rows = []
     for p in sorted(preds, key=lambda q: q.extras["rank"]):
         rows.append({
@@ -163,7 +187,7 @@ def dish_view(image: InputImage, preds: list) -> None:
         })
     table = pd.DataFrame(rows)
     st.dataframe(
-        table, hide_index=True, width="stretch", row_height=76,
+        table, hide_index=True, width="stretch", row_height=76, height=38 + 76 * len(table),  # every row, no scroll
         column_config={
             "image": st.column_config.ImageColumn("embryo image"),
             "P(good)": st.column_config.NumberColumn(format="%.1f %%"),
@@ -172,11 +196,15 @@ def dish_view(image: InputImage, preds: list) -> None:
         },
     )
     st.caption(f"Ranked by the probability of good quality ({GRADE_CARD.id} v{preds[0].model_version}; embryos found "
-               f"by embryo-dish v{registry.card(task.DISH_ID).version}). The numbers match the boxes on the image.")
+               f"by embryo-dish v{registry.card(task.DISH_ID).version}). The numbers match the boxes on the image: "
+               "check that each box holds one whole embryo before reading its row.")
+    st.info("Not a selection ranking. Day-3 and day-5 quality are judged differently, and the quality call is not "
+            "reliable for cleavage-stage embryos, so compare embryos of one stage only. The dish detector was "
+            "checked on generated dishes and real single-embryo frames, not on real dishes.", icon=":material/info:")
     csv = pd.DataFrame([p.flat() | {k: p.extras[k] for k in ("number", "rank", "detection_confidence")}
                         | {"box_xyxy": " ".join(map(str, p.extras["box"]))} for p in preds]).sort_values("rank")
-    st.download_button("Download table (CSV)", csv.to_csv(index=False).encode(), f"{image.name}-embryos.csv",
-                       "text/csv", key="embryo_csv", on_click="ignore")
+    st.download_button("Download table (CSV)", csv.to_csv(index=False).encode(),
+                       f"{image.name.rsplit('.', 1)[0]}-embryos.csv", "text/csv", key="embryo_csv", on_click="ignore")
 
 
 # --- page -----------------------------------------------------------------------------------------------------------

@@ -374,12 +374,15 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
                         "good / not-good quality call for one embryo in a bright-field or time-lapse image, to "
                         "compare with an embryologist's own assessment. Not for clinical selection.",
         "limitations": "Quality was learned from one clinic's labels only (Hung Vuong; 18 good day-3 images), so it "
-                       "carries that clinic's grading habits and is weak for day-3 embryos. Stage was learned from "
+                       "carries that clinic's grading habits; for day-3 embryos it is no better than chance on the "
+                       "held-out photos (see quality_D3 figures). Stage was learned from "
                        "two microscopes (Hung Vuong colour photos, EmbryoScope grey frames of 11 embryos); morulae, "
                        "arrested or fragmented embryos and unusual optics may be mis-staged: on the held-out "
                        "photos a vignette (light falling off towards the corners) lowered stage balanced accuracy "
-                       "from 0.91 to 0.67, and relief shading as modulation-contrast microscopes show it to 0.63 "
-                       "(most cleavage embryos called blastocysts). The embryo is located "
+                       "(the heldout-pooled tables) from 0.93 to 0.67, and relief shading as modulation-contrast "
+                       "microscopes show it to 0.69 (most cleavage embryos called blastocysts). It grades any image "
+                       "as an embryo; the page flags a missing zona-like outline, which catches noise but few other "
+                       "kinds of image. The embryo is located "
                        "by a classical detector that can be misled by debris or several embryos in one image (use "
                        "dish mode). EmbryoScope stage does not carry reliably across embryos: the training embryo "
                        "AB028-6, correctly located, is called blastocyst on 272 of its 276 cleavage-stage frames "
@@ -437,6 +440,7 @@ def update_card_metrics(keys=("accuracy", "balanced_accuracy", "roc_auc", "sensi
                 if m.get(k) is not None:
                     out[f"{output}_{k}"] = round(m[k], 4) if isinstance(m[k], float) else m[k]
             for day, dm in (m.get("by_day") or {}).items():
+                out[f"{output}_{day}_n"] = dm["n"]
                 out[f"{output}_{day}_balanced_accuracy"] = round(dm["balanced_accuracy"], 4)
                 if dm.get("roc_auc") is not None:
                     out[f"{output}_{day}_roc_auc"] = round(dm["roc_auc"], 4)

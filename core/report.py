@@ -89,7 +89,7 @@ def from_record(record, card=None) -> Report:
 
 
 def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif, record_id, created, input_size) -> Report:
-    notes = []
+    notes = list(summary.get("warnings") or [])  # what the page warned of with this result
     if card is None:
         try:
             card = registry.card(facts["id"])
@@ -128,7 +128,9 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "follicle_count_2_9mm_found": "follicles of 2–9 mm the finder found", "mm_per_px": "mm per pixel",
                 "mm_per_px_source": "calibration", "um_per_px": "µm per pixel", "embryo_radius": "embryo radius (px)",
                 "embryo_in_view": "share of the located embryo inside the photo",
-                "embryo_detector_score": "embryo detector's best score", "n_heads": "heads found",
+                "embryo_detector_score": "embryo detector's best score",
+                "embryos_detected": "embryos the dish detector sees", "outline_score": "zona-like outline score",
+                "n_heads": "heads found",
                 "n_scored": "heads scored (not at the border)", "pct_normal_classifier": "normal forms, classifier (%)",
                 "pct_normal_who": "normal forms, WHO head criteria (%)",
                 "below_lower_limit_classifier": "below the 4 % lower reference limit (classifier)",

@@ -60,6 +60,10 @@ class Model:
     def prepare(self, images: list[np.ndarray]) -> np.ndarray:
         return prepare(images, self.card.input)
 
+    def features(self, images: list[np.ndarray], layer: str) -> np.ndarray:
+        """(N, D) activations of a named layer on the images as prepared (one view), e.g. for a typicality check."""
+        raise NotImplementedError(f"{self.framework} models give no layer features")
+
     def predict(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
         """uint8 images (any size) -> {output: (N, n_labels) probabilities}, averaged over the card's test_views."""
         return mean_over_views(self.predict_arrays, self.prepare(images), int(self.card.input.get("test_views", 1)))

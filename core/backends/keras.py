@@ -65,6 +65,7 @@ class KerasModel(Model):
             self._forward = tf.function(lambda x: self.net(x, training=False), reduce_retracing=True)
         else:
             self._forward = None
+        self._feature_nets: dict = {}
 
     def predict_arrays(self, x: np.ndarray) -> dict[str, np.ndarray]:
         with self.keras.device(self._kdevice):
@@ -76,6 +77,15 @@ class KerasModel(Model):
                 with torch.no_grad():
                     raw = self.net(x, training=False)
         return self._outputs_dict(_to_numpy(raw))
+
+    def features(self, images, layer):
+        keras = self.keras
+        if layer not in self._feature_nets:
+            self._feature_nets[layer] = keras.Model(self.net.inputs, self.net.get_layer(layer).output)
+        with keras.device(self._kdevice):
+            out = self._feature_nets[layer]([self.prepare(images)], training=False)
+        out = np.asarray(out.detach().cpu() if hasattr(out, "detach") else out, np.float32)
+        return out.reshape(len(out), -1)
 
     def explain(self, image, output, label=None):
         layer_name = (self.card.get("explain") or {}).get("layer")

@@ -29,6 +29,9 @@ BOX_TO_RADIUS = 0.47  # located radius / longer side of embryo-dish's box (media
 # embryo-dish's best box scoring below this: probably no whole embryo in the photo (the 5 Hung Vuong training photos
 # below it are empty, a pipette or cut off; at the detector's own 0.5, 4 of the 11 below were whole embryos)
 NO_EMBRYO_SCORE = 0.3
+# outline_score below this: no zona-like outline around the located object; 11 of the 1050 training images score
+# lower (their 1st percentile), 0 of 270 held-out embryos, all of 100 noise images, 4 of 300 PCOSGen ultrasound frames
+NO_OUTLINE = 0.18
 LOW_CONF = 0.05  # detector threshold when only its best score is wanted
 # the card's tables of stage on the held-out photos as taken and under other optics (embryo_training.OPTICS_SETS)
 OPTICS_TABLES = {"original": "heldout-pooled/as-taken", "uneven-light": "heldout-pooled/vignetted",
@@ -137,13 +140,44 @@ def looks_time_lapse(pixels: np.ndarray) -> bool:
 def whole_embryo_doubts(extras: dict) -> list[str]:
     """Why a single-embryo prediction's photo may not show one whole embryo (empty when nothing is in doubt)."""
     doubts = []
+    if extras.get("embryos_detected", 0) > 1:
+        doubts.append(f"the dish detector sees {extras['embryos_detected']} embryos in it (choose Dish mode to grade "
+                      "each one)")
     if extras["embryo_in_view"] < TRUSTED_IN_VIEW:
         doubts.append(f"only {extras['embryo_in_view']:.0%} of the located embryo lies inside the picture")
     score = extras.get("embryo_detector_score")
     if score is not None and score < NO_EMBRYO_SCORE:
         doubts.append(f"the embryo detector does not recognise an embryo in it (score {score:.2f}; "
                       f"{NO_EMBRYO_SCORE:.2f} or more counts as found)")
+    outline = extras.get("outline_score")
+    if outline is not None and outline < NO_OUTLINE:
+        doubts.append(f"no round outline like a zona stands out around the located object (outline score "
+                      f"{outline:.2f}; 99 of 100 training embryos score {NO_OUTLINE:.2f} or more), as with noise or "
+                      "an image of something else")
     return doubts
+
+
+def outline_score(crop: np.ndarray) -> float:
+    """How much of a circle about the crop's centre has a strong edge across it: the zona's outline, which every
+    embryo photo shows and noise, ultrasound frames and most other images do not. The best share over radii of
+    0.28–0.5 crop sides and centres up to 5 % off the middle (0–1)."""
+    g = crop if crop.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(crop[:, :, :3]), cv2.COLOR_RGB2GRAY)
+    g = cv2.GaussianBlur(cv2.resize(g, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32), (0, 0), 1.5)
+    gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)
+    strong_level = 1.5 * float(np.sqrt(gx**2 + gy**2).mean()) + 1e-6
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float32) - 63.5
+    best = 0.0
+    for dx in (-6, 0, 6):
+        for dy in (-6, 0, 6):
+            rx, ry = xx - dx, yy - dy
+            rr = np.sqrt(rx**2 + ry**2) + 1e-6
+            strong = np.abs(gx * rx + gy * ry) / rr > strong_level
+            ring = np.rint(rr).astype(int).ravel()
+            band = np.ones(3)  # rings 3 px wide
+            on_ring = np.convolve(np.bincount(ring, minlength=70), band, "same")[36:65]  # radii 0.28–0.5 of 128 px
+            hits = np.convolve(np.bincount(ring, weights=strong.ravel(), minlength=70), band, "same")[36:65]
+            best = max(best, float((hits / np.maximum(on_ring, 1)).max()))
+    return best
 
 
 def embryo_crop(image: np.ndarray, out: int = 128, side: float = CROP_SIDE,
@@ -239,14 +273,18 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
 
         found = detect(image.pixels, device, conf=LOW_CONF)  # low, so that its best score also says "no embryo"
         keep = embryo_boxes(found)
-        several = (keep & whole_in_view(found["boxes"], image.pixels.shape)).sum() > 1
-        if mode == "dish" or (mode == "auto" and several):
+        whole = int((keep & whole_in_view(found["boxes"], image.pixels.shape)).sum())
+        if mode == "dish" or (mode == "auto" and whole > 1):
             return grade_boxes(image, found["boxes"][keep], found["scores"][keep], device)
     elif mode == "dish":
         raise ValueError("the dish detector (embryo-dish) is not installed: only single-embryo mode is available")
     pred = predict_images(GRADE_ID, [image], device, locate=locate_with(found) if found else find_embryo)[0]
     pred.extras["mode"] = "single"
     pred.extras["embryo_detector_score"] = None if found is None else round(best_score(found), 3)
+    pred.extras["embryos_detected"] = None if found is None else whole
+    pred.extras["outline_score"] = round(outline_score(pred.images["crop"]), 3)
+    doubts = whole_embryo_doubts(pred.extras)
+    pred.extras["warnings"] = [f"This photo may not show one whole embryo: {'; '.join(doubts)}."] if doubts else []
     return [pred]
 
 
