@@ -64,7 +64,8 @@ def mode_ui() -> str:
 
 
 # --- cached work (model objects are passed with a leading underscore: not hashed) -------------------------------------
-@st.cache_data(show_spinner="Grading…", max_entries=64)
+@st.cache_data(show_spinner="Grading… (the first image after the server starts also loads the models: about 20 s)",
+               max_entries=64)
 def grade(sha: str, name: str, mode: str, version: str, _image: InputImage) -> list:
     return task.grade_image(_image, mode)
 
@@ -106,7 +107,10 @@ def single_view(image: InputImage, pred) -> None:
     located = image.pixels.copy()
     half = int(task.CROP_SIDE * r / 2)
     thick = max(2, int(max(located.shape[:2]) / 300))
-    cv2.rectangle(located, (int(cx) - half, int(cy) - half), (int(cx) + half, int(cy) + half), (255, 140, 0), thick)
+    h, w = located.shape[:2]
+    x0, y0, x1, y1 = int(cx) - half, int(cy) - half, int(cx) + half, int(cy) + half
+    past_edge = x0 < 0 or y0 < 0 or x1 >= w or y1 >= h  # drawn where it lies inside the photo
+    cv2.rectangle(located, (max(x0, 0), max(y0, 0)), (min(x1, w - 1), min(y1, h - 1)), (255, 140, 0), thick)
     warnings = pred.extras.get("warnings") or []
     for warning in warnings:
         st.warning(f"{warning} Stage and quality below may be meaningless: the model grades whatever it is given (an "
@@ -133,7 +137,9 @@ def single_view(image: InputImage, pred) -> None:
                     "for some embryos (one EmbryoScope embryo of the training set is called blastocyst from zygote to "
                     "6 cells; see the model card). For a time-lapse sequence, the Time-lapse staging page reads every "
                     "frame in order.", icon=":material/info:")
-        st.caption("Area graded (orange box): the embryo is located automatically and a square around it is graded.")
+        st.caption("Area graded (orange box): the embryo is located automatically and a square around it is graded"
+                   + (" (here the square runs past the photo's edge, where the edge pixels are repeated)."
+                      if past_edge else "."))
         optics = task.optics_stage_accuracy(GRADE_CARD)
         if optics:
             st.caption(f"Stage was learned from two microscopes. On held-out photos its balanced accuracy was "
@@ -199,8 +205,11 @@ def dish_view(image: InputImage, preds: list) -> None:
                f"by embryo-dish v{registry.card(task.DISH_ID).version}). The numbers match the boxes on the image: "
                "check that each box holds one whole embryo before reading its row.")
     st.info("Not a selection ranking. Day-3 and day-5 quality are judged differently, and the quality call is not "
-            "reliable for cleavage-stage embryos, so compare embryos of one stage only. The dish detector was "
-            "checked on generated dishes and real single-embryo frames, not on real dishes.", icon=":material/info:")
+            "reliable for cleavage-stage embryos, so compare embryos of one stage only"
+            + (" (and on a grey image like this one, quality was never tested at all)"
+               if task.looks_time_lapse(image.pixels) else "")
+            + ". The dish detector was checked on generated dishes and real single-embryo frames, not on real dishes.",
+            icon=":material/info:")
     csv = pd.DataFrame([p.flat() | {k: p.extras[k] for k in ("number", "rank", "detection_confidence")}
                         | {"box_xyxy": " ".join(map(str, p.extras["box"]))} for p in preds]).sort_values("rank")
     st.download_button("Download table (CSV)", csv.to_csv(index=False).encode(),
