@@ -50,9 +50,19 @@ def calibration_ui(image: InputImage) -> float | None:
                    f"{image.pixel_spacing_mm[1]:.3f} mm.")
         return None
     guess = fol.default_mm_per_px(image.pixels.shape)
+    size = f"{image.pixels.shape[1]} × {image.pixels.shape[0]}"
+    entered_for = st.session_state.get("pcos_calibrated_for")
+    if st.session_state.get("pcos_mm_per_px") is None:
+        st.session_state.pop("pcos_calibrated_for", None)
+    elif entered_for is None:
+        st.session_state["pcos_calibrated_for"] = size
+    elif entered_for != size:
+        st.warning(f"The calibration was entered for a frame of {entered_for} pixels; this one is {size}. Check that "
+                   "it holds for this frame (same scanner, depth and zoom), or clear it.", icon=":material/straighten:")
     return st.number_input(  # None (left empty): sizes use the guess and are labelled as not calibrated
         "Calibration (mm per pixel)", min_value=0.01, max_value=2.0, value=None, step=0.005, format="%.3f",
         key="pcos_mm_per_px", placeholder=f"not calibrated (guess: {guess:.3f})",
+        on_change=lambda: st.session_state.pop("pcos_calibrated_for", None),  # typed now: for the frame on screen
         help="Divide a known distance on the image (scale bar or caliper, in mm) by its length in pixels. Left "
              f"empty, sizes assume the frame is {fol.DEFAULT_FIELD_MM:.0f} mm wide ({guess:.3f} mm per pixel here): "
              "a guess, so the criteria are not judged. The value stays for the next frame of the same scanner "
@@ -82,7 +92,9 @@ def classifier_view(image: InputImage, pred: Prediction) -> None:
                 f"({CARD.id} v{pred.model_version}).")
     held_out = next((m for k, m in CARD.metrics.items() if "heldout" in k), None)
     if held_out:
-        st.caption(f"On held-out scans it never saw: accuracy {100 * held_out['accuracy']:.0f} %, sensitivity "
+        st.caption(f"On held-out scans it never saw: balanced accuracy {100 * held_out['balanced_accuracy']:.0f} % "
+                   "(the mean of sensitivity and specificity: most held-out frames are PCOS-labelled, so plain "
+                   f"accuracy flatters), sensitivity "
                    f"{100 * held_out.get('sensitivity', float('nan')):.0f} %, specificity "
                    f"{100 * held_out.get('specificity', float('nan')):.0f} %, ROC-AUC {held_out['roc_auc']:.2f} "
                    f"(n = {held_out['n']}). Treat a single frame's answer with that in mind.")
@@ -137,10 +149,18 @@ def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
     else:
         for c in fol.criteria(n):
             icon = ":material/check_circle:" if c["met"] else ":material/radio_button_unchecked:"
-            st.markdown(f"{icon} {c['criterion']}: {'reached' if c['met'] else 'not reached'} in this frame")
+            st.markdown(f"{icon} {c['criterion']}: " + ("reached already in this one frame (the ovary holds at least "
+                                                        "as many)" if c["met"] else "not reached in this frame (the "
+                                                        "whole ovary may still reach it)"))
+        dominant = [r["id"] for r in rows if r["diameter_mm"] > fol.DOMINANT_MM and r["id"] not in unticked]
+        if dominant:
+            st.warning(f"Follicle{'s' if len(dominant) > 1 else ''} {', '.join(map(str, dominant))} "
+                       f"{'are' if len(dominant) > 1 else 'is'} over {fol.DOMINANT_MM:g} mm: with a dominant follicle "
+                       "(or a corpus luteum) Rotterdam 2003 advises repeating the scan in the next cycle before "
+                       "judging the follicle number.", icon=":material/info:")
     st.caption("Follicle number is one way to see polycystic ovarian morphology (PCOM), itself one of the three "
-               "Rotterdam features; an ovarian volume of 10 mL or more is the other (and the one to use on "
-               "transabdominal or older scanners), and ultrasound is not advised for diagnosis within 8 years of "
+               "Rotterdam features; an ovarian volume over 10 mL (10 mL or more in the 2018/2023 guideline) is the "
+               "other (and the one to use on transabdominal or older scanners), and ultrasound is not advised for diagnosis within 8 years of "
                "menarche. The criteria count follicles across the whole ovary (every plane of a sweep), one ovary "
                "at a time: one frame shows one plane, so its count is a lower bound for that ovary. The saved "
                "record and its report keep your ticks.")
@@ -190,7 +210,9 @@ else:
         overlay_slot = st.empty()
         review = follicle_view(image, pred)
     validation_note()
-    record_prediction(review, "pcos", image=image, original=pred)
+    # one record per frame: a new calibration, like a tick, revises it (the uncalibrated analysis is the original)
+    first = pred if mm_per_px is None else analyse(image.sha256, image.name, None, CARD.version, image)
+    record_prediction(review, "pcos", image=image, original=first)
     with st.expander("What-if: change the image and watch the answer move"):
         from ui.whatif import whatif_panel
 

@@ -16,6 +16,7 @@ from scipy.ndimage import find_objects
 from . import ultrasound
 
 COUNT_RANGE_MM = (2.0, 9.0)
+DOMINANT_MM = 10.0  # a follicle over this: Rotterdam 2003 asks for a repeat scan before counting
 DEFAULT_FIELD_MM = 45.0  # without DICOM spacing or a user calibration: the frame is taken as this wide (0.15 mm/px
 # on a 300-pixel PCOSGen frame); a guess, so the page judges no criterion on it
 CRITERIA = (  # polycystic ovarian morphology (PCOM) by follicle number per ovary (2–9 mm)

@@ -421,8 +421,11 @@ def test_page_keeps_an_untick_across_a_calibration_change_and_refuses_a_tiny_fra
     canvas, _, truth = exported(seed=1)
     data_png = encode_png(canvas)
     first = fol.find(canvas, truth["mm_per_px"])[0].row()
+    from core import records
+
     at = AppTest.from_file(str(ROOT / "app_pages" / "pcos.py"), default_timeout=120).run()
     at.file_uploader[0].upload("export.png", data_png, "image/png").run()
+    saved = records.count()
     at.number_input[0].set_value(truth["mm_per_px"]).run()
     sha = read_image(data_png).sha256
     at.session_state[f"pcos_unticked_{sha[:12]}"] = [(first["x"], first["y"])]  # as an untick in the table leaves it
@@ -432,6 +435,12 @@ def test_page_keeps_an_untick_across_a_calibration_change_and_refuses_a_tiny_fra
     assert (~table["counted"]).sum() == 1  # the same follicle, whatever its number now
     count = next(m for m in at.metric if m.label.endswith("counted in this frame"))
     assert int(count.value) == int(table["counted"].sum())
+    assert records.count() == saved  # each calibration revised the frame's record; it made no new one
+    assert not at.warning or not any("was entered for a frame" in w.value for w in at.warning)
+    smaller = np.ascontiguousarray(canvas[:, :-40])
+    at.file_uploader[0].upload("other.png", encode_png(smaller), "image/png").run()  # another frame, another size
+    assert any(f"was entered for a frame of {canvas.shape[1]} × {canvas.shape[0]} pixels" in w.value
+               for w in at.warning)
 
     at.file_uploader[0].upload("tiny.png", encode_png(np.full((5, 5, 3), 90, np.uint8)), "image/png").run()
     assert not at.exception and any("too small" in e.value for e in at.error)
