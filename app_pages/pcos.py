@@ -89,7 +89,8 @@ def classifier_view(image: InputImage, pred: Prediction) -> None:
     st.metric("Resemblance to PCOS-labelled frames", f"{100 * p:.1f} %",
               help=f"Probability from {CARD.id} v{pred.model_version}; decision threshold {100 * threshold:.1f} %.")
     st.markdown(f"**{'Above' if above else 'Below'} the decision threshold** of {100 * threshold:.1f} % "
-                f"({CARD.id} v{pred.model_version}).")
+                f"({CARD.id} v{pred.model_version})" + (": *in doubt, see the warning above*." if
+                                                        pred.extras["warnings"] else "."))
     held_out = next((m for k, m in CARD.metrics.items() if "heldout" in k), None)
     if held_out:
         st.caption(f"On held-out scans it never saw: balanced accuracy {100 * held_out['balanced_accuracy']:.0f} % "
@@ -196,11 +197,8 @@ elif problem := unusable(image.sha256, image.name, image):
 else:
     mm_per_px = calibration_ui(image)
     pred = analyse(image.sha256, image.name, mm_per_px, CARD.version, image)
-    reasons = pred.extras["not_ultrasound_reasons"]
-    if reasons:
-        st.warning("This may not be a B-mode ultrasound frame: " + "; ".join(reasons)
-                   + ". The model and the follicle finder are meaningful for ultrasound only.",
-                   icon=":material/warning:")
+    for warning in pred.extras["warnings"]:
+        st.warning(warning, icon=":material/warning:")
     left, right = st.columns(2, gap="large")
     with left:
         st.subheader("PCOS probability")

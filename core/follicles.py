@@ -187,6 +187,15 @@ def criteria(count: int) -> list[dict]:
     return [{"criterion": name, "threshold": thr, "met": count >= thr} for name, thr in CRITERIA]
 
 
+def criteria_reading(count: int, judged: bool) -> str:
+    """The criteria in one line, as the page reads them (for records and reports)."""
+    if not judged:
+        return "not judged: the pixel size is a guess (no DICOM spacing or calibration)"
+    return "; ".join(f"{c['criterion']}: " + ("reached already in this frame" if c["met"] else
+                                             "not reached in this frame (a lower bound for the ovary)")
+                     for c in criteria(count))
+
+
 def draw(image: np.ndarray, follicles: list[Follicle], counted: set[int] | None = None) -> np.ndarray:
     """Outline and number each follicle: green counted, orange outside 2–9 mm, grey left out by the user.
 

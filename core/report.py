@@ -125,7 +125,8 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
 
 
 DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
-                "follicle_count_2_9mm_found": "follicles of 2–9 mm the finder found", "mm_per_px": "mm per pixel",
+                "follicle_count_2_9mm_found": "follicles of 2–9 mm the finder found",
+                "follicle_criteria": "follicle-number criteria (per ovary)", "mm_per_px": "mm per pixel",
                 "mm_per_px_source": "calibration", "um_per_px": "µm per pixel", "embryo_radius": "embryo radius (px)",
                 "embryo_in_view": "share of the located embryo inside the photo",
                 "embryo_detector_score": "embryo detector's best score",
@@ -150,13 +151,15 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
                 ("seen", "decoded as its own phase"), ("trained", "phase in training")]),
 }
 MAX_TABLE_ROWS = 30
+TABLE_DIGITS = {"diameter_mm": 1}  # as the page shows it, and as it is counted (a "2.0" is in 2–9 mm)
 
 
 def _object_table(summary: dict) -> tuple[str, list[str], list[list[str]]] | None:
     for key, (title, columns) in OBJECT_TABLES.items():
         rows = summary.get(key)
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-            shown = [[fmt_number(row.get(col, ""), 2) for col, _ in columns] for row in rows[:MAX_TABLE_ROWS]]
+            shown = [[fmt_number(row.get(col, ""), TABLE_DIGITS.get(col, 2)) for col, _ in columns]
+                     for row in rows[:MAX_TABLE_ROWS]]
             more = f" (the first {MAX_TABLE_ROWS} of {len(rows)}; all are in the CSV)" if len(rows) > MAX_TABLE_ROWS else ""
             return title + more, [heading for _, heading in columns], shown
     return None

@@ -387,6 +387,13 @@ def test_page_with_an_export_a_dicom_and_a_bad_file():
     colourful[:, :, 0], colourful[:, :, 1] = 230, np.linspace(0, 255, 200)[None, :]
     at.file_uploader[0].upload("photo.png", encode_png(colourful), "image/png").run()
     assert not at.exception and any("may not be a B-mode" in w.value for w in at.warning)
+    assert any("threshold" in m.value and "*in doubt, see the warning above*" in m.value for m in at.markdown)
+    from core import report
+    from core.imageio import read_image as read
+    from core.tasks import pcos as task
+
+    photo = task.predict_images(task.MODEL_ID, [read(encode_png(colourful), name="photo.png")])[0]
+    assert "may not be a B-mode ultrasound frame" in report.from_prediction(photo).html()  # the report says it too
 
     at.file_uploader[0].upload("report.png", b"this is text, not an image", "image/png").run()
     assert not at.exception

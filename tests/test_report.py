@@ -137,6 +137,28 @@ def test_a_pcos_report_reads_as_resemblance_not_a_diagnosis():
     assert "PCOS-labelled frames 67.4%" in text
 
 
+def test_a_pcos_report_gives_the_criteria_as_the_page_reads_them_and_sizes_as_shown():
+    """The report had no criteria line (nor "not judged"), and diameters to 2 decimals where the page shows and
+    counts 1: "1.96 … 2–9 mm: yes" could be printed."""
+    from core import follicles as fol
+    from core.tasks import pcos
+
+    try:
+        registry.card(pcos.MODEL_ID)
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"weights/pcos is not installed: {exc}")
+    pixels, truth = synthetic.ovary(n_follicles=13, seed=2)
+    image = read_image(encode_png(pixels), name="ovary.png")
+    for scale, says in ((None, "not judged"), (truth["mm_per_px"], "reached already in this frame")):
+        pred = pcos.predict_images(pcos.MODEL_ID, [image], mm_per_px=scale)[0]
+        review = pcos.reviewed(pred, pixels, {r["id"] for r in pred.extras["follicles"]})
+        rep = report.from_prediction(review, image=image)
+        assert says in rep.details["follicle-number criteria (per ovary)"]
+    first = rep.table[2][0][1]
+    assert first == f"{review.extras['follicles'][0]['diameter_mm']:.1f}"
+    assert fol.count_in_range([fol.Follicle.from_row(r) for r in review.extras["follicles"]]) >= 12
+
+
 def test_a_sequence_report_lists_its_events():
     """The time-lapse report said "single-image report" and held no event at all."""
     pred = Prediction("timelapse-stage", "3.0", "AB028-6", probabilities={"stage": {"cleavage": 0.9, "morula": 0.1}},

@@ -323,11 +323,14 @@ def predict_images(model_id: str, images: list[InputImage], device: str | None =
     t2 = time.perf_counter()
     out = []
     for im, (_, box), p in zip(images, views, probs):
+        reasons = ultrasound.looks_like_ultrasound(im.pixels)
         pred = Prediction(model_id, model.card.version, im.name, im.sha256,
                           probabilities={OUTPUT: {lab: float(v) for lab, v in zip(data.LABELS, p)}},
                           thresholds={OUTPUT: threshold(model.card)},
-                          extras={"model_box": list(box),
-                                  "not_ultrasound_reasons": ultrasound.looks_like_ultrasound(im.pixels)},
+                          extras={"model_box": list(box), "not_ultrasound_reasons": reasons,
+                                  "warnings": [f"This may not be a B-mode ultrasound frame: {'; '.join(reasons)}. "
+                                               "The model and the follicle finder are meaningful for ultrasound "
+                                               "only."] if reasons else []},
                           timings_ms={"region_ms": (t1 - t0) * 1000 / len(images),
                                       "model_ms": (t2 - t1) * 1000 / len(images)})
         if follicles:
@@ -339,6 +342,7 @@ def predict_images(model_id: str, images: list[InputImage], device: str | None =
                 "mm_per_px": scale, "mm_per_px_source": source,
                 "follicles": [f.row() for f in found],
                 "follicle_count_2_9mm": fol.count_in_range(found),
+                "follicle_criteria": fol.criteria_reading(fol.count_in_range(found), source != UNCALIBRATED),
             })
             pred.images["follicles"] = fol.draw(im.pixels, found)
         out.append(pred)
@@ -355,7 +359,8 @@ def reviewed(pred: Prediction, pixels: np.ndarray, ticked: set[int]) -> Predicti
     counted = set(ticked) & in_range
     extras = {**pred.extras, "follicles": [{**r, "counted": r["id"] in counted} for r in rows],
               "follicle_count_2_9mm": len(counted), "follicle_count_2_9mm_found": len(in_range),
-              "follicles_unticked": sorted(in_range - counted)}
+              "follicles_unticked": sorted(in_range - counted),
+              "follicle_criteria": fol.criteria_reading(len(counted), pred.extras.get("mm_per_px_source") != UNCALIBRATED)}
     images = {**pred.images, "follicles": fol.draw(pixels, [fol.Follicle.from_row(r) for r in rows], counted)}
     return dataclasses.replace(pred, extras=extras, images=images)
 
