@@ -145,14 +145,9 @@ def single_head_ui(image: InputImage) -> None:
     except ValueError as exc:
         st.error(str(exc), icon=":material/error:")
         return
-    if not task.is_single_head(image.pixels):
-        h, w = image.pixels.shape[:2]
-        st.warning(f"This image is {w} × {h} pixels, the size of a whole field: it is classified below as if it "
-                   "held one head. Choose “Full field” to find and measure every head.", icon=":material/warning:")
     pred = classify(image.sha256, image.name, HEAD_CARD.version, frame, image)
-    if pred.extras["head_found"] is False:
-        st.warning("No sperm head stands out in this image: it was classified as it is, and the answer may be "
-                   "meaningless. Upload a crop showing one head.", icon=":material/warning:")
+    for warning in pred.extras["warnings"]:
+        st.warning(warning, icon=":material/warning:")
     crop = pred.images["crop"]
     head_view(crop, f"{image.sha256}-{frame}", pred.probabilities, pred.model_version, "single")
     record_prediction(pred, "sperm", image=image)
@@ -209,11 +204,11 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     pred = analyse(image.sha256, image.name, um, acrosome, versions, image)
     rows, summary = pred.extras["heads"], pred.extras
     summary_view(summary)
-    if um == morphometry.DEFAULT_UM_PER_PX:
-        st.warning(f"Sizes use the default calibration, {um} µm per pixel, an estimate for Sperm Parsing v2 fields. "
-                   "Set your microscope's value under Calibration, beside the upload, before reading sizes or the WHO figure.",
-                   icon=":material/straighten:")
-    record_prediction(pred, "sperm", image=image)
+    for warning in summary["warnings"]:
+        st.warning(f"{warning} (Calibration is beside the upload.)", icon=":material/straighten:")
+    # one record per field: a new calibration or criterion revises it (the default reading is the original)
+    first = analyse(image.sha256, image.name, morphometry.DEFAULT_UM_PER_PX, False, versions, image)
+    record_prediction(pred, "sperm", image=image, original=first)
     st.image(pred.images["overlay"], width="stretch",
              caption="Green: normal · red: abnormal (classifier) · blue: not classified · grey: cut by the border, "
                      "not scored. Numbers match the table. "

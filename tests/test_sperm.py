@@ -12,7 +12,7 @@ import pytest
 
 from core import morphometry, synthetic
 from core.datasets import sperm as ds
-from core.imageio import encode_png
+from core.imageio import encode_png, read_image
 from core.tasks import sperm as task
 from tests.conftest import shared_data
 
@@ -388,8 +388,12 @@ def test_page_field_crop_and_bad_file():
     assert "Heads found" in labels and "Normal forms (WHO, head only)" in labels
     assert any("not the neck, midpiece or tail" in c.value for c in at.caption)
     assert any("default calibration" in w.value for w in at.warning)
+    from core import records
+
+    saved = records.count()
     at.number_input(key="sperm_um_per_px").set_value(0.05).run()
     assert not any("default calibration" in w.value for w in at.warning)
+    assert records.count() == saved  # the calibration revised the field's record (it used to save another)
     assert any("full field" in c.value for c in at.caption)
     assert not at.number_input(key="sperm_um_per_px").disabled
 
@@ -426,6 +430,10 @@ def test_page_single_head_mode_refuses_blanks_and_warns_on_a_field_or_no_head():
     field, _ = synthetic.sperm_field(n_heads=4, size=(512, 640), seed=2, um_per_px=0.048)
     at.file_uploader[0].upload("field.png", encode_png(field), "image/png").run()
     assert not at.exception and any("size of a whole field" in w.value for w in at.warning)
+    from core import report
+
+    (pred,) = task.classify_heads([read_image(encode_png(field), name="field.png")])
+    assert "size of a whole field" in report.from_prediction(pred).html()  # the record's report says so too
 
     crop, _ = synthetic.sperm_head("normal", seed=2)
     at.file_uploader[0].upload("head.png", encode_png(crop), "image/png").run()

@@ -749,6 +749,9 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
         "below_lower_limit_who": morphometry.below_lower_limit(pct_who),
         "who_reference": morphometry.WHO_EDITION, "acrosome_criterion": acrosome_criterion,
         "head_model": f"{HEAD} v{head_model.card.version}" if head_model else None,
+        "warnings": [f"Sizes use the default calibration, {um_per_px} µm per pixel, an estimate for Sperm Parsing v2 "
+                     "fields: set the microscope's value before reading sizes or the WHO figure."]
+        if um_per_px == morphometry.DEFAULT_UM_PER_PX else [],
     }
     pred = Prediction(SEG, seg.card.version, name, sha, extras={**summary, "heads": rows},
                       timings_ms={"segment": (t1 - t0) * 1000, "measure": (t2 - t1) * 1000,
@@ -774,11 +777,26 @@ def classify_heads(images, device: str | None = None, frame: bool = True) -> lis
     preds = []
     for i, im in enumerate(images):
         name, sha = (im.name, im.sha256) if isinstance(im, InputImage) else (f"image-{i}", "")
+        given = im.pixels if isinstance(im, InputImage) else im
         preds.append(Prediction(HEAD, model.card.version, name, sha, timings_ms={"classify": ms}, probabilities={
             out: {lab: float(p) for lab, p in zip(model.classes[out], probs[out][i])} for out in model.card.outputs},
-            extras={"framed_on_head": frame, "head_found": heads[i] is not None if frame else None}))
+            extras={"framed_on_head": frame, "head_found": heads[i] is not None if frame else None,
+                    "warnings": crop_warnings(given, frame and heads[i] is None)}))
         preds[-1].images["crop"] = pixels[i]
     return preds
+
+
+def crop_warnings(image: np.ndarray, no_head: bool) -> list[str]:
+    """What a single-head answer must be read with (kept with the record and printed in its report)."""
+    warnings = []
+    if not is_single_head(image):
+        h, w = image.shape[:2]
+        warnings.append(f"This image is {w} × {h} pixels, the size of a whole field: it was classified as if it held "
+                        "one head. Choose “Full field” to find and measure every head.")
+    if no_head:
+        warnings.append("No sperm head stands out in this image: it was classified as it is, and the answer may be "
+                        "meaningless. Upload a crop showing one head.")
+    return warnings
 
 
 MIN_CROP_SIDE = 32  # px; MHSMA's crops are 64 px
