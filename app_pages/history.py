@@ -85,6 +85,8 @@ with left:
         st.info("The image was not kept with this record (privacy default); its sha256 fingerprint identifies it.",
                 icon=":material/visibility_off:")
 with right:
+    for warning in record.summary.get("warnings") or []:  # as the page showed it with this result
+        st.warning(warning, icon=":material/warning:")
     probabilities = record.summary.get("probabilities") or {}
     if probabilities:
         wording = registry.wording(record.model_id)
@@ -93,7 +95,7 @@ with right:
             st.markdown(f"- **{wording.title(o)}: {wording.says(o, record.labels.get(o, ''))}** · "
                         + ", ".join(f"{wording.says(o, label)} {p:.1%}"
                                     for label, p in sorted(probs.items(), key=lambda kv: -kv[1])))
-    extras = {k: v for k, v in record.summary.items()
+    extras = {report.DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in record.summary.items()
               if k not in {"model", "version", "input", "input_sha256", "labels", "probabilities", "thresholds",
                            "timings_ms"} and isinstance(v, (int, float, str, bool))}
     facts = {"Time": record.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), "Task": record.task,

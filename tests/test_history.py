@@ -25,10 +25,11 @@ def db(tmp_path, monkeypatch):
     records.dispose(url)
 
 
-def add(name, model="embryo-grade", task="embryo", case=None, user=None, image=None, whatif=None, days_ago=0):
+def add(name, model="embryo-grade", task="embryo", case=None, user=None, image=None, whatif=None, days_ago=0,
+        extras=None):
     outputs = ({"pcos": {"healthy": 0.35, "pcos": 0.65}} if model == "pcos"
                else {"stage": {"cleavage": 0.35, "blastocyst": 0.65}})
-    pred = Prediction(model, "1.0", name, "ab" * 32, outputs)
+    pred = Prediction(model, "1.0", name, "ab" * 32, outputs, extras=extras or {})
     new_id = records.record(pred, task=task, card={"id": model, "version": "1.0", "sha256": "e" * 64}, case_code=case,
                             user=user, image=image, whatif=whatif, input_size=(64, 64))
     if days_ago:
@@ -56,7 +57,8 @@ def test_empty_history_says_where_records_come_from(db):
 def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     img = synthetic.embryo(size=64)[0]
     a = add("a.png", case="IVF-001", image=encode_png(img), whatif={"blur_sigma": 1.5})
-    b = add("b.png", model="pcos", task="pcos", case="US-2")
+    b = add("b.png", model="pcos", task="pcos", case="US-2",
+            extras={"warnings": ["This may not be a B-mode ultrasound frame: it is in colour."], "mm_per_px": 0.15})
     old = add("old.png", case="IVF-000", days_ago=60)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
@@ -83,6 +85,8 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     at.query_params["record"] = str(b)
     at.run()
     assert "not kept with this record" in texts(at)
+    assert "This may not be a B-mode ultrasound frame: it is in colour." in [w.value for w in at.warning]  # as shown
+    assert "mm per pixel" in at.table[0].value.index  # details named as in reports, not "mm_per_px"
     # a PCOS record reads as the card words it, not "pcos: pcos"
     assert "**Resembles: PCOS-labelled frames** · PCOS-labelled frames 65.0%, healthy-labelled frames 35.0%" in texts(at)
 
