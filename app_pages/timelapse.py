@@ -217,8 +217,8 @@ def events_view(pred) -> None:
     if table.empty:
         st.info("No stage transition was found in this sequence (every frame is in one phase).")
     else:
-        shown = table.drop(columns=["frame_name"]).rename(columns={
-            "hours": f"time ({unit})", "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
+        shown = table.rename(columns={  # the file name carries the instrument's own number (e.g. RUN123)
+            "frame_name": "frame file", "hours": f"time ({unit})", "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
             "true_frame": "annotated frame", "true_hours": f"annotated time ({unit})",
             "error_frames": "error (frames)", "error_hours": "error (h)"})
 
