@@ -32,12 +32,12 @@ def test_upload_single_embryo_then_bad_files(app_url, page, tmp_path):
     assert answers.count() == 2 and all(" %" in answers.nth(i).inner_text() for i in range(2))
     body = page.inner_text("body")
     assert "embryo-grade v" in body and "may not show one whole embryo" not in body
-    assert "grey time-lapse frame" not in body  # a colour photo
+    assert "A grey image, as time-lapse incubators record" not in body  # a colour photo
     assert_no_errors(page)
 
     grey = synthetic.embryo("cleavage", size=128, seed=6, field=448, grey=True)[0]
     upload(page, "frame.png", encode_png(grey))
-    page.get_by_text("A grey time-lapse frame").wait_for(timeout=60_000)
+    page.get_by_text("A grey image, as time-lapse incubators record").wait_for(timeout=60_000)
     assert_no_errors(page)
 
     empty = np.full((320, 320, 3), 160, np.uint8)
