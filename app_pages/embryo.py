@@ -85,21 +85,6 @@ def outcome(pred, output: str) -> tuple[str, float]:
     return LABELS.get(label, label), pred.probabilities[output][label]
 
 
-def quality_caveat(pred, grey: bool) -> str | None:
-    """Why the quality call is not to be read as an answer here (None when it was tested on such images)."""
-    if grey:
-        return ("Quality was learned from colour day-3/day-5 photos only and never tested on grey time-lapse frames: "
-                "read it as untested.")
-    held = GRADE_CARD.metrics.get("hungvuong/heldout-groups", {})
-    if pred.label("stage") == "cleavage" and "quality_D3_roc_auc" in held:
-        n = held.get("quality_D3_n")
-        return (f"For cleavage-stage (day-3) embryos the quality call is not reliable: on held-out day-3 photos"
-                + (f" (n = {n})" if n else "") + f" its ROC-AUC was {held['quality_D3_roc_auc']:.2f} and balanced "
-                f"accuracy {held.get('quality_D3_balanced_accuracy', float('nan')):.2f} (0.5 is chance); it was "
-                "learned from 18 good day-3 photos of one clinic.")
-    return None
-
-
 def single_view(image: InputImage, pred) -> None:
     crop = pred.images["crop"]
     cx, cy = pred.extras["embryo_center"]
@@ -117,7 +102,7 @@ def single_view(image: InputImage, pred) -> None:
                    "empty field, a pipette, a cut-off embryo or another kind of image alike); a photo showing the "
                    "whole embryo grades reliably.")
     grey = task.looks_time_lapse(image.pixels)
-    caveats = {"quality": quality_caveat(pred, grey)}
+    caveats = pred.extras.get("caveats") or {}
     left, right = st.columns([3, 2])
     with right:
         for output, title in (("stage", "Stage"), ("quality", "Quality")):
@@ -131,7 +116,7 @@ def single_view(image: InputImage, pred) -> None:
             st.caption(" · ".join(f"{LABELS.get(k, k)} {pct(v)}" for k, v in probs.items())
                        + f" — {GRADE_CARD.id} v{pred.model_version}")
             if caveats.get(output):
-                st.caption(caveats[output])
+                st.caption(caveats[output])  # also in the record and its report
         if grey:
             st.info("A grey image, as time-lapse incubators record: from one such frame the stage call is unreliable "
                     "for some embryos (one EmbryoScope embryo of the training set is called blastocyst from zygote to "

@@ -87,6 +87,8 @@ with left:
 with right:
     for warning in record.summary.get("warnings") or []:  # as the page showed it with this result
         st.warning(warning, icon=":material/warning:")
+    for caveat in (record.summary.get("caveats") or {}).values():
+        st.caption(caveat)
     probabilities = record.summary.get("probabilities") or {}
     if probabilities:
         wording = registry.wording(record.model_id)

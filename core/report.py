@@ -89,7 +89,8 @@ def from_record(record, card=None) -> Report:
 
 
 def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif, record_id, created, input_size) -> Report:
-    notes = list(summary.get("warnings") or [])  # what the page warned of with this result
+    # what the page warned of with this result, and caveats on single outputs (e.g. day-3 quality)
+    notes = list(summary.get("warnings") or []) + list((summary.get("caveats") or {}).values())
     if card is None:
         try:
             card = registry.card(facts["id"])
@@ -308,7 +309,7 @@ def _pdf(r: Report) -> bytes:
     def text(size, s, style="", h=None, colour=(17, 17, 17)):
         pdf.set_font(family, style, size)
         pdf.set_text_color(*colour)
-        pdf.multi_cell(width, h or size * 0.45, clean(s), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width, h or size * 0.45, clean(s), align="L", new_x="LMARGIN", new_y="NEXT")
 
     def heading(s):
         pdf.ln(1.5)
@@ -348,13 +349,16 @@ def _pdf(r: Report) -> bytes:
             tallest = max(tallest, h_mm)
         pdf.set_xy(pdf.l_margin, top + tallest + 5)
     heading("Result")
-    for output, label, probs in r.outputs:
-        pdf.set_font(family, "B", 9.5)
-        pdf.set_text_color(17, 17, 17)
-        pdf.cell(38, 5, clean(output))
-        pdf.cell(38, 5, clean(label))
+    if r.outputs:  # a table: long output names ("Head shape (HuSHeM classes)") wrap instead of overprinting
         pdf.set_font(family, "", 9)
-        pdf.multi_cell(width - 76, 5, clean(", ".join(f"{k} {p:.1%}" for k, p in probs)), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(17, 17, 17)
+        with pdf.table(col_widths=(30, 28, 42), text_align="LEFT", line_height=4.4, first_row_as_headings=False,
+                       borders_layout="NONE", markdown=True) as grid:
+            for output, label, probs in r.outputs:
+                cells = grid.row()
+                cells.cell(clean(output).replace("*", ""))
+                cells.cell(f"**{clean(label).replace('*', '')}**")
+                cells.cell(clean(", ".join(f"{k} {p:.1%}" for k, p in probs)).replace("*", ""))
     if r.outputs:
         text(7.5, f"Probabilities from {r.model['id']} v{r.model['version']}.", colour=(85, 85, 85))
     if r.details:

@@ -627,6 +627,10 @@ def test_page_puts_a_doubted_answer_and_day_3_quality_out_of_the_headline():
     assert any(m.value.endswith("*(in doubt)*") for m in at.markdown)
     assert any(c.value.startswith("For cleavage-stage (day-3) embryos the quality call is not reliable") and
                "n = 74" in c.value for c in at.caption)
+    (cleavage,) = task.grade_image(as_input(synthetic.embryo("cleavage", size=160, seed=3, field=448)[0]), "single")
+    from core import report
+
+    assert "For cleavage-stage (day-3) embryos" in " ".join(report.from_prediction(cleavage).notes)  # and in print
     pred = task.grade_image(as_input(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)),
                             mode="single")[0]
     from core import report

@@ -137,6 +137,20 @@ def test_a_pcos_report_reads_as_resemblance_not_a_diagnosis():
     assert "PCOS-labelled frames 67.4%" in text
 
 
+def test_a_long_output_name_wraps_in_the_pdf_instead_of_running_into_its_answer():
+    """The PDF's Result rows were fixed 38 mm cells: "Head shape (HuSHeM classes)" was printed over "tapered"
+    (extracted as "…classes)tapered"), and "**" was never bold."""
+    try:
+        card = registry.card("sperm-head")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"weights/sperm-head is not installed: {exc}")
+    pred = Prediction("sperm-head", card.version, "h.png", "ab" * 32,
+                      {"normal": {"abnormal": 0.7, "normal": 0.3},
+                       "shape": {"normal": 0.1, "tapered": 0.6, "pyriform": 0.2, "amorphous": 0.1}})
+    _, text = _pdf_text(report.from_prediction(pred).pdf())
+    assert "Head shape (HuSHeM classes) tapered tapered 60.0%" in text and "**" not in text
+
+
 def test_a_pcos_report_gives_the_criteria_as_the_page_reads_them_and_sizes_as_shown():
     """The report had no criteria line (nor "not judged"), and diameters to 2 decimals where the page shows and
     counts 1: "1.96 … 2–9 mm: yes" could be printed."""

@@ -284,8 +284,24 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     pred.extras["embryos_detected"] = None if found is None else whole
     pred.extras["outline_score"] = round(outline_score(pred.images["crop"]), 3)
     doubts = whole_embryo_doubts(pred.extras)
+    pred.extras["caveats"] = {"quality": caveat} if (caveat := quality_caveat(pred, looks_time_lapse(image.pixels))) else {}
     pred.extras["warnings"] = [f"This photo may not show one whole embryo: {'; '.join(doubts)}."] if doubts else []
     return [pred]
+
+
+def quality_caveat(pred: Prediction, grey: bool) -> str | None:
+    """Why the quality call is not to be read as an answer on this image (None where it was tested on such)."""
+    if grey:
+        return ("Quality was learned from colour day-3/day-5 photos only and never tested on grey time-lapse frames: "
+                "read it as untested.")
+    held = registry.card(GRADE_ID).metrics.get("hungvuong/heldout-groups", {})
+    if pred.label("stage") == "cleavage" and "quality_D3_roc_auc" in held:
+        n = held.get("quality_D3_n")
+        return ("For cleavage-stage (day-3) embryos the quality call is not reliable: on held-out day-3 photos"
+                + (f" (n = {n})" if n else "") + f" its ROC-AUC was {held['quality_D3_roc_auc']:.2f} and balanced "
+                f"accuracy {held.get('quality_D3_balanced_accuracy', float('nan')):.2f} (0.5 is chance); it was "
+                "learned from 18 good day-3 photos of one clinic.")
+    return None
 
 
 def explain(image: np.ndarray, output: str, device: str | None = None, located=None) -> tuple[np.ndarray, np.ndarray]:
