@@ -17,11 +17,11 @@ from ui.common import UPLOAD_TYPES, card_expander, read_upload
 from ui.records import record_prediction
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
-SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "shape": "shape",
+SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "who_normal": "WHO normal",  # verdicts first
+         "at_border": "at border (not scored)", "who_outside": "outside WHO range", "shape": "shape",
          "length_um": "length (µm)", "width_um": "width (µm)", "ratio": "length/width", "area_um2": "area (µm²)",
          "perimeter_um": "perimeter (µm)", "ellipticity": "ellipticity", "acrosome_pct": "acrosome (% head)",
-         "vacuole_count": "vacuoles", "vacuole_pct": "vacuoles (% head)", "who_normal": "WHO normal",
-         "who_outside": "outside WHO range", "at_border": "at border (not scored)"}
+         "vacuole_count": "vacuoles", "vacuole_pct": "vacuoles (% head)"}
 
 st.title("Sperm head morphology")
 st.markdown(
@@ -219,6 +219,8 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
         return
     table = pd.DataFrame(rows)
     shown = table[[c for c in SHOWN if c in table]].rename(columns=SHOWN)
+    if "P(normal)" in shown:
+        shown["P(normal)"] = shown["P(normal)"] * 100  # as the head's own panel gives it
     st.subheader("Heads")
     table_key, pick_key = f"sperm_table_{image.sha256[:12]}", f"sperm_head_pick_{image.sha256[:12]}"
 
@@ -228,7 +230,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
             st.session_state[pick_key] = rows[clicked[0]]["head"]
 
     st.dataframe(shown, hide_index=True, width="stretch", on_select=show_clicked_head, selection_mode="single-row",
-                 key=table_key)
+                 key=table_key, column_config={"P(normal)": st.column_config.NumberColumn(format="%.1f %%")})
     export = table.assign(um_per_px=um, acrosome_criterion=acrosome, who_reference=morphometry.WHO_EDITION,
                           head_model=summary["head_model"], segmenter=f"{task.SEG} v{pred.model_version}")
     st.download_button("Download the table (CSV)", export.to_csv(index=False).encode(), mime="text/csv",

@@ -30,7 +30,7 @@ from core.results import Wording
 
 Outputs = dict[str, dict[str, float]]
 DISPLAY_PX = 420  # images are drawn at most this wide; predictions always use the full image
-CANVAS_PX = 380
+CANVAS_PX = 280  # fits the controls column from a 1280 px wide window (380 was cut off there)
 MAX_SIDE = 1600  # larger images are reduced first: bounded memory in the shared caches, and models see ≤ 640 px
 DRAW_TOOLS = {"freedraw": "Brush", "rect": "Rectangle", "circle": "Circle", "polygon": "Polygon"}
 
@@ -239,7 +239,7 @@ def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, 
     ss[f"{key}-image"] = sha
     _handle_loaded(key, image, sha)
 
-    controls, results = st.columns([1, 2], gap="large")
+    controls, results = st.columns([1.2, 2], gap="large")
     with controls:
         adjust_tab, paint_tab = st.tabs(["Adjust", "Paint & occlude"])
         with adjust_tab:
@@ -317,12 +317,12 @@ def _paint_controls(key: str, image: np.ndarray) -> tuple[np.ndarray | None, str
     from streamlit_drawable_canvas import st_canvas  # raises outside a Streamlit runtime: import here only
 
     ss = st.session_state
-    c1, c2 = st.columns(2)
-    tool = c1.selectbox("Tool", list(DRAW_TOOLS), format_func=DRAW_TOOLS.get, key=f"{key}-tool")
-    stroke = c2.slider("Brush size (px)", 3, 60, 20, key=f"{key}-brush")
-    mode = c1.selectbox("Painted pixels are", list(whatif.MASK_MODES), format_func=whatif.MASK_MODES.get,
-                        key=f"{key}-mask-mode")
-    colour = c2.color_picker("Paint colour", "#000000", key=f"{key}-mask-colour", disabled=mode != "colour")
+    tool = st.selectbox("Tool", list(DRAW_TOOLS), format_func=DRAW_TOOLS.get, key=f"{key}-tool")
+    mode = st.selectbox("Painted pixels are", list(whatif.MASK_MODES), format_func=whatif.MASK_MODES.get,
+                        key=f"{key}-mask-mode")  # full width: in half a column its choices were cut to "Fil…"
+    c1, c2 = st.columns([3, 1])
+    stroke = c1.slider("Brush size (px)", 3, 60, 20, key=f"{key}-brush")
+    colour = c2.color_picker("Colour", "#000000", key=f"{key}-mask-colour", disabled=mode != "colour")
     h, w = image.shape[:2]
     shown = cv2.resize(image, (CANVAS_PX, max(1, round(h * CANVAS_PX / w))), interpolation=cv2.INTER_AREA)
     result = st_canvas(
