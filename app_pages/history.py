@@ -25,6 +25,16 @@ except Exception as exc:  # noqa: BLE001 - an unreachable or broken database: sa
     st.stop()
 
 
+def result_without_labels(summary: dict) -> str:
+    """A field's or a sequence's headline figures, for records with no class labels (e.g. "heads found 12")."""
+    shown = [f"{report.DETAIL_NAMES[k]} {report.fmt_number(summary[k], 1)}" for k in UNLABELLED_RESULTS
+             if summary.get(k) is not None]
+    return ", ".join(shown[:2])
+
+
+UNLABELLED_RESULTS = ["n_heads", "pct_normal_classifier", "current_stage", "n_frames"]
+
+
 def shown_rows_key(shown) -> str:
     """The table's key changes with the rows it shows: Streamlit keeps a selection by row position, so after a filter
     change or a new record the same position would open another record (another patient's)."""
@@ -48,10 +58,10 @@ else:
     table = records.frame(rows)
     wordings = {m: registry.wording(m) for m in {r.model_id for r in rows}}
     table["result"] = [", ".join(f"{wordings[r.model_id].title(o)}: {wordings[r.model_id].says(o, label)}"
-                                 for o, label in r.labels.items()) for r in rows]
-    columns = ["id", "time", "task", "model", "version", "case_code", "result", "input", "image_kept", "source"]
-    if viewer is None or viewer.is_admin:
-        columns.insert(6, "user")
+                                 for o, label in r.labels.items()) or result_without_labels(r.summary) for r in rows]
+    columns = ["id", "time", "input", "case_code", "task", "result", "model", "version", "image_kept", "source"]
+    if viewer is not None and viewer.is_admin:  # with sign-in on, whose record it is
+        columns.insert(4, "user")
     st.caption(f"{len(rows)} record{'' if len(rows) == 1 else 's'}{' (the newest 5000)' if len(rows) == 5000 else ''}"
                " · select a row to open it.")
     event = st.dataframe(table[columns], hide_index=True, width="stretch", on_select="rerun",

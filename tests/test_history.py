@@ -27,7 +27,7 @@ def db(tmp_path, monkeypatch):
 
 def add(name, model="embryo-grade", task="embryo", case=None, user=None, image=None, whatif=None, days_ago=0,
         extras=None):
-    outputs = ({"pcos": {"healthy": 0.35, "pcos": 0.65}} if model == "pcos"
+    outputs = ({"pcos": {"healthy": 0.35, "pcos": 0.65}} if model == "pcos" else {} if model == "sperm-seg"
                else {"stage": {"cleavage": 0.35, "blastocyst": 0.65}})
     pred = Prediction(model, "1.0", name, "ab" * 32, outputs, extras=extras or {})
     new_id = records.record(pred, task=task, card={"id": model, "version": "1.0", "sha256": "e" * 64}, case_code=case,
@@ -81,6 +81,11 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     assert f"Record #{a}" in texts(at) and "blastocyst 65.0%" in texts(at)
     assert len(at.get("image")) == 1 and at.json[0].value is not None
     assert {"Report (PDF)", "Report (HTML)"} <= {b.label for b in at.get("download_button")}
+
+    add("field.png", model="sperm-seg", task="sperm", case="IVF-003", extras={"n_heads": 12, "pct_normal_classifier": 8.3})
+    at.run()
+    assert at.dataframe[0].value["result"].iloc[0] == "heads found 12, normal forms, classifier (%) 8.3"  # not blank
+    assert "user" not in at.dataframe[0].value.columns  # sign-in is off: always empty
 
     at.query_params["record"] = str(b)
     at.run()
