@@ -25,25 +25,27 @@ def heatmap(cm: np.ndarray, labels: list[str], normalised: bool, source: str, se
     shown = metrics.row_normalise(cm) if normalised else cm
     text = [[(f"{100 * v:.0f} %<br>({cm[i, j]})" if not np.isnan(v) else "–") if normalised else str(int(v))
              for j, v in enumerate(row)] for i, row in enumerate(shown)]
-    fig = go.Figure(go.Heatmap(z=shown, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
+    fig = go.Figure(go.Heatmap(z=shown, x=labels, y=labels, text=text, texttemplate="%{text}", textfont=dict(size=15),
+                               colorscale="Blues",
                                zmin=0, zmax=1 if normalised else max(int(cm.max()), 1), hoverinfo="skip",
-                               colorbar=dict(title="share of row" if normalised else "images")))
+                               showscale=False))  # every cell carries its number: the cells get the width
     ii, jj = np.meshgrid(range(len(labels)), range(len(labels)), indexing="ij")
     fig.add_scatter(x=[labels[j] for j in jj.ravel()], y=[labels[i] for i in ii.ravel()], mode="markers",
                     marker=dict(size=max(30, 240 // len(labels)), symbol="square", opacity=0.01, color="black"),
                     customdata=[[int(i), int(j)] for i, j in zip(ii.ravel(), jj.ravel())], showlegend=False, name="cells",
                     hovertemplate="true %{y} · called %{x}<br>click to see these images<extra></extra>")
-    if selected is not None:
-        fig.add_scatter(x=[labels[selected[1]]], y=[labels[selected[0]]], mode="markers", hoverinfo="skip",
-                        marker=dict(size=max(30, 240 // len(labels)), symbol="square-open", color="firebrick",
-                                    line=dict(width=3)), showlegend=False)
-    title = "Row-normalised (share of each true label)" if normalised else "Counts"
+    if selected is not None:  # a frame on the cell itself (a marker kept its pixel size, off the cell when narrow)
+        i, j = selected
+        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                      line=dict(color="firebrick", width=3))
+    title = "Share of each true label" if normalised else "Counts"
     source = "<br>".join(f"<sup>{line}</sup>" for line in source.split("<br>"))
     fig.update_layout(title=dict(text=f"{title}<br>{source}", font=dict(size=15)), height=450,
                       margin=dict(l=10, r=10, t=90, b=10), template="plotly_white", clickmode="event+select",
                       dragmode=False)
-    fig.update_xaxes(title="called by the model", side="bottom", type="category")
-    fig.update_yaxes(title="truth", autorange="reversed", type="category")
+    n = len(labels)  # fixed ranges: the click markers' pixel size must not stretch the axes on a narrow window
+    fig.update_xaxes(title="called by the model", side="bottom", type="category", range=[-0.5, n - 0.5])
+    fig.update_yaxes(title="truth", type="category", range=[n - 0.5, -0.5])
     return fig
 
 
