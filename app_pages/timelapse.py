@@ -174,6 +174,9 @@ def timeline(pred, frame: int) -> go.Figure:
     return fig
 
 
+HEADLINE_EVENTS = ("t2", "t3", "t4", "t5", "t8", "tSB", "tB")
+
+
 def time_unit(pred) -> tuple[str, str]:
     """Short and long names of the page's hours: after insemination when the first frame's time was given."""
     if pred.extras.get("time_zero") == "insemination":
@@ -316,6 +319,12 @@ else:
         st.success(f"Last frame: **{STAGE_NAMES[pred.extras['current_stage']]}** · {len(seq)} "
                    f"frame{'s' if len(seq) != 1 else ''} over {span_h:.1f} h · staged in "
                    f"{pred.timings_ms['total'] / 1000:.1f} s ({CARD.id} v{pred.model_version})")
+        headline = [e for e in pred.extras["events"] if e["event"] in HEADLINE_EVENTS and e.get("seen", True)]
+        if headline:  # the times most asked for, at the top; the Events tab has every event and how to read it
+            unit = time_unit(pred)[0]
+            st.markdown("Draft event times: " + " · ".join(f"**{e['event']}** {e['hours']:.1f} {unit}"
+                                                          for e in headline)
+                        + " (check each on its frames; every event is in the Events tab below).")
         if span_h > MAX_CULTURE_H:
             st.warning(f"{span_h:.0f} h is longer than embryo culture lasts (up to 7 days): check the minutes between "
                        "frames. Event hours are wrong if it is not the interval between acquisitions.",

@@ -42,6 +42,23 @@ def test_page_stages_a_local_folder(tmp_path):
     assert not at.exception
 
 
+def test_page_gives_the_first_event_times_at_the_top():
+    """The page's summary said only "Last frame: Cleavage"; t2–t5 were 1,500 px further down, in the Events tab."""
+    from streamlit.testing.v1 import AppTest
+
+    folder = ROOT.parent / "shared" / "data" / "timelapse" / "gomez2022" / "embryo_dataset" / "AB028-6"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not here")
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=180)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(folder)).run()
+    assert not at.exception, at.exception
+    events = at.dataframe[0].value.set_index("event")
+    headline = next(m.value for m in at.markdown if m.value.startswith("Draft event times: "))
+    assert f"**t2** {events.loc['t2', 'time (h from first frame)']:.1f} h from first frame" in headline
+
+
 def test_page_shorter_gappy_and_single_frame_sequences(tmp_path):
     """After frame 15 of a long sequence: a shorter one with missing RUNs (times follow the RUN numbers, a new interval
     re-times without re-classifying), then a one-frame folder (no slider to move)."""
