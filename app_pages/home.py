@@ -3,7 +3,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from core import DISCLAIMER, metrics, registry
-from ui.common import device_line
+from ui.common import device_line, glossary
 
 st.title("Reproductive-medicine image AI")
 st.markdown(
@@ -64,3 +64,4 @@ else:
                "session.")
     with st.expander("Versions, status and inputs"):
         st.dataframe(pd.DataFrame(details), hide_index=True, width="stretch")
+    glossary()

@@ -9,7 +9,7 @@ from streamlit.errors import StreamlitAPIException
 from core import audit, evaluation, metrics, registry
 from core.imageio import ImageInputError
 from ui import evaluations as ev
-from ui.common import burst_counts
+from ui.common import burst_counts, glossary
 from ui.records import require_login
 
 user = require_login(sidebar=False)
@@ -22,6 +22,7 @@ st.markdown(
     "clustered); a wide interval means few cases, not a precise number. Detection and segmentation figures are "
     "the evaluation's point estimates, without an interval."
 )
+glossary()
 
 
 # --- cached computations (keyed on the evaluation's files, so a new evaluation invalidates them) ------------------

@@ -111,3 +111,37 @@ def burst_counts(check: dict) -> str:
 def bullet_list(lines: list[str], most: int) -> str:
     """Markdown bullets of the first `most` lines, and "…" when there are more."""
     return "\n".join(f"- {line}" for line in lines[:most]) + ("\n- …" if len(lines) > most else "")
+
+
+GLOSSARY = {
+    "Held-out": "images kept out of training (by patient, embryo or near-duplicate group), so the figures are "
+                "measured on data the model never saw",
+    "Sensitivity / specificity": "the share of true positives the model calls positive / of true negatives it calls "
+                                 "negative, at the decision threshold shown",
+    "Balanced accuracy": "the mean of sensitivity and specificity (of each label's recall): unlike plain accuracy it "
+                         "does not flatter a model that always answers the commoner label",
+    "ROC-AUC": "the chance that a random positive image scores higher than a random negative one (0.5 is chance, "
+               "1 perfect); it does not depend on the threshold",
+    "PR-AUC": "the area under the precision–recall curve; more telling than ROC-AUC when positives are rare",
+    "ECE": "expected calibration error: how far the stated probabilities are from the observed frequencies "
+           "(0 is perfectly calibrated)",
+    "95 % interval": "the range the figure would likely fall in on another sample of the same kind (bootstrap, "
+                     "resampling whole embryos or groups)",
+    "Grad-CAM": "a heat map of the image regions whose features raised the shown answer most; where the model "
+                "looked, not why",
+    "Occlusion map": "each square covered in turn and the image re-scored: where covering lowers the answer most",
+    "mAP50": "detection quality: average precision when a found box counts if it overlaps the true one by at least "
+             "half (1.0 is perfect)",
+    "Dice": "overlap of a predicted outline with the true one (1.0 is identical)",
+    "Viterbi path": "the most likely sequence of stages that only moves forward in time, which removes "
+                    "single-frame flicker",
+    "Leave-one-embryo-out": "each embryo's sequence scored by a model trained without it",
+    "Perceptual hash": "a 64-bit fingerprint of an image's coarse look, used to find copies and near-copies "
+                       "between training and test sets",
+}
+
+
+def glossary() -> None:
+    """The figures' and tools' names in plain words (Home and Metrics)."""
+    with st.expander("What the figures and tools mean"):
+        st.markdown("\n".join(f"- **{term}**: {meaning}." for term, meaning in GLOSSARY.items()))
