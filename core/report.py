@@ -23,6 +23,11 @@ from .results import SUMMARY_FACTS, Wording
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 MAX_TEXT = 420  # characters of intended use / limitations, so the report stays on one page
 MAX_METRICS = 4  # datasets; each with at most 8 numbers
+IMAGE_CAPTIONS = {  # the page's legends, so a printed overlay can be read
+    "follicles": "Follicles: green counted, orange outside 2–9 mm, grey unticked; numbers as in the table",
+    "overlay": "Heads: green normal, red abnormal, blue not classified, grey cut by the border (not scored); "
+               "numbers as in the table",
+}
 ONE_OF_MANY = re.compile(r"[a-z]+_\d+")  # a field's head_3: the page shows it; the report's table lists them all
 
 
@@ -64,8 +69,8 @@ def from_prediction(prediction, *, image=None, card=None, case_code: str | None 
     summary = prediction.summary()
     pixels = getattr(image, "pixels", image)
     images = [("Input image", pixels)] if pixels is not None else []
-    images += [(name.replace("_", " ").capitalize(), im) for name, im in prediction.images.items()
-               if not ONE_OF_MANY.fullmatch(name)]
+    images += [(IMAGE_CAPTIONS.get(name, name.replace("_", " ").capitalize()), im)
+               for name, im in prediction.images.items() if not ONE_OF_MANY.fullmatch(name)]
     size = getattr(image, "size", None) or ((pixels.shape[1], pixels.shape[0]) if pixels is not None else None)
     facts = {"id": prediction.model_id, "version": prediction.model_version, "sha256": ""}
     return _build(summary, facts, card, images=images, case_code=case_code, user=user, whatif=whatif,
@@ -114,6 +119,8 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
                for o, p in probabilities.items()]
     details = {DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in summary.items()
                if k not in SUMMARY_FACTS and isinstance(v, (int, float, str, bool))}
+    if summary.get("follicles_unticked"):  # the reviewer's changes, said in words
+        details["follicles unticked by the reviewer"] = ", ".join(map(str, summary["follicles_unticked"]))
     if summary.get("thresholds"):
         for o, t in summary["thresholds"].items():  # on the probability of a binary output's second label
             details[f"decision threshold for “{wording.says(o, list(probabilities.get(o, [o]))[-1])}”"] = f"{t:.1%}"
@@ -183,13 +190,20 @@ def _data_line(data) -> str:
 
 
 def _metrics(raw: dict) -> dict:
+    """At most MAX_METRICS datasets, each with its 10 most telling figures (balanced accuracy and ROC-AUC of every
+    output before plain accuracy: the first 8 in card order left out the embryo grader's quality ROC-AUC)."""
     out = {}
     for dataset, values in list(raw.items())[:MAX_METRICS]:
         flat = {}
         _flatten(values, "", flat)
         if flat:
-            out[dataset] = dict(list(flat.items())[:8])
+            ranked = sorted(flat, key=lambda k: next((i for i, end in enumerate(TELLING)
+                                                      if k == end or k.endswith("_" + end)), len(TELLING)))
+            out[dataset] = {k: flat[k] for k in ranked[:10]}
     return out
+
+
+TELLING = ("balanced_accuracy", "roc_auc", "n", "mean_dice", "map50", "median_abs_error_frames_t2_t5")
 
 
 def _flatten(value, prefix: str, out: dict) -> None:
@@ -338,16 +352,16 @@ def _pdf(r: Report) -> bytes:
         box_w = min(62.0, (width - 4 * (len(shown) - 1)) / len(shown))
         top, x, tallest = pdf.get_y(), pdf.l_margin, 0.0
         for caption, im in shown:
-            h_mm = min(box_w * im.shape[0] / im.shape[1], 58.0)
+            h_mm = min(box_w * im.shape[0] / im.shape[1], 50.0)
             w_mm = h_mm * im.shape[1] / im.shape[0]
             pdf.image(io.BytesIO(_png(im, 700)), x=x, y=top, w=w_mm, h=h_mm)
             pdf.set_xy(x, top + h_mm + 0.5)
             pdf.set_font(family, "", 7.5)
             pdf.set_text_color(85, 85, 85)
-            pdf.cell(box_w, 3.5, clean(caption))
+            pdf.multi_cell(box_w, 3.2, clean(caption), align="L")  # a legend wraps under its own image
             x += box_w + 4
-            tallest = max(tallest, h_mm)
-        pdf.set_xy(pdf.l_margin, top + tallest + 5)
+            tallest = max(tallest, pdf.get_y() - top)
+        pdf.set_xy(pdf.l_margin, top + tallest + 1.5)
     heading("Result")
     if r.outputs:  # a table: long output names ("Head shape (HuSHeM classes)") wrap instead of overprinting
         pdf.set_font(family, "", 9)

@@ -113,8 +113,9 @@ def test_a_field_report_lists_every_head_and_names_its_figures():
     assert "<h2>Heads</h2>" in page and page.count("<tr><td>") >= len(heads)
     assert "normal forms, classifier (%)" in page and "pct_normal" not in page and "pct normal" not in page
     assert "<th>Output</th>" not in page  # no empty probability table for a field
-    assert [c for c, _ in report.from_prediction(pred, image=image).images] == ["Input image", "Overlay"]  # not
-    # head 1's crop as if it stood for the field
+    captions = [c for c, _ in report.from_prediction(pred, image=image).images]
+    assert captions[0] == "Input image" and captions[1].startswith("Heads: green normal") and len(captions) == 2  # not
+    # head 1's crop as if it stood for the field, and the page's legend
     n_pages, text = _pdf_text(report.from_prediction(pred, image=image).pdf())
     assert n_pages == 1 and "length (µm)" in text
 
@@ -168,6 +169,11 @@ def test_a_pcos_report_gives_the_criteria_as_the_page_reads_them_and_sizes_as_sh
         review = pcos.reviewed(pred, pixels, {r["id"] for r in pred.extras["follicles"]})
         rep = report.from_prediction(review, image=image)
         assert says in rep.details["follicle-number criteria (per ovary)"]
+    unticked = pcos.reviewed(pred, pixels, {r["id"] for r in pred.extras["follicles"]} - {2})
+    rep_unticked = report.from_prediction(unticked, image=image)
+    assert rep_unticked.details["follicles unticked by the reviewer"] == "2"
+    assert any(c.startswith("Follicles: green counted") for c, _ in rep_unticked.images)
+    assert _pdf_text(rep_unticked.pdf())[0] == 1  # one page, legend and criteria included
     first = rep.table[2][0][1]
     assert first == f"{review.extras['follicles'][0]['diameter_mm']:.1f}"
     assert fol.count_in_range([fol.Follicle.from_row(r) for r in review.extras["follicles"]]) >= 12
