@@ -296,7 +296,8 @@ def audit_section(p: ev.Picked, data: metrics.OutputData, d: ev.Decision) -> Non
     c[1].metric("Training images hashed", r["n_train"])
     c[2].metric("Near-copies of a training image", r["train"]["n_items"])
     groups = r["within"]["n_groups"]
-    c[3].metric(f"In duplicate groups inside the set ({groups} group{'s' if groups != 1 else ''})", r["within"]["n_items"])
+    c[3].metric("In duplicate groups of the set", r["within"]["n_items"],
+                help=f"Evaluated images in {groups} group{'s' if groups != 1 else ''} of near-copies of each other")
     indistinct = r["train"].get("n_indistinct", 0)
     if r["train"]["n_items"] and 2 * indistinct > r["train"]["n_items"]:
         st.warning(f"{r['train']['n_items']} evaluated images are within {max_d} bits of a training image, but "
@@ -326,7 +327,7 @@ def audit_section(p: ev.Picked, data: metrics.OutputData, d: ev.Decision) -> Non
             frame[f"{title} (n = {n})"] = [metrics.format_ci(r_) for _, r_ in t.iterrows()] if t is not None else "—"
         st.dataframe(frame, hide_index=True, width="stretch")
         st.caption(f"Metrics of {data.output} with the flagged images removed, at the same threshold. "
-                   + p.short_source())
+                   + p.short_source(n=data.n))  # the output's n: the evaluation's may count unlabelled items
     pairs = [("training", x["item"], x["train_item"], x["distance"]) for x in r["train"]["pairs"]]
     pairs += [("inside the set", x["item"], x["other"], x["distance"]) for x in r["within"]["pairs"]]
     if pairs:

@@ -56,8 +56,16 @@ class Picked:
         return (f"**Source.** Model `{self.card.id}` v{self.meta.get('model_version', self.card.version)}, file "
                 f"`{self.meta.get('model_file', self.card.file)}` (sha256 `{self.sha[:16] or 'not recorded'}…`); "
                 f"data `{data}`{f' ({layout})' if layout else ''}; split **{self.meta.get('split', 'not recorded')}**; "
-                f"{self.result.get('n', '?')} items; evaluated {self.meta.get('date', '?')} with code "
-                f"`{self.meta.get('code_version', '?')}`.")
+                f"{self.result.get('n', '?')} items{self.labelled_per_output()}; evaluated "
+                f"{self.meta.get('date', '?')} with code `{self.meta.get('code_version', '?')}`.")
+
+    def labelled_per_output(self) -> str:
+        """" (stage known for 85, quality for 105)" where outputs have labels for different numbers of items."""
+        counts = {o: m["n"] for o, m in (self.result.get("metrics") or {}).items()
+                  if isinstance(m, dict) and isinstance(m.get("n"), int)}
+        if len(set(counts.values())) <= 1:
+            return ""
+        return " (" + ", ".join(f"{o} known for {n}" for o, n in counts.items()) + ")"
 
     def stale(self) -> bool:
         return bool(self.sha) and self.sha != self.card.sha256
