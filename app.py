@@ -42,12 +42,13 @@ for file, title, icon, section in PAGES:
         sections.setdefault(section, []).append(st.Page(file, title=title, icon=icon, default=file == "app_pages/home.py"))
 page = st.navigation(sections)
 
+case_slot = st.sidebar.container()  # first: "set a case code in the sidebar" must find it without scrolling
 with st.sidebar:
     st.caption(DISCLAIMER)
     st.caption(device_line())
 require_login()  # a sign-in form and stop when .streamlit/secrets.toml configures users; nothing otherwise
 preload_models()
-with st.sidebar:
+with case_slot:
     case_controls()
 
 page.run()

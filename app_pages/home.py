@@ -25,7 +25,7 @@ TASKS = [  # (page, label, icon, what it gives)
      "A stage timeline and morphokinetic event times (t2 … tEB) from one embryo's time-lapse recording."),
 ]
 st.subheader("Tasks")
-for col, (file, label, icon, what) in zip(st.columns(len(TASKS)), TASKS):
+for col, (file, label, icon, what) in zip([*st.columns(2), *st.columns(2)], TASKS):  # 2 × 2: names fit at 1024 px
     with col:
         try:
             st.page_link(file, label=f"**{label}**", icon=icon)

@@ -88,9 +88,10 @@ def classifier_view(image: InputImage, pred: Prediction) -> None:
     above = p >= threshold
     st.metric("Resemblance to PCOS-labelled frames", f"{100 * p:.1f} %",
               help=f"Probability from {CARD.id} v{pred.model_version}; decision threshold {100 * threshold:.1f} %.")
+    reads = CARD.wording.says(task.OUTPUT, pred.label(task.OUTPUT))  # as History and reports word it
     st.markdown(f"**{'Above' if above else 'Below'} the decision threshold** of {100 * threshold:.1f} % "
-                f"({CARD.id} v{pred.model_version})" + (": *in doubt, see the warning above*." if
-                                                        pred.extras["warnings"] else "."))
+                f"({CARD.id} v{pred.model_version}): resembles **{reads}**"
+                + (", *in doubt, see the warning above*." if pred.extras["warnings"] else "."))
     held_out = next((m for k, m in CARD.metrics.items() if "heldout" in k), None)
     if held_out:
         st.caption(f"On held-out scans it never saw: balanced accuracy {100 * held_out['balanced_accuracy']:.0f} % "

@@ -224,6 +224,8 @@ def events_view(pred) -> None:
             "frame_name": "frame file", "hours": f"time ({unit})", "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
             "true_frame": "annotated frame", "true_hours": f"annotated time ({unit})",
             "error_frames": "error (frames)", "error_hours": "error (h)"})
+        text = shown.select_dtypes("object").columns
+        shown[text] = shown[text].fillna("—")  # an event never reached has no frame file ("None" before)
 
         def go_to_event() -> None:
             rows = st.session_state["tl_events_table"].selection.rows
