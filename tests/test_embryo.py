@@ -432,7 +432,8 @@ def test_whole_embryo_doubts_from_view_and_detector():
     assert "inside the picture" in task.whole_embryo_doubts({**ok, "embryo_in_view": 0.5})[0]
     assert "detector" in task.whole_embryo_doubts({**ok, "embryo_detector_score": 0.1})[0]
     assert len(task.whole_embryo_doubts({"embryo_in_view": 0.5, "embryo_detector_score": 0.1})) == 2
-    assert task.whole_embryo_doubts({**ok, "embryo_detector_score": None}) == []  # embryo-dish not installed
+    assert task.whole_embryo_doubts({**ok, "embryo_detector_score": None, "embryos_detected": None}) == []  # no
+    # embryo-dish installed
     assert "sees 3 embryos" in task.whole_embryo_doubts({**ok, "embryos_detected": 3})[0]  # a dish in one-embryo mode
     assert "zona" in task.whole_embryo_doubts({**ok, "outline_score": task.NO_OUTLINE - 0.01})[0]
     assert task.whole_embryo_doubts({**ok, "embryos_detected": 1, "outline_score": task.NO_OUTLINE}) == []

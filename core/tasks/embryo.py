@@ -140,7 +140,7 @@ def looks_time_lapse(pixels: np.ndarray) -> bool:
 def whole_embryo_doubts(extras: dict) -> list[str]:
     """Why a single-embryo prediction's photo may not show one whole embryo (empty when nothing is in doubt)."""
     doubts = []
-    if extras.get("embryos_detected", 0) > 1:
+    if (extras.get("embryos_detected") or 0) > 1:  # None: embryo-dish is not installed
         doubts.append(f"the dish detector sees {extras['embryos_detected']} embryos in it (choose Dish mode to grade "
                       "each one)")
     if extras["embryo_in_view"] < TRUSTED_IN_VIEW:
@@ -284,7 +284,8 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     pred.extras["embryos_detected"] = None if found is None else whole
     pred.extras["outline_score"] = round(outline_score(pred.images["crop"]), 3)
     doubts = whole_embryo_doubts(pred.extras)
-    pred.extras["caveats"] = {"quality": caveat} if (caveat := quality_caveat(pred, looks_time_lapse(image.pixels))) else {}
+    caveat = quality_caveat(pred, looks_time_lapse(image.pixels))
+    pred.extras["caveats"] = {"quality": caveat} if caveat else {}
     pred.extras["warnings"] = [f"This photo may not show one whole embryo: {'; '.join(doubts)}."] if doubts else []
     return [pred]
 
