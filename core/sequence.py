@@ -194,7 +194,7 @@ def distinct_frames(thumbnails: list[np.ndarray], min_repeats: float = 0.2) -> l
         taken[:gap] = True  # frame 0 starts the first acquisition
         for s in starts[np.argsort(-change[starts - 1], kind="stable")]:  # the clearest changes first
             if not taken[s]:
-                taken[s - gap + 1:s + gap] = True
+                taken[max(0, s - gap + 1):s + gap] = True
                 chosen.append(s)
         kept = np.sort(chosen)
     return [0, *map(int, kept)]
