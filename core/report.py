@@ -22,7 +22,7 @@ from .results import SUMMARY_FACTS, Wording
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 MAX_TEXT = 420  # characters of intended use / limitations, so the report stays on one page
-MAX_METRICS = 4  # datasets; each with at most 8 numbers
+MAX_METRICS = 4  # datasets; each with at most 10 numbers (_metrics)
 IMAGE_CAPTIONS = {  # the page's legends, so a printed overlay can be read
     "follicles": "Follicles: green counted, orange outside 2–9 mm, grey unticked; numbers as in the table",
     "overlay": "Heads: green normal, red abnormal, blue not classified, grey cut by the border (not scored); "
