@@ -15,6 +15,8 @@ def test_home_page_renders_with_model_table_and_disclaimer():
     assert any(DISCLAIMER in w.value for w in at.warning)
     assert any(DISCLAIMER in c.value for c in at.sidebar.caption)
     assert any("Device: CPU" in c.value or "Device: CUDA" in c.value for c in at.sidebar.caption)
+    order = [e.type for e in at.sidebar]  # the case code first: pages point to it, and at 720 px it was off-screen
+    assert order.index("text_input") < order.index("caption")
     cards = registry.cards()
     if cards:
         table = at.dataframe[0].value

@@ -20,7 +20,8 @@ def page():
     from core.results import Prediction
     from ui.records import case_controls, record_prediction
 
-    case_controls()
+    with st.sidebar:
+        case_controls()
     image = read_image(encode_png(synthetic.embryo(size=64, seed=st.session_state.get("seed", 0))[0]), name="e.png")
     pred = Prediction("embryo-grade", "1.0", image.name, image.sha256, {"stage": {"cleavage": 0.4, "blastocyst": 0.6}})
     st.session_state["last_id"] = record_prediction(pred, "embryo", image=image, whatif={"blur_sigma": 0.0})

@@ -88,14 +88,14 @@ def _sign_out() -> None:
 
 # --- case controls and recording ---------------------------------------------------------------------------------------
 def case_controls() -> None:
-    """Sidebar: the case code stored with each prediction, and whether the image itself is kept."""
-    with st.sidebar:
-        st.text_input("Case code", key="case_code", max_chars=64, placeholder="e.g. IVF-2026-014",
-                      help="Stored with every prediction you make, so you can find it again on the History page. "
-                           "Use your clinic's pseudonymous code, not a patient's name.")
-        st.checkbox("Keep images with the records", key="keep_image",
-                    help="Off: only the image's fingerprint (sha256) and size are stored. On: the image itself is "
-                         "stored too, so the record and its report show it.")
+    """The case code stored with each prediction, and whether the image itself is kept (app.py puts them at the top
+    of the sidebar)."""
+    st.text_input("Case code", key="case_code", max_chars=64, placeholder="e.g. IVF-2026-014",
+                  help="Stored with every prediction you make, so you can find it again on the History page. "
+                       "Use your clinic's pseudonymous code, not a patient's name.")
+    st.checkbox("Keep images with the records", key="keep_image",
+                help="Off: only the image's fingerprint (sha256) and size are stored. On: the image itself is "
+                     "stored too, so the record and its report show it.")
 
 
 def record_prediction(prediction, task: str, image=None, whatif: dict | None = None, *, show: bool = True,
