@@ -230,6 +230,10 @@ else:
         with st.expander("What-if: change the image and watch the answers move"):
             from ui.whatif import whatif_panel
 
+            if preds[0].extras.get("warnings"):
+                st.warning("The answers on this photo are in doubt (see the warning above), and so are these.",
+                           icon=":material/warning:")
+
             whatif_panel(image.pixels, task.predict_outputs, key="embryo-whatif", explain=task.explain_on_image,
                          cache_key=f"{GRADE_CARD.id}@{GRADE_CARD.version}", wording=GRADE_CARD.wording,
                          thresholds=GRADE_CARD.get("thresholds"))
