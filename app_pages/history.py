@@ -1,6 +1,6 @@
 """History: find stored predictions by date, task, model and case code; open one; reports; CSV of the selection."""
 import hashlib
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 
 import pandas as pd
@@ -33,6 +33,7 @@ def result_without_labels(summary: dict) -> str:
     return ", ".join(shown[:2])
 
 
+ZONE = datetime.now().astimezone().tzname()
 UNLABELLED_RESULTS = ["n_heads", "pct_normal_classifier", "current_stage", "n_frames"]
 
 
@@ -68,6 +69,7 @@ else:
     event = st.dataframe(table[columns], hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="single-row", key=f"history_table_{shown_rows_key(rows)}",
                          column_config={"id": st.column_config.NumberColumn("Record", format="#%d"),
+                                        "time": f"time ({ZONE})",  # the server's: reports say UTC
                                         "case_code": "Case code", "image_kept": "Image kept"})
     st.download_button(f"Download {'this record' if len(rows) == 1 else f'these {len(rows)} records'} (CSV)",
                        partial(records.to_csv, rows),  # built on click: 1.7 s of every rerun at 4,000 records
@@ -111,7 +113,7 @@ with right:
     extras = {report.DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in record.summary.items()
               if k not in {"model", "version", "input", "input_sha256", "labels", "probabilities", "thresholds",
                            "timings_ms"} and isinstance(v, (int, float, str, bool))}
-    facts = {"Time": record.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), "Task": record.task,
+    facts = {"Time": record.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"), "Task": record.task,
              "Case code": record.case_code or "—", "User": record.username or "—", "Made by": record.source,
              "Input": record.input_name, "Input size": f"{record.input_width}×{record.input_height} px, "
              f"{record.input_bytes or 0:,} bytes" if record.input_width else "—",
