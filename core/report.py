@@ -78,15 +78,24 @@ def from_prediction(prediction, *, image=None, card=None, case_code: str | None 
 
 
 def from_record(record, card=None) -> Report:
-    """A report of a core.records.Record; its image is shown when it was kept."""
+    """A report of a core.records.Record; its image is shown when it was kept, with the follicles redrawn from their
+    stored outlines (other overlays are not stored)."""
     images = []
     if record.image:
         from .imageio import ImageInputError, read_image
 
         try:
-            images.append(("Input image (kept with the record)", read_image(record.image, name="kept image").pixels))
+            pixels = read_image(record.image, name="kept image").pixels
         except ImageInputError:
-            pass
+            pixels = None
+        if pixels is not None:
+            images.append(("Input image (kept with the record)", pixels))
+            rows = record.summary.get("follicles") or []
+            if rows and all("contour" in r for r in rows):
+                from .follicles import Follicle, draw
+
+                counted = {r["id"] for r in rows if r.get("counted", r.get("in_2_9_mm"))}
+                images.append((IMAGE_CAPTIONS["follicles"], draw(pixels, [Follicle.from_row(r) for r in rows], counted)))
     facts = {"id": record.model_id, "version": record.model_version, "sha256": record.model_sha256}
     size = (record.input_width, record.input_height) if record.input_width else None
     return _build(record.summary, facts, card, images=images, case_code=record.case_code, user=record.username,

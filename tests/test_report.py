@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 from pypdf import PdfReader
 
@@ -152,7 +153,7 @@ def test_a_long_output_name_wraps_in_the_pdf_instead_of_running_into_its_answer(
     assert "Head shape (HuSHeM classes) tapered tapered 60.0%" in text and "**" not in text
 
 
-def test_a_pcos_report_gives_the_criteria_as_the_page_reads_them_and_sizes_as_shown():
+def test_a_pcos_report_gives_the_criteria_as_the_page_reads_them_and_sizes_as_shown(tmp_path):
     """The report had no criteria line (nor "not judged"), and diameters to 2 decimals where the page shows and
     counts 1: "1.96 … 2–9 mm: yes" could be printed."""
     from core import follicles as fol
@@ -174,6 +175,12 @@ def test_a_pcos_report_gives_the_criteria_as_the_page_reads_them_and_sizes_as_sh
     assert rep_unticked.details["follicles unticked by the reviewer"] == "2"
     assert any(c.startswith("Follicles: green counted") for c, _ in rep_unticked.images)
     assert _pdf_text(rep_unticked.pdf())[0] == 1  # one page, legend and criteria included
+    url = f"sqlite:///{tmp_path / 'r.db'}"  # from History: the follicles redrawn on the kept image, ticks and all
+    kept = records.record(unticked, task="pcos", image=encode_png(pixels), input_size=image.size, url=url)
+    from_history = report.from_record(records.get(kept, url=url))
+    assert [c for c, _ in from_history.images][1].startswith("Follicles: green counted")
+    assert np.array_equal(from_history.images[1][1], unticked.images["follicles"])
+    records.dispose(url)
     first = rep.table[2][0][1]
     assert first == f"{review.extras['follicles'][0]['diameter_mm']:.1f}"
     assert fol.count_in_range([fol.Follicle.from_row(r) for r in review.extras["follicles"]]) >= 12
