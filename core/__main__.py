@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -34,6 +35,9 @@ def cmd_train(args) -> int:
     from .device import resolve
     from .tasks import task_module
 
+    if not Path(args.data).exists():  # "error: 2" or "need at least one array to stack" otherwise
+        log(f"error: {args.data} does not exist")
+        return 2
     path = task_module(args.model).train(args.model, Path(args.data), device=resolve(args.device),
                                          epochs=args.epochs, seed=args.seed)
     log(f"wrote {path}")
@@ -161,8 +165,22 @@ def main(argv=None) -> int:
             os.dup2(saved, 1)
             os.close(saved)
     if json_out and args.result is not None:
-        print(json.dumps(args.result, default=str), flush=True)
+        print(json.dumps(strict_json(args.result), default=str, allow_nan=False), flush=True)
     return code
+
+
+def strict_json(value):
+    """NaN and infinities as null: json.dumps writes them as NaN, which strict JSON parsers reject (e.g. mAP on a
+    set with no true heads)."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a numpy scalar
+        return strict_json(value.item())
+    return value
 
 
 if __name__ == "__main__":

@@ -184,3 +184,19 @@ def test_class_folders_the_native_reader_does_not_know_are_scored_image_by_image
         assert main(["evaluate", "timelapse-stage", str(tmp_path / "set"), "--split", "heldout"]) == 2  # no splits
     finally:
         shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
+
+
+def test_json_output_is_strict_json_and_train_names_a_missing_folder(tmp_path, capsys):
+    """`evaluate sperm-seg … --json` on fields without annotated heads printed "mask_map50": NaN, which strict JSON
+    parsers reject; `train timelapse-stage --data <missing>` said only "error: 2"."""
+    import json
+
+    import numpy as np
+
+    from core.__main__ import main, strict_json
+
+    assert strict_json({"a": float("nan"), "b": [np.float32(np.inf), 1.5], "c": np.int64(3)}) == \
+        {"a": None, "b": [None, 1.5], "c": 3}
+    json.loads(json.dumps(strict_json({"x": float("nan")}), allow_nan=False))
+    assert main(["train", "timelapse-stage", "--data", str(tmp_path / "missing")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
