@@ -138,6 +138,15 @@ def evaluate_classifier_outputs(card, name: str, frames: list[pd.DataFrame], met
     return store(card, name, predictions, metrics, meta)
 
 
+def documents_card(path) -> bool:
+    """Whether an evaluation of this data may refresh the model card: only the shared data the card documents (or a
+    set prepared from it in data_prepared/). An evaluation of anyone's own data is stored, never written into the
+    card: `evaluate --split heldout` on an outside set overwrote the shipped figures."""
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(root.resolve()) for root in (PROJECT_ROOT.parent / "shared" / "data",
+                                                                     PROJECT_ROOT / "data_prepared"))
+
+
 def copy_evaluations_to_card(model_id: str, names: dict[str, str], table, skip_stale: bool = False) -> None:
     """Copy stored evaluations (weights/<model_id>/eval/<name>, measured on this model file) into the card's
     [metrics."<label>"] tables: `names` maps eval name -> card label, `table(name, metrics)` builds one table, to

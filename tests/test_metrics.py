@@ -497,3 +497,13 @@ def test_headline_skips_generated_sets_and_names_each_outputs_main_figures():
                          "quality_roc_auc": 0.7022, "quality_D3_roc_auc": 0.2357, "note": "text"}})
     assert metrics.headline(card) == ("real/heldout", "stage accuracy 0.871 · quality ROC-AUC 0.702")
     assert metrics.headline(SimpleNamespace(outputs=["x"], metrics={"a": {"n": 3}})) is None
+
+
+def test_only_the_shared_data_refreshes_a_model_card(tmp_path):
+    """`evaluate pcos THEIR_SET --split heldout` (and timelapse, sperm-seg, embryo-grade likewise) wrote the outside
+    set's figures into the shipped card.toml; an evaluation is stored, and only the documented data touches the card."""
+    from core import PROJECT_ROOT
+
+    assert evaluation.documents_card(PROJECT_ROOT.parent / "shared" / "data" / "pcos" / "pcosgen")
+    assert evaluation.documents_card(PROJECT_ROOT / "data_prepared" / "embryo-optics" / "relief")
+    assert not evaluation.documents_card(tmp_path / "pcosgen")

@@ -372,7 +372,7 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
 
     from ..audit import phash
     from ..datasets.embryo import load_rgb, read_any
-    from ..evaluation import classification_metrics, predictions_frame, readable, store
+    from ..evaluation import classification_metrics, documents_card, predictions_frame, readable, store
 
     items, layouts = read_any(Path(path))
     excluded = 0
@@ -448,6 +448,6 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
     result = store(model.card, name, predictions, metrics, meta)
     from ..embryo_training import CARD_EVALUATIONS, update_card_metrics
 
-    if split == "heldout" and name in CARD_EVALUATIONS:
+    if split == "heldout" and name in CARD_EVALUATIONS and documents_card(path):
         update_card_metrics()
     return result

@@ -1049,7 +1049,7 @@ def segmentation_metrics(results: list[tuple[list[dict], list[dict]]]) -> dict:
 def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict:
     import pandas as pd
 
-    from ..evaluation import readable, store
+    from ..evaluation import documents_card, readable, store
 
     model = registry.load(SEG, device)
     splits = ds.parsing_splits(path)
@@ -1082,7 +1082,7 @@ def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict
     result = store(model.card, eval_name, pd.DataFrame(rows), metrics, {
         "data": str(path), "layout": "sperm-parsing", "split": split or "all",
         "excluded_seen_in_training": excluded, "n": len(rows), "skipped": skipped})
-    if split == "heldout" and path.name == "sperm_parsing_v2":
+    if split == "heldout" and path.name == "sperm_parsing_v2" and documents_card(path):
         from ..evaluation import copy_evaluations_to_card
 
         copy_evaluations_to_card(SEG, {eval_name: "sperm_parsing_v2/heldout"}, lambda _, m: {

@@ -698,7 +698,7 @@ def summarise_loeo(result: dict, kind: str) -> dict:
 
 def evaluate(model_id: str, path: Path, name: str, split: str | None, device: str) -> dict:
     """Every embryo of a Gomez layout (or blastocyst-crop folder) as a sequence in frame order; annotated frames only."""
-    from ..evaluation import evaluate_classifier_outputs, predictions_frame, readable
+    from ..evaluation import documents_card, evaluate_classifier_outputs, predictions_frame, readable
     from ..imageio import read_image
 
     if split not in (None, "heldout", "train"):
@@ -765,7 +765,7 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                 rows.assign(ok=rows["decoded"] == rows["true"]).groupby("true")["ok"].mean().mean())
     folder = model.card.folder / "eval" / name
     (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    if split:
+    if split and documents_card(path):
         _write_card_metrics(model.card.folder, f"{name}/{split}", result["metrics"], name)
     return result
 
