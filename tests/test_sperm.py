@@ -195,6 +195,11 @@ def test_class_folders_and_mhsma_readers(tmp_path):
     assert ds.is_mhsma(mh) and ds.mhsma_splits(mh) == ["valid"]
     x, y = ds.read_mhsma(mh, "valid")
     assert x.shape == (3, 64, 64) and list(y) == [0, 1, 0]
+    # a download unpacked into its own folder is read as its native layout (wrapped HuSHeM lost its normal output)
+    (tmp_path / "download" / "HuSHeM").mkdir(parents=True)
+    (tmp_path / "heads").rename(tmp_path / "download" / "HuSHeM" / "heads")
+    assert ds.head_set_root(tmp_path / "download") == tmp_path / "download" / "HuSHeM" / "heads"
+    assert ds.head_set_root(tmp_path) == tmp_path / "mhsma" and ds.head_set_root(mh) == mh
 
 
 def test_head_reading_averages_its_turns_and_mirror_images():

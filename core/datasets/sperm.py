@@ -79,6 +79,16 @@ def read_class_folders(root: Path) -> list[HeadItem]:
     return items
 
 
+def head_set_root(root: Path) -> Path:
+    """The folder holding head class folders or MHSMA arrays: the one given, or one or two levels below it (a download
+    unpacked into its own folder, e.g. HuSHeM/01_Normal/…, which was otherwise read as plain class folders and lost
+    the normal/abnormal output)."""
+    if not root.is_dir():
+        return root
+    below = [p for pattern in ("*", "*/*") for p in sorted(root.glob(pattern)) if p.is_dir()]
+    return next((p for p in [root, *below] if is_mhsma(p) or is_class_folders(p)), root)
+
+
 # --- MHSMA ----------------------------------------------------------------------------------------------
 
 def mhsma_splits(root: Path) -> list[str]:

@@ -891,6 +891,7 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
     model = registry.load(HEAD, device)
     card = model.card
     names, images, normal, shape, skipped = [], [], [], [], []
+    path = ds.head_set_root(path)
     if ds.is_mhsma(path):
         splits = ds.mhsma_splits(path)
         if split:
