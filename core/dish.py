@@ -600,7 +600,7 @@ def yolo_layout(path: Path) -> Path:
     raise ValueError(f"{path}: not a YOLO detection layout (expected images/ and labels/, or data.yaml)")
 
 
-def evaluate_dish(path: Path, name: str, device: str | None = None) -> dict:
+def evaluate_dish(path: Path, name: str, device: str | None = None, split: str | None = None) -> dict:
     import tempfile
 
     import pandas as pd
@@ -611,6 +611,12 @@ def evaluate_dish(path: Path, name: str, device: str | None = None) -> dict:
     from .evaluation import readable, store
 
     images = yolo_layout(path)
+    if split:  # images/<split>/ of the layout; it was ignored without a word, and every split scored
+        found = sorted(p.name for p in images.iterdir() if p.is_dir())
+        if not (images / split).is_dir():
+            raise ValueError(f"{images}: no split {split!r}" + (f"; found {', '.join(found)}" if found else
+                                                                 " (no split folders)"))
+        images = images / split
     model = registry.load(DISH_ID, device)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "data.yaml"

@@ -200,3 +200,26 @@ def test_json_output_is_strict_json_and_train_names_a_missing_folder(tmp_path, c
     json.loads(json.dumps(strict_json({"x": float("nan")}), allow_nan=False))
     assert main(["train", "timelapse-stage", "--data", str(tmp_path / "missing")]) == 2
     assert "missing does not exist" in capsys.readouterr().err
+
+
+def test_a_dish_set_evaluated_on_one_of_its_splits_scores_that_split_only(tmp_path, capfd):
+    """`evaluate embryo-dish SET --split val` ignored the flag without a word and scored images/train/ too."""
+    from core.__main__ import main
+
+    try:
+        card = registry.card("embryo-dish")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"embryo-dish is not installed: {exc}")
+    root, _ = yolo_dishes(tmp_path / "data")
+    (root / "images" / "val" / "broken.jpg").unlink()
+    shutil.copytree(root / "images" / "val", root / "images" / "train")
+    shutil.copytree(root / "labels" / "val", root / "labels" / "train")
+    (root / "images" / "train" / "dish0.png").rename(root / "images" / "train" / "dish9.png")
+    try:
+        assert main(["evaluate", "embryo-dish", str(root), "--split", "val", "--name", NAME, "--json"]) == 0
+        out = capfd.readouterr().out.strip().splitlines()[-1]  # in-process, Ultralytics' own log lines come first
+        assert json.loads(out)["metrics"]["embryos"]["n_images"] == 2
+        assert main(["evaluate", "embryo-dish", str(root), "--split", "test", "--name", NAME]) == 2
+        assert "no split 'test'; found train, val" in capfd.readouterr().err
+    finally:
+        shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)

@@ -363,7 +363,7 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
     if model_id == DISH_ID:
         from ..dish import evaluate_dish
 
-        return evaluate_dish(path, name=name, device=device)
+        return evaluate_dish(path, name=name, device=device, split=split)
     return evaluate_grade(path, name=name, split=split, device=device)
 
 
