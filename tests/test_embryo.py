@@ -649,3 +649,24 @@ def test_grader_reads_its_card_views_so_a_quarter_turn_changes_nothing():
     turned = model.predict([np.ascontiguousarray(np.rot90(crop))])
     for output, p in model.predict([crop]).items():
         assert np.allclose(p, turned[output], atol=1e-4)
+
+
+@needs_grade
+def test_split_names_a_layouts_own_split_as_well_as_the_held_out_groups(tmp_path):
+    """DESIGN: `--split NAME` restricts an evaluation to one of the labelled splits it finds; a Hung Vuong set with
+    train.csv and test.csv answered `--split test` with "unknown split 'test': use 'heldout' or 'train'"."""
+    root = tmp_path / "hv"
+    for table, stage, seed in (("train", "cleavage", 1), ("test", "blastocyst", 2)):
+        write_png(root / table / f"D{3 if stage == 'cleavage' else 5}_{seed:03d}.jpg",
+                  synthetic.embryo(stage, seed=seed)[0])
+        pd.DataFrame({"image": [f"D{3 if stage == 'cleavage' else 5}_{seed:03d}.jpg"], "class": [1]}).to_csv(
+            root / f"{table}.csv", index=False)
+    try:
+        result = task.evaluate(task.GRADE_ID, root, name="split-test", split="test", device="cpu")
+        assert result["n"] == 1 and result["metrics"]["stage"]["n_per_class"]["blastocyst"] == 1
+        with pytest.raises(ValueError, match="no split 'val'.*test, train"):
+            task.evaluate(task.GRADE_ID, root, name="split-test", split="val", device="cpu")
+    finally:
+        import shutil
+
+        shutil.rmtree(registry.card(task.GRADE_ID).folder / "eval" / "split-test", ignore_errors=True)
