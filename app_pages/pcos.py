@@ -162,10 +162,10 @@ def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
                        "judging the follicle number.", icon=":material/info:")
     st.caption("Follicle number is one way to see polycystic ovarian morphology (PCOM), itself one of the three "
                "Rotterdam features; an ovarian volume over 10 mL (10 mL or more in the 2018/2023 guideline) is the "
-               "other (and the one to use on transabdominal or older scanners), and ultrasound is not advised for diagnosis within 8 years of "
-               "menarche. The criteria count follicles across the whole ovary (every plane of a sweep), one ovary "
-               "at a time: one frame shows one plane, so its count is a lower bound for that ovary. The saved "
-               "record and its report keep your ticks.")
+               "other (and the one to use on transabdominal or older scanners), and ultrasound is not advised for "
+               "diagnosis within 8 years of menarche. The criteria count follicles across the whole ovary (every "
+               "plane of a sweep), one ovary at a time: one frame shows one plane, so its count is a lower bound "
+               "for that ovary. The saved record and its report keep your ticks.")
     return review
 
 
@@ -180,8 +180,9 @@ def validation_note() -> None:
             "Classical image processing, no learning: the scanned region is found and burned-in marks are removed, "
             "the speckle is smoothed, regions much darker than the surrounding tissue are kept, touching follicles "
             "are separated, and only round, solid regions are kept; a region cut by the frame or the edge of the scan "
-            "is left out (it is no whole follicle), and so is one found inside a larger one. Each diameter is the mean of the two axes of an "
-            "ellipse fitted to the edge, placed half-way between the follicle's inside and the tissue around it.\n\n"
+            "is left out (it is no whole follicle), and so is one found inside a larger one. Each diameter is the "
+            "mean of the two axes of an ellipse fitted to the edge, placed half-way between the follicle's inside and "
+            "the tissue around it.\n\n"
             "There are no follicle annotations in the public data, so it was checked in two ways: on **generated "
             "ovaries** with follicles of known number and size (the test suite requires the exact count and every "
             "diameter within 0.5 mm on each of them), and **by eye on real PCOSGen frames**, where it finds clear "
@@ -209,9 +210,8 @@ else:
         overlay_slot = st.empty()
         review = follicle_view(image, pred)
     validation_note()
-    # one record per frame: a new calibration, like a tick, revises it (the uncalibrated analysis is the original)
-    first = pred if mm_per_px is None else analyse(image.sha256, image.name, None, CARD.version, image)
-    record_prediction(review, "pcos", image=image, original=first)
+    # one record per frame: a new calibration, like a tick, revises it
+    record_prediction(review, "pcos", image=image, revises=f"{image.sha256}@{CARD.version}")
     with st.expander("What-if: change the image and watch the answer move"):
         from ui.whatif import whatif_panel
 

@@ -206,9 +206,8 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     summary_view(summary)
     for warning in summary["warnings"]:
         st.warning(f"{warning} (Calibration is beside the upload.)", icon=":material/straighten:")
-    # one record per field: a new calibration or criterion revises it (the default reading is the original)
-    first = analyse(image.sha256, image.name, morphometry.DEFAULT_UM_PER_PX, False, versions, image)
-    record_prediction(pred, "sperm", image=image, original=first)
+    # one record per field: a new calibration or criterion revises it
+    record_prediction(pred, "sperm", image=image, revises=f"{image.sha256}@{versions}")
     st.image(pred.images["overlay"], width="stretch",
              caption="Green: normal · red: abnormal (classifier) · blue: not classified · grey: cut by the border, "
                      "not scored. Numbers match the table. "

@@ -331,7 +331,7 @@ else:
             st.warning(f"{span_h:.0f} h is longer than embryo culture lasts (up to 7 days): check the minutes between "
                        "frames. Event hours are wrong if it is not the interval between acquisitions.",
                        icon=":material/schedule:")
-        record_prediction(pred, "timelapse", original=staged)  # one record per staging, re-timed in place
+        record_prediction(pred, "timelapse", revises=f"{key}@{CARD.version}")  # one per staging, re-timed in place
         frame = frame_picker(len(seq), task.burst_frames(pred.extras["burst_strength"]))
         st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")
         st.caption("Top: probability of each stage at each frame. Middle: the stage path forced to move forward only "

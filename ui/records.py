@@ -99,18 +99,19 @@ def case_controls() -> None:
 
 
 def record_prediction(prediction, task: str, image=None, whatif: dict | None = None, *, show: bool = True,
-                      original=None) -> int | None:
+                      revises: str | None = None) -> int | None:
     """Store a prediction in the case records once (reruns of the page do not duplicate it) and, with show, say so
     and offer its report. image: the input (InputImage or RGB array), kept only when "keep image" is ticked.
-    original: the model's prediction before the user's review, when `prediction` is that review (e.g. follicles
-    unticked): the record is kept once per original and updated as the review changes.
+    revises: what the record is of (e.g. the image's sha256 and the model version), when the user can change the
+    result in place (untick follicles, calibrate, re-time a sequence): one record per such key, revised as
+    `prediction` changes.
     Returns the record id, or None when the database could not be written (a warning is shown; the page goes on)."""
     case_code = (st.session_state.get("case_code") or "").strip() or None
     keep = bool(st.session_state.get("keep_image"))
     user = current_user()
     pixels = getattr(image, "pixels", image)
-    key = _fingerprint(original or prediction, task, whatif, user)
-    review = key if original is None else _fingerprint(prediction, task, whatif, user)
+    review = _fingerprint(prediction, task, whatif, user)
+    key = review if revises is None else _fingerprint(revises, task, whatif, user)
     seen = st.session_state.setdefault("_recorded", {})
     try:
         if key not in seen:
@@ -160,6 +161,8 @@ def report_downloads(make_report, key: str, stem: str) -> None:
 
 
 def _fingerprint(prediction, task, whatif, user) -> str:
-    summary = {k: v for k, v in prediction.summary().items() if k != "timings_ms"}
+    """prediction: a Prediction, or a key string standing for what a record is of."""
+    summary = prediction if isinstance(prediction, str) else \
+        {k: v for k, v in prediction.summary().items() if k != "timings_ms"}
     blob = json.dumps([task, summary, whatif, user.name if user else None], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
