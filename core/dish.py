@@ -583,21 +583,52 @@ def fill_card_metrics(names: dict[str, str]) -> None:
 YOLO_IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def yolo_layout(path: Path) -> Path:
-    """The images/ folder of a YOLO detection layout: PATH/images, or the val (else test) split of PATH/data.yaml."""
+def _yaml_folder(base: Path, entry) -> Path | None:
+    """A data.yaml split entry as a folder, read as Ultralytics reads it (Roboflow writes '../valid/images')."""
+    if not isinstance(entry, str):
+        return None
+    for text in (entry, entry.removeprefix("../")):
+        if (base / text).is_dir():
+            return base / text
+    return None
+
+
+def yolo_layout(path: Path, split: str | None = None) -> Path:
+    """The images folder to score in a YOLO detection layout: PATH/images (its images/<split>/ with --split), else a
+    data.yaml split (val, else test, or the one named), else a Roboflow export's <split>/images (valid, val, test)."""
     import yaml
 
     path = Path(path)
     if (path / "images").is_dir():
-        return path / "images"
+        images = path / "images"
+        if not split:
+            return images
+        if (images / split).is_dir():
+            return images / split
+        found = sorted(p.name for p in images.iterdir() if p.is_dir())
+        raise ValueError(f"{images}: no split {split!r}" + (f"; found {', '.join(found)}" if found else
+                                                             " (no split folders)"))
+    cfg = {}
     if (path / "data.yaml").is_file():
         cfg = yaml.safe_load((path / "data.yaml").read_text()) or {}
-        base = Path(cfg.get("path") or path)
-        base = base if base.is_absolute() else path / base
-        for key in ("val", "test"):
-            if cfg.get(key) and (base / cfg[key]).is_dir():
-                return base / cfg[key]
-    raise ValueError(f"{path}: not a YOLO detection layout (expected images/ and labels/, or data.yaml)")
+    base = Path(cfg.get("path") or path)
+    base = base if base.is_absolute() else path / base
+    for key in [split] if split else ["val", "test"]:
+        if cfg.get(key) and (folder := _yaml_folder(base, cfg[key])):
+            return folder
+    exports = [s for s in ([split] if split else ["valid", "val", "test"]) if (path / s / "images").is_dir()]
+    if exports:
+        return path / exports[0] / "images"
+    if split:
+        raise ValueError(f"{path}: no split {split!r} (neither in data.yaml nor a {split}/images folder)")
+    raise ValueError(f"{path}: not a YOLO detection layout (expected images/ and labels/, data.yaml, or "
+                     "valid/images and valid/labels)")
+
+
+def _split_name(images: Path, root: Path) -> str:
+    parts = [p for p in images.resolve().relative_to(root.resolve()).parts if p != "images"] \
+        if images.resolve().is_relative_to(root.resolve()) else [images.name]
+    return "/".join(parts) or "every image in the folder"
 
 
 def evaluate_dish(path: Path, name: str, device: str | None = None, split: str | None = None) -> dict:
@@ -610,21 +641,20 @@ def evaluate_dish(path: Path, name: str, device: str | None = None, split: str |
     from .datasets.embryo import load_rgb
     from .evaluation import readable, store
 
-    images = yolo_layout(path)
-    if split:  # images/<split>/ of the layout; it was ignored without a word, and every split scored
-        found = sorted(p.name for p in images.iterdir() if p.is_dir())
-        if not (images / split).is_dir():
-            raise ValueError(f"{images}: no split {split!r}" + (f"; found {', '.join(found)}" if found else
-                                                                 " (no split folders)"))
-        images = images / split
+    images = yolo_layout(path, split)
+    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in YOLO_IMAGE_TYPES)  # images/val/… too
+    # Ultralytics leaves a labels cache beside the user's labels: remove it unless it was there before
+    caches = {Path(img2label_paths([str(p)])[0]).parent.with_suffix(".cache") for p in files}
+    caches = {c for c in caches if not c.exists()}
     model = registry.load(DISH_ID, device)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "data.yaml"
         cfg.write_text(f"path: {images.parent.resolve()}\ntrain: {images.name}\nval: {images.name}\nnames:\n  0: embryo\n")
         res = model.net.val(data=str(cfg), imgsz=IMGSZ, batch=8, device=model.device, plots=False, verbose=False,
                             workers=0, project=tmp, name="val", conf=0.001)
+    for cache in caches:
+        cache.unlink(missing_ok=True)
     rows, skipped = [], []
-    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in YOLO_IMAGE_TYPES)  # images/val/… too
     for start in range(0, len(files), 32):
         chunk, pixels, bad = readable(files[start:start + 32], load_rgb)
         skipped += bad
@@ -647,7 +677,7 @@ def evaluate_dish(path: Path, name: str, device: str | None = None, split: str |
             src: {"n_images": len(g), "count_exact": float((g["true"] == g["pred"]).mean()),
                   "count_mae": float((g["true"] - g["pred"]).abs().mean())}
             for src, g in frame.groupby("source") if src}
-    split = images.parent.name if images.parent.resolve() != Path(path).resolve() else "every image in the folder"
-    meta = {"data_path": str(Path(path).resolve()), "layout": "yolo-detection", "images": str(images), "split": split,
+    meta = {"data_path": str(Path(path).resolve()), "layout": "yolo-detection", "images": str(images),
+            "split": _split_name(images, Path(path)),
             "imgsz": IMGSZ, "conf_for_counts": registry.card(DISH_ID).get("conf", 0.25), "skipped": skipped}
     return store(model.card, name, frame, metrics, meta)

@@ -223,3 +223,31 @@ def test_a_dish_set_evaluated_on_one_of_its_splits_scores_that_split_only(tmp_pa
         assert "no split 'test'; found train, val" in capfd.readouterr().err
     finally:
         shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
+
+
+def test_a_roboflow_export_is_read_and_the_users_folder_is_left_as_it_was(tmp_path):
+    """A Roboflow YOLO export (data.yaml with '../valid/images', valid/images + valid/labels) was refused as "not a
+    YOLO detection layout"; and Ultralytics' labels cache was left in the user's set after every evaluation."""
+    from core import dish
+
+    try:
+        card = registry.card("embryo-dish")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"embryo-dish is not installed: {exc}")
+    built, _ = yolo_dishes(tmp_path / "built")
+    root = tmp_path / "export"
+    for part in ("images", "labels"):
+        shutil.copytree(built / part / "val", root / "valid" / part)
+    (root / "valid" / "images" / "broken.jpg").unlink()
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['embryo']\n")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert dish.yolo_layout(root) == root / "valid" / "images"
+    with pytest.raises(ValueError, match="no split 'test'"):
+        dish.yolo_layout(root, "test")
+    try:
+        result = dish.evaluate_dish(root, NAME, device="cpu")
+        assert result["metrics"]["embryos"]["n_images"] == 2
+        assert json.loads((card.folder / "eval" / NAME / "meta.json").read_text())["split"] == "valid"
+    finally:
+        shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
