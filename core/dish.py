@@ -593,12 +593,19 @@ def _yaml_folder(base: Path, entry) -> Path | None:
     return None
 
 
+def is_yolo_layout(path: Path) -> bool:
+    return ((path / "images").is_dir() and (path / "labels").is_dir() or (path / "data.yaml").is_file()
+            or any((path / s / "images").is_dir() for s in ("valid", "val", "test")))
+
+
 def yolo_layout(path: Path, split: str | None = None) -> Path:
     """The images folder to score in a YOLO detection layout: PATH/images (its images/<split>/ with --split), else a
     data.yaml split (val, else test, or the one named), else a Roboflow export's <split>/images (valid, val, test)."""
     import yaml
 
-    path = Path(path)
+    from .datasets import layout_root
+
+    path = layout_root(path, is_yolo_layout)
     if (path / "images").is_dir():
         images = path / "images"
         if not split:

@@ -93,15 +93,18 @@ CASES = {  # model: (dataset builder, images the evaluation must still score)
 }
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["as-given", "unpacked-one-level-down"])
 @pytest.mark.parametrize("model_id", list(CASES))
-def test_bad_files_are_skipped_listed_and_the_rest_scored(model_id, tmp_path):
+def test_bad_files_are_skipped_listed_and_the_rest_scored(model_id, nested, tmp_path):
+    """Nested: a download unpacked into its own folder (the Sperm Parsing, PCOSGen and YOLO sets were refused)."""
     try:
         card = registry.card(model_id)
         registry.load(model_id, "cpu")
     except (KeyError, registry.CardError) as exc:
         pytest.skip(f"{model_id} is not installed: {exc}")
     build, n_scored = CASES[model_id]
-    root, bad = build(tmp_path / "data")
+    root, bad = build(tmp_path / "data" / "download" if nested else tmp_path / "data")
+    root = tmp_path / "data" if nested else root
     try:
         # a real process: stdout must hold the JSON object alone (Ultralytics logs to sys.stdout)
         run = subprocess.run([sys.executable, "-m", "core", "evaluate", model_id, str(root), "--name", NAME, "--json"],

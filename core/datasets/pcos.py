@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..audit import connected_groups
+from . import layout_root
 
 LABELS = ["healthy", "pcos"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -124,7 +125,7 @@ def read_class_folders(root: Path) -> list[Item]:
 def read_dataset(root: Path) -> tuple[list[Item], str, dict]:
     """Items of a PCOSGen or class-per-folder root (exact duplicates handled, video groups assigned), the layout's
     name, and what was done to the items."""
-    root = Path(root)
+    root = layout_root(root, is_pcosgen)
     if is_pcosgen(root):
         items, layout = read_pcosgen(root), "pcosgen"
     else:

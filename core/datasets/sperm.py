@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..imageio import ImageInputError
+from . import layout_root
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SHAPES = ["normal", "tapered", "pyriform", "amorphous"]
@@ -80,13 +81,9 @@ def read_class_folders(root: Path) -> list[HeadItem]:
 
 
 def head_set_root(root: Path) -> Path:
-    """The folder holding head class folders or MHSMA arrays: the one given, or one or two levels below it (a download
-    unpacked into its own folder, e.g. HuSHeM/01_Normal/…, which was otherwise read as plain class folders and lost
-    the normal/abnormal output)."""
-    if not root.is_dir():
-        return root
-    below = [p for pattern in ("*", "*/*") for p in sorted(root.glob(pattern)) if p.is_dir()]
-    return next((p for p in [root, *below] if is_mhsma(p) or is_class_folders(p)), root)
+    """The folder holding head class folders or MHSMA arrays (plain class folders one level up lost the normal/abnormal
+    output)."""
+    return layout_root(root, lambda p: is_mhsma(p) or is_class_folders(p))
 
 
 # --- MHSMA ----------------------------------------------------------------------------------------------

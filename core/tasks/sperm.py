@@ -1053,6 +1053,7 @@ def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict
     from ..evaluation import documents_card, readable, store
 
     model = registry.load(SEG, device)
+    path = ds.layout_root(path, ds.is_parsing_root)
     splits = ds.parsing_splits(path)
     if not splits:
         raise ValueError(f"{path}: not the Sperm Parsing layout (annotations/<split>.json + <split>_img/)")
