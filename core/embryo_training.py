@@ -1,6 +1,6 @@
 """Training of `embryo-grade`: a small two-headed CNN, from scratch, on every single-embryo image we have.
 
-Recipe (a few hundred colour day-3/day-5 photos plus grey EmbryoScope frames of 11 embryos):
+Recipe (a few hundred colour day-3/day-5 photos plus grey EmbryoScope frames of 9 training embryos; 2 more held out):
 - input: the normalised embryo crop (core.tasks.embryo.embryo_crop), grey, 128 px, per-image standardised, so
   framing, colour and exposure of one microscope cannot become a shortcut for the stage; size, length and edge
   bands were chosen on an inner split of the training groups (`select_recipe`, never the held-out groups);
@@ -9,7 +9,7 @@ Recipe (a few hundred colour day-3/day-5 photos plus grey EmbryoScope frames of 
 - stage: trained on Hung Vuong day 3 (cleavage), good day 5 (blastocyst) and the Gomez frames; the loss is
   balanced per (image source, stage) so that neither the source nor its class mix predicts the stage;
   poor day-5 images (stage unknown) and Gomez frames (quality unknown) are masked out of that output's loss;
-- quality: Hung Vuong only, balanced per (day, class) so the 18 good day-3 images weigh as much as the rest;
+- quality: Hung Vuong only, balanced per (day, class) so the 14 good day-3 training images weigh as much as the rest;
 - in near-duplicate groups whose labels disagree that output is masked; held-out groups (stable hash) are never seen.
 """
 from __future__ import annotations
@@ -373,10 +373,10 @@ def write_card(folder: Path, path: Path, data: Path, epochs: int, seed: int, tra
         "intended_use": "Research demonstration: suggests the developmental stage (cleavage vs blastocyst) and a "
                         "good / not-good quality call for one embryo in a bright-field or time-lapse image, to "
                         "compare with an embryologist's own assessment. Not for clinical selection.",
-        "limitations": "Quality was learned from one clinic's labels only (Hung Vuong; 18 good day-3 images), so it "
+        "limitations": "Quality was learned from one clinic's labels only (Hung Vuong; 14 good day-3 images in training), so it "
                        "carries that clinic's grading habits; for day-3 embryos it is no better than chance on the "
                        "held-out photos (see quality_D3 figures). Stage was learned from "
-                       "two microscopes (Hung Vuong colour photos, EmbryoScope grey frames of 11 embryos); morulae, "
+                       "two microscopes (Hung Vuong colour photos, EmbryoScope grey frames of 9 training embryos); morulae, "
                        "arrested or fragmented embryos and unusual optics may be mis-staged: on the held-out "
                        "photos a vignette (light falling off towards the corners) lowered stage balanced accuracy "
                        "(the heldout-pooled tables) from 0.93 to 0.67, and relief shading as modulation-contrast "

@@ -301,7 +301,7 @@ def quality_caveat(pred: Prediction, grey: bool) -> str | None:
         return ("For cleavage-stage (day-3) embryos the quality call is not reliable: on held-out day-3 photos"
                 + (f" (n = {n})" if n else "") + f" its ROC-AUC was {held['quality_D3_roc_auc']:.2f} and balanced "
                 f"accuracy {held.get('quality_D3_balanced_accuracy', float('nan')):.2f} (0.5 is chance); it was "
-                "learned from 18 good day-3 photos of one clinic.")
+                "learned from 14 good day-3 photos of one clinic.")
     return None
 
 

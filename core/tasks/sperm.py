@@ -396,7 +396,8 @@ def _train_head(root: Path, recipe: dict, seed: int, out: Path, device: str, tra
                        "unknown.",
         "metrics": {
             "hushem/5fold-cv": {"shape_" + k: v for k, v in _metrics_row(m_cv_shape).items()}
-            | {"normal_" + k: v for k, v in _metrics_row(m_cv_normal).items() if k != "n"},
+            | {"normal_" + k: v for k, v in _metrics_row(m_cv_normal).items() if k != "n"}
+            | {"evaluation": CV_EVALUATION},
             "mhsma/valid": _metrics_row(m_valid) | {"excluded_seen_in_training": int((~unseen).sum()),
                                                     "evaluation": "mhsma-valid"},
         },
@@ -584,7 +585,7 @@ def _train_seg(root: Path, recipe: dict, seed: int, out: Path, device: str, trai
                            "(core.datasets.sperm.heldout), never trained on; evaluate with --split heldout"}],
         "intended_use": "Research demonstration: find every sperm head in a stained bright-field micrograph and "
                         "outline its acrosome, nucleus and vacuoles for morphometry; not for diagnosis.",
-        "limitations": "Trained from scratch on ~410 fields of one lab, stain and microscope (Sperm Parsing v2, "
+        "limitations": "Trained from scratch on 392 fields of one lab, stain and microscope (Sperm Parsing v2, "
                        "1280×1024). Other stains, magnifications and unstained fields are untested; heads "
                        "that overlap heavily may merge; parts (vacuoles especially) are small at 640 px.",
     }
