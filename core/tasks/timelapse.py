@@ -908,6 +908,8 @@ def training_coverage(pool: Pool) -> str:
 def data_description(data: Path) -> list[dict]:
     """What the model was trained and held out on, per dataset (written into the card)."""
     layouts = find_layouts(data)
+    split = (f"by embryo: held out when int(sha256(embryo id)[:8], 16) % 100 < {HELDOUT_PERCENT} or the embryo has "
+             f"fewer than {MIN_SEQUENCE} frames; `evaluate --split heldout` selects exactly these embryos")
     out = []
     for root in layouts["gomez"]:
         embryos = [(e.name, len(e.frames)) for e in gomez.read_dataset(root)]
@@ -916,20 +918,17 @@ def data_description(data: Path) -> list[dict]:
         out.append({"dataset": f"Gomez et al. 2022 time-lapse, central focal plane ({root.name})", "licence": "CC BY 4.0",
                      "trained_on": f"{len(train)} embryos: " + ", ".join(train[:20]) + (" …" if len(train) > 20 else ""),
                      "held_out": f"{len(held)} embryos: " + ", ".join(held[:20]) + (" …" if len(held) > 20 else ""),
-                     "labels": "16 annotated phases per frame; unannotated frames unused"})
+                     "labels": "16 annotated phases per frame; unannotated frames unused", "split": split})
     for folder in layouts["crops"]:
         groups = {n: len(v) for n, v in gomez.read_blastocyst_crops(folder).items()}
         out.append({"dataset": f"Gomez 2022 blastocyst crops ({folder.name})", "licence": "CC BY 4.0",
                      "trained_on": ", ".join(n for n, k in groups.items() if not is_heldout(n, k)),
                      "held_out": ", ".join(n for n, k in groups.items() if is_heldout(n, k)),
-                     "labels": "stage only (blastocyst); phase trained as 'one of tSB/tB/tEB/tHB'"})
+                     "labels": "stage only (blastocyst); phase trained as 'one of tSB/tB/tEB/tHB'", "split": split})
     for folder in layouts["hungvuong"]:
         out.append({"dataset": "Hung Vuong day-3 / day-5 images", "licence": "competition data, research only",
                      "trained_on": "all D3_ (cleavage) and good D5_ (blastocyst) images, per-frame encoder only",
                      "held_out": "none (not a time-lapse set; not used for any reported figure)"})
-    out.append({"split": f"by embryo: held out when int(sha256(embryo id)[:8], 16) % 100 < {HELDOUT_PERCENT} or a "
-                         f"Gomez/crop embryo has fewer than {MIN_SEQUENCE} frames; `evaluate --split heldout` selects "
-                         "exactly these embryos"})
     return out
 
 
