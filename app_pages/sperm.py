@@ -17,7 +17,7 @@ from ui.common import UPLOAD_TYPES, card_expander, read_upload
 from ui.records import record_prediction
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
-SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "who_normal": "WHO normal",  # verdicts first
+SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "who_normal": "within WHO ranges",  # verdicts first
          "at_border": "at border (not scored)", "who_outside": "outside WHO range", "shape": "shape",
          "length_um": "length (µm)", "width_um": "width (µm)", "ratio": "length/width", "area_um2": "area (µm²)",
          "perimeter_um": "perimeter (µm)", "ellipticity": "ellipticity", "acrosome_pct": "acrosome (% head)",
@@ -27,8 +27,9 @@ st.title("Sperm head morphology")
 st.markdown(
     "Upload a **stained bright-field field** (e.g. Papanicolaou or Diff-Quik, 100× objective) to find every sperm "
     "head, measure it in micrometres against the WHO reference ranges and classify it; the page gives the "
-    "percentage of normal forms by the classifier and by the WHO measurements, side by side. A **single-head "
-    "crop** is centred on its head and classified. Both are aids for your own reading of the slide."
+    "share of normal forms by the classifier, by the WHO head ranges and by both, with their 95 % intervals. A "
+    "**single-head crop** is classified (a stained one centred on its head first). Both are aids for your own "
+    "reading of the slide."
 )
 
 
@@ -137,9 +138,11 @@ def single_head_ui(image: InputImage) -> None:
     if HEAD_CARD is None:
         st.warning("The head classifier `sperm-head` is not installed.", icon=":material/warning:")
         return
-    frame = st.toggle("Centre on the head", value=True, key="sperm_frame_head",
+    frame = st.toggle("Centre on the head", value=task.should_frame(image.pixels),
+                      key=f"sperm_frame_head_{image.sha256[:12]}",
                       help=f"Crop the upload around the head, {task.CROP_FACTOR} head lengths wide, as the classifier "
-                           "was trained. Turn off for crops that are already tight (head about half the crop wide).")
+                           "learnt stained heads. Off by default for grey (unstained) crops, which it learnt as given "
+                           "(MHSMA: re-framing them lowered accuracy).")
     try:
         task.refuse_blank_crop(image)
     except ValueError as exc:
@@ -154,8 +157,11 @@ def single_head_ui(image: InputImage) -> None:
     cv = HEAD_CARD.metrics.get("hushem/5fold-cv", {})
     mh = HEAD_CARD.metrics.get("mhsma/valid", {})
     if cv or mh:
-        st.caption(f"Measured: HuSHeM 5-fold cross-validation shape accuracy {100 * cv.get('shape_accuracy', 0):.0f} %"
-                   f"; MHSMA official validation split normal/abnormal accuracy {100 * mh.get('accuracy', 0):.0f} %.")
+        st.caption(f"Measured: HuSHeM 5-fold cross-validation (stained) shape accuracy "
+                   f"{100 * cv.get('shape_accuracy', 0):.0f} %; MHSMA official validation split (unstained) "
+                   f"normal/abnormal accuracy {100 * mh.get('accuracy', 0):.0f} %, but balanced accuracy "
+                   f"{100 * mh.get('balanced_accuracy', 0):.0f} %: only {100 * mh.get('specificity', 0):.0f} % of "
+                   "its abnormal heads were called abnormal.")
     with st.expander("What-if: change the crop and watch the answer move"):
         from core.whatif import model_explain, model_predict
         from ui.whatif import whatif_panel
@@ -165,23 +171,31 @@ def single_head_ui(image: InputImage) -> None:
                      cache_key=f"{HEAD_CARD.id}@{HEAD_CARD.version}", wording=HEAD_CARD.wording)
 
 
+SUMMARY_FIGURES = (("classifier", "Normal (classifier)", "the head classifier's call"),
+                   ("who", "Within WHO ranges", "length, width, length/width and vacuoles inside the WHO ranges"),
+                   ("both", "Normal by both (strict)", "normal by the classifier and within the WHO head ranges, "
+                                                       "as strict criteria count a head: any doubt is abnormal"))
+LIMIT_BADGES = {"below": ":red-badge[below {limit} %]", "at or above": ":green-badge[at or above {limit} %]",
+                "undecided": ":gray-badge[too few heads to tell]"}
+
+
 def summary_view(summary: dict) -> None:
-    limit = morphometry.WHO_REFERENCE["normal_forms_lower_limit_pct"]
+    limit = f"{morphometry.WHO_REFERENCE['normal_forms_lower_limit_pct']:.0f}"
     cols = st.columns(4)
-    cols[0].metric("Heads found", summary["n_heads"], help="Heads touching the image border are shown but not scored.")
-    cols[1].metric("Heads scored", summary["n_scored"])
-    for col, key, label in ((cols[2], "classifier", "Normal forms (classifier)"),
-                            (cols[3], "who", "Normal forms (WHO, head only)")):
-        pct = summary[f"pct_normal_{key}"]
-        col.metric(label, "—" if pct is None else f"{pct:.0f} %")
-        if pct is not None:
-            col.markdown(f":red-badge[below {limit:.0f} %]" if summary[f"below_lower_limit_{key}"]
-                         else f":green-badge[at or above {limit:.0f} %]")
-    st.caption(f"Lower reference limit of normal forms: {limit:.0f} %. It applies to whole spermatozoa: both figures "
-               "here judge the head only (the WHO one: size, shape and vacuoles"
-               + (", acrosome" if summary["acrosome_criterion"] else "") + "), not the neck, midpiece or tail, so "
-               "they can be higher than a full strict-criteria count. One field holds few heads: WHO asks for at "
-               "least 200 assessed spermatozoa, so pool several fields before reading the percentage.")
+    cols[0].metric("Heads scored", f"{summary['n_scored']} of {summary['n_heads']}",
+                   help="Heads found; those touching the image border are shown but not scored.")
+    for col, (key, label, meaning) in zip(cols[1:], SUMMARY_FIGURES):
+        pct, interval = summary.get(f"pct_normal_{key}"), summary.get(f"ci95_normal_{key}")
+        col.metric(label, "—" if pct is None else f"{pct:.0f} %", help=meaning.capitalize() + ".")
+        if pct is not None and interval:
+            col.markdown(LIMIT_BADGES[summary[f"vs_lower_limit_{key}"]].format(limit=limit)
+                         + f"  \n95 % interval {interval[0]:.0f}–{interval[1]:.0f} %")
+    st.caption(f"Lower reference limit of normal forms: {limit} % (WHO 2021), for at least 200 assessed spermatozoa. "
+               f"With {summary['n_scored']} scored heads a share is only known within its 95 % interval; the badge "
+               "says below or above the limit only when the whole interval is. All three figures judge the head "
+               "alone (not the neck, midpiece or tail), so they can be higher than a full strict-criteria count. "
+               "The classifier does not see head size (every crop is scaled to the head); the WHO ranges depend on "
+               "the calibration" + (" and here include the acrosome" if summary["acrosome_criterion"] else "") + ".")
 
 
 def histograms(table: pd.DataFrame) -> go.Figure:
@@ -237,7 +251,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     scored = table[~table["at_border"]]
     st.plotly_chart(histograms(scored), width="stretch", key="sperm_hist")
     st.caption(f"Green bands: WHO reference ranges; the {len(scored)} scored heads (heads cut by the image border "
-               f"are left out). {morphometry.reference_text()} Sizes use {um:.3f} µm per pixel. "
+               f"are left out). {morphometry.reference_text()} Sizes use {um:.4g} µm per pixel. "
                + ("" if acrosome else morphometry.ACROSOME_NOTE))
     head = st.selectbox("Show head", [r["head"] for r in rows], key=pick_key, help="Or click a row of the table.")
     row = next(r for r in rows if r["head"] == head)
@@ -245,6 +259,8 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     if "p_normal" in row:
         probs = {"normal": {"abnormal": 1 - row["p_normal"], "normal": row["p_normal"]},
                  "shape": {s: row[f"p_shape_{s}"] for s in task.ds.SHAPES}}
+        for warning in task.output_warnings(probs):
+            st.warning(warning, icon=":material/warning:")
         head_view(crop, f"{image.sha256}-{head}-{um}", probs, HEAD_CARD.version, "field")
     else:
         st.image(crop, caption=f"Head {head}", width=200)

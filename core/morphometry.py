@@ -11,6 +11,7 @@ Length and width are the major and minor axes of the ellipse with the head mask'
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -119,8 +120,22 @@ def percent_normal(normal: list[bool]) -> float | None:
     return 100.0 * sum(normal) / len(normal) if normal else None
 
 
-def below_lower_limit(pct: float | None) -> bool | None:
-    return None if pct is None else pct < WHO_REFERENCE["normal_forms_lower_limit_pct"]
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95 % interval of a proportion k/n in % (Wilson score: sound for small n and for 0 or n)."""
+    if n <= 0:
+        return None
+    p, z2 = k / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1)
+
+
+def limit_reading(interval: tuple[float, float] | None) -> str | None:
+    """The share of normal forms against the lower reference limit, judged on its 95 % interval: "below", "at or
+    above", or "undecided" while the interval still holds the limit (few heads: 0 of 6 normal is 0–39 %)."""
+    if interval is None:
+        return None
+    limit = WHO_REFERENCE["normal_forms_lower_limit_pct"]
+    return "below" if interval[1] < limit else "at or above" if interval[0] >= limit else "undecided"
 
 
 def reference_text() -> str:

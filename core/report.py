@@ -27,6 +27,8 @@ IMAGE_CAPTIONS = {  # the page's legends, so a printed overlay can be read
     "follicles": "Follicles: green counted, orange outside 2–9 mm, grey unticked; numbers as in the table",
     "overlay": "Heads: green normal, red abnormal, blue not classified, grey cut by the border (not scored); "
                "numbers as in the table",
+    "head_marks": "Heads (ringed at their centres; outlines are not kept with the record): green normal, red abnormal, "
+                  "blue not classified, grey cut by the border (not scored); numbers as in the table",
 }
 ONE_OF_MANY = re.compile(r"[a-z]+_\d+")  # a field's head_3: the page shows it; the report's table lists them all
 
@@ -79,7 +81,7 @@ def from_prediction(prediction, *, image=None, card=None, case_code: str | None 
 
 def from_record(record, card=None) -> Report:
     """A report of a core.records.Record; its image is shown when it was kept, with the follicles redrawn from their
-    stored outlines (other overlays are not stored)."""
+    stored outlines and a field's heads ringed and numbered at their stored centres (other overlays are not stored)."""
     images = []
     if record.image:
         from .imageio import ImageInputError, read_image
@@ -96,6 +98,11 @@ def from_record(record, card=None) -> Report:
 
                 counted = {r["id"] for r in rows if r.get("counted", r.get("in_2_9_mm"))}
                 images.append((IMAGE_CAPTIONS["follicles"], draw(pixels, [Follicle.from_row(r) for r in rows], counted)))
+            heads = record.summary.get("heads") or []
+            if heads and all({"x", "y", "head"} <= set(r) for r in heads):
+                from .tasks.sperm import mark_heads
+
+                images.append((IMAGE_CAPTIONS["head_marks"], mark_heads(pixels, heads)))
     facts = {"id": record.model_id, "version": record.model_version, "sha256": record.model_sha256}
     size = (record.input_width, record.input_height) if record.input_width else None
     return _build(record.summary, facts, card, images=images, case_code=record.case_code, user=record.username,
@@ -126,8 +133,14 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
     outputs = [(wording.title(o), wording.says(o, labels.get(o, max(p, key=p.get))),
                 [(wording.says(o, k), v) for k, v in sorted(p.items(), key=lambda kv: -kv[1])])
                for o, p in probabilities.items()]
-    details = {DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in summary.items()
-               if k not in SUMMARY_FACTS and isinstance(v, (int, float, str, bool))}
+    details = {}
+    for k, v in summary.items():
+        if k in SUMMARY_FACTS:
+            continue
+        if isinstance(v, (int, float, str, bool)):
+            details[DETAIL_NAMES.get(k, k.replace("_", " "))] = v
+        elif k.startswith("ci95_") and isinstance(v, (list, tuple)) and len(v) == 2:  # an interval
+            details[DETAIL_NAMES.get(k, k.replace("_", " "))] = f"{v[0]:g}–{v[1]:g}"
     if summary.get("follicles_unticked"):  # the reviewer's changes, said in words
         details["follicles unticked by the reviewer"] = ", ".join(map(str, summary["follicles_unticked"]))
     if summary.get("thresholds"):
@@ -150,7 +163,14 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "embryos_detected": "embryos the dish detector sees", "outline_score": "zona-like outline score",
                 "n_heads": "heads found",
                 "n_scored": "heads scored (not at the border)", "pct_normal_classifier": "normal forms, classifier (%)",
-                "pct_normal_who": "normal forms, WHO head criteria (%)",
+                "pct_normal_who": "within the WHO head ranges (%)",
+                "pct_normal_both": "normal by both, classifier and WHO head ranges (%)",
+                "ci95_normal_classifier": "normal forms, classifier: 95 % interval (%)",
+                "ci95_normal_who": "within the WHO head ranges: 95 % interval (%)",
+                "ci95_normal_both": "normal by both: 95 % interval (%)",
+                "vs_lower_limit_classifier": "against the 4 % lower reference limit, by its 95 % interval (classifier)",
+                "vs_lower_limit_who": "against the 4 % lower reference limit, by its 95 % interval (WHO head ranges)",
+                "vs_lower_limit_both": "against the 4 % lower reference limit, by its 95 % interval (both)",
                 "below_lower_limit_classifier": "below the 4 % lower reference limit (classifier)",
                 "below_lower_limit_who": "below the 4 % lower reference limit (WHO head criteria)",
                 "who_reference": "WHO reference", "acrosome_criterion": "acrosome criterion used",
@@ -160,7 +180,7 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
     "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("shape", "shape"), ("length_um", "length (µm)"),
                         ("width_um", "width (µm)"), ("ratio", "length/width"), ("area_um2", "area (µm²)"),
-                        ("who_normal", "WHO head criteria met"), ("at_border", "at border (not scored)")]),
+                        ("who_normal", "within WHO head ranges"), ("at_border", "at border (not scored)")]),
     "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
                                 ("counted", "counted")]),
     "events": ("Events (draft timings to check against the frames)",

@@ -29,11 +29,11 @@ def test_sperm_page_field_crop_and_bad_file(app_url, page, tmp_path):
     wait_for_app(page)
     uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
     uploader.set_input_files(str(tmp_path / "field.png"))
-    page.get_by_text("Normal forms (WHO, head only)").wait_for(timeout=120_000)
+    page.get_by_text("Within WHO ranges").wait_for(timeout=120_000)
     wait_for_app(page)
     assert_no_errors(page)
     body = page.locator('[data-testid="stMain"]').inner_text()
-    assert "Heads found" in body and "Lower reference limit of normal forms: 4 %" in body
+    assert "Heads scored" in body and "Lower reference limit of normal forms: 4 %" in body
     page.locator('[data-testid="stImage"]').first.wait_for(timeout=60_000)  # the overlay (flaky as a bare count)
     page.screenshot(path=str(tmp_path / "sperm_field.png"), full_page=True)
 
