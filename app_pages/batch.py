@@ -34,6 +34,19 @@ model_id = st.selectbox("Model", ids, format_func=lambda i: f"{cards[i].title} (
 card = cards[model_id]
 card_expander(card)
 
+options = {}
+if model_id == "sperm-seg":  # fields are measured: their calibration, and pooled normal forms below
+    from core import morphometry
+
+    left, right = st.columns([1, 2])
+    options["um_per_px"] = left.number_input(
+        "Calibration (µm per pixel)", min_value=0.005, max_value=2.0, value=morphometry.DEFAULT_UM_PER_PX, step=0.001,
+        format="%.4f", key="batch_um_per_px", help="For every field of the set: a stage micrometer's known length in "
+        f"µm divided by its length in pixels. The default {morphometry.DEFAULT_UM_PER_PX} is an estimate for the "
+        "Sperm Parsing v2 fields.")
+    options["acrosome_criterion"] = right.checkbox("Use acrosome criterion", value=False, key="batch_acrosome",
+                                                   help=morphometry.ACROSOME_NOTE)
+
 local_allowed = user is None or user.is_admin  # a server path reads the server's disk: admins only when signed in
 choice = st.radio("Images", ["Upload files", "Folder or zip on this machine"] if local_allowed else ["Upload files"],
                   horizontal=True)
@@ -61,12 +74,13 @@ if st.button("Score", type="primary", disabled=not ready, icon=":material/play_a
         # Exception), and what was scored (and saved) must still be shown
         result = st.session_state["batch_result"] = {
             "model": model_id, "items": list(skipped), "done": 0, "total": len(sources), "finished": False,
-            "seconds": 0.0, "rate": 0.0, "record_error": None, "case_code": case_code}
+            "seconds": 0.0, "rate": 0.0, "record_error": None, "case_code": case_code, "options": options}
         start = time.perf_counter()
         try:
             for progress in batch.run(model_id, sources, case_code=case_code,
                                       user=user.name if user else None,
-                                      keep_images=bool(st.session_state.get("keep_image")), thumbnails=True):
+                                      keep_images=bool(st.session_state.get("keep_image")), thumbnails=True,
+                                      options=options):
                 result["items"] += progress.items
                 result["record_error"] = result["record_error"] or progress.record_error
                 result["rate"], result["done"] = progress.scored_per_s, progress.done
@@ -94,6 +108,13 @@ if result:
     elif scored:
         st.caption(f"Saved as case records #{scored[0].record_id}–#{scored[-1].record_id} in "
                    f"{records.describe_url()}.")
+    if scored and result["model"] == "sperm-seg":
+        from core.tasks.sperm import pooled_normal_forms
+        from ui.sperm import summary_view
+
+        st.markdown(f"**Normal forms pooled over the {len(scored)} fields** (at "
+                    f"{result.get('options', {}).get('um_per_px', 0):.4g} µm per pixel):")
+        summary_view(pooled_normal_forms([i.prediction.extras for i in scored]))
     if scored:
         table = batch.results_frame(items)
         table = table.drop(columns=[c for c in table.columns  # kept for the downloads

@@ -15,6 +15,7 @@ from core.results import Prediction, Wording
 from core.tasks import sperm as task
 from ui.common import UPLOAD_TYPES, card_expander, read_upload
 from ui.records import record_prediction
+from ui.sperm import summary_view
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
 SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "who_normal": "within WHO ranges",  # verdicts first
@@ -169,33 +170,6 @@ def single_head_ui(image: InputImage) -> None:
         model = registry.load(task.HEAD)
         whatif_panel(crop, model_predict(model), key="sperm-head-whatif", explain=model_explain(model),
                      cache_key=f"{HEAD_CARD.id}@{HEAD_CARD.version}", wording=HEAD_CARD.wording)
-
-
-SUMMARY_FIGURES = (("classifier", "Normal (classifier)", "the head classifier's call"),
-                   ("who", "Within WHO ranges", "length, width, length/width and vacuoles inside the WHO ranges"),
-                   ("both", "Normal by both (strict)", "normal by the classifier and within the WHO head ranges, "
-                                                       "as strict criteria count a head: any doubt is abnormal"))
-LIMIT_BADGES = {"below": ":red-badge[below {limit} %]", "at or above": ":green-badge[at or above {limit} %]",
-                "undecided": ":gray-badge[too few heads to tell]"}
-
-
-def summary_view(summary: dict) -> None:
-    limit = f"{morphometry.WHO_REFERENCE['normal_forms_lower_limit_pct']:.0f}"
-    cols = st.columns(4)
-    cols[0].metric("Heads scored", f"{summary['n_scored']} of {summary['n_heads']}",
-                   help="Heads found; those touching the image border are shown but not scored.")
-    for col, (key, label, meaning) in zip(cols[1:], SUMMARY_FIGURES):
-        pct, interval = summary.get(f"pct_normal_{key}"), summary.get(f"ci95_normal_{key}")
-        col.metric(label, "—" if pct is None else f"{pct:.0f} %", help=meaning.capitalize() + ".")
-        if pct is not None and interval:
-            col.markdown(LIMIT_BADGES[summary[f"vs_lower_limit_{key}"]].format(limit=limit)
-                         + f"  \n95 % interval {interval[0]:.0f}–{interval[1]:.0f} %")
-    st.caption(f"Lower reference limit of normal forms: {limit} % (WHO 2021), for at least 200 assessed spermatozoa. "
-               f"With {summary['n_scored']} scored heads a share is only known within its 95 % interval; the badge "
-               "says below or above the limit only when the whole interval is. All three figures judge the head "
-               "alone (not the neck, midpiece or tail), so they can be higher than a full strict-criteria count. "
-               "The classifier does not see head size (every crop is scaled to the head); the WHO ranges depend on "
-               "the calibration" + (" and here include the acrosome" if summary["acrosome_criterion"] else "") + ".")
 
 
 def histograms(table: pd.DataFrame) -> go.Figure:

@@ -164,8 +164,10 @@ def _looks_zip(path: Path) -> bool:
 # --- scoring -----------------------------------------------------------------------------------------------------------
 def run(model_id: str, sources: list[Source], *, device: str | None = None, batch_size: int | None = None,
         record: bool = True, case_code: str | None = None, user: str | None = None, keep_images: bool = False,
-        source: str = "batch", thumbnails: bool = False, url: str | None = None) -> Iterator[Progress]:
-    """Score the inputs batch by batch, yielding progress after each batch (its items carry the outcomes).
+        source: str = "batch", thumbnails: bool = False, url: str | None = None,
+        options: dict | None = None) -> Iterator[Progress]:
+    """Score the inputs batch by batch, yielding progress after each batch (its items carry the outcomes). `options`:
+    the task's own settings (e.g. a sperm field's um_per_px), passed to its predict_images.
 
     Every prediction is recorded in the case-records database (with the case code and user given); the images are
     kept there only with keep_images. A database failure does not stop the scoring: Progress.record_error says so.
@@ -191,7 +193,7 @@ def run(model_id: str, sources: list[Source], *, device: str | None = None, batc
                     images.append((k, src.read(zips)))
                 except Exception as exc:  # noqa: BLE001 - any unreadable input is listed, never fatal
                     items[k] = Item(src.name, error=_reason(src.name, exc))
-            for (k, image), outcome in zip(images, _predict(model_id, [im for _, im in images], device)):
+            for (k, image), outcome in zip(images, _predict(model_id, [im for _, im in images], device, options or {})):
                 if not isinstance(outcome, str):
                     outcome.images.clear()  # overlays are for single-image pages; a batch keeps memory bounded
                 items[k] = Item(image.name, error=outcome) if isinstance(outcome, str) else \
@@ -207,25 +209,25 @@ def run(model_id: str, sources: list[Source], *, device: str | None = None, batc
             archive.close()
 
 
-def _predict(model_id: str, images: list[InputImage], device: str) -> list[Prediction | str]:
+def _predict(model_id: str, images: list[InputImage], device: str, options: dict) -> list[Prediction | str]:
     """One prediction per image; when the batch fails, each image alone, so one bad input cannot sink the rest."""
     if not images:
         return []
     try:
-        return list(predict_images(model_id, images, device))
+        return list(predict_images(model_id, images, device, **options))
     except Exception:  # noqa: BLE001
         if len(images) == 1:
             return [f"the model could not score this image ({_exc_text(sys.exc_info()[1])})"]
-    return [_predict(model_id, [image], device)[0] for image in images]
+    return [_predict(model_id, [image], device, options)[0] for image in images]
 
 
-def predict_images(model_id: str, images: list[InputImage], device: str | None = None) -> list[Prediction]:
-    """Through the model's task module; a classifier without one (a model dropped into weights/) gets plain
-    per-output probabilities."""
+def predict_images(model_id: str, images: list[InputImage], device: str | None = None, **options) -> list[Prediction]:
+    """Through the model's task module (with its options); a classifier without one (a model dropped into weights/)
+    gets plain per-output probabilities."""
     from .tasks import TASK_OF_MODEL, task_module
 
     if model_id in TASK_OF_MODEL and importlib.util.find_spec(f"core.tasks.{TASK_OF_MODEL[model_id]}"):
-        return task_module(model_id).predict_images(model_id, images, device=device)
+        return task_module(model_id).predict_images(model_id, images, device=device, **options)
     model = registry.load(model_id, device)
     if model.card.framework == "ultralytics":
         raise ValueError(f"{model_id}: a detector needs its task module to turn boxes into results")

@@ -514,3 +514,28 @@ def test_page_calibration_change_measures_again_without_segmenting_again(monkeyp
     assert not at.exception, at.exception
     assert at.dataframe[0].value["length (µm)"].iloc[0] == pytest.approx(2 * length, rel=0.02)
     assert len(calls) == 1
+
+
+def test_batch_pools_the_normal_forms_of_several_fields_at_the_calibration_given(tmp_path):
+    """WHO assesses at least 200 spermatozoa, more than one field holds, and the batch page had no calibration: every
+    field was measured at the default and no pooled share was given."""
+    needs_model(task.SEG)
+    from streamlit.testing.v1 import AppTest
+
+    for seed in range(3):
+        field, _ = synthetic.sperm_field(n_heads=5, size=(512, 640), seed=seed, um_per_px=0.06)
+        cv2.imwrite(str(tmp_path / f"field{seed}.png"), field[:, :, ::-1])
+    at = AppTest.from_file(str(ROOT / "app_pages" / "batch.py"), default_timeout=180).run()
+    at.selectbox[0].set_value(task.SEG).run()
+    at.number_input(key="batch_um_per_px").set_value(0.06).run()
+    at.radio[0].set_value("Folder or zip on this machine").run()
+    at.text_input[0].input(str(tmp_path)).run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "Normal forms pooled over the 3 fields" in text and "0.06 µm per pixel" in text
+    scored = next(m for m in at.metric if m.label == "Heads scored").value
+    n_scored, n_heads = map(int, scored.split(" of "))
+    assert n_heads >= 10 and 0 < n_scored <= n_heads  # the three fields' heads together
+    fields = [task.analyse_field(read_image(tmp_path / f"field{s}.png").pixels, 0.06).extras for s in range(3)]
+    assert task.pooled_normal_forms(fields)["n_scored"] == n_scored

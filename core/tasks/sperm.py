@@ -773,18 +773,8 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
             row["shape"] = ds.SHAPES[int(ps.argmax())]
             row.update({f"p_shape_{s}": round(float(p), 4) for s, p in zip(ds.SHAPES, ps)})
     t3 = time.perf_counter()
+    summary = {"n_heads": len(rows), **normal_forms(rows), "um_per_px": um_per_px}
     scored = [r for r in rows if not r["at_border"]]
-    normal = {"who": [r["who_normal"] for r in scored]}
-    if head_model:  # strict reading: a head is normal only when the classifier and the WHO head ranges both say so
-        normal["classifier"] = [r["class"] == "normal" for r in scored]
-        normal["both"] = [c and w for c, w in zip(normal["classifier"], normal["who"])]
-    summary = {"n_heads": len(rows), "n_scored": len(scored), "um_per_px": um_per_px}
-    for key in ("classifier", "who", "both"):
-        pct = morphometry.percent_normal(normal[key]) if key in normal else None
-        interval = morphometry.wilson_interval(sum(normal[key]), len(scored)) if key in normal else None
-        summary |= {f"pct_normal_{key}": None if pct is None else round(pct, 1),
-                    f"ci95_normal_{key}": interval,  # in %
-                    f"vs_lower_limit_{key}": morphometry.limit_reading(interval)}
     summary |= {
         "who_reference": morphometry.WHO_EDITION, "acrosome_criterion": acrosome_criterion,
         "head_model": f"{HEAD} v{head_model.card.version}" if head_model else None,
@@ -802,6 +792,32 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
     for row, crop in zip(rows, crops):
         pred.images[f"head_{row['head']}"] = crop
     return pred
+
+
+def normal_forms(rows: list[dict]) -> dict:
+    """The share of normal forms among heads (rows of analyse_field; those at the border are not scored) by the
+    classifier, within the WHO head ranges and by both (strict: normal only when both say so), each with its 95 %
+    interval (in %) and its reading against the lower reference limit."""
+    scored = [r for r in rows if not r["at_border"]]
+    normal = {"who": [r["who_normal"] for r in scored]}
+    if scored and all("class" in r for r in scored):
+        normal["classifier"] = [r["class"] == "normal" for r in scored]
+        normal["both"] = [c and w for c, w in zip(normal["classifier"], normal["who"])]
+    out = {"n_scored": len(scored)}
+    for key in ("classifier", "who", "both"):
+        pct = morphometry.percent_normal(normal[key]) if key in normal else None
+        interval = morphometry.wilson_interval(sum(normal[key]), len(scored)) if key in normal else None
+        out |= {f"pct_normal_{key}": None if pct is None else round(pct, 1), f"ci95_normal_{key}": interval,
+                f"vs_lower_limit_{key}": morphometry.limit_reading(interval)}
+    return out
+
+
+def pooled_normal_forms(fields: list[dict]) -> dict:
+    """normal_forms over the heads of several fields (analyse_field's extras): WHO assesses at least 200
+    spermatozoa, more than one field holds."""
+    rows = [r for f in fields for r in f.get("heads", [])]
+    return {"n_fields": len(fields), "n_heads": len(rows), **normal_forms(rows),
+            "acrosome_criterion": any(f.get("acrosome_criterion") for f in fields)}
 
 
 def classify_heads(images, device: str | None = None, frame: bool | None = None) -> list[Prediction]:
@@ -875,11 +891,11 @@ def is_single_head(image: np.ndarray) -> bool:
 
 
 def predict_images(model_id: str, images, device: str | None = None,
-                   um_per_px: float = morphometry.DEFAULT_UM_PER_PX) -> list[Prediction]:
+                   um_per_px: float = morphometry.DEFAULT_UM_PER_PX, acrosome_criterion: bool = False) -> list[Prediction]:
     if model_id == HEAD:
         return classify_heads(images, device)
     if model_id == SEG:
-        return [analyse_field(im, um_per_px, device) for im in images]
+        return [analyse_field(im, um_per_px, device, acrosome_criterion) for im in images]
     raise KeyError(model_id)
 
 
