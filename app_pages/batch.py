@@ -114,7 +114,8 @@ if result:
 
         st.markdown(f"**Normal forms pooled over the {len(scored)} fields** (at "
                     f"{result.get('options', {}).get('um_per_px', 0):.4g} µm per pixel):")
-        summary_view(pooled_normal_forms([i.prediction.extras for i in scored]))
+        fields = [i.prediction.extras for i in scored]
+        summary_view(pooled_normal_forms(fields), [r for f in fields for r in f.get("heads", [])])
     if scored:
         table = batch.results_frame(items)
         table = table.drop(columns=[c for c in table.columns  # kept for the downloads

@@ -191,7 +191,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     versions = f"{SEG_CARD.version}/{HEAD_CARD.version if HEAD_CARD else '-'}"
     pred = analyse(image.sha256, image.name, um, acrosome, versions, image)
     rows, summary = pred.extras["heads"], pred.extras
-    summary_view(summary)
+    summary_view(summary, rows)
     for warning in summary["warnings"]:
         st.warning(f"{warning} (Calibration is beside the upload.)", icon=":material/straighten:")
     # one record per field: a new calibration or criterion revises it

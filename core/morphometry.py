@@ -116,6 +116,22 @@ ACROSOME_NOTE = ("The acrosome share comes from a segmenter trained on Sperm Par
                  "so the 40–70 % criterion is off by default.")
 
 
+def size_defects(row: dict) -> list[str]:
+    """A measured head's departures from the WHO ranges, in an andrologist's words (small, large, narrow, ...)."""
+    ref, out = WHO_REFERENCE, []
+    for key, low, high in (("length_um", "short", "long"), ("width_um", "narrow", "wide"),
+                           ("ratio", "round (low length/width)", "elongated (high length/width)")):
+        value = row.get(key)
+        if value is not None and value < ref[key][0]:
+            out.append(low)
+        elif value is not None and value > ref[key][1]:
+            out.append(high)
+    if row.get("vacuole_count") is not None and (row["vacuole_count"] > ref["vacuole_count_max"]
+                                                 or (row.get("vacuole_pct") or 0) > ref["vacuole_pct_max"]):
+        out.append("vacuolated")
+    return out
+
+
 def percent_normal(normal: list[bool]) -> float | None:
     return 100.0 * sum(normal) / len(normal) if normal else None
 

@@ -1,7 +1,9 @@
 """The sperm pages' shared view: a field's (or several fields') shares of normal forms."""
+import pandas as pd
 import streamlit as st
 
 from core import morphometry
+from core.tasks.sperm import defect_counts
 
 SUMMARY_FIGURES = (("classifier", "Normal (classifier)", "the head classifier's call"),
                    ("who", "Within WHO ranges", "length, width, length/width and vacuoles inside the WHO ranges"),
@@ -11,9 +13,9 @@ LIMIT_BADGES = {"below": ":red-badge[below {limit} %]", "at or above": ":green-b
                 "undecided": ":gray-badge[too few heads to tell]"}
 
 
-def summary_view(summary: dict) -> None:
-    """Heads scored and the three shares of normal forms with their intervals, against the 4 % limit (one field, or
-    core.tasks.sperm.pooled_normal_forms of several)."""
+def summary_view(summary: dict, rows: list[dict]) -> None:
+    """Heads scored and the three shares of normal forms with their intervals, against the 4 % limit, and the defects
+    counted (one field, or core.tasks.sperm.pooled_normal_forms of several, with all their heads' rows)."""
     limit = f"{morphometry.WHO_REFERENCE['normal_forms_lower_limit_pct']:.0f}"
     cols = st.columns(4)
     cols[0].metric("Heads scored", f"{summary['n_scored']} of {summary['n_heads']}",
@@ -31,3 +33,9 @@ def summary_view(summary: dict) -> None:
                "alone (not the neck, midpiece or tail), so they can be higher than a full strict-criteria count. "
                "The classifier does not see head size (every crop is scaled to the head); the WHO ranges depend on "
                "the calibration" + (" and here include the acrosome" if summary["acrosome_criterion"] else "") + ".")
+    defects = defect_counts(rows)
+    if defects:
+        with st.expander(f"Defects counted ({summary['n_scored']} scored heads)"):
+            st.dataframe(pd.DataFrame(defects), hide_index=True, width="stretch")
+            st.caption("A head can show several. The classifier's shapes are HuSHeM's classes (tapered, pyriform, "
+                       "amorphous); the WHO departures depend on the calibration.")

@@ -812,6 +812,21 @@ def normal_forms(rows: list[dict]) -> dict:
     return out
 
 
+def defect_counts(rows: list[dict]) -> list[dict]:
+    """How many scored heads show each defect: the classifier's abnormal head shapes and the departures from the WHO
+    head ranges (a head can show several), each with its share of the scored heads."""
+    scored = [r for r in rows if not r["at_border"]]
+    counts: dict[tuple[str, str], int] = {}
+    for r in scored:
+        if r.get("class") == "abnormal":
+            key = ("classifier, abnormal head", r["shape"] if r.get("shape") != "normal" else "abnormal, shape normal")
+            counts[key] = counts.get(key, 0) + 1
+        for defect in morphometry.size_defects(r):
+            counts[("WHO head ranges", defect)] = counts.get(("WHO head ranges", defect), 0) + 1
+    return [{"by": by, "defect": defect, "heads": n, "share (%)": round(100 * n / len(scored), 1)}
+            for (by, defect), n in sorted(counts.items(), key=lambda kv: (kv[0][0].startswith("WHO"), -kv[1]))]
+
+
 def pooled_normal_forms(fields: list[dict]) -> dict:
     """normal_forms over the heads of several fields (analyse_field's extras): WHO assesses at least 200
     spermatozoa, more than one field holds."""
