@@ -18,7 +18,7 @@ from ui.records import record_prediction
 from ui.sperm import summary_view
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
-SHOWN = {"head": "head", "class": "classifier", "p_normal": "P(normal)", "who_normal": "within WHO ranges",  # verdicts first
+SHOWN = {"head": "head", "class": "classifier", "reviewer": "your call", "p_normal": "P(normal)", "who_normal": "within WHO ranges",  # verdicts first
          "at_border": "at border (not scored)", "who_outside": "outside WHO range", "shape": "shape",
          "length_um": "length (µm)", "width_um": "width (µm)", "ratio": "length/width", "area_um2": "area (µm²)",
          "perimeter_um": "perimeter (µm)", "ellipticity": "ellipticity", "acrosome_pct": "acrosome (% head)",
@@ -183,29 +183,59 @@ def histograms(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def review_ui(image: InputImage, rows: list[dict], calls: dict[int, str]) -> None:
+    """The andrologist's own call on any head; it replaces the classifier's in every figure above (and the record)."""
+    with st.expander(f"Review the heads: your call replaces the classifier's ({len(calls)} so far)"):
+        frame = pd.DataFrame({"head": [r["head"] for r in rows], "classifier": [r.get("class") for r in rows],
+                              "shape": [r.get("shape") for r in rows],
+                              "within WHO ranges": [r["who_normal"] for r in rows],
+                              "your call": [calls.get(r["head"], "") for r in rows]})
+        key = f"sperm_review_{image.sha256[:12]}"
+
+        def keep_calls() -> None:
+            for index, change in st.session_state[key]["edited_rows"].items():
+                if "your call" in change:
+                    head = int(frame["head"].iloc[int(index)])
+                    if change["your call"]:
+                        calls[head] = change["your call"]
+                    else:
+                        calls.pop(head, None)
+
+        st.data_editor(frame, hide_index=True, width="stretch", key=key, on_change=keep_calls,
+                       disabled=["head", "classifier", "shape", "within WHO ranges"],
+                       column_config={"your call": st.column_config.SelectboxColumn(
+                           options=["", *task.REVIEW_CALLS],
+                           help="normal or abnormal replaces the classifier's call; “not a head” (debris, a cell, two "
+                                "heads as one) leaves it out of every count. Empty: the classifier's call stands.")})
+        st.caption("Your calls are kept for this image while the page is open (also when the calibration changes) "
+                   "and saved with the record and its report.")
+
+
 def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     if SEG_CARD is None:
         st.warning("The head segmenter `sperm-seg` is not installed: upload a single-head crop instead.",
                    icon=":material/warning:")
         return
     versions = f"{SEG_CARD.version}/{HEAD_CARD.version if HEAD_CARD else '-'}"
-    pred = analyse(image.sha256, image.name, um, acrosome, versions, image)
+    calls = st.session_state.setdefault(f"sperm_calls_{image.sha256[:12]}", {})  # the reviewer's, by head number
+    pred = task.reviewed(analyse(image.sha256, image.name, um, acrosome, versions, image), calls, image.pixels,
+                         heads_of(image.pixels))
     rows, summary = pred.extras["heads"], pred.extras
     summary_view(summary, rows)
     for warning in summary["warnings"]:
         st.warning(f"{warning} (Calibration is beside the upload.)", icon=":material/straighten:")
-    # one record per field: a new calibration or criterion revises it
+    # one record per field: a new calibration, criterion or call revises it
     record_prediction(pred, "sperm", image=image, revises=f"{image.sha256}@{versions}")
     st.image(pred.images["overlay"], width="stretch",
-             caption="Green: normal · red: abnormal (classifier) · blue: not classified · grey: cut by the border, "
-                     "not scored. Numbers match the table. "
+             caption="Green: normal · red: abnormal (classifier, or your call) · blue: not classified · grey: not "
+                     "scored (cut by the border, or not a head by your call). Numbers match the table. "
                      f"{task.SEG} v{pred.model_version}" + (f", {summary['head_model']}" if summary["head_model"] else ""))
     if not rows:
         st.info("No sperm heads were found. The segmenter was trained on stained bright-field fields; unstained, "
                 "phase-contrast or very different magnifications may need another model.")
         return
     table = pd.DataFrame(rows)
-    shown = table[[c for c in SHOWN if c in table]].rename(columns=SHOWN)
+    shown = table[[c for c in SHOWN if c in table and (c != "reviewer" or calls)]].rename(columns=SHOWN)
     if "P(normal)" in shown:
         shown["P(normal)"] = shown["P(normal)"] * 100  # as the head's own panel gives it
     st.subheader("Heads")
@@ -218,6 +248,8 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
 
     st.dataframe(shown, hide_index=True, width="stretch", on_select=show_clicked_head, selection_mode="single-row",
                  key=table_key, column_config={"P(normal)": st.column_config.NumberColumn(format="%.1f %%")})
+    if HEAD_CARD is not None:
+        review_ui(image, rows, calls)
     export = table.assign(um_per_px=um, acrosome_criterion=acrosome, who_reference=morphometry.WHO_EDITION,
                           head_model=summary["head_model"], segmenter=f"{task.SEG} v{pred.model_version}")
     st.download_button("Download the table (CSV)", export.to_csv(index=False).encode(), mime="text/csv",

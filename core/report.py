@@ -165,6 +165,8 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "n_scored": "heads scored (not at the border)", "pct_normal_classifier": "normal forms, classifier (%)",
                 "pct_normal_who": "within the WHO head ranges (%)",
                 "pct_normal_both": "normal by both, classifier and WHO head ranges (%)",
+                "n_called_by_reviewer": "heads called by the reviewer (their call replaces the classifier's)",
+                "heads_called_by_reviewer": "the reviewer's calls (head: call)",
                 "ci95_normal_classifier": "normal forms, classifier: 95 % interval (%)",
                 "ci95_normal_who": "within the WHO head ranges: 95 % interval (%)",
                 "ci95_normal_both": "normal by both: 95 % interval (%)",
@@ -178,7 +180,7 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "minutes_per_frame": "minutes between frames", "n_frames": "frames",
                 "current_stage": "stage at the last frame"}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
-    "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("shape", "shape"), ("length_um", "length (µm)"),
+    "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("reviewer", "reviewer"), ("shape", "shape"), ("length_um", "length (µm)"),
                         ("width_um", "width (µm)"), ("ratio", "length/width"), ("area_um2", "area (µm²)"),
                         ("who_normal", "within WHO head ranges"), ("at_border", "at border (not scored)")]),
     "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
@@ -195,6 +197,7 @@ def _object_table(summary: dict) -> tuple[str, list[str], list[list[str]]] | Non
     for key, (title, columns) in OBJECT_TABLES.items():
         rows = summary.get(key)
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+            columns = [(col, h) for col, h in columns if any(row.get(col) not in (None, "") for row in rows)]
             shown = [[fmt_number(row.get(col, ""), TABLE_DIGITS.get(col, 2)) for col, _ in columns]
                      for row in rows[:MAX_TABLE_ROWS]]
             more = f" (the first {MAX_TABLE_ROWS} of {len(rows)}; all are in the CSV)" if len(rows) > MAX_TABLE_ROWS else ""

@@ -556,3 +556,43 @@ def test_defects_are_counted_in_an_andrologists_words():
     assert counts[("classifier, abnormal head", "tapered")] == (1, 50.0)
     assert counts[("WHO head ranges", "vacuolated")] == (1, 50.0)
     assert not any(d == "amorphous" for _, d in counts)  # head 3 is at the border: not scored
+
+
+def test_the_reviewers_calls_replace_the_classifiers_in_every_figure():
+    """An andrologist could not correct a head (debris taken for a head, a head they judge otherwise): the figures,
+    the overlay and the record kept the classifier's call."""
+    needs_model(task.SEG)
+    from core import registry
+
+    field, _ = synthetic.sperm_field(n_heads=6, size=(768, 1024), seed=5, um_per_px=0.048)
+    pred = task.analyse_field(field)
+    scored = [r for r in pred.extras["heads"] if not r["at_border"]]
+    first, second = scored[0]["head"], scored[1]["head"]
+    review = task.reviewed(pred, {first: "not a head", second: "normal", 999: "normal", scored[2]["head"]: "maybe"},
+                           field, task.segment(registry.load(task.SEG), field))
+    assert review.extras["n_scored"] == pred.extras["n_scored"] - 1  # "not a head" leaves the count
+    assert review.extras["n_called_by_reviewer"] == 2 and review.extras["heads_called_by_reviewer"] == \
+        f"{first}: not a head; {second}: normal"
+    rows = {r["head"]: r for r in review.extras["heads"]}
+    assert rows[second]["class"] == scored[1]["class"] and rows[second]["reviewer"] == "normal"  # the model's stays
+    normal = sum(task.head_call(r) == "normal" for r in review.extras["heads"] if task.is_scored(r))
+    assert review.extras["pct_normal_classifier"] == pytest.approx(100 * normal / review.extras["n_scored"], abs=0.05)
+    assert not (review.images["overlay"] == pred.images["overlay"]).all()  # redrawn in the reviewed colours
+    assert task.reviewed(pred, {}).extras["pct_normal_classifier"] == pred.extras["pct_normal_classifier"]
+
+
+def test_page_applies_the_calls_kept_for_the_image():
+    needs_model(task.SEG)
+    from streamlit.testing.v1 import AppTest
+
+    field, _ = synthetic.sperm_field(n_heads=5, size=(768, 1024), seed=11, um_per_px=0.048)
+    image = read_image(encode_png(field), name="calls.png")
+    at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120)
+    at.session_state[f"sperm_calls_{image.sha256[:12]}"] = {1: "not a head"}
+    at.run()
+    at.file_uploader[0].upload("calls.png", encode_png(field), "image/png").run()
+    assert not at.exception, at.exception
+    heads = next(d.value for d in at.dataframe if "your call" in d.value)
+    assert heads.set_index("head").loc[1, "your call"] == "not a head"
+    assert any("Review the heads" in e.label and "(1 so far)" in e.label for e in at.expander)
+    assert any(m.label == "Normal (reviewed)" for m in at.metric)

@@ -22,6 +22,8 @@ def summary_view(summary: dict, rows: list[dict]) -> None:
                    help="Heads found" + (f" in {summary['n_fields']} fields" if "n_fields" in summary else "")
                         + "; those touching the image border are shown but not scored.")
     for col, (key, label, meaning) in zip(cols[1:], SUMMARY_FIGURES):
+        if summary.get("n_called_by_reviewer") and key != "who":
+            label, meaning = label.replace("classifier", "reviewed"), meaning + ", replaced by your calls where made"
         pct, interval = summary.get(f"pct_normal_{key}"), summary.get(f"ci95_normal_{key}")
         col.metric(label, "—" if pct is None else f"{pct:.0f} %", help=meaning.capitalize() + ".")
         if pct is not None and interval:

@@ -688,6 +688,22 @@ def head_crop(image: np.ndarray, head: dict, length_px: float) -> np.ndarray:
     return np.ascontiguousarray(pad[cy - half:cy + half, cx - half:cx + half])
 
 
+REVIEW_CALLS = ("normal", "abnormal", "not a head")  # what an andrologist can say of a head instead of the classifier
+
+
+def is_scored(row: dict) -> bool:
+    return not row["at_border"] and row.get("reviewer") != "not a head"
+
+
+def head_call(row: dict) -> str | None:
+    """normal or abnormal: the reviewer's call where they made one, else the classifier's (None: not classified)."""
+    return row["reviewer"] if row.get("reviewer") in ("normal", "abnormal") else row.get("class")
+
+
+def head_colour(row: dict) -> tuple[int, int, int]:
+    return CLASS_COLOURS.get(head_call(row), CLASS_COLOURS[None]) if is_scored(row) else BORDER_COLOUR
+
+
 def draw_field(image: np.ndarray, heads: list[dict], rows: list[dict]) -> np.ndarray:
     """Masks over the field, filled and outlined in their class colour (grey when cut by the border, so not
     scored), each numbered."""
@@ -696,7 +712,7 @@ def draw_field(image: np.ndarray, heads: list[dict], rows: list[dict]) -> np.nda
     thick = max(1, round(max(image.shape[:2]) / 600))
     for head, row in zip(heads, rows):
         x0, y0, x1, y1 = head["box"]
-        colour = BORDER_COLOUR if row.get("at_border") else CLASS_COLOURS.get(row.get("class"), CLASS_COLOURS[None])
+        colour = head_colour(row)
         region = tint[y0:y1, x0:x1]
         region[head["mask"]] = colour
         contours, _ = cv2.findContours(head["mask"].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -719,7 +735,7 @@ def mark_heads(image: np.ndarray, rows: list[dict]) -> np.ndarray:
     thick = max(1, round(max(image.shape[:2]) / 600))
     radius, scale = max(12, round(max(image.shape[:2]) / 40)), max(0.5, max(image.shape[:2]) / 1400)
     for row in rows:
-        colour = BORDER_COLOUR if row.get("at_border") else CLASS_COLOURS.get(row.get("class"), CLASS_COLOURS[None])
+        colour = head_colour(row)
         centre = (int(row["x"]), int(row["y"]))
         cv2.circle(out, centre, radius, colour, thick + 1, cv2.LINE_AA)
         org = (centre[0] + radius + 2, centre[1])
@@ -774,16 +790,15 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
             row.update({f"p_shape_{s}": round(float(p), 4) for s, p in zip(ds.SHAPES, ps)})
     t3 = time.perf_counter()
     summary = {"n_heads": len(rows), **normal_forms(rows), "um_per_px": um_per_px}
-    scored = [r for r in rows if not r["at_border"]]
     summary |= {
         "who_reference": morphometry.WHO_EDITION, "acrosome_criterion": acrosome_criterion,
         "head_model": f"{HEAD} v{head_model.card.version}" if head_model else None,
         "warnings": [f"Sizes use the default calibration, {um_per_px} µm per pixel, an estimate for Sperm Parsing v2 "
                      "fields: set the microscope's value before reading sizes or the WHO figure."]
         if um_per_px == morphometry.DEFAULT_UM_PER_PX else [],
-        "caveats": {"normal_forms": f"The shares of normal forms judge the head only (not the neck, midpiece or "
-                                    f"tail) of {len(scored)} scored heads; WHO asks for at least 200 assessed "
-                                    f"spermatozoa. {morphometry.reference_text()}"},
+        "caveats": {"normal_forms": "The shares of normal forms judge the head only (not the neck, midpiece or "
+                                    "tail); WHO asks for at least 200 assessed spermatozoa, more than one field "
+                                    f"holds. {morphometry.reference_text()}"},
     }
     pred = Prediction(SEG, seg.card.version, name, sha, extras={**summary, "heads": rows},
                       timings_ms={"segment": (t1 - t0) * 1000, "measure": (t2 - t1) * 1000,
@@ -795,13 +810,14 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
 
 
 def normal_forms(rows: list[dict]) -> dict:
-    """The share of normal forms among heads (rows of analyse_field; those at the border are not scored) by the
-    classifier, within the WHO head ranges and by both (strict: normal only when both say so), each with its 95 %
-    interval (in %) and its reading against the lower reference limit."""
-    scored = [r for r in rows if not r["at_border"]]
+    """The share of normal forms among heads (rows of analyse_field; those at the border or called "not a head" are not
+    scored) by the classifier (or the reviewer's call where made), within the WHO head ranges and by both (strict:
+    normal only when both say so), each with its 95 % interval (in %) and its reading against the lower reference
+    limit."""
+    scored = [r for r in rows if is_scored(r)]
     normal = {"who": [r["who_normal"] for r in scored]}
     if scored and all("class" in r for r in scored):
-        normal["classifier"] = [r["class"] == "normal" for r in scored]
+        normal["classifier"] = [head_call(r) == "normal" for r in scored]
         normal["both"] = [c and w for c, w in zip(normal["classifier"], normal["who"])]
     out = {"n_scored": len(scored)}
     for key in ("classifier", "who", "both"):
@@ -815,16 +831,34 @@ def normal_forms(rows: list[dict]) -> dict:
 def defect_counts(rows: list[dict]) -> list[dict]:
     """How many scored heads show each defect: the classifier's abnormal head shapes and the departures from the WHO
     head ranges (a head can show several), each with its share of the scored heads."""
-    scored = [r for r in rows if not r["at_border"]]
+    scored = [r for r in rows if is_scored(r)]
     counts: dict[tuple[str, str], int] = {}
     for r in scored:
-        if r.get("class") == "abnormal":
+        if head_call(r) == "abnormal":
             key = ("classifier, abnormal head", r["shape"] if r.get("shape") != "normal" else "abnormal, shape normal")
             counts[key] = counts.get(key, 0) + 1
         for defect in morphometry.size_defects(r):
             counts[("WHO head ranges", defect)] = counts.get(("WHO head ranges", defect), 0) + 1
     return [{"by": by, "defect": defect, "heads": n, "share (%)": round(100 * n / len(scored), 1)}
             for (by, defect), n in sorted(counts.items(), key=lambda kv: (kv[0][0].startswith("WHO"), -kv[1]))]
+
+
+def reviewed(pred: Prediction, calls: dict[int, str], pixels: np.ndarray | None = None,
+             heads: list[dict] | None = None) -> Prediction:
+    """The field as the andrologist left it: their call on a head (normal, abnormal, not a head) replaces the
+    classifier's in every figure ("not a head" leaves it unscored); the classifier's own call stays in each row.
+    `pixels` and `heads` (segment()'s result): to redraw the overlay in the reviewed colours."""
+    import dataclasses
+
+    numbers = {r["head"] for r in pred.extras["heads"]}
+    calls = {int(h): c for h, c in calls.items() if c in REVIEW_CALLS and int(h) in numbers}
+    rows = [{**r, "reviewer": calls.get(r["head"], "")} for r in pred.extras["heads"]]
+    extras = {**pred.extras, "heads": rows, **normal_forms(rows), "n_called_by_reviewer": len(calls),
+              "heads_called_by_reviewer": "; ".join(f"{h}: {c}" for h, c in sorted(calls.items()))}
+    images = dict(pred.images)
+    if pixels is not None and heads is not None:
+        images["overlay"] = draw_field(pixels, heads, rows)
+    return dataclasses.replace(pred, extras=extras, images=images)
 
 
 def pooled_normal_forms(fields: list[dict]) -> dict:
