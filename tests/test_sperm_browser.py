@@ -50,6 +50,23 @@ def test_sperm_page_field_crop_and_bad_file(app_url, page, tmp_path):
     wait_for_app(page, 120_000)  # head 3's heat map and the what-if: the next upload starts a fresh run
     assert_no_errors(page)
 
+    # the reviewer calls head 1 "not a head": it leaves the count
+    scored_before = page.locator('[data-testid="stMetric"]').filter(has_text="Heads scored").inner_text()
+    page.get_by_text("Review the heads").click()
+    editor = page.locator('[class*="st-key-sperm_review_"] [data-testid="stDataFrame"]')
+    editor.wait_for(state="visible", timeout=60_000)
+    editor.scroll_into_view_if_needed()
+    bounds = editor.bounding_box()
+    page.mouse.dblclick(bounds["x"] + bounds["width"] * 0.9, bounds["y"] + 35 * 1.5)  # "your call" of row 1
+    page.get_by_text("not a head", exact=True).last.click()
+    page.keyboard.press("Enter")
+    page.get_by_text("(1 so far)").wait_for(timeout=60_000)
+    wait_for_app(page)
+    scored_after = page.locator('[data-testid="stMetric"]').filter(has_text="Heads scored").inner_text()
+    before, after = (int(t.split("\n")[-1].split(" of ")[0]) for t in (scored_before, scored_after))
+    assert after == before - 1, (scored_before, scored_after)
+    assert_no_errors(page)
+
     uploader.set_input_files(str(tmp_path / "head.png"))
     page.get_by_text("Treated as a single-head crop").wait_for(timeout=60_000)  # the new upload, not the field
     wait_for_app(page)
