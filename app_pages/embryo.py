@@ -10,7 +10,7 @@ from core import registry, synthetic
 from core.explain import overlay
 from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
-from ui.common import card_expander, kept_upload, model_unavailable, read_upload, set_aside
+from ui.common import card_expander, kept_upload, model_unavailable, read_upload, set_aside, training_notice
 from ui.records import record_prediction
 
 st.title("Embryo grading")
@@ -218,6 +218,8 @@ else:
         dish_view(image, preds)
     elif preds:
         single_view(image, preds[0])
+    if preds:
+        training_notice(GRADE_CARD, image)
     if st.session_state.get("embryo_source") == "Generated example":
         st.caption("Generated examples are not saved to the case records.")
     elif preds:

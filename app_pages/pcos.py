@@ -11,7 +11,7 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction
 from core.tasks import pcos as task
-from ui.common import UPLOAD_TYPES, card_expander, model_unavailable, read_upload
+from ui.common import UPLOAD_TYPES, card_expander, model_unavailable, read_upload, training_notice
 from ui.records import record_prediction
 
 st.title("PCOS ultrasound")
@@ -210,6 +210,7 @@ else:
         overlay_slot = st.empty()
         review = follicle_view(image, pred)
     validation_note()
+    training_notice(CARD, image)
     # one record per frame: a new calibration, like a tick, revises it
     record_prediction(review, "pcos", image=image, revises=f"{image.sha256}@{CARD.version}")
     with st.expander("What-if: change the image and watch the answer move"):

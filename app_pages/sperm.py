@@ -13,7 +13,7 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction, Wording
 from core.tasks import sperm as task
-from ui.common import UPLOAD_TYPES, card_expander, read_upload
+from ui.common import UPLOAD_TYPES, card_expander, read_upload, training_notice
 from ui.records import record_prediction
 from ui.sperm import summary_view
 
@@ -155,6 +155,7 @@ def single_head_ui(image: InputImage) -> None:
     crop = pred.images["crop"]
     head_view(crop, f"{image.sha256}-{frame}", pred.probabilities, pred.model_version, "single")
     record_prediction(pred, "sperm", image=image)
+    training_notice(HEAD_CARD, image)
     cv = HEAD_CARD.metrics.get("hushem/5fold-cv", {})
     mh = HEAD_CARD.metrics.get("mhsma/valid", {})
     if cv or mh:
@@ -226,6 +227,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
         st.warning(f"{warning} (Calibration is beside the upload.)", icon=":material/straighten:")
     # one record per field: a new calibration, criterion or call revises it
     record_prediction(pred, "sperm", image=image, revises=f"{image.sha256}@{versions}")
+    training_notice(SEG_CARD, image)
     st.image(pred.images["overlay"], width="stretch",
              caption="Green: normal · red: abnormal (classifier, or your call) · blue: not classified · grey: not "
                      "scored (cut by the border, or not a head by your call). Numbers match the table. "

@@ -13,6 +13,9 @@ AUDIT_FILE = "audit.json"
 # (EmbryoScope frames of different embryos, same instrument, match hundreds of each other's frames)
 INDISTINCT_MATCHES = 20
 MAX_DISTANCE = 6  # bits of 64; measured on Hung Vuong: flipped + re-encoded copies <= 4, distinct embryos >= 12 (99.9 %)
+# a single upload called a training image: exact and JPEG re-encoded copies are 0-1 bits; on 64 px MHSMA heads 2 bits
+# already joins distinct heads (10 of 240 valid heads, against the 2 that are exact copies)
+COPY_DISTANCE = 1
 FLIP_COLUMNS = ("phash_fh", "phash_fv", "phash_fhv")
 MAX_PAIRS = 200
 
@@ -54,6 +57,18 @@ def read_train_hashes(folder: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={c: str for c in ("phash", *FLIP_COLUMNS)})
     frame["hash"] = frame["phash"].map(lambda h: int(h, 16))
     return frame
+
+
+def training_match(train: pd.DataFrame, image: np.ndarray, max_distance: int = COPY_DISTANCE) -> str | None:
+    """The training item (of read_train_hashes) that an image is a near-copy of, or a flip of; None when there is
+    none, or when the hash cannot tell (the image is as close to more than INDISTINCT_MATCHES training images)."""
+    if train.empty:
+        return None
+    d = distances(np.array([phash(image)], dtype=np.uint64), train_hash_matrix(train))[0]
+    close = np.flatnonzero(d <= max_distance)
+    if not len(close) or len(close) > INDISTINCT_MATCHES:
+        return None
+    return str(train["item"].iloc[close[d[close].argmin()]])
 
 
 # --- evaluation-time audit -----------------------------------------------------------------------------------------

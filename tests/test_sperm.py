@@ -596,3 +596,24 @@ def test_page_applies_the_calls_kept_for_the_image():
     assert heads.set_index("head").loc[1, "your call"] == "not a head"
     assert any("Review the heads" in e.label and "(1 so far)" in e.label for e in at.expander)
     assert any(m.label == "Normal (reviewed)" for m in at.metric)
+
+
+def test_a_training_image_uploaded_is_said_to_be_one():
+    """HuSHeM uploads are the classifier's training images: its answer on them is no test, and the page said nothing."""
+    needs_model(task.HEAD)
+    from streamlit.testing.v1 import AppTest
+
+    from core import audit, registry
+
+    card = registry.card(task.HEAD)
+    train = audit.read_train_hashes(card.folder)
+    if train.empty:
+        pytest.skip("the installed sperm-head stores no train_hashes.csv")
+    crop, _ = synthetic.sperm_head("normal", seed=2)
+    assert audit.training_match(train, crop) is None
+    seen = shared_data("sperm", "hushem")
+    path = next(p for p in sorted(ds.head_set_root(seen).rglob("*")) if p.suffix.lower() in (".bmp", ".png", ".jpg"))
+    assert audit.training_match(train, read_image(path).pixels)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120).run()
+    at.file_uploader[0].upload(path.name, path.read_bytes(), "image/bmp").run()
+    assert not at.exception and any("was trained on this image" in i.value for i in at.info)

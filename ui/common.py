@@ -77,6 +77,24 @@ def model_unavailable(model_id: str) -> bool:
         return True
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _train_hashes(folder: str, sha256: str):
+    from core.audit import read_train_hashes
+
+    return read_train_hashes(folder)
+
+
+def training_notice(card: registry.Card, image: InputImage) -> None:
+    """Says when the installed model trained on this very image (or a near-copy or flip of it): its answer is then
+    no test of the model, however right it looks."""
+    from core.audit import training_match
+
+    item = training_match(_train_hashes(str(card.folder), card.sha256), image.pixels)
+    if item:
+        st.info(f"The installed {card.id} (v{card.version}) was trained on this image, or a near-copy of it "
+                f"(training item `{item}`): its answer here is no test of the model.", icon=":material/school:")
+
+
 def card_expander(card: registry.Card) -> None:
     with st.expander(f"Model card: {card.title} (v{card.version})"):
         st.markdown(f"**Intended use.** {card.intended_use}")
