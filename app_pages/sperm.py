@@ -252,7 +252,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
                  key=table_key, column_config={"P(normal)": st.column_config.NumberColumn(format="%.1f %%")})
     if HEAD_CARD is not None:
         review_ui(image, rows, calls)
-    export = table.assign(um_per_px=um, acrosome_criterion=acrosome, who_reference=morphometry.WHO_EDITION,
+    export = table.assign(image=image.name, um_per_px=um, acrosome_criterion=acrosome, who_reference=morphometry.WHO_EDITION,
                           head_model=summary["head_model"], segmenter=f"{task.SEG} v{pred.model_version}")
     st.download_button("Download the table (CSV)", export.to_csv(index=False).encode(), mime="text/csv",
                        file_name=f"{image.name.rsplit('.', 1)[0]}_heads.csv", key="sperm_csv", on_click="ignore")
@@ -264,6 +264,12 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     head = st.selectbox("Show head", [r["head"] for r in rows], key=pick_key, help="Or click a row of the table.")
     row = next(r for r in rows if r["head"] == head)
     crop = pred.images[f"head_{head}"]
+    st.markdown(f"**Head {head}**: {row['length_um']:.2f} × {row['width_um']:.2f} µm, length/width {row['ratio']:.2f}, "
+                f"area {row['area_um2']:.1f} µm², {row.get('vacuole_count') or 0} vacuole(s) · "
+                + ("not scored (" + ("cut by the border" if row["at_border"] else "not a head by your call") + ")"
+                   if not task.is_scored(row) else "within the WHO head ranges" if row["who_normal"]
+                   else f"outside the WHO ranges: {row['who_outside']}")
+                + (f" · your call: {row['reviewer']}" if row.get("reviewer") else ""))
     if "p_normal" in row:
         probs = {"normal": {"abnormal": 1 - row["p_normal"], "normal": row["p_normal"]},
                  "shape": {s: row[f"p_shape_{s}"] for s in task.ds.SHAPES}}
