@@ -84,6 +84,9 @@ class Prediction:
         for k, v in self.extras.items():
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[k] = v
+        notes = list(self.extras.get("warnings") or []) + list((self.extras.get("caveats") or {}).values())
+        if notes:  # what the page would warn of with this result
+            row["warnings"] = " | ".join(notes)
         return row
 
 

@@ -670,3 +670,38 @@ def test_split_names_a_layouts_own_split_as_well_as_the_held_out_groups(tmp_path
         import shutil
 
         shutil.rmtree(registry.card(task.GRADE_ID).folder / "eval" / "split-test", ignore_errors=True)
+
+
+@needs_grade
+def test_batch_grades_as_the_page_does_with_its_photo_warnings(tmp_path):
+    """Batch and `predict` graded with the classical locator only and no photo checks: an image of noise was a
+    confident blastocyst there with no word, while the page warned that it shows no embryo."""
+    from core import batch
+
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    write_png(tmp_path / "noise.png", noise)
+    write_png(tmp_path / "embryo.png", synthetic.embryo("blastocyst", seed=3)[0])
+    sources, _ = batch.expand([tmp_path])
+    items = [i for progress in batch.run(task.GRADE_ID, sources, record=False) for i in progress.items]
+    table = batch.results_frame(items)
+    table.index = table["file"].map(lambda f: f.rsplit("/", 1)[-1])
+    page = task.grade_image(as_input(noise), "single")[0]
+    assert "no round outline like a zona" in table.loc["noise.png", "warnings"]
+    assert table.loc["noise.png", "p_stage_blastocyst"] == pytest.approx(page.probabilities["stage"]["blastocyst"],
+                                                                         abs=1e-4)
+
+
+@needs_grade
+def test_bench_gives_the_grader_at_batch_1_and_the_pages_whole_path(capfd):
+    """DESIGN's bench contract, and the page's path beside the grader's: the photo check by the dish detector costs
+    more than grading, and the README said only "+35 ms where the detector locates it"."""
+    import json
+
+    from core.__main__ import main
+
+    assert main(["bench", task.GRADE_ID, "--no-references", "--json"]) == 0
+    out = json.loads(capfd.readouterr().out)
+    entry = out["models"][task.GRADE_ID]
+    assert {"load_s", "p50_ms", "p95_ms", "batch", "throughput_ips", "vs"} <= set(entry) and out["device"]
+    if task.dish_available():
+        assert entry["page_path_p50_ms"] > entry["p50_ms"] > 0
