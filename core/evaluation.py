@@ -405,38 +405,47 @@ def free_name(card, name: str) -> str:
 
 def evaluate_source(model_id: str, source, name: str | None = None, progress=None, device: str | None = None,
                     replace: bool = True) -> dict:
-    """A labelled set (see evaluate_labelled) with a progress callback; anything else (a native dataset layout, a
-    detection or time-lapse set) goes to the task's own evaluator, as `python -m core evaluate` would.
-    replace=False never overwrites a stored evaluation (see evaluate_labelled)."""
+    """A folder or zip: first as a native dataset layout by the task's own evaluator (as `python -m core evaluate`
+    reads a folder: a zipped HuSHeM set lost its normal/abnormal output and out-of-fold predictions in the generic
+    reader), else as a labelled set (see evaluate_labelled; with progress). replace=False never overwrites a stored
+    evaluation."""
     import tempfile
 
     from . import registry
     from .tasks import task_module
 
-    try:
-        return evaluate_labelled(model_id, source, name=name, progress=progress, device=device, replace=replace)
-    except LabelledSetError as exc:
-        labelled_error = exc
     module = task_module(model_id)
 
     def native(root: Path, label: str) -> dict:
         final = _safe_name(name or Path(label).stem)
         final = final if replace else free_name(registry.card(model_id), final)
+        return module.evaluate(model_id, root, name=final, split=None, device=device)
+
+    def either(root: Path, label: str, labelled) -> dict:
+        native_error = "it has no evaluator of its own"
         try:
-            return module.evaluate(model_id, root, name=final, split=None, device=device)
-        except (ValueError, FileNotFoundError, NotImplementedError, KeyError) as exc:
-            raise LabelledSetError(f"{labelled_error}; nor is it a dataset layout the {model_id} evaluator reads "
-                                   f"({exc.args[0] if exc.args else exc})") from None
+            if hasattr(module, "evaluate"):  # a model dropped into weights/ may have no task module of its own
+                return native(root, label)
+        except Exception as exc:  # noqa: BLE001 - not its layout (or it cannot run here): the labelled reader's turn
+            native_error = exc.args[0] if exc.args else exc
+        try:
+            return evaluate_labelled(model_id, labelled, name=name, progress=progress, device=device, replace=replace)
+        except LabelledSetError as exc:
+            raise LabelledSetError(f"{exc}; nor is it a dataset layout the {model_id} evaluator reads "
+                                   f"({native_error})") from None
 
     if isinstance(source, (str, Path)) and Path(source).expanduser().is_dir():
         path = Path(source).expanduser().resolve()
-        result = native(path, path.name)
+        result = either(path, path.name, source)
     else:
-        src = _Source.open(source, getattr(source, "name", None))  # a zip, or LabelledSetError
+        try:
+            src = _Source.open(source, getattr(source, "name", None))
+        except LabelledSetError:  # not a zip: a CSV is read as a labelled set, anything else refused there
+            return evaluate_labelled(model_id, source, name=name, progress=progress, device=device, replace=replace)
         with tempfile.TemporaryDirectory(prefix="eval-upload-") as tmp:
             src.zip.extractall(tmp)
             entries = [p for p in Path(tmp).iterdir() if not p.name.startswith((".", "__MACOSX"))]
-            result = native(entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(tmp), src.label)
+            result = either(entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(tmp), src.label, source)
     if progress:
         progress(1, 1)
     return result

@@ -254,3 +254,22 @@ def test_a_roboflow_export_is_read_and_the_users_folder_is_left_as_it_was(tmp_pa
     finally:
         shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_a_zipped_native_layout_is_read_by_its_own_evaluator(tmp_path):
+    """A zipped HuSHeM set went to the generic labelled reader first: shape only, no normal/abnormal output."""
+    try:
+        card = registry.card("sperm-head")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"sperm-head is not installed: {exc}")
+    root, _ = sperm_head_folders(tmp_path / "HuSHeM")
+    for bad in ("01_Normal/broken.jpg", "02_Tapered/empty.bmp"):
+        (root / bad).unlink()
+    archive = shutil.make_archive(str(tmp_path / "hushem"), "zip", tmp_path, "HuSHeM")
+    run = subprocess.run([sys.executable, "-m", "core", "evaluate", "sperm-head", archive, "--name", NAME, "--json"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    try:
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert set(json.loads(run.stdout)["metrics"]) == {"normal", "shape"}
+    finally:
+        shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
