@@ -80,7 +80,8 @@ def is_hungvuong(root: Path) -> bool:
     return bool(hungvuong_splits(root))
 
 
-def read_hungvuong(root: Path) -> list[Item]:
+def read_hungvuong(root: Path, missing: list[str] | None = None) -> list[Item]:
+    """Items of a Hung Vuong set; rows naming a file that is not there are left out and, with `missing`, listed."""
     items = []
     for split in hungvuong_splits(root):
         table = pd.read_csv(root / f"{split}.csv")
@@ -90,6 +91,8 @@ def read_hungvuong(root: Path) -> list[Item]:
             path = root / split / image
             if not path.is_file() and (root / image).is_file():  # paths written as train/D3_001.jpg
                 path, image = root / image, Path(image).name
+            if not path.is_file() and missing is not None:
+                missing.append(f"{split}.csv names {image}, which is not in {split}/")
             if not path.is_file() or cls not in (0, 1):  # a missing file, or a row without a 0/1 label
                 continue
             day = image[:2].upper() if image[:2].upper() in ("D3", "D5") else None
@@ -174,13 +177,14 @@ def read_class_folders(root: Path) -> list[Item]:
     return items
 
 
-def read_any(root: Path, gomez_every: int = 1) -> tuple[list[Item], list[str]]:
-    """Every labelled item under `root` and the layouts recognised there; ValueError if none."""
+def read_any(root: Path, gomez_every: int = 1, missing: list[str] | None = None) -> tuple[list[Item], list[str]]:
+    """Every labelled item under `root` and the layouts recognised there; ValueError if none. `missing` collects the
+    table rows naming files that are not there."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder")
     if is_hungvuong(root):
-        return read_hungvuong(root), ["hungvuong"]
+        return read_hungvuong(root, missing), ["hungvuong"]
     if gomez.is_gomez_root(root):
         return read_gomez(root, gomez_every), ["gomez"]
     if gomez.read_blastocyst_crops(root):
@@ -190,7 +194,7 @@ def read_any(root: Path, gomez_every: int = 1) -> tuple[list[Item], list[str]]:
     items, layouts = [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
-            found, names = read_any(sub, gomez_every)
+            found, names = read_any(sub, gomez_every, missing)
         except ValueError:
             continue
         items += found

@@ -89,8 +89,10 @@ def folder_label(name: str) -> str | None:
     return FOLDER_LABELS.get(re.sub(r"[^a-z0-9]", "", name.lower()))
 
 
-def read_pcosgen(root: Path) -> list[Item]:
-    labels = _read_table(label_table(root))
+def read_pcosgen(root: Path, missing: list[str] | None = None) -> list[Item]:
+    """Items of a PCOSGen set; rows naming a file that is not there are left out and, with `missing`, listed."""
+    table = label_table(root)
+    labels = _read_table(table)
     groups_file = root / "neardup_groups.csv"
     groups = {}
     if groups_file.is_file():
@@ -101,6 +103,8 @@ def read_pcosgen(root: Path) -> list[Item]:
         path = root / "images" / path_name
         if not path.is_file() and (root / path_name).is_file():  # paths written as images/x.jpg
             path = root / path_name
+        if not path.is_file() and missing is not None:
+            missing.append(f"{table.name} names {path_name}, which is not in images/")
         if path.is_file() and healthy in (0, 1):  # rows without a 0/1 label are not part of the set
             items.append(Item(path, "healthy" if healthy == 1 else "pcos", groups.get(path_name, ""),
                               path.relative_to(root).as_posix()))
@@ -122,12 +126,12 @@ def read_class_folders(root: Path) -> list[Item]:
     return items
 
 
-def read_dataset(root: Path) -> tuple[list[Item], str, dict]:
+def read_dataset(root: Path, missing: list[str] | None = None) -> tuple[list[Item], str, dict]:
     """Items of a PCOSGen or class-per-folder root (exact duplicates handled, video groups assigned), the layout's
-    name, and what was done to the items."""
+    name, and what was done to the items; `missing` collects table rows naming files that are not there."""
     root = layout_root(root, is_pcosgen)
     if is_pcosgen(root):
-        items, layout = read_pcosgen(root), "pcosgen"
+        items, layout = read_pcosgen(root, missing), "pcosgen"
     else:
         items, layout = read_class_folders(root), "class-per-folder"
     if items:

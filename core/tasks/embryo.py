@@ -398,7 +398,8 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
     from ..datasets.embryo import load_rgb, read_any
     from ..evaluation import classification_metrics, documents_card, predictions_frame, readable, store
 
-    items, layouts = read_any(Path(path))
+    missing: list[str] = []
+    items, layouts = read_any(Path(path), missing=missing)
     excluded = 0
     if split in ("heldout", "train"):  # this project's split of the groups
         items = [it for it in items if it.split == split]
@@ -413,7 +414,8 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
         raise ValueError(f"{path}: no labelled embryo images{f' in split {split!r}' if split else ''}")
     model = registry.load(GRADE_ID, device)
     probs = {o: [] for o in model.classes}
-    hashes, in_view, detector, loaded, skipped = [], [], [], [], []
+    skipped = [m for m in missing if split in (None, "heldout", "train") or m.startswith(f"{split}.csv")]
+    hashes, in_view, detector, loaded = [], [], [], []
     for start in range(0, len(items), 32):
         chunk, batch, bad = readable(items[start:start + 32], lambda it: load_rgb(it.path))
         loaded += chunk

@@ -405,7 +405,8 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None = None, dev
     from ..imageio import ImageInputError
 
     path = Path(path)
-    items, layout, info = data.read_dataset(path)
+    missing: list[str] = []
+    items, layout, info = data.read_dataset(path, missing)
     if split in data.SPLITS:
         items = [i for i in items if i.split == split]
     elif split:
@@ -414,7 +415,7 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None = None, dev
         raise ValueError(f"{path}: no labelled images" + (f" in split {split!r}" if split else ""))
     model = registry.load(model_id, device)
     thr = threshold(model.card)
-    rows, skipped = [], []
+    rows, skipped = [], list(missing)
     for start in range(0, len(items), 64):
         chunk = []
         for item in items[start:start + 64]:
