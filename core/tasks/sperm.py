@@ -871,7 +871,7 @@ def pooled_normal_forms(fields: list[dict]) -> dict:
 
 def classify_heads(images, device: str | None = None, frame: bool | None = None) -> list[Prediction]:
     """Single-head crops to the classifier, each first re-framed around its head (frame_head) when frame=True, as given
-    when False, and by should_frame (stained crops re-framed, unstained tight ones as given) when None; the crop the
+    when False, and by should_frame (stained crops re-framed, unstained ones as given) when None; the crop the
     classifier saw is in prediction.images["crop"]."""
     from ..imageio import InputImage
 
