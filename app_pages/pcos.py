@@ -44,6 +44,10 @@ def unusable(sha: str, name: str, _image: InputImage) -> str | None:
     return None
 
 
+if "pcos_mm_per_px" in st.session_state:  # kept through a run without the box (a bad upload in between)
+    st.session_state["pcos_mm_per_px"] = st.session_state["pcos_mm_per_px"]
+
+
 def calibration_ui(image: InputImage) -> float | None:
     if image.pixel_spacing_mm:
         st.caption(f"Pixel size from the DICOM header: {image.pixel_spacing_mm[0]:.3f} × "

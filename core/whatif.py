@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from typing import Callable
@@ -561,6 +562,16 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _unpng(data: bytes, colour: bool = True) -> np.ndarray:
+    from PIL import Image
+
+    from .imageio import MAX_PIXELS
+
+    try:  # the size from the header first: a 30 kB PNG can hold 20000 x 20000 pixels (18 GB decoded)
+        w, h = Image.open(io.BytesIO(data)).size
+    except Exception:  # noqa: BLE001 - any unreadable header
+        raise ExperimentError("an image inside the experiment file cannot be decoded") from None
+    if w * h > MAX_PIXELS:
+        raise ExperimentError(f"an image inside the experiment file is {w}×{h} pixels, more than this tool accepts")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ExperimentError("an image inside the experiment file cannot be decoded")
@@ -584,6 +595,17 @@ def save_experiment(exp: Experiment) -> bytes:
     return buf.getvalue()
 
 
+def _valid_setting(name: str, value) -> bool:
+    if name == "mask_mode":
+        return value in MASK_MODES
+    if name == "mask_colour":
+        return isinstance(value, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", value) is not None
+    p = PERTURBATIONS[name]
+    if p.choices:
+        return value in p.choices
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and p.lo <= value <= p.hi
+
+
 def load_experiment(data: bytes) -> Experiment:
     """Read a file written by save_experiment; ExperimentError with a plain message for anything else."""
     try:
@@ -605,6 +627,11 @@ def load_experiment(data: bytes) -> Experiment:
         unknown = set(head["settings"]) - set(DEFAULT_SETTINGS)
         if unknown:
             raise ExperimentError(f"unknown settings in the experiment: {', '.join(sorted(unknown))}")
+        bad = [f"{k} = {v!r}" for k, v in head["settings"].items() if not _valid_setting(k, v)]
+        if bad:
+            raise ExperimentError(f"settings out of range or of the wrong kind: {', '.join(bad)}")
+        if drawing is not None and not (isinstance(drawing, dict) and isinstance(drawing.get("objects", []), list)):
+            raise ExperimentError("drawing.json inside the experiment is not a canvas drawing")
         original = _unpng(z.read("original.png"))
         mask = _unpng(z.read("mask.png"), colour=False) > 127 if "mask.png" in names else None
         edited = _unpng(z.read("edited.png")) if "edited.png" in names else None

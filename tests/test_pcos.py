@@ -452,3 +452,5 @@ def test_page_keeps_an_untick_across_a_calibration_change_and_refuses_a_tiny_fra
     at.file_uploader[0].upload("tiny.png", encode_png(np.full((5, 5, 3), 90, np.uint8)), "image/png").run()
     assert not at.exception and any("too small" in e.value for e in at.error)
     assert not any("Resemblance" in m.label for m in at.metric)
+    at.file_uploader[0].upload("export.png", data_png, "image/png").run()  # the frame again after the refused one
+    assert at.number_input[0].value == round(truth["mm_per_px"] * 1.05, 3)  # the calibration typed is still there

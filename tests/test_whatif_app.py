@@ -152,3 +152,65 @@ def test_bad_experiment_upload_is_a_clear_message(at):
     assert not at.exception
     assert any("not a what-if experiment" in e.value for e in at.error)
     assert at.slider(key="harness-p-brightness").value == 0
+
+
+def test_settings_survive_a_run_without_the_panel(at):
+    """A bad upload in between (a run that does not draw the panel) reset every slider: Streamlit forgets a widget's
+    value when a run does not draw it."""
+    at.slider(key="harness-p-brightness").set_value(-50).run()
+    at.session_state["harness-hide"] = True
+    at.run()
+    at.session_state["harness-hide"] = False
+    at.run()
+    assert not at.exception
+    assert at.slider(key="harness-p-brightness").value == -50 and "Brightness -50 levels" in caption_text(at)
+
+
+@pytest.mark.parametrize("settings, drawing, says", [
+    ({"zoom": -5}, None, "out of range"),
+    ({"brightness": "abc"}, None, "out of range or of the wrong kind"),
+    ({"rotation": None}, None, "wrong kind"),
+    ({}, [1, 2, 3], "not a canvas drawing"),
+])
+def test_a_tampered_experiment_is_refused_with_its_reason_and_the_message_stays(at, settings, drawing, says):
+    """Out-of-range or wrongly typed settings were restored into the sliders and crashed the panel; the messages
+    vanished at the panel's own rerun."""
+    import io
+    import json
+    import zipfile
+
+    from core import synthetic
+
+    image = synthetic.bright_spot(True, 192, seed=3, side=40)[0]
+    data = io.BytesIO(whatif.save_experiment(whatif.Experiment(image, dict(whatif.DEFAULT_SETTINGS))))
+    out = io.BytesIO()
+    with zipfile.ZipFile(data) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+        dst.writestr("settings.json", json.dumps({"settings": settings}))
+        if drawing is not None:
+            dst.writestr("drawing.json", json.dumps(drawing))
+    at.session_state["harness-tabs"] = "Save / load"
+    at.run()
+    at.file_uploader(key="harness-load").upload("exp.zip", out.getvalue(), "application/zip").run()
+    at.run()  # the panel's next run: the message is still there
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(says in e.value for e in at.error), [e.value for e in at.error]
+    assert at.slider(key="harness-p-brightness").value == 0
+
+
+def test_an_experiment_image_of_too_many_pixels_is_refused_before_decoding():
+    """A 30 kB PNG of 20000 x 20000 pixels inside an experiment took the server to 18 GB."""
+    import io
+    import zipfile
+
+    import cv2
+    import numpy as np
+
+    ok, png = cv2.imencode(".png", np.zeros((7000, 7000), np.uint8))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("settings.json", '{"settings": {}}')
+        z.writestr("original.png", png.tobytes())
+    with pytest.raises(whatif.ExperimentError, match="more than this tool accepts"):
+        whatif.load_experiment(buf.getvalue())

@@ -287,16 +287,20 @@ def _slider_key(key: str, name: str) -> str:
 def _reset_settings(key: str) -> None:
     for p in whatif.PERTURBATIONS.values():
         st.session_state[_slider_key(key, p.name)] = p.identity
+    st.session_state.pop(f"{key}-kept", None)
 
 
 def _adjust_controls(key: str, ultrasound: bool) -> dict:
     ss = st.session_state
+    # Streamlit forgets a widget's value after a run that did not draw it (a bad upload in between): the last
+    # settings are kept aside and put back
+    kept = ss.setdefault(f"{key}-kept", {})
     settings = {}
     cols = st.columns(2)
     for i, p in enumerate(whatif.perturbations(ultrasound)):
         k = _slider_key(key, p.name)
         if k not in ss:
-            ss[k] = p.identity
+            ss[k] = kept.get(p.name, p.identity)
         with cols[i % 2]:
             if p.choices:
                 settings[p.name] = st.selectbox(p.label, p.choices, key=k)
@@ -304,6 +308,7 @@ def _adjust_controls(key: str, ultrasound: bool) -> dict:
                 settings[p.name] = st.slider(p.label, p.lo, p.hi, step=p.step, key=k)
     st.button("Reset adjustments", key=f"{key}-reset", on_click=_reset_settings, args=(key,),
               icon=":material/restart_alt:")
+    kept.update(settings)
     return {**whatif.DEFAULT_SETTINGS, **settings}
 
 
@@ -528,7 +533,8 @@ def _load_experiment(key: str) -> None:
     """Callback (runs before the rerun, so widget values may still be set): restore settings and drawing."""
     ss = st.session_state
     upload = ss.get(f"{key}-load")
-    if upload is None:
+    if upload is None:  # the file taken out of the uploader: its message goes with it
+        ss.pop(f"{key}-loaded", None)
         return
     try:
         exp = whatif.load_experiment(upload.getvalue())
@@ -537,6 +543,7 @@ def _load_experiment(key: str) -> None:
         return
     for p in whatif.PERTURBATIONS.values():
         ss[_slider_key(key, p.name)] = exp.settings.get(p.name, p.identity)
+    ss.pop(f"{key}-kept", None)
     ss[f"{key}-mask-mode"] = exp.settings.get("mask_mode", "background")
     ss[f"{key}-mask-colour"] = exp.settings.get("mask_colour", "#000000")
     _reset_canvas(key)
@@ -545,19 +552,23 @@ def _load_experiment(key: str) -> None:
 
 
 def _handle_loaded(key: str, image: np.ndarray, sha: str) -> None:
-    """Report on a just-loaded experiment: does it reproduce, and was it made on this image?"""
-    loaded = st.session_state.pop(f"{key}-loaded", None)
+    """Report on a loaded experiment: does it reproduce, and was it made on this image? Said while its file stays in
+    the uploader (the panel reruns at once after a load, and a message shown once was gone before it could be read)."""
+    ss = st.session_state
+    loaded = ss.get(f"{key}-loaded")
     if not loaded:
         return
+    if "experiment" in loaded:  # worked out once
+        exp = loaded.pop("experiment")
+        same = exp.edited is not None and np.array_equal(exp.reproduce(), exp.edited)
+        replay = "its edited image is reproduced exactly" if same else "its edited image differs from a replay"
+        msg = (f"Experiment loaded (model {exp.meta.get('model', 'unknown')}, saved {exp.meta.get('saved', '?')}): "
+               f"settings restored; {replay}.")
+        if _sha(exp.original) != sha:
+            msg += (" It was made on a different image than the one shown here: its settings now apply to this "
+                    "image, and the painted strokes are redrawn at the same place.")
+        loaded["message"] = msg
     if "error" in loaded:
         st.error(f"Could not load the experiment: {loaded['error']}", icon=":material/error:")
-        return
-    exp = loaded["experiment"]
-    same = exp.edited is not None and np.array_equal(exp.reproduce(), exp.edited)
-    replay = "its edited image is reproduced exactly" if same else "its edited image differs from a replay"
-    msg = (f"Experiment loaded (model {exp.meta.get('model', 'unknown')}, saved {exp.meta.get('saved', '?')}): "
-           f"settings restored; {replay}.")
-    if _sha(exp.original) != sha:
-        msg += (" It was made on a different image than the one shown here: its settings now apply to this image, "
-                "and the painted strokes are redrawn at the same place.")
-    st.success(msg, icon=":material/upload_file:")
+    else:
+        st.success(loaded["message"], icon=":material/upload_file:")

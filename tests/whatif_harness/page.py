@@ -43,7 +43,9 @@ def stand_in_explain(image, output):
 upload = st.file_uploader("Image", type=["png", "jpg", "jpeg"], key="harness-upload")
 image = read_upload(upload)
 pixels = image.pixels if image is not None else synthetic.bright_spot(True, 192, seed=3, side=40)[0]
-if os.environ.get("WHATIF_WEIGHTS"):
+if st.session_state.get("harness-hide"):  # a run without the panel, as a page's run after a bad upload
+    st.caption("The panel is hidden in this run.")
+elif os.environ.get("WHATIF_WEIGHTS"):
     model = registry_model(os.environ["WHATIF_WEIGHTS"], os.environ.get("WHATIF_MODEL", "whatif-keras"))
     whatif_panel(pixels, model_predict(model), key="harness", explain=model_explain(model),
                  predict_batch=model_predict_batch(model), cache_key=f"{model.id}@{model.card.version}")
