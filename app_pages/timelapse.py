@@ -85,13 +85,16 @@ def input_ui() -> tuple[FrameSequence | None, str]:
             if not folder.is_dir():
                 st.error(f"{folder}: no such folder on the machine running this app.", icon=":material/error:")
                 return None, ""
-            stamp = max((p.stat().st_mtime for p in folder.iterdir()), default=0.0)
+            stamp = max((p.lstat().st_mtime for p in folder.iterdir()), default=0.0)  # lstat: a broken link too
             return read_local_folder(str(folder.resolve()), stamp), f"{folder.resolve()}@{stamp}"
         st.info("A drawn, synthetic sequence to try the page with: the model was not made for it, so its stages "
                 "and event times mean nothing biologically.", icon=":material/draw:")
         return example_sequence(), "generated-example"
     except SequenceInputError as exc:
         st.error(str(exc), icon=":material/error:")
+        return None, ""
+    except OSError as exc:  # a folder of this machine that cannot be listed or read (e.g. /proc, no permission)
+        st.error(f"{exc.filename or 'The folder'}: cannot be read here ({exc.strerror or exc}).", icon=":material/error:")
         return None, ""
 
 

@@ -87,7 +87,14 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from .batch import predict_paths
 
-    return predict_paths(args.model, [Path(p) for p in args.paths], out=args.out, device=args.device, log=log)
+    if args.out:  # said before any scoring, not after it (an OSError's bare errno "2" was the message)
+        out = Path(args.out)
+        if out.suffix.lower() not in (".csv", ".xlsx"):
+            raise ValueError(f"{out}: --out takes a .csv or .xlsx file name")
+        if not out.parent.is_dir():
+            raise ValueError(f"{out.parent}: no such folder for --out")
+    return predict_paths(args.model, [Path(p) for p in args.paths], out=args.out, device=args.device, log=log,
+                         emit=lambda data: setattr(args, "stdout_data", data))
 
 
 def cmd_bench(args) -> int:
@@ -143,10 +150,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    args.result = None
+    args.result = args.stdout_data = None
+    # stdout must hold exactly one JSON object, or predict's CSV: everything else printed (Ultralytics writes its
+    # warnings to stdout) goes to stderr
     json_out = getattr(args, "json", False)
-    saved = os.dup(1) if json_out else None
-    if json_out:  # stdout must hold exactly one JSON object: everything else printed goes to stderr
+    quiet = json_out or (args.func is cmd_predict and not args.out)
+    saved = os.dup(1) if quiet else None
+    if quiet:
         sys.stdout.flush()
         os.dup2(2, 1)
     try:
@@ -154,18 +164,24 @@ def main(argv=None) -> int:
     except (KeyError, FileNotFoundError, NotImplementedError, ValueError) as exc:
         log(f"error: {exc.args[0] if exc.args else exc}")
         code = 2
+    except OSError as exc:  # e.g. a file that cannot be written: its name and the reason, not a bare errno
+        log(f"error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
+        code = 2
     except Exception as exc:  # noqa: BLE001  an unforeseen failure: one plain line; the traceback on request
         if os.environ.get("CORE_DEBUG"):
             raise
         log(f"error: {type(exc).__name__}: {exc} (set CORE_DEBUG=1 to see where)")
         code = 1
     finally:
-        if json_out:
+        if quiet:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
     if json_out and args.result is not None:
         print(json.dumps(strict_json(args.result), default=str, allow_nan=False), flush=True)
+    if args.stdout_data is not None:
+        sys.stdout.write(args.stdout_data.decode())
+        sys.stdout.flush()
     return code
 
 

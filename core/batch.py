@@ -98,19 +98,27 @@ def expand(paths: Iterable[Path | str]) -> tuple[list[Source], list[Item]]:
     sources: list[Source] = []
     errors: list[Item] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            for f in sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))):
-                if f.suffix.lower() in ZIP_SUFFIXES:
-                    _expand_zip(f, str(f.relative_to(path.parent)), sources, errors)
-                elif f.suffix.lower() in IMAGE_SUFFIXES:  # other files in a folder (notes, label tables) are
-                    sources.append(Source(str(f.relative_to(path.parent)), path=f))  # its own, not inputs
-        elif path.is_file() and (path.suffix.lower() in ZIP_SUFFIXES or _looks_zip(path)):
-            _expand_zip(path, path.name, sources, errors)
-        elif path.is_file():
-            sources.append(Source(path.name, path=path))
-        else:
-            errors.append(Item(str(path), error="no such file or folder"))
+        try:
+            _expand_one(path, sources, errors)
+        except OSError as exc:  # e.g. /proc or a folder without permission: said, not raised
+            errors.append(Item(str(path), error=f"cannot be read here ({exc.strerror or exc})"))
     return sources, errors
+
+
+def _expand_one(path: Path, sources: list[Source], errors: list[Item]) -> None:
+    """One path of expand(): a folder's image files and zips, a zip's images, or one file."""
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))):
+            if f.suffix.lower() in ZIP_SUFFIXES:
+                _expand_zip(f, str(f.relative_to(path.parent)), sources, errors)
+            elif f.suffix.lower() in IMAGE_SUFFIXES:  # other files in a folder (notes, label tables) are
+                sources.append(Source(str(f.relative_to(path.parent)), path=f))  # its own, not inputs
+    elif path.is_file() and (path.suffix.lower() in ZIP_SUFFIXES or _looks_zip(path)):
+        _expand_zip(path, path.name, sources, errors)
+    elif path.is_file():
+        sources.append(Source(path.name, path=path))
+    else:
+        errors.append(Item(str(path), error="no such file or folder"))
 
 
 def uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[Source], list[Item]]:
@@ -320,9 +328,10 @@ def to_excel(items: list[Item], case_code: str | None = None) -> bytes:
 
 
 # --- command line -----------------------------------------------------------------------------------------------------
-def predict_paths(model_id: str, paths: list[Path], out: str | None = None, device: str | None = None, log=print) -> int:
-    """`python -m core predict`: score, record, write CSV (or Excel for .xlsx) to `out` or stdout.
-    Exit status 0 when at least one input was scored, 1 when none could be."""
+def predict_paths(model_id: str, paths: list[Path], out: str | None = None, device: str | None = None, log=print,
+                  emit=None) -> int:
+    """`python -m core predict`: score, record, write CSV (or Excel for .xlsx) to `out`, or hand the CSV's bytes to
+    `emit` (default: stdout). Exit status 0 when at least one input was scored, 1 when none could be."""
     sources, items = expand(paths)
     for item in items:
         log(f"skipped {item.name}: {item.error}")
@@ -341,6 +350,8 @@ def predict_paths(model_id: str, paths: list[Path], out: str | None = None, devi
         Path(out).write_bytes(to_excel(items))
     elif out:
         Path(out).write_bytes(to_csv(items))
+    elif emit is not None:
+        emit(to_csv(items))
     else:
         sys.stdout.write(to_csv(items).decode())
         sys.stdout.flush()

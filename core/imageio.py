@@ -204,12 +204,13 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def refuse_blank(image: InputImage, min_side: int, thing: str) -> None:
+def refuse_blank(image: InputImage | np.ndarray, min_side: int, thing: str) -> None:
     """A ValueError (a message for the user) for an image too small or too flat to show `thing` ("an embryo"):
     graded anyway, such images came out as confident answers ("Blastocyst 99 %", "abnormal 98.5 %")."""
-    h, w = image.pixels.shape[:2]
+    pixels, name = getattr(image, "pixels", image), getattr(image, "name", "the image")  # an InputImage or pixels
+    h, w = pixels.shape[:2]
     if min(h, w) < min_side:
-        raise ValueError(f"{image.name}: {w} × {h} pixels is too small to show {thing} (at least {min_side} pixels "
+        raise ValueError(f"{name}: {w} × {h} pixels is too small to show {thing} (at least {min_side} pixels "
                          "a side); upload the original image.")
-    if float(image.pixels.std()) < 2.0:
-        raise ValueError(f"{image.name}: the image is one flat colour, without {thing} to analyse.")
+    if float(pixels.std()) < 2.0:
+        raise ValueError(f"{name}: the image is one flat colour, without {thing} to analyse.")

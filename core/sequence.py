@@ -10,12 +10,13 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import cv2
 import numpy as np
 
 from .datasets import gomez
-from .imageio import IMAGE_SUFFIXES, ImageInputError, read_image
+from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, read_image
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg"}
 MAX_SIDE = 320  # frames are kept at most this large: the model reads 160 px, the page shows ~300 px
@@ -162,8 +163,8 @@ def read_video(source, name: str = "video", max_frames: int = MAX_FRAMES) -> Fra
         notes.append(f"{len(acquisitions)} acquisitions, over the {max_frames}-frame limit: one in every {stride} "
                      "is classified, over the whole recording")
     rank = {n: k for k, n in enumerate(acquisitions)}
-    return FrameSequence(frames, [f"{name}#{n}" for n in numbers], name, "video frame order", skipped,
-                         frame_numbers=[rank[n] for n in numbers] if stride > 1 else None, notes=notes)
+    return _usable(FrameSequence(frames, [f"{name}#{n}" for n in numbers], name, "video frame order", skipped,
+                                 frame_numbers=[rank[n] for n in numbers] if stride > 1 else None, notes=notes))
 
 
 def _thumbnail(image: np.ndarray, rgb: bool = False) -> np.ndarray:
@@ -200,17 +201,22 @@ def distinct_frames(thumbnails: list[np.ndarray], min_repeats: float = 0.2) -> l
     return [0, *map(int, kept)]
 
 
-def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSequence:
+def _from_named_files(entries: list[tuple[str, Callable[[], bytes]]], source: str) -> FrameSequence:
+    """Frames from (name, read) pairs; each file is read only when its turn comes, so a set is never all in memory
+    at once."""
     frames, names, skipped, conversions = [], [], [], {}
-    for entry, data in entries:
+    for entry, read in entries:
         base = PurePosixPath(entry).name
         if PurePosixPath(entry).suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(f"{entry}: not an image file")
             continue
         try:
-            image = read_image(data, name=base)
+            image = read_image(read(), name=base)
         except ImageInputError as exc:
             skipped.append(str(exc))
+            continue
+        except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:  # a file that cannot be read here
+            skipped.append(f"{entry}: cannot be read ({exc})")
             continue
         frames.append(_shrink(image.pixels))
         names.append(entry)
@@ -237,7 +243,19 @@ def _from_named_bytes(entries: list[tuple[str, bytes]], source: str) -> FrameSeq
     names = [names[i] for i in order]
     notes = [f"{note} ({n} of {len(frames)} frames)" if n < len(frames) else f"every frame: {note}"
              for note, n in conversions.items()]
-    return FrameSequence(frames, names, source, rule, skipped, frame_numbers=_run_numbers(names), notes=notes)
+    return _usable(FrameSequence(frames, names, source, rule, skipped, frame_numbers=_run_numbers(names), notes=notes))
+
+
+MIN_FRAME_SIDE = 32  # px; a frame smaller than this shows no embryo to stage
+
+
+def _usable(seq: FrameSequence) -> FrameSequence:
+    """A sequence with something to stage: not every frame flat or tiny (5000 black 2×2 frames were staged as
+    'cleavage over 1250 h' and saved)."""
+    if not any(min(f.shape[:2]) >= MIN_FRAME_SIDE and float(f.std()) >= 2.0 for f in seq.frames):
+        raise SequenceInputError(f"{Path(seq.source).name}: none of its {len(seq.frames)} frames shows anything to "
+                                 f"stage (each is one flat colour or under {MIN_FRAME_SIDE} pixels a side).")
+    return seq
 
 
 def _run_numbers(names: list[str]) -> list[int] | None:
@@ -262,16 +280,18 @@ def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> 
                 continue
             if len(entries) >= max_frames:
                 skipped.append(f"{entry}: not read (limit of {max_frames} frames)")
-                continue
-            try:
-                entries.append((entry, zf.read(info)))
-            except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
-                skipped.append(f"{entry}: cannot be extracted ({exc})")
-    tables = [(e, d) for e, d in entries if e.lower().endswith("_phases.csv")]
-    phases = gomez.parse_phases(tables[0][1].decode(errors="replace")) if len(tables) == 1 else []
-    if phases:  # a zipped Gomez embryo folder with its annotation table
-        entries = [(e, d) for e, d in entries if (e, d) != tables[0]]
-    seq = _from_named_bytes(entries, name)
+            elif info.file_size > MAX_BYTES:  # a zip bomb's entry unpacks to gigabytes from a few kilobytes
+                skipped.append(f"{entry}: unpacks to {info.file_size / 2**20:.0f} MB, more than a frame may be")
+            else:
+                entries.append((entry, lambda info=info: zf.read(info)))
+        tables = [(e, read) for e, read in entries if e.lower().endswith("_phases.csv")]
+        try:
+            phases = gomez.parse_phases(tables[0][1]().decode(errors="replace")) if len(tables) == 1 else []
+        except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
+            phases = []
+        if phases:  # a zipped Gomez embryo folder with its annotation table
+            entries = [(e, read) for e, read in entries if e != tables[0][0]]
+        seq = _from_named_files(entries, name)
     seq.skipped = skipped + seq.skipped
     if phases and seq.frame_numbers is not None:
         seq.true_phases = [gomez.phase_of(n, phases) for n in seq.frame_numbers]
@@ -299,7 +319,7 @@ def read_folder(folder, annotations: Path | None = None) -> FrameSequence:
     kept = set(order[:MAX_FRAMES]) | set(unordered)  # the first frames in time, not in name order
     over = [f"{images[i].name}: not read (limit of {MAX_FRAMES} frames)" for i in order[MAX_FRAMES:]]
     files = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES] + [images[i] for i in sorted(kept)]
-    seq = _from_named_bytes([(p.name, p.read_bytes()) for p in files], str(folder))
+    seq = _from_named_files([(p.name, p.read_bytes) for p in files], str(folder))
     seq.skipped += over
     if annotations is not None and seq.frame_numbers is not None:
         phases = gomez.read_phases(annotations)

@@ -211,6 +211,20 @@ def test_cli_scores_with_a_plain_classifier_and_refuses_an_unknown_model(tmp_pat
     bad = subprocess.run([sys.executable, "-m", "core", "predict", "tiny-clx", str(tmp_path / "in")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "tiny-cls" in bad.stderr  # names the close match
+    # to stdout: the CSV alone (log lines and library warnings go to stderr)
+    speaking = ("import sys, core.batch as b; expand = b.expand; "  # a library printing during the run
+                "b.expand = lambda paths: (print('a library speaks'), expand(paths))[1]; "
+                "from core.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    to_stdout = subprocess.run([sys.executable, "-c", speaking, "predict", "tiny-cls", str(tmp_path / "in")],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    assert "a library speaks" in to_stdout.stderr and to_stdout.stdout.startswith("file,")
+    assert len(pd.read_csv(io.StringIO(to_stdout.stdout))) == 5  # 4 scored, text.png with its reason
+    # a bad --out is said before any scoring, by name
+    for out, says in ((tmp_path / "no-such" / "x.csv", "no such folder for --out"), (tmp_path / "x.txt", ".csv or .xlsx")):
+        refused = subprocess.run([sys.executable, "-m", "core", "predict", "tiny-cls", str(tmp_path / "in"), "--out",
+                                  str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and says in refused.stderr and "scored" not in refused.stderr
 
 
 def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, monkeypatch):
@@ -261,3 +275,23 @@ def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, 
     at.button[0].click().run()  # a new run that finds nothing must not leave the old results on screen
     assert not at.exception and any("No images found" in e.value for e in at.error)
     assert not at.dataframe and "**6** scored" not in " ".join(m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("model_id", ["pcos", "sperm-head", "timelapse-stage"])
+def test_batch_refuses_an_image_the_page_refuses(model_id, tmp_path):
+    """Batch and predict scored a 1 × 1 image ("healthy 20 %", "abnormal 98.5 %", "cleavage") that the pages refuse."""
+    try:
+        registry.load(model_id, "cpu")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"{model_id} is not installed: {exc}")
+    (tmp_path / "dot.png").write_bytes(encode_png(np.full((1, 1, 3), 90, np.uint8)))
+    sources, _ = batch.expand([tmp_path / "dot.png"])
+    (item,) = [i for progress in batch.run(model_id, sources, record=False) for i in progress.items]
+    assert not item.ok and "too small" in item.error
+
+
+def test_an_unreadable_path_is_listed_not_raised():
+    if not Path("/proc/self/mem").exists():
+        pytest.skip("no /proc on this system")
+    sources, errors = batch.expand(["/proc/self/mem"])
+    assert not sources and "cannot be read here" in errors[0].error

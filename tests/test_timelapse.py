@@ -494,3 +494,26 @@ def test_train_command_writes_a_card_that_says_what_it_saw(tmp_path, monkeypatch
     assert card["limitations"].startswith("Trained on 1 complete annotated time-lapse sequences (E1)")
     assert "tM" in card["limitations"] and "t3" in card["limitations"]  # phases no training frame was annotated
     assert "old/heldout" not in card.get("metrics", {})
+
+
+def test_a_zip_bomb_entry_and_a_set_of_blank_frames_are_refused_without_unpacking(tmp_path):
+    """A 2 MB zip holding one 2 GiB file took the server to 6 GB; 5000 black 2×2 frames were staged as 'cleavage'."""
+    import zipfile
+
+    from core import sequence
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("frame_RUN1.png", "w", force_zip64=True) as f:
+            for _ in range(210):
+                f.write(bytes(2**20))
+        z.writestr("frame_RUN2.png", encode_png(synthetic.timelapse_sequence(1, size=64)[0][0]))
+    seq = sequence.read_zip(bomb)
+    assert len(seq) == 1 and any("unpacks to 210 MB" in s for s in seq.skipped)
+
+    blank = tmp_path / "blank.zip"
+    with zipfile.ZipFile(blank, "w") as z:
+        for i in range(10):
+            z.writestr(f"frame_RUN{i + 1}.png", encode_png(np.zeros((2, 2, 3), np.uint8)))
+    with pytest.raises(sequence.SequenceInputError, match="none of its 10 frames shows anything"):
+        sequence.read_zip(blank)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import cv2
 import pytest
@@ -257,3 +258,21 @@ def test_browser_event_row_moves_the_frame_slider(page, app_url):
             wait_for_app(page, 120_000)
     assert slider.inner_text() == str(events["frame"].iloc[2])
     assert_no_errors(page)
+
+
+def test_a_broken_link_in_a_local_folder_and_an_unreadable_folder_are_said_not_raised(tmp_path):
+    """A dangling symlink among the frames, or /proc/self, raised FileNotFoundError / OSError on the page."""
+    from streamlit.testing.v1 import AppTest
+
+    folder = write_frames(tmp_path / "seq", n=6)
+    (folder / "embryo_RUN7.png").symlink_to(tmp_path / "gone.png")
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(folder)).run()
+    assert not at.exception, at.exception
+    assert any("6 frames" in c.value for c in at.caption)
+    if Path("/proc/self").is_dir():
+        at.text_input(key="tl_folder").input("/proc/self").run()
+        assert not at.exception, at.exception
+        assert at.error

@@ -315,6 +315,8 @@ def predict_images(model_id: str, images: list[InputImage], device: str | None =
     """PCOS probability per image (on its scanned region) and, with `follicles`, the follicles found."""
     from .. import follicles as fol
 
+    for im in images:  # as the page refuses them (Batch and predict scored a 1 × 1 image)
+        refuse_unusable(im)
     model = registry.load(model_id, device)
     t0 = time.perf_counter()
     views = [model_view(im.pixels, uses_roi(model.card)) for im in images]

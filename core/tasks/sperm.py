@@ -942,6 +942,8 @@ def is_single_head(image: np.ndarray) -> bool:
 def predict_images(model_id: str, images, device: str | None = None,
                    um_per_px: float = morphometry.DEFAULT_UM_PER_PX, acrosome_criterion: bool = False) -> list[Prediction]:
     if model_id == HEAD:
+        for im in images:  # as the page refuses them (Batch and predict scored a 1 × 1 image "abnormal 98.5 %")
+            refuse_blank_crop(im)
         return classify_heads(images, device)
     if model_id == SEG:
         return [analyse_field(im, um_per_px, device, acrosome_criterion) for im in images]

@@ -26,7 +26,8 @@ from ..datasets import gomez
 from ..datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from ..preprocess import centre_square, normalise
 from ..results import Prediction
-from ..sequence import DEFAULT_MINUTES, EVENTS, FrameSequence, burst_strength, decode, event_frames, frame_change
+from ..sequence import (DEFAULT_MINUTES, EVENTS, MIN_FRAME_SIDE, FrameSequence, burst_strength, decode, event_frames,
+                        frame_change)
 
 MODEL_ID = "timelapse-stage"
 SIZE = 160  # 160 beat 112 on leave-one-embryo-out (median t2–t5 error 5.5 vs 32.5 frames; scripts/gpu_train.py)
@@ -267,6 +268,10 @@ def events_table(pred: Prediction) -> pd.DataFrame:
 
 def predict_images(model_id: str, images, device: str | None = None) -> list[Prediction]:
     """Per-frame predictions (encoder heads only, no temporal context): one Prediction per image."""
+    from ..imageio import refuse_blank
+
+    for im in images:  # a 1 × 1 image was "cleavage" without a word
+        refuse_blank(im, MIN_FRAME_SIDE, "an embryo")
     model = registry.load(model_id, device)
     t0 = time.perf_counter()
     out = model.predict([im.pixels for im in images])
