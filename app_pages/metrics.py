@@ -404,6 +404,10 @@ def evaluate_new_section(default_model: str | None) -> None:
     if source is None:
         st.warning("Upload a zip or CSV, or give a folder path.")
         return
+    if upload is not None and upload.name.lower().endswith(".csv") and not (user is None or user.is_admin):
+        st.error("A CSV on its own names images on this server's disk, which only an administrator may read when "
+                 "sign-in is on: upload a zip with the CSV and its images inside.", icon=":material/lock:")
+        return
     bar = st.progress(0.0, text="Reading the labelled set…")
 
     def progress(done, total):

@@ -427,7 +427,7 @@ def evaluate_source(model_id: str, source, name: str | None = None, progress=Non
             if hasattr(module, "evaluate"):  # a model dropped into weights/ may have no task module of its own
                 return native(root, label)
         except Exception as exc:  # noqa: BLE001 - not its layout (or it cannot run here): the labelled reader's turn
-            native_error = exc.args[0] if exc.args else exc
+            native_error = str(exc.args[0] if exc.args else exc).replace(str(root), label)  # not a temp folder's path
         try:
             return evaluate_labelled(model_id, labelled, name=name, progress=progress, device=device, replace=replace)
         except LabelledSetError as exc:

@@ -507,3 +507,24 @@ def test_only_the_shared_data_refreshes_a_model_card(tmp_path):
     assert evaluation.documents_card(PROJECT_ROOT.parent / "shared" / "data" / "pcos" / "pcosgen")
     assert evaluation.documents_card(PROJECT_ROOT / "data_prepared" / "embryo-optics" / "relief")
     assert not evaluation.documents_card(tmp_path / "pcosgen")
+
+
+def test_a_signed_in_user_who_is_no_admin_cannot_read_server_files_through_an_uploaded_csv(store, monkeypatch):
+    """A CSV uploaded alone names images on the server's disk: the folder box is admin-only, and so is this."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import ui.records
+    from core import auth, registry
+
+    root, _ = store
+    monkeypatch.setattr(registry.REGISTRY, "root", root)
+    monkeypatch.setattr(ui.records, "require_login", lambda sidebar=True: auth.User("nurse"))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "metrics.py"), default_timeout=90).run()
+    assert not at.exception and not any("folder on this server" in t.label for t in at.text_input)
+    uploader = next(u for u in at.get("file_uploader") if "Labelled zip" in u.label)
+    uploader.upload("labels.csv", b"path,label\n/etc/passwd,good\n", "text/csv")  # in the form: sent on submit
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    assert not at.exception and any("only an administrator may read" in e.value for e in at.error), (
+        [e.value for e in at.error], [w.value for w in at.warning])
