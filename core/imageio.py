@@ -112,7 +112,10 @@ def _decode_pil(data: bytes, name: str, max_pixels: int):
     mode = img.mode
     if getattr(img, "n_frames", 1) > 1:
         notes.append(f"multi-page {fmt}: the first page is used")
-    img = ImageOps.exif_transpose(img)
+    orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation: 1 is upright
+    if orientation not in (1, None):
+        img = ImageOps.exif_transpose(img)
+        notes.append("turned upright as its EXIF orientation says (as a photo viewer shows it)")
     arr, depth = _to_rgb8(img, notes)
     if rgb16:  # Pillow decodes 16-bit colour to 8 bits per channel itself (the top byte: the colours keep their ratios)
         notes.append("16-bit colour image reduced to 8 bits per channel")

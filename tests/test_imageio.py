@@ -161,3 +161,16 @@ def test_corrupt_dicom():
     with pytest.raises(ImageInputError, match="DICOM") as refused:
         read_image(b"\0" * 128 + b"DICM" + b"garbage" * 20, name="bad.dcm")
     assert "Error" not in str(refused.value) and "attribute" not in str(refused.value)  # no Python internals
+
+
+def test_an_exif_rotated_photo_is_turned_upright_and_said_so():
+    img = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif)
+    turned = read_image(buf.getvalue(), name="phone.jpg")
+    assert turned.pixels.shape[:2] == (40, 20) and any("EXIF orientation" in n for n in turned.notes)
+    plain = io.BytesIO()
+    img.save(plain, format="JPEG")
+    assert not read_image(plain.getvalue(), name="plain.jpg").notes
