@@ -327,7 +327,8 @@ def _paint_controls(key: str, image: np.ndarray) -> tuple[np.ndarray | None, str
                         key=f"{key}-mask-mode")  # full width: in half a column its choices were cut to "Fil…"
     c1, c2 = st.columns([3, 1])
     stroke = c1.slider("Brush size (px)", 3, 60, 20, key=f"{key}-brush")
-    colour = c2.color_picker("Colour", "#000000", key=f"{key}-mask-colour", disabled=mode != "colour")
+    ss.setdefault(f"{key}-mask-colour", "#000000")  # set here, not as the widget's default: a loaded experiment sets it
+    colour = c2.color_picker("Colour", key=f"{key}-mask-colour", disabled=mode != "colour")
     h, w = image.shape[:2]
     shown = cv2.resize(image, (CANVAS_PX, max(1, round(h * CANVAS_PX / w))), interpolation=cv2.INTER_AREA)
     result = st_canvas(
