@@ -154,6 +154,15 @@ def limit_reading(interval: tuple[float, float] | None) -> str | None:
     return "below" if interval[1] < limit else "at or above" if interval[0] >= limit else "undecided"
 
 
+def reference_line() -> str:
+    """The ranges used, in one short line (for a record's report)."""
+    r = WHO_REFERENCE
+    return (f"Ranges used: WHO 2021 (6th ed.), Papanicolaou-stained heads: length {r['length_um'][0]}–"
+            f"{r['length_um'][1]} µm, width {r['width_um'][0]}–{r['width_um'][1]} µm, length/width "
+            f"{r['ratio'][0]}–{r['ratio'][1]}, acrosome {r['acrosome_pct'][0]:.0f}–{r['acrosome_pct'][1]:.0f} % of the "
+            f"head, ≤ {r['vacuole_count_max']} vacuoles covering ≤ {r['vacuole_pct_max']:.0f} %.")
+
+
 def reference_text() -> str:
     r = WHO_REFERENCE
     return (f"{WHO_EDITION}: normal head length {r['length_um'][0]}–{r['length_um'][1]} µm, width "

@@ -73,7 +73,8 @@ def from_prediction(prediction, *, image=None, card=None, case_code: str | None 
     images = [("Input image", pixels)] if pixels is not None else []
     images += [(IMAGE_CAPTIONS.get(name, name.replace("_", " ").capitalize()), im)
                for name, im in prediction.images.items() if not ONE_OF_MANY.fullmatch(name)]
-    size = getattr(image, "size", None) or ((pixels.shape[1], pixels.shape[0]) if pixels is not None else None)
+    size = getattr(image, "size", None)  # an InputImage's (width, height); an array's .size is its element count
+    size = size if isinstance(size, tuple) else (pixels.shape[1], pixels.shape[0]) if pixels is not None else None
     facts = {"id": prediction.model_id, "version": prediction.model_version, "sha256": ""}
     return _build(summary, facts, card, images=images, case_code=case_code, user=user, whatif=whatif,
                   record_id=record_id, created=created or datetime.now(timezone.utc), input_size=size)
@@ -135,12 +136,16 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
                for o, p in probabilities.items()]
     details = {}
     for k, v in summary.items():
-        if k in SUMMARY_FACTS:
+        if k in SUMMARY_FACTS or k in FOLDED:
             continue
-        if isinstance(v, (int, float, str, bool)):
+        if k.startswith("pct_normal_") and v is not None and summary.get(f"ci95_{k[4:]}"):  # a share, its interval
+            low, high = summary[f"ci95_{k[4:]}"]
+            reading = summary.get(f"vs_lower_limit_{k[len('pct_normal_'):]}")
+            reading = "too few heads to tell" if reading == "undecided" else reading
+            details[DETAIL_NAMES.get(k, k).removesuffix(" (%)")] = (f"{v:g} % (95 % interval {low:g}–{high:g} %"
+                                               + (f"; against the 4 % limit: {reading}" if reading else "") + ")")
+        elif isinstance(v, (int, float, str, bool)):
             details[DETAIL_NAMES.get(k, k.replace("_", " "))] = v
-        elif k.startswith("ci95_") and isinstance(v, (list, tuple)) and len(v) == 2:  # an interval
-            details[DETAIL_NAMES.get(k, k.replace("_", " "))] = f"{v[0]:g}–{v[1]:g}"
     if summary.get("follicles_unticked"):  # the reviewer's changes, said in words
         details["follicles unticked by the reviewer"] = ", ".join(map(str, summary["follicles_unticked"]))
     if summary.get("thresholds"):
@@ -163,24 +168,19 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "embryos_detected": "embryos the dish detector sees", "outline_score": "zona-like outline score",
                 "n_heads": "heads found",
                 "n_scored": "heads scored (not at the border)", "pct_normal_classifier": "normal forms, classifier (%)",
-                "pct_normal_who": "within the WHO head ranges (%)",
-                "pct_normal_both": "normal by both, classifier and WHO head ranges (%)",
-                "n_called_by_reviewer": "heads called by the reviewer (their call replaces the classifier's)",
-                "heads_called_by_reviewer": "the reviewer's calls (head: call)",
-                "ci95_normal_classifier": "normal forms, classifier: 95 % interval (%)",
-                "ci95_normal_who": "within the WHO head ranges: 95 % interval (%)",
-                "ci95_normal_both": "normal by both: 95 % interval (%)",
-                "vs_lower_limit_classifier": "against the 4 % lower reference limit, by its 95 % interval (classifier)",
-                "vs_lower_limit_who": "against the 4 % lower reference limit, by its 95 % interval (WHO head ranges)",
-                "vs_lower_limit_both": "against the 4 % lower reference limit, by its 95 % interval (both)",
+                "pct_normal_who": "within the WHO head ranges (%)", "pct_normal_both": "normal by both, strict (%)",
+                "heads_called_by_reviewer": "the reviewer's calls, which replace the classifier's (head: call)",
                 "below_lower_limit_classifier": "below the 4 % lower reference limit (classifier)",
                 "below_lower_limit_who": "below the 4 % lower reference limit (WHO head criteria)",
                 "who_reference": "WHO reference", "acrosome_criterion": "acrosome criterion used",
                 "head_model": "head classifier", "time_zero": "time (h) counted from",
                 "minutes_per_frame": "minutes between frames", "n_frames": "frames",
                 "current_stage": "stage at the last frame"}
+FOLDED = {"n_called_by_reviewer", "who_reference", *(f"{kind}_{key}" for kind in ("ci95_normal", "vs_lower_limit")
+                                     for key in ("classifier", "who", "both"))}  # said with another detail
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
-    "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("reviewer", "reviewer"), ("shape", "shape"), ("length_um", "length (µm)"),
+    "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("reviewer", "reviewer"), ("shape", "shape"),
+                        ("length_um", "length (µm)"),
                         ("width_um", "width (µm)"), ("ratio", "length/width"), ("area_um2", "area (µm²)"),
                         ("who_normal", "within WHO head ranges"), ("at_border", "at border (not scored)")]),
     "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
@@ -383,8 +383,9 @@ def _pdf(r: Report) -> bytes:
         shown = r.images[:3]
         box_w = min(62.0, (width - 4 * (len(shown) - 1)) / len(shown))
         top, x, tallest = pdf.get_y(), pdf.l_margin, 0.0
+        tallest_mm = max(32.0, 50.0 - 1.2 * len(r.table[2])) if r.table else 50.0  # room for a table's rows
         for caption, im in shown:
-            h_mm = min(box_w * im.shape[0] / im.shape[1], 50.0)
+            h_mm = min(box_w * im.shape[0] / im.shape[1], tallest_mm)
             w_mm = h_mm * im.shape[1] / im.shape[0]
             pdf.image(io.BytesIO(_png(im, 700)), x=x, y=top, w=w_mm, h=h_mm)
             pdf.set_xy(x, top + h_mm + 0.5)

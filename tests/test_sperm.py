@@ -617,3 +617,22 @@ def test_a_training_image_uploaded_is_said_to_be_one():
     at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120).run()
     at.file_uploader[0].upload(path.name, path.read_bytes(), "image/bmp").run()
     assert not at.exception and any("was trained on this image" in i.value for i in at.info)
+
+
+def test_a_fields_report_keeps_to_one_page_and_says_each_share_with_its_interval():
+    """Intervals and readings as separate details had pushed a 13-head field's report onto a second page."""
+    needs_model(task.SEG)
+    import io
+
+    from pypdf import PdfReader
+
+    from core import report
+
+    field, _ = synthetic.sperm_field(n_heads=14, size=(1024, 1280), seed=8, um_per_px=0.048)
+    pred = task.analyse_field(field)
+    assert pred.extras["n_heads"] >= 12
+    rep = report.from_prediction(task.reviewed(pred, {1: "not a head"}), image=field)
+    reader = PdfReader(io.BytesIO(rep.pdf()))
+    text = " ".join(" ".join(p.extract_text().split()) for p in reader.pages)
+    assert len(reader.pages) == 1
+    assert "95 % interval" in text and "against the 4 % limit" in text and "1: not a head" in text

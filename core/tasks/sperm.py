@@ -799,7 +799,7 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
         if um_per_px == morphometry.DEFAULT_UM_PER_PX else [],
         "caveats": {"normal_forms": "The shares of normal forms judge the head only (not the neck, midpiece or "
                                     "tail); WHO asks for at least 200 assessed spermatozoa, more than one field "
-                                    f"holds. {morphometry.reference_text()}"},
+                                    f"holds. {morphometry.reference_line()}"},
     }
     pred = Prediction(SEG, seg.card.version, name, sha, extras={**summary, "heads": rows},
                       timings_ms={"segment": (t1 - t0) * 1000, "measure": (t2 - t1) * 1000,
