@@ -110,9 +110,7 @@ with right:
             st.markdown(f"- **{wording.title(o)}: {wording.says(o, record.labels.get(o, ''))}** · "
                         + ", ".join(f"{wording.says(o, label)} {p:.1%}"
                                     for label, p in sorted(probs.items(), key=lambda kv: -kv[1])))
-    extras = {report.DETAIL_NAMES.get(k, k.replace("_", " ")): v for k, v in record.summary.items()
-              if k not in {"model", "version", "input", "input_sha256", "labels", "probabilities", "thresholds",
-                           "timings_ms"} and isinstance(v, (int, float, str, bool))}
+    extras = report.details_of(record.summary)
     facts = {"Time": record.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"), "Task": record.task,
              "Case code": record.case_code or "—", "User": record.username or "—", "Made by": record.source,
              "Input": record.input_name, "Input size": f"{record.input_width}×{record.input_height} px, "

@@ -110,6 +110,25 @@ def from_record(record, card=None) -> Report:
                   whatif=record.whatif, record_id=record.id, created=record.created_at, input_size=size)
 
 
+def details_of(summary: dict) -> dict:
+    """A result's scalar details under the names readers know (DETAIL_NAMES), in the result's order; a share of
+    normal forms is said once, with its interval and its reading of the 4 % limit. For reports and History."""
+    details = {}
+    for k, v in summary.items():
+        if k in SUMMARY_FACTS or k in FOLDED:
+            continue
+        if k.startswith("pct_normal_") and v is not None and summary.get(f"ci95_{k[4:]}"):  # a share, its interval
+            low, high = summary[f"ci95_{k[4:]}"]
+            reading = summary.get(f"vs_lower_limit_{k[len('pct_normal_'):]}")
+            reading = "too few heads to tell" if reading == "undecided" else reading
+            details[DETAIL_NAMES.get(k, k).removesuffix(" (%)")] = (f"{v:g} % (95 % interval {low:g}–{high:g} %"
+                                                                   + (f"; against the 4 % limit: {reading}"
+                                                                      if reading else "") + ")")
+        elif isinstance(v, (int, float, str, bool)):
+            details[DETAIL_NAMES.get(k, k.replace("_", " "))] = v
+    return details
+
+
 def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif, record_id, created, input_size) -> Report:
     # what the page warned of with this result, and caveats on single outputs (e.g. day-3 quality)
     notes = list(summary.get("warnings") or []) + list((summary.get("caveats") or {}).values())
@@ -134,18 +153,7 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
     outputs = [(wording.title(o), wording.says(o, labels.get(o, max(p, key=p.get))),
                 [(wording.says(o, k), v) for k, v in sorted(p.items(), key=lambda kv: -kv[1])])
                for o, p in probabilities.items()]
-    details = {}
-    for k, v in summary.items():
-        if k in SUMMARY_FACTS or k in FOLDED:
-            continue
-        if k.startswith("pct_normal_") and v is not None and summary.get(f"ci95_{k[4:]}"):  # a share, its interval
-            low, high = summary[f"ci95_{k[4:]}"]
-            reading = summary.get(f"vs_lower_limit_{k[len('pct_normal_'):]}")
-            reading = "too few heads to tell" if reading == "undecided" else reading
-            details[DETAIL_NAMES.get(k, k).removesuffix(" (%)")] = (f"{v:g} % (95 % interval {low:g}–{high:g} %"
-                                               + (f"; against the 4 % limit: {reading}" if reading else "") + ")")
-        elif isinstance(v, (int, float, str, bool)):
-            details[DETAIL_NAMES.get(k, k.replace("_", " "))] = v
+    details = details_of(summary)
     if summary.get("follicles_unticked"):  # the reviewer's changes, said in words
         details["follicles unticked by the reviewer"] = ", ".join(map(str, summary["follicles_unticked"]))
     if summary.get("thresholds"):
