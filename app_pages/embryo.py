@@ -10,7 +10,8 @@ from core import registry, synthetic
 from core.explain import overlay
 from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
-from ui.common import card_expander, kept_upload, model_unavailable, read_upload, set_aside, training_notice
+from ui.common import (card_expander, kept_upload, model_unavailable, read_upload, set_aside, training_notice,
+                       with_warning)
 from ui.records import record_prediction
 
 st.title("Embryo grading")
@@ -218,8 +219,8 @@ else:
         dish_view(image, preds)
     elif preds:
         single_view(image, preds[0])
-    if preds:
-        training_notice(GRADE_CARD, image)
+    if preds and preds[0].extras.get("mode") != "dish":
+        preds = [with_warning(preds[0], training_notice(GRADE_CARD, image))]
     if st.session_state.get("embryo_source") == "Generated example":
         st.caption("Generated examples are not saved to the case records.")
     elif preds:

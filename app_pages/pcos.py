@@ -11,7 +11,7 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction
 from core.tasks import pcos as task
-from ui.common import UPLOAD_TYPES, card_expander, model_unavailable, read_upload, training_notice
+from ui.common import UPLOAD_TYPES, card_expander, model_unavailable, read_upload, training_notice, with_warning
 from ui.records import record_prediction
 
 st.title("PCOS ultrasound")
@@ -214,9 +214,10 @@ else:
         overlay_slot = st.empty()
         review = follicle_view(image, pred)
     validation_note()
-    training_notice(CARD, image)
+    seen = training_notice(CARD, image)
     # one record per frame: a new calibration, like a tick, revises it
-    record_prediction(review, "pcos", image=image, revises=f"{image.sha256}@{CARD.version}")
+    record_prediction(with_warning(review, seen), "pcos", image=image,
+                      revises=f"{image.sha256}@{image.name}@{CARD.version}")
     with st.expander("What-if: change the image and watch the answer move"):
         from ui.whatif import whatif_panel
 

@@ -13,7 +13,7 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction, Wording
 from core.tasks import sperm as task
-from ui.common import UPLOAD_TYPES, card_expander, read_upload, training_notice
+from ui.common import UPLOAD_TYPES, card_expander, read_upload, training_notice, with_warning
 from ui.records import record_prediction
 from ui.sperm import summary_view
 
@@ -154,8 +154,9 @@ def single_head_ui(image: InputImage) -> None:
         st.warning(warning, icon=":material/warning:")
     crop = pred.images["crop"]
     head_view(crop, f"{image.sha256}-{frame}", pred.probabilities, pred.model_version, "single")
-    record_prediction(pred, "sperm", image=image)
-    training_notice(HEAD_CARD, image)
+    seen = training_notice(HEAD_CARD, image)
+    record_prediction(with_warning(pred, seen), "sperm", image=image,
+                      revises=f"{image.sha256}@{image.name}@{HEAD_CARD.version}")  # the toggle revises it
     cv = HEAD_CARD.metrics.get("hushem/5fold-cv", {})
     mh = HEAD_CARD.metrics.get("mhsma/valid", {})
     if cv or mh:
@@ -186,7 +187,8 @@ def histograms(table: pd.DataFrame) -> go.Figure:
 
 def review_ui(image: InputImage, rows: list[dict], calls: dict[int, str]) -> None:
     """The andrologist's own call on any head; it replaces the classifier's in every figure above (and the record)."""
-    with st.expander(f"Review the heads: your call replaces the classifier's ({len(calls)} so far)"):
+    with st.expander("Review the heads: your call replaces the classifier's"):  # a fixed label: it stays open
+        st.caption(f"{len(calls)} head{'s' if len(calls) != 1 else ''} called by you so far.")
         frame = pd.DataFrame({"head": [r["head"] for r in rows], "classifier": [r.get("class") for r in rows],
                               "shape": [r.get("shape") for r in rows],
                               "within WHO ranges": [r["who_normal"] for r in rows],
@@ -226,8 +228,8 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     for warning in summary["warnings"]:
         st.warning(f"{warning} (Calibration is beside the upload.)", icon=":material/straighten:")
     # one record per field: a new calibration, criterion or call revises it
-    record_prediction(pred, "sperm", image=image, revises=f"{image.sha256}@{versions}")
-    training_notice(SEG_CARD, image)
+    seen = training_notice(SEG_CARD, image)
+    record_prediction(with_warning(pred, seen), "sperm", image=image, revises=f"{image.sha256}@{image.name}@{versions}")
     st.image(pred.images["overlay"], width="stretch",
              caption="Green: normal · red: abnormal (classifier, or your call) · blue: not classified · grey: not "
                      "scored (cut by the border, or not a head by your call). Numbers match the table. "
@@ -256,16 +258,17 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
                           head_model=summary["head_model"], segmenter=f"{task.SEG} v{pred.model_version}")
     st.download_button("Download the table (CSV)", export.to_csv(index=False).encode(), mime="text/csv",
                        file_name=f"{image.name.rsplit('.', 1)[0]}_heads.csv", key="sperm_csv", on_click="ignore")
-    scored = table[~table["at_border"]]
+    scored = table[[task.is_scored(r) for r in rows]]  # not cut by the border, not "not a head" by your call
     st.plotly_chart(histograms(scored), width="stretch", key="sperm_hist")
-    st.caption(f"Green bands: WHO reference ranges; the {len(scored)} scored heads (heads cut by the image border "
-               f"are left out). {morphometry.reference_text()} Sizes use {um:.4g} µm per pixel. "
+    st.caption(f"Green bands: WHO reference ranges; the {len(scored)} scored heads (heads cut by the image border, "
+               f"or not heads by your call, are left out). {morphometry.reference_text()} Sizes use {um:.4g} µm per pixel. "
                + ("" if acrosome else morphometry.ACROSOME_NOTE))
     head = st.selectbox("Show head", [r["head"] for r in rows], key=pick_key, help="Or click a row of the table.")
     row = next(r for r in rows if r["head"] == head)
     crop = pred.images[f"head_{head}"]
     st.markdown(f"**Head {head}**: {row['length_um']:.2f} × {row['width_um']:.2f} µm, length/width {row['ratio']:.2f}, "
-                f"area {row['area_um2']:.1f} µm², {row.get('vacuole_count') or 0} vacuole(s) · "
+                f"area {row['area_um2']:.1f} µm², "
+                + (f"{row['vacuole_count']} vacuole(s) · " if row.get("vacuole_count") is not None else "")
                 + ("not scored (" + ("cut by the border" if row["at_border"] else "not a head by your call") + ")"
                    if not task.is_scored(row) else "within the WHO head ranges" if row["who_normal"]
                    else f"outside the WHO ranges: {row['who_outside']}")

@@ -116,8 +116,9 @@ ACROSOME_NOTE = ("The acrosome share comes from a segmenter trained on Sperm Par
                  "so the 40–70 % criterion is off by default.")
 
 
-def size_defects(row: dict) -> list[str]:
-    """A measured head's departures from the WHO ranges, in an andrologist's words (small, large, narrow, ...)."""
+def size_defects(row: dict, acrosome: bool = False) -> list[str]:
+    """A measured head's departures from the WHO ranges, in an andrologist's words (short, long, narrow, ...); the
+    acrosome's only when its criterion is used."""
     ref, out = WHO_REFERENCE, []
     for key, low, high in (("length_um", "short", "long"), ("width_um", "narrow", "wide"),
                            ("ratio", "round (low length/width)", "elongated (high length/width)")):
@@ -129,6 +130,9 @@ def size_defects(row: dict) -> list[str]:
     if row.get("vacuole_count") is not None and (row["vacuole_count"] > ref["vacuole_count_max"]
                                                  or (row.get("vacuole_pct") or 0) > ref["vacuole_pct_max"]):
         out.append("vacuolated")
+    if acrosome and row.get("acrosome_pct") is not None and not (
+            ref["acrosome_pct"][0] <= row["acrosome_pct"] <= ref["acrosome_pct"][1]):
+        out.append(f"acrosome outside {ref['acrosome_pct'][0]:.0f}–{ref['acrosome_pct'][1]:.0f} % of the head")
     return out
 
 
@@ -147,11 +151,11 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float] | No
 
 def limit_reading(interval: tuple[float, float] | None) -> str | None:
     """The share of normal forms against the lower reference limit, judged on its 95 % interval: "below", "at or
-    above", or "undecided" while the interval still holds the limit (few heads: 0 of 6 normal is 0–39 %)."""
+    above", or "too few heads to tell" while the interval still holds the limit (0 of 6 normal is 0–39 %)."""
     if interval is None:
         return None
     limit = WHO_REFERENCE["normal_forms_lower_limit_pct"]
-    return "below" if interval[1] < limit else "at or above" if interval[0] >= limit else "undecided"
+    return "below" if interval[1] < limit else "at or above" if interval[0] >= limit else "too few heads to tell"
 
 
 def reference_line() -> str:

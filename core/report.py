@@ -25,10 +25,11 @@ MAX_TEXT = 420  # characters of intended use / limitations, so the report stays 
 MAX_METRICS = 4  # datasets; each with at most 10 numbers (_metrics)
 IMAGE_CAPTIONS = {  # the page's legends, so a printed overlay can be read
     "follicles": "Follicles: green counted, orange outside 2–9 mm, grey unticked; numbers as in the table",
-    "overlay": "Heads: green normal, red abnormal, blue not classified, grey cut by the border (not scored); "
-               "numbers as in the table",
+    "overlay": "Heads: green normal, red abnormal, blue not classified, grey not scored (cut by the border, or not a "
+               "head by the reviewer); numbers as in the table",
     "head_marks": "Heads (ringed at their centres; outlines are not kept with the record): green normal, red abnormal, "
-                  "blue not classified, grey cut by the border (not scored); numbers as in the table",
+                  "blue not classified, grey not scored (cut by the border, or not a head by the reviewer); numbers "
+                  "as in the table",
 }
 ONE_OF_MANY = re.compile(r"[a-z]+_\d+")  # a field's head_3: the page shows it; the report's table lists them all
 
@@ -120,8 +121,10 @@ def details_of(summary: dict) -> dict:
         if k.startswith("pct_normal_") and v is not None and summary.get(f"ci95_{k[4:]}"):  # a share, its interval
             low, high = summary[f"ci95_{k[4:]}"]
             reading = summary.get(f"vs_lower_limit_{k[len('pct_normal_'):]}")
-            reading = "too few heads to tell" if reading == "undecided" else reading
-            details[DETAIL_NAMES.get(k, k).removesuffix(" (%)")] = (f"{v:g} % (95 % interval {low:g}–{high:g} %"
+            name = DETAIL_NAMES.get(k, k).removesuffix(" (%)")
+            if summary.get("n_called_by_reviewer") and k != "pct_normal_who":
+                name += ", with the reviewer's calls"
+            details[name] = (f"{v:g} % (95 % interval {low:g}–{high:g} %"
                                                                    + (f"; against the 4 % limit: {reading}"
                                                                       if reading else "") + ")")
         elif isinstance(v, (int, float, str, bool)):
@@ -175,9 +178,12 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "embryo_detector_score": "embryo detector's best score",
                 "embryos_detected": "embryos the dish detector sees", "outline_score": "zona-like outline score",
                 "n_heads": "heads found",
-                "n_scored": "heads scored (not at the border)", "pct_normal_classifier": "normal forms, classifier (%)",
+                "n_scored": "heads scored (not at the border, not left out)", "pct_normal_classifier": "normal forms, classifier (%)",
                 "pct_normal_who": "within the WHO head ranges (%)", "pct_normal_both": "normal by both, strict (%)",
                 "heads_called_by_reviewer": "the reviewer's calls, which replace the classifier's (head: call)",
+                "vs_lower_limit_classifier": "against the 4 % limit (classifier)",
+                "vs_lower_limit_who": "against the 4 % limit (WHO head ranges)",
+                "vs_lower_limit_both": "against the 4 % limit (both)",
                 "below_lower_limit_classifier": "below the 4 % lower reference limit (classifier)",
                 "below_lower_limit_who": "below the 4 % lower reference limit (WHO head criteria)",
                 "who_reference": "WHO reference", "acrosome_criterion": "acrosome criterion used",

@@ -87,7 +87,7 @@ def test_who_flags_parts_and_percentages():
     assert morphometry.percent_normal([True, False, False, False]) == 25.0
     assert morphometry.percent_normal([]) is None
     # the 4 % limit is judged on the 95 % interval: one field's few heads cannot place a sample below it
-    assert morphometry.limit_reading(morphometry.wilson_interval(0, 6)) == "undecided"  # 0 of 6: 0–39 %
+    assert morphometry.limit_reading(morphometry.wilson_interval(0, 6)) == "too few heads to tell"  # 0 of 6: 0–39 %
     assert morphometry.limit_reading(morphometry.wilson_interval(2, 200)) == "below"  # 0.3–3.6 %
     assert morphometry.limit_reading(morphometry.wilson_interval(20, 200)) == "at or above"
     assert morphometry.wilson_interval(0, 0) is None and morphometry.limit_reading(None) is None
@@ -303,7 +303,7 @@ def test_field_analysis_end_to_end():
     assert summary["pct_normal_both"] == pytest.approx(100 * both / len(scored), abs=0.05)
     assert summary["pct_normal_both"] <= min(summary["pct_normal_classifier"], summary["pct_normal_who"])
     assert tuple(summary["ci95_normal_both"]) == morphometry.wilson_interval(both, len(scored))
-    assert summary["vs_lower_limit_both"] == "undecided"  # 6 heads of one field cannot place a sample
+    assert summary["vs_lower_limit_both"] == "too few heads to tell"  # 6 heads of one field cannot place a sample
     assert "at least 200" in summary["caveats"]["normal_forms"]
 
 
@@ -594,7 +594,7 @@ def test_page_applies_the_calls_kept_for_the_image():
     assert not at.exception, at.exception
     heads = next(d.value for d in at.dataframe if "your call" in d.value)
     assert heads.set_index("head").loc[1, "your call"] == "not a head"
-    assert any("Review the heads" in e.label and "(1 so far)" in e.label for e in at.expander)
+    assert any("1 head called by you so far" in c.value for c in at.caption)
     assert any(m.label == "Normal (reviewed)" for m in at.metric)
 
 
@@ -636,3 +636,20 @@ def test_a_fields_report_keeps_to_one_page_and_says_each_share_with_its_interval
     text = " ".join(" ".join(p.extract_text().split()) for p in reader.pages)
     assert len(reader.pages) == 1
     assert "95 % interval" in text and "against the 4 % limit" in text and "1: not a head" in text
+
+
+def test_reviewed_defects_and_border_calls_are_the_reviewers_own():
+    """The defects table credited a reviewer's 'abnormal' to the classifier ('classifier, abnormal head: pyriform'), a
+    call on a head cut by the border counted as a call, and acrosome failures made no defect row."""
+    row = {"at_border": False, "class": "normal", "shape": "pyriform", "length_um": 4.2, "width_um": 2.8, "ratio": 1.5,
+           "vacuole_count": 0, "vacuole_pct": 0.0, "acrosome_pct": 20.0, "who_normal": True, "head": 1}
+    called = {**row, "reviewer": "abnormal"}
+    counts = {(c["by"], c["defect"]) for c in task.defect_counts([called], acrosome=True)}
+    assert ("your call", "abnormal") in counts and not any(by.startswith("classifier") for by, _ in counts)
+    assert ("WHO head ranges", "acrosome outside 40–70 % of the head") in counts
+    assert not any("acrosome" in d for _, d in {(c["by"], c["defect"]) for c in task.defect_counts([row])})
+    from core.results import Prediction
+
+    pred = Prediction(task.SEG, "2.0", "f.png", "", extras={"heads": [row, {**row, "head": 2, "at_border": True}]})
+    review = task.reviewed(pred, {1: "abnormal", 2: "normal"})
+    assert review.extras["n_called_by_reviewer"] == 1 and review.extras["heads_called_by_reviewer"] == "1: abnormal"

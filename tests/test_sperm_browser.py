@@ -60,7 +60,7 @@ def test_sperm_page_field_crop_and_bad_file(app_url, page, tmp_path):
     page.mouse.dblclick(bounds["x"] + bounds["width"] * 0.9, bounds["y"] + 35 * 1.5)  # "your call" of row 1
     page.get_by_text("not a head", exact=True).last.click()
     page.keyboard.press("Enter")
-    page.get_by_text("(1 so far)").wait_for(timeout=60_000)
+    page.get_by_text("1 head called by you so far").wait_for(timeout=60_000)
     wait_for_app(page)
     scored_after = page.locator('[data-testid="stMetric"]').filter(has_text="Heads scored").inner_text()
     before, after = (int(t.split("\n")[-1].split(" of ")[0]) for t in (scored_before, scored_after))

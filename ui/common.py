@@ -84,15 +84,27 @@ def _train_hashes(folder: str, sha256: str):
     return read_train_hashes(folder)
 
 
-def training_notice(card: registry.Card, image: InputImage) -> None:
-    """Says when the installed model trained on this very image (or a near-copy or flip of it): its answer is then
-    no test of the model, however right it looks."""
+def training_notice(card: registry.Card, image: InputImage) -> str | None:
+    """Says (and returns, for the record) when the installed model trained on this very image (or a near-copy or flip
+    of it): its answer is then no test of the model, however right it looks."""
     from core.audit import training_match
 
     item = training_match(_train_hashes(str(card.folder), card.sha256), image.pixels)
-    if item:
-        st.info(f"The installed {card.id} (v{card.version}) was trained on this image, or a near-copy of it "
-                f"(training item `{item}`): its answer here is no test of the model.", icon=":material/school:")
+    if not item:
+        return None
+    note = (f"The installed {card.id} (v{card.version}) was trained on this image, or a near-copy of it (training "
+            f"item {item}): its answer here is no test of the model.")
+    st.info(note, icon=":material/school:")
+    return note
+
+
+def with_warning(pred, note: str | None):
+    """The prediction with one more warning for its record and report (a copy: a cached result stays as it was)."""
+    if not note:
+        return pred
+    import dataclasses
+
+    return dataclasses.replace(pred, extras={**pred.extras, "warnings": [*pred.extras.get("warnings", []), note]})
 
 
 def card_expander(card: registry.Card) -> None:

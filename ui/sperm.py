@@ -10,7 +10,7 @@ SUMMARY_FIGURES = (("classifier", "Normal (classifier)", "the head classifier's 
                    ("both", "Normal by both (strict)", "normal by the classifier and within the WHO head ranges, "
                                                        "as strict criteria count a head: any doubt is abnormal"))
 LIMIT_BADGES = {"below": ":red-badge[below {limit} %]", "at or above": ":green-badge[at or above {limit} %]",
-                "undecided": ":gray-badge[too few heads to tell]"}
+                "too few heads to tell": ":gray-badge[too few heads to tell]"}
 
 
 def summary_view(summary: dict, rows: list[dict]) -> None:
@@ -28,14 +28,14 @@ def summary_view(summary: dict, rows: list[dict]) -> None:
         col.metric(label, "—" if pct is None else f"{pct:.0f} %", help=meaning.capitalize() + ".")
         if pct is not None and interval:
             col.markdown(LIMIT_BADGES[summary[f"vs_lower_limit_{key}"]].format(limit=limit)
-                         + f"  \n95 % interval {interval[0]:.0f}–{interval[1]:.0f} %")
+                         + f"  \n95 % interval {interval[0]:.1f}–{interval[1]:.1f} %")  # as the badge judged it
     st.caption(f"Lower reference limit of normal forms: {limit} % (WHO 2021), for at least 200 assessed spermatozoa. "
                f"With {summary['n_scored']} scored heads a share is only known within its 95 % interval; the badge "
                "says below or above the limit only when the whole interval is. All three figures judge the head "
                "alone (not the neck, midpiece or tail), so they can be higher than a full strict-criteria count. "
                "The classifier does not see head size (every crop is scaled to the head); the WHO ranges depend on "
                "the calibration" + (" and here include the acrosome" if summary["acrosome_criterion"] else "") + ".")
-    defects = defect_counts(rows)
+    defects = defect_counts(rows, bool(summary.get("acrosome_criterion")))
     if defects:
         with st.expander(f"Defects counted ({summary['n_scored']} scored heads)"):
             st.dataframe(pd.DataFrame(defects), hide_index=True, width="stretch")

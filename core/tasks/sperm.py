@@ -829,19 +829,24 @@ def normal_forms(rows: list[dict]) -> dict:
     return out
 
 
-def defect_counts(rows: list[dict]) -> list[dict]:
-    """How many scored heads show each defect: the classifier's abnormal head shapes and the departures from the WHO
-    head ranges (a head can show several), each with its share of the scored heads."""
+def defect_counts(rows: list[dict], acrosome: bool = False) -> list[dict]:
+    """How many scored heads show each defect: the classifier's abnormal head shapes (where the reviewer did not
+    call the head), the reviewer's abnormal calls, and the departures from the WHO head ranges (a head can show
+    several), each with its share of the scored heads."""
     scored = [r for r in rows if is_scored(r)]
     counts: dict[tuple[str, str], int] = {}
     for r in scored:
-        if head_call(r) == "abnormal":
-            key = ("classifier, abnormal head", r["shape"] if r.get("shape") != "normal" else "abnormal, shape normal")
+        keys = [("WHO head ranges", d) for d in morphometry.size_defects(r, acrosome)]
+        if r.get("reviewer") == "abnormal":
+            keys.append(("your call", "abnormal"))
+        elif not r.get("reviewer") and r.get("class") == "abnormal":
+            keys.append(("classifier, abnormal head",
+                         r["shape"] if r.get("shape") != "normal" else "abnormal, shape normal"))
+        for key in keys:
             counts[key] = counts.get(key, 0) + 1
-        for defect in morphometry.size_defects(r):
-            counts[("WHO head ranges", defect)] = counts.get(("WHO head ranges", defect), 0) + 1
+    order = {"classifier, abnormal head": 0, "your call": 1, "WHO head ranges": 2}
     return [{"by": by, "defect": defect, "heads": n, "share (%)": round(100 * n / len(scored), 1)}
-            for (by, defect), n in sorted(counts.items(), key=lambda kv: (kv[0][0].startswith("WHO"), -kv[1]))]
+            for (by, defect), n in sorted(counts.items(), key=lambda kv: (order[kv[0][0]], -kv[1]))]
 
 
 def reviewed(pred: Prediction, calls: dict[int, str], pixels: np.ndarray | None = None,
@@ -851,7 +856,7 @@ def reviewed(pred: Prediction, calls: dict[int, str], pixels: np.ndarray | None 
     `pixels` and `heads` (segment()'s result): to redraw the overlay in the reviewed colours."""
     import dataclasses
 
-    numbers = {r["head"] for r in pred.extras["heads"]}
+    numbers = {r["head"] for r in pred.extras["heads"] if not r["at_border"]}  # a head cut by the border is not scored
     calls = {int(h): c for h, c in calls.items() if c in REVIEW_CALLS and int(h) in numbers}
     rows = [{**r, "reviewer": calls.get(r["head"], "")} for r in pred.extras["heads"]]
     extras = {**pred.extras, "heads": rows, **normal_forms(rows), "n_called_by_reviewer": len(calls),
@@ -902,7 +907,7 @@ def output_warnings(answer: dict[str, dict[str, float]], unstained: bool = False
     """Where the two outputs contradict each other (shape was learnt from HuSHeM only), or shape is read on an
     unstained head, a kind it never learnt."""
     warnings = []
-    if "normal" in answer and "shape" in answer:
+    if "normal" in answer and "shape" in answer and not unstained:  # on an unstained head, shape is untested anyway
         normal, shape = max(answer["normal"], key=answer["normal"].get), max(answer["shape"], key=answer["shape"].get)
         if (normal == "normal") != (shape == "normal"):
             warnings.append(f"The two outputs disagree (normal/abnormal: {normal}; head shape: {shape}): read this "
