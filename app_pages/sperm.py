@@ -221,8 +221,9 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
         return
     versions = f"{SEG_CARD.version}/{HEAD_CARD.version if HEAD_CARD else '-'}"
     calls = st.session_state.setdefault(f"sperm_calls_{image.sha256[:12]}", {})  # the reviewer's, by head number
-    pred = task.reviewed(analyse(image.sha256, image.name, um, acrosome, versions, image), calls, image.pixels,
-                         heads_of(image.pixels))
+    pred = analyse(image.sha256, image.name, um, acrosome, versions, image)
+    if calls:  # the overlay is redrawn in the reviewed colours only when there is a call
+        pred = task.reviewed(pred, calls, image.pixels, heads_of(image.pixels))
     rows, summary = pred.extras["heads"], pred.extras
     summary_view(summary, rows)
     for warning in summary["warnings"]:
