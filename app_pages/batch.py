@@ -35,17 +35,10 @@ card = cards[model_id]
 card_expander(card)
 
 options = {}
-if model_id == "sperm-seg":  # fields are measured: their calibration, and pooled normal forms below
-    from core import morphometry
+if model_id == "sperm-seg":  # fields are measured: one calibration for the set, and pooled normal forms below
+    from ui.sperm import field_settings
 
-    left, right = st.columns([1, 2])
-    options["um_per_px"] = left.number_input(
-        "Calibration (µm per pixel)", min_value=0.005, max_value=2.0, value=morphometry.DEFAULT_UM_PER_PX, step=0.001,
-        format="%.4f", key="batch_um_per_px", help="For every field of the set: a stage micrometer's known length in "
-        f"µm divided by its length in pixels. The default {morphometry.DEFAULT_UM_PER_PX} is an estimate for the "
-        "Sperm Parsing v2 fields.")
-    options["acrosome_criterion"] = right.checkbox("Use acrosome criterion", value=False, key="batch_acrosome",
-                                                   help=morphometry.ACROSOME_NOTE)
+    options["um_per_px"], options["acrosome_criterion"] = field_settings("batch", where=st.columns([1, 2])[0])
 
 local_allowed = user is None or user.is_admin  # a server path reads the server's disk: admins only when signed in
 choice = st.radio("Images", ["Upload files", "Folder or zip on this machine"] if local_allowed else ["Upload files"],

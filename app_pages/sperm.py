@@ -15,10 +15,11 @@ from core.results import Prediction, Wording
 from core.tasks import sperm as task
 from ui.common import UPLOAD_TYPES, card_expander, read_upload, training_notice, with_warning
 from ui.records import record_prediction
-from ui.sperm import summary_view
+from ui.sperm import field_settings, summary_view
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
-SHOWN = {"head": "head", "class": "classifier", "reviewer": "your call", "p_normal": "P(normal)", "who_normal": "within WHO ranges",  # verdicts first
+SHOWN = {"head": "head", "class": "classifier", "reviewer": "your call", "p_normal": "P(normal)",  # verdicts first
+         "who_normal": "within WHO ranges",
          "at_border": "at border (not scored)", "who_outside": "outside WHO range", "shape": "shape",
          "length_um": "length (µm)", "width_um": "width (µm)", "ratio": "length/width", "area_um2": "area (µm²)",
          "perimeter_um": "perimeter (µm)", "ellipticity": "ellipticity", "acrosome_pct": "acrosome (% head)",
@@ -63,14 +64,7 @@ def input_ui() -> tuple[InputImage | None, bool, float, bool]:
                         help=f"Auto treats images up to {task.AUTO_CROP_MAX_SIDE} px on their long side as one "
                              "head crop, larger ones as a field.")
         single = mode == MODES[2] or (mode == MODES[0] and image is not None and task.is_single_head(image.pixels))
-        um = st.number_input(
-            "Calibration (µm per pixel)", min_value=0.005, max_value=2.0, value=morphometry.DEFAULT_UM_PER_PX,
-            step=0.001, format="%.4f", key="sperm_um_per_px", disabled=single,
-            help="Measure a stage micrometer with your microscope and camera: known length in µm divided by its "
-                 f"length in pixels. The default {morphometry.DEFAULT_UM_PER_PX} µm/pixel is an estimate for the "
-                 "Sperm Parsing v2 fields (1280×1024), not a calibration of yours.")
-        acrosome = st.checkbox("Use acrosome criterion", value=False, disabled=single, key="sperm_acrosome",
-                               help=morphometry.ACROSOME_NOTE)
+        um, acrosome = field_settings("sperm", disabled=single)
         if single:
             st.caption("Calibration and the acrosome criterion apply to whole fields: a single crop is classified, "
                        "not measured.")
@@ -255,14 +249,16 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
                  key=table_key, column_config={"P(normal)": st.column_config.NumberColumn(format="%.1f %%")})
     if HEAD_CARD is not None:
         review_ui(image, rows, calls)
-    export = table.assign(image=image.name, um_per_px=um, acrosome_criterion=acrosome, who_reference=morphometry.WHO_EDITION,
+    export = table.assign(image=image.name, um_per_px=um, acrosome_criterion=acrosome,
+                          who_reference=morphometry.WHO_EDITION,
                           head_model=summary["head_model"], segmenter=f"{task.SEG} v{pred.model_version}")
     st.download_button("Download the table (CSV)", export.to_csv(index=False).encode(), mime="text/csv",
                        file_name=f"{image.name.rsplit('.', 1)[0]}_heads.csv", key="sperm_csv", on_click="ignore")
     scored = table[[task.is_scored(r) for r in rows]]  # not cut by the border, not "not a head" by your call
     st.plotly_chart(histograms(scored), width="stretch", key="sperm_hist")
     st.caption(f"Green bands: WHO reference ranges; the {len(scored)} scored heads (heads cut by the image border, "
-               f"or not heads by your call, are left out). {morphometry.reference_text()} Sizes use {um:.4g} µm per pixel. "
+               f"or not heads by your call, are left out). {morphometry.reference_text()} Sizes use {um:.4g} µm per "
+               "pixel. "
                + ("" if acrosome else morphometry.ACROSOME_NOTE))
     head = st.selectbox("Show head", [r["head"] for r in rows], key=pick_key, help="Or click a row of the table.")
     row = next(r for r in rows if r["head"] == head)

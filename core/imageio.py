@@ -207,6 +207,13 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+FLAT_STD = 2.0  # grey levels: an image this even is one flat colour
+
+
+def shows_something(pixels: np.ndarray, min_side: int) -> bool:
+    return min(pixels.shape[:2]) >= min_side and float(pixels.std()) >= FLAT_STD
+
+
 def refuse_blank(image: InputImage | np.ndarray, min_side: int, thing: str) -> None:
     """A ValueError (a message for the user) for an image too small or too flat to show `thing` ("an embryo"):
     graded anyway, such images came out as confident answers ("Blastocyst 99 %", "abnormal 98.5 %")."""
@@ -215,5 +222,5 @@ def refuse_blank(image: InputImage | np.ndarray, min_side: int, thing: str) -> N
     if min(h, w) < min_side:
         raise ValueError(f"{name}: {w} × {h} pixels is too small to show {thing} (at least {min_side} pixels "
                          "a side); upload the original image.")
-    if float(pixels.std()) < 2.0:
+    if not shows_something(pixels, min_side):
         raise ValueError(f"{name}: the image is one flat colour, without {thing} to analyse.")

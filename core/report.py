@@ -118,15 +118,15 @@ def details_of(summary: dict) -> dict:
     for k, v in summary.items():
         if k in SUMMARY_FACTS or k in FOLDED:
             continue
-        if k.startswith("pct_normal_") and v is not None and summary.get(f"ci95_{k[4:]}"):  # a share, its interval
-            low, high = summary[f"ci95_{k[4:]}"]
-            reading = summary.get(f"vs_lower_limit_{k[len('pct_normal_'):]}")
+        by = k.removeprefix("pct_normal_")
+        if by != k and v is not None and summary.get(f"ci95_normal_{by}"):  # a share, with its interval and reading
+            low, high = summary[f"ci95_normal_{by}"]
+            reading = summary.get(f"vs_lower_limit_{by}")
             name = DETAIL_NAMES.get(k, k).removesuffix(" (%)")
-            if summary.get("n_called_by_reviewer") and k != "pct_normal_who":
+            if summary.get("n_called_by_reviewer") and by != "who":
                 name += ", with the reviewer's calls"
             details[name] = (f"{v:g} % (95 % interval {low:g}–{high:g} %"
-                                                                   + (f"; against the 4 % limit: {reading}"
-                                                                      if reading else "") + ")")
+                             + (f"; against the 4 % limit: {reading}" if reading else "") + ")")
         elif isinstance(v, (int, float, str, bool)):
             details[DETAIL_NAMES.get(k, k.replace("_", " "))] = v
     return details
@@ -178,7 +178,8 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "embryo_detector_score": "embryo detector's best score",
                 "embryos_detected": "embryos the dish detector sees", "outline_score": "zona-like outline score",
                 "n_heads": "heads found",
-                "n_scored": "heads scored (not at the border, not left out)", "pct_normal_classifier": "normal forms, classifier (%)",
+                "n_scored": "heads scored (not at the border, not left out)",
+                "pct_normal_classifier": "normal forms, classifier (%)",
                 "pct_normal_who": "within the WHO head ranges (%)", "pct_normal_both": "normal by both, strict (%)",
                 "heads_called_by_reviewer": "the reviewer's calls, which replace the classifier's (head: call)",
                 "vs_lower_limit_classifier": "against the 4 % limit (classifier)",
@@ -190,8 +191,8 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "head_model": "head classifier", "time_zero": "time (h) counted from",
                 "minutes_per_frame": "minutes between frames", "n_frames": "frames",
                 "current_stage": "stage at the last frame"}
-FOLDED = {"n_called_by_reviewer", "who_reference", *(f"{kind}_{key}" for kind in ("ci95_normal", "vs_lower_limit")
-                                     for key in ("classifier", "who", "both"))}  # said with another detail
+FOLDED = {"n_called_by_reviewer", "who_reference",  # said with another detail, or in the caveats
+          *(f"{kind}_{by}" for kind in ("ci95_normal", "vs_lower_limit") for by in ("classifier", "who", "both"))}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
     "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("reviewer", "reviewer"), ("shape", "shape"),
                         ("length_um", "length (µm)"),

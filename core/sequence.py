@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .datasets import gomez
-from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, read_image
+from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, read_image, shows_something
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg"}
 MAX_SIDE = 320  # frames are kept at most this large: the model reads 160 px, the page shows ~300 px
@@ -252,7 +252,7 @@ MIN_FRAME_SIDE = 32  # px; a frame smaller than this shows no embryo to stage
 def _usable(seq: FrameSequence) -> FrameSequence:
     """A sequence with something to stage: not every frame flat or tiny (5000 black 2×2 frames were staged as
     'cleavage over 1250 h' and saved)."""
-    if not any(min(f.shape[:2]) >= MIN_FRAME_SIDE and float(f.std()) >= 2.0 for f in seq.frames):
+    if not any(shows_something(f, MIN_FRAME_SIDE) for f in seq.frames):
         raise SequenceInputError(f"{Path(seq.source).name}: none of its {len(seq.frames)} frames shows anything to "
                                  f"stage (each is one flat colour or under {MIN_FRAME_SIDE} pixels a side).")
     return seq

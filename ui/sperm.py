@@ -1,9 +1,22 @@
-"""The sperm pages' shared view: a field's (or several fields') shares of normal forms."""
+"""The sperm pages' shared pieces: the calibration inputs and a field's (or several fields') shares of normal forms."""
 import pandas as pd
 import streamlit as st
 
 from core import morphometry
 from core.tasks.sperm import defect_counts
+
+def field_settings(key: str, disabled: bool = False, where=st) -> tuple[float, bool]:
+    """The µm per pixel and the acrosome criterion of a field (or of every field of a batch); `where`: a column."""
+    um = where.number_input(
+        "Calibration (µm per pixel)", min_value=0.005, max_value=2.0, value=morphometry.DEFAULT_UM_PER_PX, step=0.001,
+        format="%.4f", key=f"{key}_um_per_px", disabled=disabled,
+        help="Measure a stage micrometer with your microscope and camera: known length in µm divided by its length in "
+             f"pixels. The default {morphometry.DEFAULT_UM_PER_PX} µm/pixel is an estimate for the Sperm Parsing v2 "
+             "fields (1280×1024), not a calibration of yours.")
+    acrosome = where.checkbox("Use acrosome criterion", value=False, disabled=disabled, key=f"{key}_acrosome",
+                              help=morphometry.ACROSOME_NOTE)
+    return um, acrosome
+
 
 SUMMARY_FIGURES = (("classifier", "Normal (classifier)", "the head classifier's call"),
                    ("who", "Within WHO ranges", "length, width, length/width and vacuoles inside the WHO ranges"),
@@ -20,7 +33,7 @@ def summary_view(summary: dict, rows: list[dict]) -> None:
     cols = st.columns(4)
     cols[0].metric("Heads scored", f"{summary['n_scored']} of {summary['n_heads']}",
                    help="Heads found" + (f" in {summary['n_fields']} fields" if "n_fields" in summary else "")
-                        + "; those touching the image border are shown but not scored.")
+                        + "; those touching the image border (or not heads by your call) are not scored.")
     for col, (key, label, meaning) in zip(cols[1:], SUMMARY_FIGURES):
         if summary.get("n_called_by_reviewer") and key != "who":
             label, meaning = label.replace("classifier", "reviewed"), meaning + ", replaced by your calls where made"
