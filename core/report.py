@@ -150,6 +150,8 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
             notes.append(f"The installed {card.id} (v{card.version}) differs from the model that made this prediction "
                          f"(v{facts['version']}, sha256 {facts['sha256'][:12]}…): its metrics may not apply.")
         metrics = _metrics(card.metrics)
+    if summary.get("head_model"):  # a field's heads were classified by a second model: its figures too, both named
+        metrics = {f"{facts['id']}: {d}": m for d, m in metrics.items()} | _second_model(summary["head_model"], notes)
     probabilities = summary.get("probabilities") or {}
     labels = summary.get("labels") or {}
     wording = card.wording if card is not None else Wording()
@@ -168,6 +170,20 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,
                   whatif=whatif or None, metrics=metrics, notes=notes, images=[(c, im) for c, im in images if im is not None],
                   table=_object_table(summary))
+
+
+def _second_model(named: str, notes: list) -> dict:
+    """The measured figures of the model named "sperm-head v3.1" in a result, each set named by that model."""
+    model_id, _, version = named.partition(" v")
+    try:
+        card = registry.card(model_id)
+    except (KeyError, registry.CardError):
+        notes.append(f"The model card of {model_id} is not installed here: its metrics are not given.")
+        return {}
+    if version and version != card.version:
+        notes.append(f"The installed {model_id} (v{card.version}) differs from the one in this result (v{version}): "
+                     "its metrics may not apply.")
+    return {f"{model_id}: {d}": m for d, m in _metrics(card.metrics).items()}
 
 
 DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
@@ -273,6 +289,10 @@ def _detail(name: str, value) -> str:
     return fmt_number(value, 1 if name.endswith("(%)") else 3)
 
 
+def _metrics_heading(r: Report) -> str:
+    return "Measured metrics of the models" if any(": " in d for d in r.metrics) else "Measured metrics of this model"
+
+
 def _when(r: Report) -> str:
     return r.created.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
 
@@ -338,7 +358,7 @@ def _html(r: Report) -> str:
             for k, key in (("Intended use", "intended_use"), ("Limitations", "limitations"), ("Training data", "data"))
             if r.model.get(key)) + "</table>")
     if r.metrics:
-        parts.append("<h2>Measured metrics of this model</h2><table>")
+        parts.append(f"<h2>{_metrics_heading(r)}</h2><table>")
         parts += [f"<tr><th>{e(d)}</th><td>" + e(", ".join(f"{k} {fmt_number(v)}" for k, v in m.items())) + "</td></tr>"
                   for d, m in r.metrics.items()]
         parts.append("</table>")
@@ -444,7 +464,7 @@ def _pdf(r: Report) -> bytes:
             if r.model.get(key):
                 text(8, f"{label}: {r.model[key]}")
     if r.metrics:
-        heading("Measured metrics of this model")
+        heading(_metrics_heading(r))
         for dataset, values in r.metrics.items():
             text(8, f"{dataset}: " + ", ".join(f"{k} {fmt_number(v)}" for k, v in values.items()))
     pdf.ln(2)

@@ -120,6 +120,10 @@ def test_a_field_report_lists_every_head_and_names_its_figures():
     # head 1's crop as if it stood for the field, and the page's legend
     n_pages, text = _pdf_text(report.from_prediction(pred, image=image).pdf())
     assert n_pages == 1 and "length (µm)" in text
+    # the shares rest on the head classifier: its measured figures are printed beside the segmenter's, each named
+    if pred.extras.get("head_model"):
+        assert "Measured metrics of the models" in page and "sperm-head: mhsma/valid" in page
+        assert "sperm-seg: sperm_parsing_v2/heldout" in page and "sperm-head: mhsma/valid" in text
 
 
 def test_a_pcos_report_reads_as_resemblance_not_a_diagnosis():
