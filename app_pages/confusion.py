@@ -9,6 +9,7 @@ import streamlit as st
 from core import PROJECT_ROOT, metrics
 from core.tasks import TASK_OF_MODEL
 from ui import evaluations as ev
+from ui.common import hand_over
 
 GALLERY = 12  # images shown per cell
 
@@ -151,8 +152,7 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
                                 f"The task page runs the installed {p.card.file}, not {p.predicted_by}: it trained "
                                 "on this image, so its answer can differ from the one shown here."
                                 if p.predicted_by else None)):
-                st.session_state["whatif_item"] = path
-                st.session_state["whatif_model"] = p.card.id
+                hand_over(p.card.id, path, p.meta.get("layout"))
                 st.switch_page(target)
     with st.expander(f"All {len(table)} images of this cell"):
         st.dataframe(table, hide_index=True, width="stretch")

@@ -10,8 +10,8 @@ from core import registry, synthetic
 from core.explain import overlay
 from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
-from ui.common import (card_expander, kept_upload, model_unavailable, read_upload, set_aside, training_notice,
-                       with_warning)
+from ui.common import (card_expander, is_handed, kept_upload, model_unavailable, read_handed, read_upload, set_aside,
+                       training_notice, with_warning)
 from ui.records import record_prediction
 
 st.title("Embryo grading")
@@ -42,6 +42,8 @@ def example(name: str) -> np.ndarray:
 
 
 def input_ui() -> InputImage | None:
+    if is_handed("embryo"):
+        return read_handed()
     source = st.radio("Image", ["Upload", "Generated example"], horizontal=True, key="embryo_source")
     if source == "Upload":
         upload = st.file_uploader("Embryo or dish image (PNG, JPEG, BMP, TIFF or DICOM)",
@@ -221,7 +223,7 @@ else:
         single_view(image, preds[0])
     if preds and preds[0].extras.get("mode") != "dish":
         preds = [with_warning(preds[0], training_notice(GRADE_CARD, image))]
-    if st.session_state.get("embryo_source") == "Generated example":
+    if st.session_state.get("embryo_source") == "Generated example" and not is_handed("embryo"):
         st.caption("Generated examples are not saved to the case records.")
     elif preds:
         ids = [record_prediction(p, "embryo", image=image, show=len(preds) == 1) for p in preds]
@@ -230,7 +232,7 @@ else:
             st.caption(f"{len(ids)} embryos saved as case records #{min(ids)}–#{max(ids)}"
                        + (f" for case **{code}**." if code else " (no case code: set one in the sidebar)."))
     if preds and preds[0].extras.get("mode") != "dish":
-        with st.expander("What-if: change the image and watch the answers move"):
+        with st.expander("What-if: change the image and watch the answers move", expanded=is_handed("embryo")):
             from ui.whatif import whatif_panel
 
             if preds[0].extras.get("warnings"):

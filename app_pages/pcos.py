@@ -11,7 +11,8 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction
 from core.tasks import pcos as task
-from ui.common import UPLOAD_TYPES, card_expander, model_unavailable, read_upload, training_notice, with_warning
+from ui.common import (UPLOAD_TYPES, card_expander, is_handed, model_unavailable, read_handed, read_upload,
+                       training_notice, with_warning)
 from ui.records import record_prediction
 
 st.title("PCOS ultrasound")
@@ -28,6 +29,8 @@ CARD = registry.card(task.MODEL_ID)
 
 # --- inputs ---------------------------------------------------------------------------------------------------------
 def input_ui() -> InputImage | None:
+    if is_handed("pcos"):
+        return read_handed()
     upload = st.file_uploader("Ovarian ultrasound frame", type=UPLOAD_TYPES, key="pcos_upload",
                               help="Burned-in text, calipers and black borders are ignored; DICOM pixel spacing is "
                                    "used for the follicle sizes.")
@@ -218,7 +221,7 @@ else:
     # one record per frame: a new calibration, like a tick, revises it
     record_prediction(with_warning(review, seen), "pcos", image=image,
                       revises=f"{image.sha256}@{image.name}@{CARD.version}")
-    with st.expander("What-if: change the image and watch the answer move"):
+    with st.expander("What-if: change the image and watch the answer move", expanded=is_handed("pcos")):
         from ui.whatif import whatif_panel
 
         whatif_panel(image.pixels, task.predict_outputs, key="pcos-whatif", explain=task.explain_on_image,

@@ -13,7 +13,7 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction, Wording
 from core.tasks import sperm as task
-from ui.common import UPLOAD_TYPES, card_expander, read_upload, training_notice, with_warning
+from ui.common import UPLOAD_TYPES, card_expander, is_handed, read_handed, read_upload, training_notice, with_warning
 from ui.records import record_prediction
 from ui.sperm import field_settings, summary_view
 
@@ -57,8 +57,11 @@ def input_ui() -> tuple[InputImage | None, bool, float, bool]:
     """The upload, whether it is read as one head crop, the calibration and the acrosome criterion."""
     left, right = st.columns([2, 1])
     with left:
-        upload = st.file_uploader("Micrograph (field or single head)", type=UPLOAD_TYPES, key="sperm_upload")
-        image = read_upload(upload)
+        if is_handed("sperm"):
+            image = read_handed()
+        else:
+            image = read_upload(st.file_uploader("Micrograph (field or single head)", type=UPLOAD_TYPES,
+                                                 key="sperm_upload"))
     with right:
         mode = st.radio("Image type", MODES, key="sperm_mode",
                         help=f"Auto treats images up to {task.AUTO_CROP_MAX_SIDE} px on their long side as one "
@@ -159,7 +162,7 @@ def single_head_ui(image: InputImage) -> None:
                    f"normal/abnormal accuracy {100 * mh.get('accuracy', 0):.0f} %, but balanced accuracy "
                    f"{100 * mh.get('balanced_accuracy', 0):.0f} %: only {100 * mh.get('specificity', 0):.0f} % of "
                    "its abnormal heads were called abnormal.")
-    with st.expander("What-if: change the crop and watch the answer move"):
+    with st.expander("What-if: change the crop and watch the answer move", expanded=is_handed("sperm")):
         from core.whatif import model_explain, model_predict
         from ui.whatif import whatif_panel
 

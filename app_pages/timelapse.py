@@ -15,7 +15,8 @@ from core.explain import overlay
 from core.sequence import (DEFAULT_MINUTES, VIDEO_SUFFIXES, FrameSequence, SequenceInputError, read_folder,
                            read_sequence)
 from core.tasks import timelapse as task
-from ui.common import bullet_list, burst_counts, card_expander, kept_upload, model_unavailable, set_aside
+from ui.common import (HANDED, bullet_list, burst_counts, card_expander, handed_path, is_handed, kept_upload,
+                       model_unavailable, set_aside)
 from ui.records import record_prediction
 
 st.title("Time-lapse staging")
@@ -42,8 +43,8 @@ def read_upload_sequence(sha: str, name: str, _data: bytes) -> FrameSequence:
 
 
 @st.cache_resource(show_spinner="Reading frames…", max_entries=2)
-def read_local_folder(path: str, stamp: float) -> FrameSequence:
-    return read_folder(path)
+def read_local_folder(path: str, stamp: float, recording_of: str | None = None) -> FrameSequence:
+    return read_folder(path, recording_of=recording_of)
 
 
 @st.cache_resource(show_spinner="Padding the crops…", max_entries=2)
@@ -61,9 +62,18 @@ def example_sequence() -> FrameSequence:
 
 def input_ui() -> tuple[FrameSequence | None, str]:
     """The sequence the user chose (None after showing why it cannot be used) and its cache key."""
-    source = st.radio("Input", ["Upload video or zip", "Local folder", "Generated example"], horizontal=True,
-                      key="tl_source")
     try:
+        if is_handed("timelapse"):  # a frame of an evaluation: its whole recording, at that frame
+            handed = st.session_state[HANDED]
+            frame = handed_path()
+            seq = read_local_folder(str(frame.parent), frame.parent.stat().st_mtime, frame.name)
+            if not handed.get("shown"):  # once: later the slider and the toggle are the user's
+                handed["shown"] = True
+                st.session_state["tl_frame"] = seq.names.index(frame.name) if frame.name in seq.names else 0
+                st.session_state["tl_crops"] = "crops" in (handed.get("layout") or {})  # padded, as it was evaluated
+            return seq, f"{frame.parent}#{frame.name}"
+        source = st.radio("Input", ["Upload video or zip", "Local folder", "Generated example"], horizontal=True,
+                          key="tl_source")
         if source == "Upload video or zip":
             upload = st.file_uploader("Video (MP4, AVI, MOV …) or zip of frames (PNG, JPEG, TIFF, BMP)",
                                       type=sorted(x.lstrip(".") for x in VIDEO_SUFFIXES) + ["zip"], key="tl_upload")

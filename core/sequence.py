@@ -76,12 +76,17 @@ def recordings(names: list[str]) -> dict[str, int]:
     several such names mean several embryos, wells or focal planes in one set of frames."""
     counts: dict[str, int] = {}
     for n in names:
-        stem = PurePosixPath(n.replace("\\", "/")).stem
-        numbers = list(gomez.RUN_RE.finditer(stem)) or list(_DIGITS.finditer(stem))
-        before = stem[:numbers[-1].start()] if numbers else stem
-        key = " ".join(t for t in re.split(r"[\s_.]+", before) if re.search(r"[A-Za-z]", t))
+        key = recording_name(n)
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def recording_name(name: str) -> str:
+    """The words before a frame's number that carry a letter: the recording it belongs to (see recordings)."""
+    stem = PurePosixPath(name.replace("\\", "/")).stem
+    numbers = list(gomez.RUN_RE.finditer(stem)) or list(_DIGITS.finditer(stem))
+    before = stem[:numbers[-1].start()] if numbers else stem
+    return " ".join(t for t in re.split(r"[\s_.]+", before) if re.search(r"[A-Za-z]", t))
 
 
 # --- readers ---------------------------------------------------------------------------------------------
@@ -298,8 +303,10 @@ def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> 
     return seq
 
 
-def read_folder(folder, annotations: Path | None = None) -> FrameSequence:
-    """A folder of frames. A Gomez embryo folder (…/embryo_dataset/<embryo>) also brings its annotated phases."""
+def read_folder(folder, annotations: Path | None = None, recording_of: str | None = None) -> FrameSequence:
+    """A folder of frames. A Gomez embryo folder (…/embryo_dataset/<embryo>) also brings its annotated phases.
+    recording_of: a frame's file name; only the frames of its recording are read (a folder may hold several, as the
+    Gomez blastocyst crops do)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SequenceInputError(f"{folder}: no such folder.")
@@ -308,6 +315,8 @@ def read_folder(folder, annotations: Path | None = None) -> FrameSequence:
         annotations = candidate if candidate.is_file() else None
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if recording_of is not None:
+        files = images = [p for p in images if recording_name(p.name) == recording_name(recording_of)]
     if not images:
         inner = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
                        and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir()))

@@ -64,16 +64,22 @@ def test_threshold_is_shared_with_the_metrics_page(app):
     assert at.slider(key="m_thr_stage").value == pytest.approx(0.8)
 
 
-def test_what_if_button_hands_the_image_to_the_task_page(app):
+def test_what_if_button_opens_the_image_on_the_task_page(app):
     at = app
     buttons = [b for b in at.button if b.label == "Open in what-if"]
     if not (ROOT / "app_pages" / "embryo.py").is_file():
         assert buttons and all(b.disabled for b in buttons)
         pytest.skip("app_pages/embryo.py is not installed: the hand-off cannot be followed")
+    name = next(img.caption for e in at.get("image") for img in e.proto.imgs).split(" — ")[0]
     buttons[0].click().run()
-    path = at.session_state["whatif_item"]
-    assert Path(path).is_file() and at.session_state["whatif_model"] == "embryo-grade"
     assert any("Embryo" in t.value for t in at.title)
+    # the task page reads the image itself (the synthetic store's model cannot load: an error, not the upload box)
+    assert any(f"**{name}**" in i.value and "not saved to the case records" in i.value for i in at.info)
+    assert not [r for r in at.radio if r.key == "embryo_source"]  # no choice of upload or example meanwhile
+    at.switch_page("app_pages/embryo.py").run()  # AppTest's next run is on its own page, not st.switch_page's
+    next(b for b in at.button if b.label == "Back to my images").click().run()
+    assert not any("Opened from the Confusion" in i.value for i in at.info)
+    assert at.radio(key="embryo_source").value == "Upload"
 
 
 def test_multiclass_and_segmentation_evaluations(app):

@@ -62,3 +62,14 @@ def test_unwritable_database_warns_and_the_page_goes_on(tmp_path, monkeypatch):
     assert not at.exception
     assert "could not be saved to the case records" in at.warning[0].value
     assert at.session_state["last_id"] is None
+
+
+def test_an_evaluation_image_opened_from_the_confusion_page_is_not_recorded(db):
+    at = AppTest.from_function(page, default_timeout=30)
+    at.session_state["handed_image"] = {"model": "embryo-grade", "path": "/data/hv/D3_001.jpg", "layout": None}
+    at.run()
+    assert not at.exception and at.session_state["last_id"] is None and records.count() == 0
+    assert "not saved to the case records" in at.caption[0].value and not at.get("download_button")
+    at.session_state["handed_image"] = {"model": "pcos", "path": "/data/pcos/1.jpg", "layout": None}  # another page's
+    at.run()
+    assert records.count() == 1

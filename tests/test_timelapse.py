@@ -517,3 +517,16 @@ def test_a_zip_bomb_entry_and_a_set_of_blank_frames_are_refused_without_unpackin
             z.writestr(f"frame_RUN{i + 1}.png", encode_png(np.zeros((2, 2, 3), np.uint8)))
     with pytest.raises(sequence.SequenceInputError, match="none of its 10 frames shows anything"):
         sequence.read_zip(blank)
+
+
+def test_one_recording_is_read_from_a_folder_holding_several(tmp_path):
+    """The Confusion page opens a frame of the Gomez blastocyst crops, whose folder holds every embryo's crops."""
+    from core.sequence import read_folder
+
+    frames, _ = synthetic.timelapse_sequence(6, size=64, seed=2)
+    for embryo in ("EA32-6", "EE656-3"):
+        for i, f in enumerate(frames):
+            (tmp_path / f"E2_{embryo}_phase_split_{10 + i}.png").write_bytes(encode_png(f))
+    (tmp_path / "notes.txt").write_text("not a frame")
+    seq = read_folder(tmp_path, recording_of="E2_EE656-3_phase_split_12.png")
+    assert seq.names == [f"E2_EE656-3_phase_split_{10 + i}.png" for i in range(6)] and not seq.skipped

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
@@ -51,6 +52,43 @@ def kept_upload(key: str, upload):
 def set_aside(key: str) -> None:
     """The uploader `key` is not drawn in this run: kept_upload brings its last file back when it is drawn again."""
     st.session_state[f"{key}-aside"] = True
+
+
+HANDED = "handed_image"  # {"model", "path"}: an evaluation image the Confusion page opened on its task page
+
+
+def hand_over(model_id: str, path: str, layout: dict | None = None) -> None:
+    """layout: how the evaluation read its data (the time-lapse page pads crops as the evaluation did)."""
+    st.session_state[HANDED] = {"model": model_id, "path": path, "layout": layout}
+
+
+def is_handed(task: str) -> bool:
+    """Whether the page of `task` is to show an evaluation image the Confusion page opened there."""
+    from core.tasks import TASK_OF_MODEL
+
+    handed = st.session_state.get(HANDED)
+    return bool(handed) and TASK_OF_MODEL.get(handed["model"]) == task
+
+
+def handed_path() -> Path:
+    """The evaluation image the Confusion page opened on this page (instead of an upload), said so with a way back."""
+    path = Path(st.session_state[HANDED]["path"])
+    st.info(f"Opened from the Confusion matrices page: **{path.parent.name}/{path.name}**, an image of an evaluation, "
+            "not a case: its results are not saved to the case records.", icon=":material/grid_on:")
+    if st.button("Back to my images", key="handed-back", icon=":material/arrow_back:"):
+        st.session_state.pop(HANDED)
+        st.rerun()
+    return path
+
+
+def read_handed() -> InputImage | None:
+    """The evaluation image handed to this page, read as an upload is (None, after saying why, when it cannot be)."""
+    path = handed_path()
+    try:
+        return read_upload(KeptUpload(path.name, path.read_bytes()))
+    except OSError as exc:
+        st.error(f"{path}: cannot be read here ({exc.strerror or exc}).", icon=":material/error:")
+        return None
 
 
 def read_upload(upload) -> InputImage | None:

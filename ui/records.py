@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import auth, records, report
 from core.imageio import encode_png
+from ui.common import is_handed
 
 
 # --- sign-in ----------------------------------------------------------------------------------------------------------
@@ -105,7 +106,11 @@ def record_prediction(prediction, task: str, image=None, whatif: dict | None = N
     revises: what the record is of (e.g. the image's sha256 and the model version), when the user can change the
     result in place (untick follicles, calibrate, re-time a sequence): one record per such key, revised as
     `prediction` changes.
-    Returns the record id, or None when the database could not be written (a warning is shown; the page goes on)."""
+    Returns the record id, or None when nothing was saved: an evaluation image opened from the Confusion page, or the
+    database could not be written (a warning is shown; the page goes on)."""
+    if is_handed(task):
+        st.caption("An evaluation's image, opened from the Confusion matrices page: not saved to the case records.")
+        return None
     case_code = (st.session_state.get("case_code") or "").strip() or None
     keep = bool(st.session_state.get("keep_image"))
     user = current_user()
