@@ -206,7 +206,8 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "who_reference": "WHO reference", "acrosome_criterion": "acrosome criterion used",
                 "head_model": "head classifier", "time_zero": "time (h) counted from",
                 "minutes_per_frame": "minutes between frames", "n_frames": "frames",
-                "current_stage": "stage at the last frame"}
+                "current_stage": "stage at the last frame", "current_phase": "phase at the last frame",
+                "first_frame_hpi": "first frame at (hours after insemination)"}
 FOLDED = {"n_called_by_reviewer", "who_reference",  # said with another detail, or in the caveats
           *(f"{kind}_{by}" for kind in ("ci95_normal", "vs_lower_limit") for by in ("classifier", "who", "both"))}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])

@@ -3,12 +3,13 @@ per-frame probabilities with a left-to-right Viterbi (development never goes bac
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -39,6 +40,11 @@ class FrameSequence:
     true_phases: list[str | None] | None = None  # Gomez annotations, when given
     frame_numbers: list[int] | None = None  # acquisition numbers (RUN<k>, or a sampled video's frame numbers)
     notes: list[str] = field(default_factory=list)  # how the frames were taken from the input, for the user
+    sha256: str = ""  # of the file it was read from (a video or zip), for the record
+
+    @property
+    def order_unknown(self) -> bool:
+        return self.order_rule.startswith("file name order")
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -350,9 +356,9 @@ def read_sequence(source, name: str | None = None) -> FrameSequence:
     if not data:
         raise SequenceInputError(f"{name}: the file is empty.")
     if suffix == ".zip" or data[:4] == b"PK\x03\x04":
-        return read_zip(data, name)
+        return replace(read_zip(data, name), sha256=hashlib.sha256(data).hexdigest())
     if suffix in VIDEO_SUFFIXES:
-        return read_video(data, name)
+        return replace(read_video(data, name), sha256=hashlib.sha256(data).hexdigest())
     raise SequenceInputError(f"{name}: expected a video (MP4, AVI), a zip of frames or a folder of frames.")
 
 

@@ -1,6 +1,7 @@
 """Time-lapse staging: frame order, readers, Viterbi decoding, events, the task on generated data, a regression floor."""
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 from pathlib import Path
@@ -177,6 +178,10 @@ def test_events_table_marks_skipped_guessed_and_missed_events_and_errors_in_hour
     assert table.loc["t5", "reading"].startswith("not reached") and pd.isna(table.loc["t5", "frame"])
     assert table.loc["t2", "hours"] == 21.0 and table.loc["t2", "true_hours"] == 21.5
     assert table.loc["t2", "error_frames"] == -1 and table.loc["t2", "error_hours"] == -0.5
+    del pred.extras["true_events"]["t3"]  # the annotator went from t2 straight to t4: no t3 time to compare with
+    table = task.events_table(task.retimed(pred, 30.0)).set_index("event")
+    assert table.loc["t3", "reading"].endswith("not in the annotation (no error to give)")
+    assert pd.isna(table.loc["t3", "error_frames"]) and table.loc["t4", "error_frames"] == 0
 
 
 def test_frames_of_several_recordings_are_refused_but_time_stamps_and_a_stray_file_are_not(tmp_path):
@@ -200,8 +205,9 @@ def test_zip_with_non_images_keeps_good_frames():
     entries["seq/notes.txt"] = b"hello"
     entries["seq/broken7.png"] = b"this is text, not a png"
     entries["__MACOSX/._frame0.png"] = b"junk"
-    seq = read_zip(zip_of(entries), "frames.zip")
-    assert len(seq) == 5
+    data = zip_of(entries)
+    seq = read_sequence(data, "frames.zip")
+    assert len(seq) == 5 and seq.sha256 == hashlib.sha256(data).hexdigest()  # for the record
     assert seq.names == [f"seq/frame{i * 5}.png" for i in range(5)]
     assert len(seq.skipped) == 2 and any("notes.txt" in s for s in seq.skipped)
 
@@ -407,6 +413,23 @@ def test_predict_sequence_shapes_and_monotone(model):
     assert set(task.timeline_table(pred).columns) >= {"frame", "hours", "stage", "phase", "p_blastocyst",
                                                       "burst_strength"}
     assert pred.summary()["model"] == "timelapse-stage"
+    # the result is the decoded timeline: no last-frame raw answer to be recorded as "the" stage (it disagreed)
+    assert pred.summary()["labels"] == {} and x["current_stage"] == x["stage_decoded"][-1]
+    assert x["current_phase"] == x["phase_decoded"][-1] and x["warnings"] == []
+    long = task.retimed(pred, 240.0)  # 39 frames at 4 h: 156 h, within culture; at 5 h: 195 h, not
+    assert long.extras["warnings"] == [] and "longer than embryo culture" in task.retimed(pred, 300.0).extras["warnings"][0]
+
+
+def test_frames_without_numbers_and_a_damaged_input_are_warned_with_the_record():
+    from core.sequence import FrameSequence
+    from core.tasks import timelapse as task
+
+    frames, _ = synthetic.timelapse_sequence(3, size=64)
+    seq = FrameSequence(frames, ["a.png", "b.png", "c.png"], "x.zip", "file name order (no frame numbers found)",
+                        skipped=["notes.txt: not an image file"], notes=["every frame: scaled to 8-bit"])
+    warnings = task.input_warnings(seq)
+    assert warnings[0] == "Every frame: scaled to 8-bit." and warnings[1] == task.ORDER_UNKNOWN
+    assert warnings[2].startswith("1 item(s) of the input could not be used")
 
 
 def test_single_frame_predict_and_explain(model):

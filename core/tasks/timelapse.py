@@ -179,14 +179,35 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
         "burst_strength": bursts.round(3),
         "events": events,
         "current_stage": STAGES[stage_dec[-1]],
+        "current_phase": PHASES[phase_dec[-1]],
+        "input_warnings": input_warnings(seq),
     }
     if seq.true_phases is not None:
         extras["true_phase"] = list(seq.true_phases)
-        extras["true_events"] = event_frames([PHASES.index(p) if p else None for p in seq.true_phases])
-    last = {"stage": dict(zip(STAGES, map(float, stage_p[-1]))), "phase": dict(zip(PHASES, map(float, phase_p[-1])))}
-    pred = Prediction(MODEL_ID, model.card.version, seq.source, probabilities=last, extras=extras,
+        annotated = set(seq.true_phases)  # an event the annotator skipped (t2 straight to t4) has no annotated time
+        extras["true_events"] = {e: f for e, f in event_frames([PHASES.index(p) if p else None
+                                                                for p in seq.true_phases]).items() if e in annotated}
+    # no per-output probabilities: the result is the decoded timeline (the last frame's raw answer was recorded
+    # as "the" stage, and disagreed with the page's decoded one)
+    pred = Prediction(MODEL_ID, model.card.version, seq.source, seq.sha256, extras=extras,
                       timings_ms={"model": (t1 - t0) * 1000, "total": (time.perf_counter() - t0) * 1000})
     return retimed(pred, minutes_per_frame)
+
+
+MAX_CULTURE_H = 7 * 24
+ORDER_UNKNOWN = ("The frames' names carry no frame numbers: they were put in name order, which may not be their time "
+                 "order. If it is not, the timeline and every event are meaningless.")
+
+
+def input_warnings(seq: FrameSequence) -> list[str]:
+    """What the user must know of how the frames were read, kept with the record and its report."""
+    damaged = [s for s in seq.skipped if "declares" in s]  # a cut video: times after the damage may be early
+    warnings = [n[0].upper() + n[1:] + "." for n in seq.notes + damaged]
+    if seq.order_unknown:
+        warnings.append(ORDER_UNKNOWN)
+    if len(seq.skipped) > len(damaged):
+        warnings.append(f"{len(seq.skipped) - len(damaged)} item(s) of the input could not be used and were left out.")
+    return warnings
 
 
 def acquisition_steps(seq: FrameSequence) -> np.ndarray:
@@ -203,8 +224,13 @@ def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float |
     x = pred.extras
     hours = (np.asarray(x["acquisitions"]) * minutes_per_frame / 60.0 + (first_frame_hpi or 0.0)).round(3)
     events = [{**e, "hours": float(hours[e["frame"]])} for e in x["events"]]
+    warnings = list(x.get("input_warnings", []))
+    if hours[-1] - hours[0] > MAX_CULTURE_H:
+        warnings.append(f"{hours[-1] - hours[0]:.0f} h is longer than embryo culture lasts (up to 7 days): check the "
+                        "minutes between frames. Event hours are wrong if it is not the interval between acquisitions.")
     return replace(pred, extras={**x, "minutes_per_frame": float(minutes_per_frame), "hours": hours, "events": events,
-                                 "time_zero": "first frame" if first_frame_hpi is None else "insemination"})
+                                 "time_zero": "first frame" if first_frame_hpi is None else "insemination",
+                                 "first_frame_hpi": first_frame_hpi, "warnings": warnings})
 
 
 def timeline_table(pred: Prediction) -> pd.DataFrame:
@@ -253,7 +279,9 @@ def events_table(pred: Prediction) -> pd.DataFrame:
         rows += [{"event": e, "frame": None, "frame_name": None, "hours": None} for e in true if e not in reached]
     frame = pd.DataFrame(rows, columns=["event", "frame", "frame_name", "hours"])
     frame["frame"] = frame["frame"].astype("Int64")
-    frame["reading"] = [event_reading(e) for e in rows]
+    frame["reading"] = [event_reading(e) if true is None or e["event"] in true or e.get("frame") is None
+                        else "; ".join(filter(None, [event_reading(e), "not in the annotation (no error to give)"]))
+                        for e in rows]
     bursts = burst_frames(x["burst_strength"])
     frame["nearest_burst"] = pd.array([None if pd.isna(f) else nearest_burst(bursts, int(f)) for f in frame["frame"]],
                                       dtype="Int64")
