@@ -52,9 +52,10 @@ class OutputData:
         return len(self.labels) == 2
 
     def groups(self) -> np.ndarray | None:
-        """Cluster ids for the bootstrap when the rows carry one (e.g. the embryo of each frame)."""
+        """Cluster ids for the bootstrap when the rows carry one (e.g. the embryo of each frame), also when they all
+        share one: the frames of one embryo must not be resampled as if independent."""
         for col in GROUP_COLUMNS:
-            if col in self.rows and self.rows[col].nunique() > 1:
+            if col in self.rows and self.rows[col].nunique() > 0:
                 return self.rows[col].astype(str).to_numpy()
         return None
 
@@ -209,6 +210,11 @@ def bootstrap_weights(n: int, n_boot: int, seed: int = 0, strata=None, groups=No
     return W
 
 
+def _resamples(groups, n_boot: int) -> int:
+    """No resamples (no interval) when the items come from fewer than MIN_GROUPS groups."""
+    return 0 if groups is not None and len(np.unique(groups)) < MIN_GROUPS else n_boot
+
+
 def metrics_with_ci(data: OutputData, threshold: float | None = None, positive: int | None = None,
                     n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95, clustered: bool = True) -> pd.DataFrame:
     """One row per metric: estimate and the percentile bootstrap CI at `level` (NaN where undefined)."""
@@ -216,8 +222,7 @@ def metrics_with_ci(data: OutputData, threshold: float | None = None, positive: 
     pred = decide(data.probs, threshold, positive)
     groups = data.groups() if clustered else None
     n_groups = len(np.unique(groups)) if groups is not None else None
-    if n_groups is not None and n_groups < MIN_GROUPS:
-        n_boot = 0
+    n_boot = _resamples(groups, n_boot)
     W = np.vstack([np.ones(data.n), bootstrap_weights(data.n, n_boot, seed, strata=data.y, groups=groups)])
     values = _metric_rows(data.y, data.probs, pred, W, pos)
     conf, correct = calibration_inputs(data, threshold, positive)
@@ -352,6 +357,7 @@ def per_class(data: OutputData, threshold: float | None = None, positive: int | 
     """Per label: n, recall (for time-lapse: per-stage accuracy) with CI, precision, specificity, F1, one-vs-rest AUC."""
     pred = decide(data.probs, threshold, positive)
     groups = data.groups()
+    n_boot = _resamples(groups, n_boot)
     W = np.vstack([np.ones(data.n), bootstrap_weights(data.n, n_boot, seed, strata=data.y, groups=groups)])
     rows = []
     for c, label in enumerate(data.labels):
@@ -410,8 +416,7 @@ def compare(a: OutputData, b: OutputData, threshold_a=None, threshold_b=None, po
         if np.array_equal(pa.y, pb.y):
             pos = positive if (threshold_a is not None or a.binary) else None
             groups = pa.groups()
-            if groups is not None and len(np.unique(groups)) < MIN_GROUPS:
-                n_boot = 0
+            n_boot = _resamples(groups, n_boot)
             W = np.vstack([np.ones(pa.n), bootstrap_weights(pa.n, n_boot, seed, strata=pa.y, groups=groups)])
             va = _metric_rows(pa.y, pa.probs, decide(pa.probs, threshold_a, positive), W, pos)
             vb = _metric_rows(pb.y, pb.probs, decide(pb.probs, threshold_b, positive), W, pos)

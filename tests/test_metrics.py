@@ -164,6 +164,11 @@ def test_too_few_groups_give_no_interval_and_nan_values_drop_their_group():
     assert not np.isnan(table.loc["accuracy", "estimate"])
     assert "3 embryos or patients" in metrics.bootstrap_note(table)
     assert metrics.format_ci(table.loc["accuracy"]).count("(") == 0
+    # nor per label, nor per embryo (one embryo's frames were resampled as if independent: 0.986 (0.971–0.996))
+    data = as_data(y, np.c_[1 - p, p], embryo=groups)
+    assert metrics.per_class(data, 0.5)[["recall_low", "recall_high"]].isna().all().all()
+    by_embryo = metrics.subgroup_table(data, "embryo", 0.5)
+    assert not by_embryo[metrics.METRIC_NAMES["accuracy"]].str.contains("(", regex=False).any()
 
     values = rng.uniform(0, 1, 60)
     values[[3, 17]] = np.nan
