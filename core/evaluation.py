@@ -147,6 +147,14 @@ def documents_card(path) -> bool:
                                                                      PROJECT_ROOT / "data_prepared"))
 
 
+def refreshes_card(card, key: str, name: str, path) -> bool:
+    """Whether the evaluation `name` of `path` may write the card's [metrics."<key>"] table: the documented data
+    (documents_card), and the table is new or was made by an evaluation of that name (a throw-away
+    `--name audit-pcos` run repointed the shipped card at itself)."""
+    made_by = (card.metrics.get(key) or {}).get("evaluation")
+    return documents_card(path) and made_by in (None, name)
+
+
 def copy_evaluations_to_card(model_id: str, names: dict[str, str], table, skip_stale: bool = False) -> None:
     """Copy stored evaluations (weights/<model_id>/eval/<name>, measured on this model file) into the card's
     [metrics."<label>"] tables: `names` maps eval name -> card label, `table(name, metrics)` builds one table, to

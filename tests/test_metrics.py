@@ -396,6 +396,7 @@ def test_evaluations_by_other_models_say_so():
     picked = Picked(card, "hushem-5fold-cv", result, meta, preds)
     assert "cross-validation models, not the shipped file" in picked.short_source()
     assert card.sha256[:10] not in picked.short_source() and picked.short_source(n=7).endswith("n = 7")
+    assert "predictions by the 5 cross-validation models" in picked.source() and card.sha256[:16] not in picked.source()
 
 
 # --- page ----------------------------------------------------------------------------------------------------------
@@ -512,6 +513,14 @@ def test_only_the_shared_data_refreshes_a_model_card(tmp_path):
     assert evaluation.documents_card(PROJECT_ROOT.parent / "shared" / "data" / "pcos" / "pcosgen")
     assert evaluation.documents_card(PROJECT_ROOT / "data_prepared" / "embryo-optics" / "relief")
     assert not evaluation.documents_card(tmp_path / "pcosgen")
+    # and only an evaluation of the name that made the card's table (or a new table): not `--name audit-pcos`
+    from types import SimpleNamespace
+
+    shared = PROJECT_ROOT.parent / "shared" / "data" / "pcos" / "pcosgen"
+    card = SimpleNamespace(metrics={"pcosgen/heldout-groups": {"evaluation": "pcosgen-heldout"}})
+    assert evaluation.refreshes_card(card, "pcosgen/heldout-groups", "pcosgen-heldout", shared)
+    assert not evaluation.refreshes_card(card, "pcosgen/heldout-groups", "audit-pcos", shared)
+    assert evaluation.refreshes_card(card, "other/heldout-groups", "audit-pcos", shared)
 
 
 def test_a_signed_in_user_who_is_no_admin_cannot_read_server_files_through_an_uploaded_csv(store, monkeypatch):

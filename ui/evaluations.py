@@ -53,8 +53,9 @@ class Picked:
         data = self.meta.get("data_path") or self.meta.get("data") or "not recorded"
         layout = self.meta.get("layout") or self.meta.get("layouts") or ""
         layout = ", ".join(layout) if isinstance(layout, list) else (layout if isinstance(layout, str) else "")
-        return (f"**Source.** Model `{self.card.id}` v{self.meta.get('model_version', self.card.version)}, file "
-                f"`{self.meta.get('model_file', self.card.file)}` (sha256 `{self.sha[:16] or 'not recorded'}…`); "
+        made_by = (f"predictions by {self.predicted_by}" if self.predicted_by else  # not the shipped file's
+                   f"file `{self.meta.get('model_file', self.card.file)}` (sha256 `{self.sha[:16] or 'not recorded'}…`)")
+        return (f"**Source.** Model `{self.card.id}` v{self.meta.get('model_version', self.card.version)}, {made_by}; "
                 f"data `{data}`{f' ({layout})' if layout else ''}; split **{self.meta.get('split', 'not recorded')}**; "
                 f"{self.result.get('n', '?')} items{self.labelled_per_output()}; evaluated "
                 f"{self.meta.get('date', '?')} with code `{self.meta.get('code_version', '?')}`.")

@@ -403,7 +403,7 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None = None, dev
     """Evaluate on a PCOSGen or class-per-folder root: every labelled item (pooled), or one split: `heldout`/`val`/
     `train` (video groups, as in training) or a top-level folder name (e.g. `test`)."""
     from ..audit import phash
-    from ..evaluation import classification_metrics, documents_card, predictions_frame, store
+    from ..evaluation import classification_metrics, predictions_frame, refreshes_card, store
     from ..imageio import ImageInputError
 
     path = Path(path)
@@ -440,8 +440,9 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None = None, dev
             "preparation": info, "skipped": skipped, "threshold": thr,
             "groups": len({r[0].group for r in rows})}
     result = store(model.card, name, frame, metrics, meta)
-    if split == "heldout" and documents_card(path):
-        record_card_metrics(model.card, f"{path.resolve().name}/heldout-groups", metrics[OUTPUT], name)
+    key = f"{path.resolve().name}/heldout-groups"
+    if split == "heldout" and refreshes_card(model.card, key, name, path):
+        record_card_metrics(model.card, key, metrics[OUTPUT], name)
     return result
 
 

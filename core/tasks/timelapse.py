@@ -731,7 +731,7 @@ def summarise_loeo(result: dict, kind: str) -> dict:
 
 def evaluate(model_id: str, path: Path, name: str, split: str | None, device: str) -> dict:
     """Every embryo of a Gomez layout (or blastocyst-crop folder) as a sequence in frame order; annotated frames only."""
-    from ..evaluation import documents_card, evaluate_classifier_outputs, predictions_frame, readable
+    from ..evaluation import evaluate_classifier_outputs, predictions_frame, readable, refreshes_card
     from ..imageio import read_image
 
     if split not in (None, "heldout", "train"):
@@ -798,8 +798,9 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
                 rows.assign(ok=rows["decoded"] == rows["true"]).groupby("true")["ok"].mean().mean())
     folder = model.card.folder / "eval" / name
     (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    if split and documents_card(path):
-        _write_card_metrics(model.card.folder, f"{name}/{split}", result["metrics"], name)
+    key = f"{Path(path).resolve().name}/heldout"  # keyed by the data, as the card's tables are
+    if split == "heldout" and refreshes_card(model.card, key, name, path):  # never training-fit figures
+        _write_card_metrics(model.card.folder, key, result["metrics"], name)
     return result
 
 
