@@ -101,7 +101,9 @@ def classifier_view(image: InputImage, pred: Prediction) -> None:
                 + (", *in doubt, see the warning above*." if pred.extras["warnings"] else "."))
     held_out = next((m for k, m in CARD.metrics.items() if "heldout" in k), None)
     if held_out:
-        st.caption(f"On held-out scans it never saw: balanced accuracy {100 * held_out['balanced_accuracy']:.0f} % "
+        st.caption(f"On held-out PCOSGen frames (video groups kept out of training, though some frames are close to "
+                   "training frames of the same sweep: see Metrics, leakage audit; all from the one public set): "
+                   f"balanced accuracy {100 * held_out['balanced_accuracy']:.0f} % "
                    "(the mean of sensitivity and specificity: most held-out frames are PCOS-labelled, so plain "
                    f"accuracy flatters), sensitivity "
                    f"{100 * held_out.get('sensitivity', float('nan')):.0f} %, specificity "
