@@ -51,11 +51,13 @@ if "pcos_mm_per_px" in st.session_state:  # kept through a run without the box (
     st.session_state["pcos_mm_per_px"] = st.session_state["pcos_mm_per_px"]
 
 
-def calibration_ui(image: InputImage) -> float | None:
+def calibration_ui(image: InputImage) -> tuple[float | None, bool]:
+    """The calibration typed (None: DICOM spacing or the guess) and whether it was typed for a frame of another size
+    and not confirmed for this one."""
     if image.pixel_spacing_mm:
         st.caption(f"Pixel size from the DICOM header: {image.pixel_spacing_mm[0]:.3f} × "
                    f"{image.pixel_spacing_mm[1]:.3f} mm.")
-        return None
+        return None, False
     guess = fol.default_mm_per_px(image.pixels.shape)
     size = f"{image.pixels.shape[1]} × {image.pixels.shape[0]}"
     entered_for = st.session_state.get("pcos_calibrated_for")
@@ -63,10 +65,16 @@ def calibration_ui(image: InputImage) -> float | None:
         st.session_state.pop("pcos_calibrated_for", None)
     elif entered_for is None:
         st.session_state["pcos_calibrated_for"] = size
-    elif entered_for != size:
-        st.warning(f"The calibration was entered for a frame of {entered_for} pixels; this one is {size}. Check that "
-                   "it holds for this frame (same scanner, depth and zoom), or clear it.", icon=":material/straighten:")
-    return st.number_input(  # None (left empty): sizes use the guess and are labelled as not calibrated
+    questioned = entered_for is not None and entered_for != size and st.session_state.get("pcos_mm_per_px") is not None
+    if questioned:
+        warn, confirm = st.columns([4, 1], vertical_alignment="center")
+        warn.warning(f"The calibration was entered for a frame of {entered_for} pixels; this one is {size}. Check that "
+                     "it holds for this frame (same scanner, depth and zoom), or correct it: until then the criteria "
+                     "are not judged.", icon=":material/straighten:")
+        if confirm.button("It holds for this frame", key="pcos_calibration_holds", width="stretch"):
+            st.session_state["pcos_calibrated_for"] = size
+            st.rerun()
+    typed = st.number_input(  # None (left empty): sizes use the guess and are labelled as not calibrated
         "Calibration (mm per pixel)", min_value=0.01, max_value=2.0, value=None, step=0.005, format="%.3f",
         key="pcos_mm_per_px", placeholder=f"not calibrated (guess: {guess:.3f})",
         on_change=lambda: st.session_state.pop("pcos_calibrated_for", None),  # typed now: for the frame on screen
@@ -74,6 +82,7 @@ def calibration_ui(image: InputImage) -> float | None:
              f"empty, sizes assume the frame is {fol.DEFAULT_FIELD_MM:.0f} mm wide ({guess:.3f} mm per pixel here): "
              "a guess, so the criteria are not judged. The value stays for the next frame of the same scanner "
              "setting; clear it for another.")
+    return typed, questioned
 
 
 # --- cached work ----------------------------------------------------------------------------------------------------
@@ -119,8 +128,9 @@ def classifier_view(image: InputImage, pred: Prediction) -> None:
         st.warning(f"No heat map for this image: {exc}")
 
 
-def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
-    """The follicle table, overlay and count; returns the prediction as the clinician reviewed it (unticked ones out)."""
+def follicle_view(image: InputImage, pred: Prediction, size_questioned: bool) -> Prediction:
+    """The follicle table, overlay and count; returns the prediction as the clinician reviewed it (unticked ones out).
+    size_questioned: the calibration was typed for a frame of another size, so the criteria are not judged."""
     rows = pred.extras["follicles"]
     mm, source = pred.extras["mm_per_px"], pred.extras["mm_per_px_source"]
     st.caption(f"Sizes use {mm:.3f} mm per pixel ({source}).")
@@ -141,9 +151,12 @@ def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
                        "counted": st.column_config.CheckboxColumn(
                            help="Untick a detection that is not a follicle; it leaves the count. Only follicles "
                                 "of 2–9 mm count.")})
-    review = task.reviewed(pred, image.pixels, set(edited.loc[edited["counted"], "follicle"].astype(int)))
+    review = task.reviewed(pred, image.pixels, set(edited.loc[edited["counted"], "follicle"].astype(int)),
+                           size_questioned)
     unticked = set(review.extras["follicles_unticked"])
-    st.session_state[unticked_key] = [(r["x"], r["y"]) for r in rows if r["id"] in unticked]
+    # an untick stays until its follicle is ticked again, also while this calibration does not find it
+    unseen = [pt for pt in unticked_at if not any(near(r, [pt]) for r in rows)]
+    st.session_state[unticked_key] = unseen + [(r["x"], r["y"]) for r in rows if r["id"] in unticked]
     outside = edited.loc[edited["counted"] & ~edited["2–9 mm"], "follicle"].astype(int).tolist()
     if outside:
         st.warning(f"Follicle{'s' if len(outside) > 1 else ''} {', '.join(map(str, outside))} "
@@ -157,6 +170,9 @@ def follicle_view(image: InputImage, pred: Prediction) -> Prediction:
     if source == task.UNCALIBRATED:
         st.warning("Criteria not judged: the sizes, and so which follicles fall in 2–9 mm, rest on a guessed pixel "
                    "size. Enter the calibration above to judge them.", icon=":material/straighten:")
+    elif size_questioned:
+        st.warning("Criteria not judged: the calibration was entered for a frame of another size. Confirm above that "
+                   "it holds for this frame, or correct it, to judge them.", icon=":material/straighten:")
     else:
         for c in fol.criteria(n):
             icon = ":material/check_circle:" if c["met"] else ":material/radio_button_unchecked:"
@@ -206,7 +222,7 @@ if image is None:
 elif problem := unusable(image.sha256, image.name, image):
     st.error(problem, icon=":material/error:")
 else:
-    mm_per_px = calibration_ui(image)
+    mm_per_px, size_questioned = calibration_ui(image)
     pred = analyse(image.sha256, image.name, mm_per_px, CARD.version, image)
     for warning in pred.extras["warnings"]:
         st.warning(warning, icon=":material/warning:")
@@ -217,7 +233,7 @@ else:
     with right:
         st.subheader("Follicles")
         overlay_slot = st.empty()
-        review = follicle_view(image, pred)
+        review = follicle_view(image, pred, size_questioned)
     validation_note()
     seen = training_notice(CARD, image)
     # one record per frame: a new calibration, like a tick, revises it

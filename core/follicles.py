@@ -187,10 +187,14 @@ def criteria(count: int) -> list[dict]:
     return [{"criterion": name, "threshold": thr, "met": count >= thr} for name, thr in CRITERIA]
 
 
-def criteria_reading(count: int, judged: bool) -> str:
+GUESSED_SIZE = "the pixel size is a guess (no DICOM spacing or calibration)"
+QUESTIONED_SIZE = "the calibration was entered for a frame of another size and not confirmed for this one"
+
+
+def criteria_reading(count: int, not_judged_because: str | None = None) -> str:
     """The criteria in one line, as the page reads them (for records and reports)."""
-    if not judged:
-        return "not judged: the pixel size is a guess (no DICOM spacing or calibration)"
+    if not_judged_because:
+        return f"not judged: {not_judged_because}"
     return "; ".join(f"{c['criterion']}: " + ("reached already in this frame" if c["met"] else
                                              "not reached in this frame (a lower bound for the ovary)")
                      for c in criteria(count))

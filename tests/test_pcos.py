@@ -440,6 +440,9 @@ def test_page_keeps_an_untick_across_a_calibration_change_and_refuses_a_tiny_fra
     assert not at.exception, at.exception
     table = at.data_editor[0].value
     assert (~table["counted"]).sum() == 1  # the same follicle, whatever its number now
+    at.session_state[f"pcos_unticked_{sha[:12]}"] += [(-50.0, -50.0)]  # unticked at a size that finds it elsewhere
+    at.run()
+    assert (-50.0, -50.0) in at.session_state[f"pcos_unticked_{sha[:12]}"]  # kept until it is ticked again
     count = next(m for m in at.metric if m.label.endswith("counted in this frame"))
     assert int(count.value) == int(table["counted"].sum())
     assert records.count() == saved  # each calibration revised the frame's record; it made no new one
@@ -448,6 +451,12 @@ def test_page_keeps_an_untick_across_a_calibration_change_and_refuses_a_tiny_fra
     at.file_uploader[0].upload("other.png", encode_png(smaller), "image/png").run()  # another frame, another size
     assert any(f"was entered for a frame of {canvas.shape[1]} × {canvas.shape[0]} pixels" in w.value
                for w in at.warning)
+    # a questioned calibration judges no criterion, in the page or the record, until it is confirmed for this frame
+    assert any(w.value.startswith("Criteria not judged: the calibration was entered") for w in at.warning)
+    assert records.query()[0].summary["follicle_criteria"].startswith("not judged: the calibration was entered")
+    next(b for b in at.button if b.label == "It holds for this frame").click().run()
+    assert not any("was entered for a frame" in w.value for w in at.warning)
+    assert not records.query()[0].summary["follicle_criteria"].startswith("not judged")
 
     at.file_uploader[0].upload("tiny.png", encode_png(np.full((5, 5, 3), 90, np.uint8)), "image/png").run()
     assert not at.exception and any("too small" in e.value for e in at.error)

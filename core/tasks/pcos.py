@@ -344,16 +344,18 @@ def predict_images(model_id: str, images: list[InputImage], device: str | None =
                 "mm_per_px": scale, "mm_per_px_source": source,
                 "follicles": [f.row() for f in found],
                 "follicle_count_2_9mm": fol.count_in_range(found),
-                "follicle_criteria": fol.criteria_reading(fol.count_in_range(found), source != UNCALIBRATED),
+                "follicle_criteria": fol.criteria_reading(fol.count_in_range(found),
+                                                          fol.GUESSED_SIZE if source == UNCALIBRATED else None),
             })
             pred.images["follicles"] = fol.draw(im.pixels, found)
         out.append(pred)
     return out
 
 
-def reviewed(pred: Prediction, pixels: np.ndarray, ticked: set[int]) -> Prediction:
+def reviewed(pred: Prediction, pixels: np.ndarray, ticked: set[int], size_questioned: bool = False) -> Prediction:
     """The prediction as the clinician left it: follicles they unticked leave the count. Only follicles of 2–9 mm
-    count, so a tick on one outside that range changes nothing. The finder's own count stays beside it."""
+    count, so a tick on one outside that range changes nothing. The finder's own count stays beside it.
+    size_questioned: the calibration was typed for a frame of another size: the criteria are not judged."""
     from .. import follicles as fol
 
     rows = pred.extras.get("follicles") or []
@@ -362,7 +364,8 @@ def reviewed(pred: Prediction, pixels: np.ndarray, ticked: set[int]) -> Predicti
     extras = {**pred.extras, "follicles": [{**r, "counted": r["id"] in counted} for r in rows],
               "follicle_count_2_9mm": len(counted), "follicle_count_2_9mm_found": len(in_range),
               "follicles_unticked": sorted(in_range - counted),
-              "follicle_criteria": fol.criteria_reading(len(counted), pred.extras.get("mm_per_px_source") != UNCALIBRATED)}
+              "follicle_criteria": fol.criteria_reading(len(counted), fol.GUESSED_SIZE if pred.extras.get(
+                  "mm_per_px_source") == UNCALIBRATED else fol.QUESTIONED_SIZE if size_questioned else None)}
     images = {**pred.images, "follicles": fol.draw(pixels, [fol.Follicle.from_row(r) for r in rows], counted)}
     return dataclasses.replace(pred, extras=extras, images=images)
 
