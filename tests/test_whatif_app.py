@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -141,8 +142,31 @@ def test_experiment_save_and_load_restores_settings(at):
     assert not at.exception, [e.value for e in at.exception]
     assert at.slider(key="harness-p-brightness").value == -50
     assert at.slider(key="harness-p-rotation").value == 90
-    assert any("reproduced exactly" in s.value for s in at.success)
+    assert any("the edited image on screen is the saved one, exactly" in s.value for s in at.success)
     assert "Rotation +90°, Brightness -50 levels" in caption_text(at)
+
+
+def test_a_loaded_experiments_painted_region_is_applied_and_its_message_goes_with_its_file(at):
+    """The canvas redraws a loaded drawing but returns no pixels until drawn on: the paint was dropped while the page
+    said the edited image was reproduced exactly."""
+    from core import synthetic
+
+    at.session_state["harness-tabs"] = "Save / load"
+    at.run()
+    image = synthetic.bright_spot(True, 192, seed=3, side=40)[0]
+    mask = np.zeros(image.shape[:2], bool)
+    mask[40:120, 40:120] = True
+    settings = {**whatif.DEFAULT_SETTINGS, "mask_mode": "mean"}
+    data = whatif.save_experiment(whatif.Experiment(image, settings, mask, meta={"model": "stand-in@1"}))
+    at.file_uploader(key="harness-load").upload("exp.zip", data, "application/zip").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("the edited image on screen is the saved one, exactly" in s.value for s in at.success)
+    assert "painted" in caption_text(at).lower()
+    at.session_state["harness-hide"] = True  # a run without the panel (a bad upload) forgets the uploader's file
+    at.run()
+    at.session_state["harness-hide"] = False
+    at.run()
+    assert not any("Experiment loaded" in s.value for s in at.success)
 
 
 def test_bad_experiment_upload_is_a_clear_message(at):

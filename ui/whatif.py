@@ -236,8 +236,10 @@ def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, 
     if ss.get(f"{key}-image") not in (None, sha):  # a new image starts unedited: no sliders or paint carried over
         _reset_settings(key)
         _reset_canvas(key)
+        ss.pop(f"{key}-loaded", None)  # nor a loaded experiment's message
     ss[f"{key}-image"] = sha
     _handle_loaded(key, image, sha)
+    loaded_slot = st.empty()  # filled once the edited image is known
 
     controls, results = st.columns([1.2, 2], gap="large")
     with controls:
@@ -250,6 +252,7 @@ def _panel(image, predict, key, explain, ultrasound, detail, ck, predict_batch, 
     settings_json = json.dumps(settings, sort_keys=True)
     mask_sha = None if mask is None else hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()
     edited, edited_sha = _edited(sha, settings_json, mask_sha, image, mask)
+    _say_loaded(key, edited, loaded_slot)
     original_out = _safe("Prediction on the original image", _predicted, ck, sha, image, predict)
     _freeze_heap(ck)
     modified_out = _safe("Prediction on the modified image", _predicted, ck, edited_sha, edited, predict)
@@ -316,6 +319,7 @@ def _reset_canvas(key: str) -> None:
     ss = st.session_state
     ss[f"{key}-canvas-n"] = ss.get(f"{key}-canvas-n", 0) + 1
     ss.pop(f"{key}-drawing", None)
+    ss.pop(f"{key}-loaded-mask", None)
 
 
 def _paint_controls(key: str, image: np.ndarray) -> tuple[np.ndarray | None, str, str]:
@@ -340,9 +344,15 @@ def _paint_controls(key: str, image: np.ndarray) -> tuple[np.ndarray | None, str
     st.button("Clear drawing", key=f"{key}-canvas-reset", on_click=_reset_canvas, args=(key,),
               icon=":material/ink_eraser:", help="Undo and redo are in the canvas toolbar.")
     mask = whatif.canvas_mask(result.image_data, image.shape)
+    loaded = ss.get(f"{key}-loaded-mask")
+    if mask is not None:
+        ss.pop(f"{key}-loaded-mask", None)
+    elif loaded is not None:  # the canvas redraws a loaded experiment's strokes but returns no pixels until drawn on
+        mask = cv2.resize(loaded.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     ss[f"{key}-drawing-now"] = result.json_data
     if mask is None:
-        st.caption("Draw over a region (e.g. the inner cell mass) to see how the prediction changes without it.")
+        st.caption("Draw over a region (e.g. a structure you think drives the answer) to see how the prediction "
+                   "changes without it.")
     else:
         st.caption(f"Painted: {mask.mean():.1%} of the image.")
     return mask, mode, colour
@@ -549,27 +559,41 @@ def _load_experiment(key: str) -> None:
     ss[f"{key}-mask-colour"] = exp.settings.get("mask_colour", "#000000")
     _reset_canvas(key)
     ss[f"{key}-drawing"] = exp.drawing
+    ss[f"{key}-loaded-mask"] = exp.mask
     ss[f"{key}-loaded"] = {"experiment": exp}
 
 
 def _handle_loaded(key: str, image: np.ndarray, sha: str) -> None:
-    """Report on a loaded experiment: does it reproduce, and was it made on this image? Said while its file stays in
-    the uploader (the panel reruns at once after a load, and a message shown once was gone before it could be read)."""
+    """Note what a loaded experiment is (was it made on this image?), once; _say_loaded says it."""
     ss = st.session_state
     loaded = ss.get(f"{key}-loaded")
+    if loaded and ss.get(f"{key}-load") is None:  # its file is gone (taken out, or the uploader was not drawn)
+        ss.pop(f"{key}-loaded")
+    elif loaded and "experiment" in loaded:  # worked out once
+        exp = loaded.pop("experiment")
+        loaded["message"] = (f"Experiment loaded (model {exp.meta.get('model', 'unknown')}, saved "
+                             f"{exp.meta.get('saved', '?')}): settings restored")
+        loaded["edited_sha"] = _sha(exp.edited) if exp.edited is not None else None
+        if _sha(exp.original) != sha:
+            loaded["other_image"] = True
+
+
+def _say_loaded(key: str, edited: np.ndarray, slot) -> None:
+    """Said while the experiment's file stays in the uploader (the panel reruns at once after a load, and a message
+    shown once was gone before it could be read); whether it reproduces is judged on the edited image on screen."""
+    loaded = st.session_state.get(f"{key}-loaded")
     if not loaded:
         return
-    if "experiment" in loaded:  # worked out once
-        exp = loaded.pop("experiment")
-        same = exp.edited is not None and np.array_equal(exp.reproduce(), exp.edited)
-        replay = "its edited image is reproduced exactly" if same else "its edited image differs from a replay"
-        msg = (f"Experiment loaded (model {exp.meta.get('model', 'unknown')}, saved {exp.meta.get('saved', '?')}): "
-               f"settings restored; {replay}.")
-        if _sha(exp.original) != sha:
-            msg += (" It was made on a different image than the one shown here: its settings now apply to this "
-                    "image, and the painted strokes are redrawn at the same place.")
-        loaded["message"] = msg
     if "error" in loaded:
-        st.error(f"Could not load the experiment: {loaded['error']}", icon=":material/error:")
+        slot.error(f"Could not load the experiment: {loaded['error']}", icon=":material/error:")
+        return
+    if loaded.get("other_image"):
+        slot.success(loaded["message"] + ". It was made on a different image than the one shown here: its settings "
+                   "now apply to this image, and the painted strokes are redrawn at the same place.",
+                   icon=":material/upload_file:")
+    elif loaded.get("edited_sha") == _sha(edited):
+        slot.success(loaded["message"] + "; the edited image on screen is the saved one, exactly.",
+                   icon=":material/upload_file:")
     else:
-        st.success(loaded["message"], icon=":material/upload_file:")
+        slot.warning(loaded["message"] + ", but the edited image on screen differs from the saved one (e.g. painted "
+                   "strokes changed since): its predictions may differ.", icon=":material/upload_file:")
