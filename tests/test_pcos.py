@@ -76,6 +76,9 @@ def test_criteria_and_overlay_and_row_round_trip():
     assert [c["met"] for c in fol.criteria(11)] == [False, False]
     assert [c["met"] for c in fol.criteria(12)] == [True, False]
     assert [c["met"] for c in fol.criteria(20)] == [True, True]
+    # a count within 3 of a threshold is one a 5 % change of gain can cross: read by eye
+    assert [c["close"] for c in fol.criteria(10)] == [True, False] and not any(c["close"] for c in fol.criteria(5))
+    assert fol.criteria_reading(18).count("count by eye") == 1 and "count by eye" not in fol.criteria_reading(4)
     image, truth = synthetic.ovary(n_follicles=5, seed=2)
     found = fol.find(image, truth["mm_per_px"])
     again = [fol.Follicle.from_row(f.row()) for f in found]
