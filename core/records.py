@@ -402,6 +402,9 @@ def frame(records: list[Record]):
                 row[f"threshold_{output}"] = thresholds[output]
         row.update({k: v for k, v in r.summary.items()  # the task's scalar results: counts, sizes, calibration
                     if k not in SUMMARY_FACTS and (isinstance(v, (int, float, str, bool)) or v is None)})
+        for k, v in r.summary.items():  # and intervals (a share of normal forms' 95 % interval)
+            if k.startswith("ci95_") and isinstance(v, list) and len(v) == 2:
+                row[f"{k}_low"], row[f"{k}_high"] = v
         row["whatif"] = json.dumps(r.whatif) if r.whatif else ""
         row["image_kept"] = r.has_image
         row["model_sha256"] = r.model_sha256
@@ -410,4 +413,7 @@ def frame(records: list[Record]):
 
 
 def to_csv(records: list[Record]) -> bytes:
-    return frame(records).to_csv(index=False).encode("utf-8")
+    table = frame(records)
+    if len(table):  # with its offset from UTC: a file read elsewhere has no server clock to go by
+        table["time"] = [r.created_at.astimezone().isoformat(timespec="seconds") for r in records]
+    return table.to_csv(index=False).encode("utf-8")

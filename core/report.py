@@ -183,7 +183,7 @@ def _second_model(named: str, notes: list) -> dict:
     if version and version != card.version:
         notes.append(f"The installed {model_id} (v{card.version}) differs from the one in this result (v{version}): "
                      "its metrics may not apply.")
-    return {f"{model_id}: {d}": m for d, m in _metrics(card.metrics).items()}
+    return {f"{model_id}: {d}": m for d, m in _metrics(card.metrics, most=6).items()}
 
 
 DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
@@ -204,11 +204,11 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "below_lower_limit_classifier": "below the 4 % lower reference limit (classifier)",
                 "below_lower_limit_who": "below the 4 % lower reference limit (WHO head criteria)",
                 "who_reference": "WHO reference", "acrosome_criterion": "acrosome criterion used",
-                "head_model": "head classifier", "time_zero": "time (h) counted from",
+                "head_model": "head classifier", "head_model_sha256": "head classifier's sha256", "time_zero": "time (h) counted from",
                 "minutes_per_frame": "minutes between frames", "n_frames": "frames",
                 "current_stage": "stage at the last frame", "current_phase": "phase at the last frame",
                 "first_frame_hpi": "first frame at (hours after insemination)"}
-FOLDED = {"n_called_by_reviewer", "who_reference",  # said with another detail, or in the caveats
+FOLDED = {"n_called_by_reviewer", "who_reference", "head_model_sha256",  # said with another detail, or in the caveats
           *(f"{kind}_{by}" for kind in ("ci95_normal", "vs_lower_limit") for by in ("classifier", "who", "both"))}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
     "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("reviewer", "reviewer"), ("shape", "shape"),
@@ -253,8 +253,8 @@ def _data_line(data) -> str:
     return _cut("; ".join(parts), 300)
 
 
-def _metrics(raw: dict) -> dict:
-    """At most MAX_METRICS datasets, each with its 10 most telling figures (balanced accuracy and ROC-AUC of every
+def _metrics(raw: dict, most: int = 10) -> dict:
+    """At most MAX_METRICS datasets, each with its `most` telling figures (balanced accuracy and ROC-AUC of every
     output before plain accuracy: the first 8 in card order left out the embryo grader's quality ROC-AUC)."""
     out = {}
     for dataset, values in list(raw.items())[:MAX_METRICS]:
@@ -263,11 +263,12 @@ def _metrics(raw: dict) -> dict:
         if flat:
             ranked = sorted(flat, key=lambda k: next((i for i, end in enumerate(TELLING)
                                                       if k == end or k.endswith("_" + end)), len(TELLING)))
-            out[dataset] = {k: flat[k] for k in ranked[:10]}
+            out[dataset] = {k: flat[k] for k in ranked[:most]}
     return out
 
 
-TELLING = ("balanced_accuracy", "roc_auc", "n", "mean_dice", "map50", "median_abs_error_frames_t2_t5")
+TELLING = ("balanced_accuracy", "roc_auc", "n", "sensitivity", "specificity", "mean_dice", "map50",
+           "median_abs_error_frames_t2_t5")
 
 
 def _flatten(value, prefix: str, out: dict) -> None:
@@ -419,7 +420,8 @@ def _pdf(r: Report) -> bytes:
         shown = r.images[:3]
         box_w = min(62.0, (width - 4 * (len(shown) - 1)) / len(shown))
         top, x, tallest = pdf.get_y(), pdf.l_margin, 0.0
-        tallest_mm = max(32.0, 50.0 - 1.2 * len(r.table[2])) if r.table else 50.0  # room for a table's rows
+        # room for a table's rows, and for a second model's figures
+        tallest_mm = max(26.0, 50.0 - 1.2 * len(r.table[2]) - 4.0 * max(0, len(r.metrics) - 1)) if r.table else 50.0
         for caption, im in shown:
             h_mm = min(box_w * im.shape[0] / im.shape[1], tallest_mm)
             w_mm = h_mm * im.shape[1] / im.shape[0]

@@ -58,7 +58,7 @@ def db_url(request, tmp_path):
 def prediction(name="a.png", p=0.8, sha=None) -> Prediction:
     return Prediction("embryo-grade", "1.2", name, sha or "ab" * 32,
                       probabilities={"stage": {"cleavage": 1 - p, "blastocyst": p}}, thresholds={"stage": 0.6},
-                      extras={"cells": 4, "heads": [{"id": 1}]})
+                      extras={"cells": 4, "heads": [{"id": 1}], "ci95_normal_classifier": [1.5, 22.0]})
 
 
 def test_round_trip_keeps_every_fact_and_the_image_only_when_asked(db_url):
@@ -120,6 +120,8 @@ def test_filters_visibility_and_csv_export(db_url):
     assert table.loc[table["input"] == "a", "p_stage_blastocyst"].item() == pytest.approx(0.8)
     assert (table["threshold_stage"] == 0.6).all() and (table["cells"] == 4).all()  # task results ride along
     assert "heads" not in table and "timings_ms" not in table  # per-object lists stay in the record's JSON
+    assert (table["ci95_normal_classifier_low"] == 1.5).all() and (table["ci95_normal_classifier_high"] == 22).all()
+    assert table["time"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d").all()  # with its UTC offset
 
 
 def test_schema_is_at_head_matches_the_models_and_migrates_down_and_up(db_url):

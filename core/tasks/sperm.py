@@ -794,6 +794,7 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
     summary |= {
         "who_reference": morphometry.WHO_EDITION, "acrosome_criterion": acrosome_criterion,
         "head_model": f"{HEAD} v{head_model.card.version}" if head_model else None,
+        "head_model_sha256": head_model.card.sha256 if head_model else None,
         "warnings": [f"Sizes use the default calibration, {um_per_px} µm per pixel, an estimate for Sperm Parsing v2 "
                      "fields: set the microscope's value before reading sizes or the WHO figure."]
         if um_per_px == morphometry.DEFAULT_UM_PER_PX else [],
