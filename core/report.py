@@ -21,8 +21,8 @@ from . import DISCLAIMER, registry
 from .results import SUMMARY_FACTS, Wording
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
-MAX_TEXT = 420  # characters of intended use / limitations, so the report stays on one page
-MAX_METRICS = 4  # datasets; each with at most 10 numbers (_metrics)
+MAX_TEXT = 700  # characters of intended use / limitations, so the report stays on one page
+MAX_METRICS = 5  # datasets; each with at most 10 numbers (_metrics)
 IMAGE_CAPTIONS = {  # the page's legends, so a printed overlay can be read
     "follicles": "Follicles: green counted, orange outside 2–9 mm, grey unticked; numbers as in the table",
     "overlay": "Heads: green normal, red abnormal, blue not classified, grey not scored (cut by the border, or not a "
@@ -219,7 +219,8 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
                                 ("counted", "counted")]),
     "events": ("Events (draft timings to check against the frames)",
                [("event", "event"), ("frame", "frame"), ("frame_name", "frame file"), ("hours", "time (h)"),
-                ("seen", "decoded as its own phase"), ("trained", "phase in training")]),
+                ("seen", "decoded as its own phase"), ("trained", "phase in training"),
+                ("annotated_frame", "annotated frame"), ("error_frames", "error (frames, + late)")]),
 }
 MAX_TABLE_ROWS = 30
 TABLE_DIGITS = {"diameter_mm": 1}  # as the page shows it, and as it is counted (a "2.0" is in 2–9 mm)

@@ -187,6 +187,10 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
         annotated = set(seq.true_phases)  # an event the annotator skipped (t2 straight to t4) has no annotated time
         extras["true_events"] = {e: f for e, f in event_frames([PHASES.index(p) if p else None
                                                                 for p in seq.true_phases]).items() if e in annotated}
+        for e in events:  # for the record and its report: how far each event is from the annotation
+            if e["event"] in extras["true_events"]:
+                e["annotated_frame"] = extras["true_events"][e["event"]]
+                e["error_frames"] = e["frame"] - e["annotated_frame"]
     # no per-output probabilities: the result is the decoded timeline (the last frame's raw answer was recorded
     # as "the" stage, and disagreed with the page's decoded one)
     pred = Prediction(MODEL_ID, model.card.version, seq.source, seq.sha256, extras=extras,
