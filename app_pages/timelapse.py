@@ -59,8 +59,12 @@ def example_sequence() -> FrameSequence:
                          "generated in time order")
 
 
+REFUSED = "refused"  # input_ui's key when it said why the input cannot be used
+
+
 def input_ui() -> tuple[FrameSequence | None, str]:
-    """The sequence the user chose (None after showing why it cannot be used) and its cache key."""
+    """The sequence the user chose and its cache key; (None, "") before any input, (None, REFUSED) after saying why
+    it cannot be used."""
     try:
         if is_handed("timelapse"):  # a frame of an evaluation: its whole recording, at that frame
             handed = st.session_state[HANDED]
@@ -93,7 +97,7 @@ def input_ui() -> tuple[FrameSequence | None, str]:
             folder = Path(path).expanduser()
             if not folder.is_dir():
                 st.error(f"{folder}: no such folder on the machine running this app.", icon=":material/error:")
-                return None, ""
+                return None, REFUSED
             stamp = max((p.lstat().st_mtime for p in folder.iterdir()), default=0.0)  # lstat: a broken link too
             return read_local_folder(str(folder.resolve()), stamp), f"{folder.resolve()}@{stamp}"
         st.info("A drawn, synthetic sequence to try the page with: the model was not made for it, so its stages "
@@ -101,10 +105,10 @@ def input_ui() -> tuple[FrameSequence | None, str]:
         return example_sequence(), "generated-example"
     except SequenceInputError as exc:
         st.error(str(exc), icon=":material/error:")
-        return None, ""
+        return None, REFUSED
     except OSError as exc:  # a folder of this machine that cannot be listed or read (e.g. /proc, no permission)
         st.error(f"{exc.filename or 'The folder'}: cannot be read here ({exc.strerror or exc}).", icon=":material/error:")
-        return None, ""
+        return None, REFUSED
 
 
 def describe_input(seq: FrameSequence) -> None:
@@ -169,7 +173,8 @@ def timeline(pred, frame: int) -> go.Figure:
                                  connectgaps=False), row=3, col=1)
     fig.add_trace(go.Scatter(x=hours, y=x["phase_decoded"], mode="lines", name="phase, decoded",
                              line=dict(color="#08306b", width=2, shape="hv")), row=3, col=1)
-    fig.add_trace(go.Bar(x=hours, y=x["burst_strength"], name="burst of change", marker_color="#de2d26",
+    fig.add_trace(go.Bar(x=hours, y=x["burst_strength"], name="burst of change",  # grey: below a burst's level
+                         marker_color=["#de2d26" if b >= task.BURST else "#bdbdbd" for b in x["burst_strength"]],
                          hovertemplate="%{x:.1f} h: %{y:.2f}<extra></extra>"), row=4, col=1)
     fig.update_yaxes(title_text="%", range=[0, 100], row=1, col=1)
     fig.update_yaxes(range=[0, 1], tickvals=[0, 1], row=4, col=1)
@@ -238,7 +243,7 @@ def events_view(pred) -> None:
         shown = table.rename(columns={  # the file name carries the instrument's own number (e.g. RUN123)
             "frame_name": "frame file", "hours": f"time ({unit})", "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
             "true_frame": "annotated frame", "true_hours": f"annotated time ({unit})",
-            "error_frames": "error (frames)", "error_hours": "error (h)"})
+            "error_frames": "error (frames, + = late)", "error_hours": "error (h, + = late)"})
         text = shown.select_dtypes("object").columns
         shown[text] = shown[text].fillna("—")  # an event never reached has no frame file ("None" before)
 
@@ -324,8 +329,9 @@ crops = st.toggle("Frames are crops around the embryo", key="tl_crops",
                        "tightly around the embryo (such as the Gomez blastocyst crops) are padded with their border's "
                        "grey level first, so the embryo appears at the size the model learnt.")
 if seq is None:
-    st.info("Upload a video or zip, give a local folder, or pick the generated example to start.",
-            icon=":material/upload:")
+    if key != REFUSED:
+        st.info("Upload a video or zip, give a local folder, or pick the generated example to start.",
+                icon=":material/upload:")
 else:
     describe_input(seq)
     if crops:
@@ -354,6 +360,8 @@ else:
             st.warning(warning, icon=":material/schedule:")
         record_prediction(pred, "timelapse", revises=f"{key}@{CARD.version}")  # one per staging, re-timed in place
         frame = frame_picker(len(seq), task.burst_frames(pred.extras["burst_strength"]))
+        st.caption(f"Frame {frame} (counted from 0) is **{Path(seq.names[frame]).name}**, at "  # the file carries the
+                   f"{pred.extras['hours'][frame]:.2f} {time_unit(pred)[0]}.")  # instrument's RUN number
         st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")
         st.caption("Top: probability of each stage at each frame. Middle: the stage path forced to move forward only "
                    "(Viterbi), which removes single-frame flickers. Phase: decoded the same way; grey dots "

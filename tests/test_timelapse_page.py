@@ -173,6 +173,7 @@ def test_page_reports_missing_folder(tmp_path):
     at.text_input(key="tl_folder").input(str(tmp_path / "nope")).run()
     assert not at.exception
     assert any("no such folder" in e.value for e in at.error)
+    assert not any("to start" in i.value for i in at.info)  # the refusal, not an invitation to start as well
 
 
 def test_browser_video_and_corrupt_video(page, app_url, tmp_path):
