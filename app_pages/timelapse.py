@@ -30,6 +30,7 @@ if model_unavailable(task.MODEL_ID):
     st.stop()
 CARD = registry.card(task.MODEL_ID)
 STAGE_COLOURS = {"pronuclear": "#9ecae1", "cleavage": "#3182bd", "morula": "#fdae6b", "blastocyst": "#e6550d"}
+PER_FRAME = CARD.get("arch_kwargs", {}).get("temporal", "none") == "none"  # no sequence model before the decoding
 STAGE_NAMES = {"pronuclear": "Pronuclear", "cleavage": "Cleavage", "morula": "Morula", "blastocyst": "Blastocyst"}
 
 
@@ -193,7 +194,6 @@ def timeline(pred, frame: int) -> go.Figure:
     return fig
 
 
-PER_FRAME = CARD.get("arch_kwargs", {}).get("temporal", "none") == "none"  # no sequence model before the decoding
 HEADLINE_EVENTS = ("t2", "t3", "t4", "t5", "t8", "tSB", "tB")
 
 
@@ -265,8 +265,9 @@ def events_view(pred) -> None:
             if k.startswith("gomez2022/leave-one-embryo-out") and m.get("median_abs_error_frames_t2_t5") is not None]
     if runs:
         errors = sorted(m["median_abs_error_frames_t2_t5"] for m in runs)
-        spread = f"{errors[0]:g}" if len(errors) == 1 else f"{errors[0]:g} to {errors[-1]:g}"
-        hours = " to ".join(f"{e * DEFAULT_MINUTES / 60:.1f}" for e in (errors[0], errors[-1])[:len(errors)])
+        low, high = errors[0], errors[-1]
+        spread = f"{low:g}" if low == high else f"{low:g} to {high:g}"
+        hours = " to ".join(dict.fromkeys(f"{e * DEFAULT_MINUTES / 60:.1f}" for e in (low, high)))
         st.caption(f"How close to expect: on {runs[0]['folds']} complete Gomez sequences, each left out of training in "
                    f"turn, t2–t5 were off by a median of {spread} frames"
                    + (f" over {len(errors)} training runs with different seeds" if len(errors) > 1 else "")
