@@ -26,6 +26,7 @@ if model_unavailable(task.GRADE_ID):
     st.stop()
 GRADE_CARD = registry.card(task.GRADE_ID)
 MODES = {"Automatic": "auto", "One embryo": "single", "Dish (several embryos)": "dish"}
+DAYS = {"not given": None, "day 3": 3, "day 5 or later": 5}
 EXAMPLES = {
     "Generated cleavage-stage embryo": lambda: synthetic.embryo("cleavage", size=160, seed=3, field=448)[0],
     "Generated blastocyst": lambda: synthetic.embryo("blastocyst", size=160, seed=4, field=448)[0],
@@ -57,20 +58,25 @@ def input_ui() -> InputImage | None:
     return InputImage(pixels, f"{name}.png", hashlib.sha256(pixels.tobytes()).hexdigest(), pixels.nbytes, "PNG", "RGB", 8)
 
 
-def mode_ui() -> str:
+def mode_ui() -> tuple[str, int | None]:
+    """The mode and the culture day the user gives."""
     help_text = ("Automatic: the dish detector looks for embryos; with more than one the image is treated as a dish. "
                  "Choose a mode yourself when the automatic choice is wrong.")
+    left, right = st.columns(2)
+    day = DAYS[right.radio("Culture day", list(DAYS), horizontal=True, key="embryo_day",
+                           help="The day you know. Day 3: the quality call is marked unreliable (as it tested) and a "
+                                "'blastocyst' is questioned. Not given: the stage the model calls decides.")]
     if not task.dish_available():
-        st.caption("Dish mode is unavailable: the dish detector (embryo-dish) is not installed.")
-        return "single"
-    return MODES[st.radio("Mode", list(MODES), horizontal=True, key="embryo_mode", help=help_text)]
+        left.caption("Dish mode is unavailable: the dish detector (embryo-dish) is not installed.")
+        return "single", day
+    return MODES[left.radio("Mode", list(MODES), horizontal=True, key="embryo_mode", help=help_text)], day
 
 
 # --- cached work (model objects are passed with a leading underscore: not hashed) -------------------------------------
 @st.cache_data(show_spinner="Grading… (the first image after the server starts also loads the models: about 20 s)",
                max_entries=64)
-def grade(sha: str, name: str, mode: str, version: str, _image: InputImage) -> list:
-    return task.grade_image(_image, mode)
+def grade(sha: str, name: str, mode: str, day: int | None, version: str, _image: InputImage) -> list:
+    return task.grade_image(_image, mode, day=day)
 
 
 @st.cache_data(show_spinner="Computing heat map…", max_entries=64)
@@ -101,10 +107,7 @@ def single_view(image: InputImage, pred) -> None:
     cv2.rectangle(located, (max(x0, 0), max(y0, 0)), (min(x1, w - 1), min(y1, h - 1)), (255, 140, 0), thick)
     warnings = pred.extras.get("warnings") or []
     for warning in warnings:
-        st.warning(f"{warning} Stage and quality below may be meaningless: the model grades whatever it is given (an "
-                   "empty field, a pipette, a cut-off embryo or another kind of image alike); a photo showing the "
-                   "whole embryo grades reliably.")
-    grey = task.looks_time_lapse(image.pixels)
+        st.warning(warning)
     caveats = pred.extras.get("caveats") or {}
     left, right = st.columns([3, 2])
     with right:
@@ -120,11 +123,11 @@ def single_view(image: InputImage, pred) -> None:
                        + f" — {GRADE_CARD.id} v{pred.model_version}")
             if caveats.get(output):
                 st.caption(caveats[output])  # also in the record and its report
-        if grey:
-            st.info("A grey image, as time-lapse incubators record: from one such frame the stage call is unreliable "
-                    "for some embryos (one EmbryoScope embryo of the training set is called blastocyst from zygote to "
-                    "6 cells; see the model card). For a time-lapse sequence, the Time-lapse staging page reads every "
-                    "frame in order.", icon=":material/info:")
+        st.caption("The percentages are the model's scores, not probabilities calibrated for your clinic; “good” is "
+                   "the Hung Vuong clinic's own label (its criteria are not published), not a Gardner or Istanbul "
+                   "grade.")
+        if caveats.get("grey_frame"):
+            st.info(caveats["grey_frame"], icon=":material/info:")
         st.caption("Area graded (orange box): the embryo is located automatically and a square around it is graded"
                    + (" (here the square runs past the photo's edge, where the edge pixels are repeated)."
                       if past_edge else "."))
@@ -154,6 +157,12 @@ def single_view(image: InputImage, pred) -> None:
                "at the answer.")
 
 
+def in_table_order(pred) -> tuple:
+    """Ranked blastocysts first, then the unranked embryos by number."""
+    rank = pred.extras["rank"]
+    return (rank is None, rank or 0, pred.extras["number"])
+
+
 def thumbnail(crop: np.ndarray) -> str:
     small = cv2.resize(crop, (72, 72), interpolation=cv2.INTER_AREA)
     return "data:image/png;base64," + base64.b64encode(encode_png(small)).decode()
@@ -164,54 +173,70 @@ def dish_view(image: InputImage, preds: list) -> None:
     scale = max(boxed.shape[:2]) / 640
     for p in preds:
         x0, y0, x1, y1 = map(int, p.extras["box"])
-        good = p.label("quality") == "good"
-        colour = (40, 200, 80) if good else (255, 150, 0)
+        colour = (120, 140, 170) if p.extras["rank"] is None else \
+            (40, 200, 80) if p.label("quality") == "good" else (255, 150, 0)
         cv2.rectangle(boxed, (x0, y0), (x1, y1), colour, max(2, int(2 * scale)))
         cv2.putText(boxed, str(p.extras["number"]), (x0 + 3, y0 + int(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.6 * scale, colour, max(1, int(2 * scale)), cv2.LINE_AA)
+    doubted = [p for p in preds if p.extras["warnings"]]
+    if doubted:  # e.g. a dark well around them: in doubt, and not ranked
+        st.warning(f"Embryo{'s' if len(doubted) > 1 else ''} {', '.join(str(p.extras['number']) for p in doubted)}: "
+                   f"{doubted[0].extras['warnings'][0]} Their answers are in doubt and they are not ranked.",
+                   icon=":material/warning:")
     found = f"{len(preds)} embryo{'s' if len(preds) != 1 else ''} found"
-    st.image(boxed, caption=f"{found} (green: graded good; orange: not good)", width="stretch")
+    st.image(boxed, caption=f"{found} (ranked blastocysts: green graded good, orange not good; blue-grey: not "
+                            "ranked, quality not reliable)", width="stretch")
     rows = []
-    for p in sorted(preds, key=lambda q: q.extras["rank"]):
+    for p in sorted(preds, key=in_table_order):
         rows.append({
-            "rank": p.extras["rank"], "embryo": p.extras["number"], "image": thumbnail(p.images["crop"]),
-            "quality": LABELS[p.label("quality")], "P(good)": round(100 * p.probabilities["quality"]["good"], 1),
-            "stage": LABELS[p.label("stage")], "P(blastocyst)": round(100 * p.probabilities["stage"]["blastocyst"], 1),
+            "rank": "—" if p.extras["rank"] is None else str(p.extras["rank"]), "embryo": p.extras["number"],
+            "image": thumbnail(p.images["crop"]),
+            "stage": LABELS[p.label("stage")] + (" (in doubt)" if p.extras["warnings"] or p.extras["caveats"].get(
+                "stage") else ""),
+            "P(blastocyst)": round(100 * p.probabilities["stage"]["blastocyst"], 1),
+            "quality": LABELS[p.label("quality")] + (" (in doubt)" if p.extras["warnings"] or p.extras["caveats"].get(
+                "quality") else ""),
+            "P(good)": round(100 * p.probabilities["quality"]["good"], 1),
             "detection": round(100 * p.extras["detection_confidence"], 1),
+            "check": "; ".join(["dark surround"] * bool(p.extras["warnings"])
+                               + ["day-3 blastocyst?"] * bool(p.extras["caveats"].get("stage"))),
         })
     table = pd.DataFrame(rows)
     st.dataframe(
         table, hide_index=True, width="stretch", row_height=76, height=38 + 76 * len(table),  # every row, no scroll
         column_config={
             "image": st.column_config.ImageColumn("embryo image"),
+            "rank": st.column_config.TextColumn(help="Among the blastocysts of this dish not in doubt; — : not ranked"),
             "P(good)": st.column_config.NumberColumn(format="%.1f %%"),
             "P(blastocyst)": st.column_config.NumberColumn(format="%.1f %%"),
             "detection": st.column_config.NumberColumn("detection confidence", format="%.1f %%"),
         },
     )
-    st.caption(f"Ranked by the probability of good quality ({GRADE_CARD.id} v{preds[0].model_version}; embryos found "
-               f"by embryo-dish v{registry.card(task.DISH_ID).version}). The numbers match the boxes on the image: "
-               "check that each box holds one whole embryo before reading its row.")
-    st.info("Not a selection ranking. Day-3 and day-5 quality are judged differently, and the quality call is not "
-            "reliable for cleavage-stage embryos, so compare embryos of one stage only"
+    st.caption(f"Blastocysts first, ranked by the probability of good quality; embryos called cleavage follow, "
+               f"unranked ({GRADE_CARD.id} v{preds[0].model_version}; embryos found by embryo-dish "
+               f"v{registry.card(task.DISH_ID).version}). The numbers match the boxes on the image: check that each "
+               "box holds one whole embryo before reading its row.")
+    st.info(preds[0].extras["caveats"]["ranking"] + " Day-3 and day-5 quality are judged differently, and the "
+            "percentages are the model's scores, not calibrated probabilities"
             + (" (and on a grey image like this one, quality was never tested at all)"
                if task.looks_time_lapse(image.pixels) else "")
             + ". The dish detector was checked on generated dishes and real single-embryo frames, not on real dishes.",
             icon=":material/info:")
     csv = pd.DataFrame([p.flat() | {k: p.extras[k] for k in ("number", "rank", "detection_confidence")}
-                        | {"box_xyxy": " ".join(map(str, p.extras["box"]))} for p in preds]).sort_values("rank")
+                        | {"box_xyxy": " ".join(map(str, p.extras["box"]))} for p in sorted(preds, key=in_table_order)])
     st.download_button("Download table (CSV)", csv.to_csv(index=False).encode(),
                        f"{image.name.rsplit('.', 1)[0]}-embryos.csv", "text/csv", key="embryo_csv", on_click="ignore")
 
 
 # --- page -----------------------------------------------------------------------------------------------------------
 image = input_ui()
-mode = mode_ui()
+mode, day = mode_ui()
 if image is None:
-    st.info("Upload an image or pick a generated example to start.", icon=":material/upload:")
+    if st.session_state.get("embryo_upload") is None or st.session_state.get("embryo_source") != "Upload":
+        st.info("Upload an image or pick a generated example to start.", icon=":material/upload:")
 else:
     try:
-        preds = grade(image.sha256, image.name, mode, GRADE_CARD.version, image)
+        preds = grade(image.sha256, image.name, mode, day, GRADE_CARD.version, image)
     except ValueError as exc:
         st.error(str(exc))
         preds = None

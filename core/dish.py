@@ -310,7 +310,7 @@ def reading_order(boxes: np.ndarray) -> list[int]:
 
 def grade_boxes(image: InputImage, boxes: np.ndarray, scores: np.ndarray, device: str | None = None,
                 mode: str = "dish") -> list[Prediction]:
-    """One Prediction per box, numbered left-to-right, top-to-bottom, ranked by P(good)."""
+    """One Prediction per box, numbered left-to-right, top-to-bottom, ranked (rank)."""
     grader = registry.load(GRADE_ID, device)
     order = reading_order(boxes)
     boxes, scores = boxes[order], scores[order]
@@ -328,9 +328,22 @@ def grade_boxes(image: InputImage, boxes: np.ndarray, scores: np.ndarray, device
         )
         p.images["crop"] = crop
         preds.append(p)
-    ranked = sorted(preds, key=lambda p: -p.probabilities["quality"]["good"])
-    for rank, p in enumerate(ranked, 1):
-        p.extras["rank"] = rank
+    return rank(preds)
+
+
+RANKING = ("Ranked within this dish by the probability of good quality, among the embryos called blastocyst and not "
+           "in doubt only (quality is not reliable for cleavage-stage embryos): not a selection ranking.")
+
+
+def rank(preds: list[Prediction], day: int | None = None) -> list[Prediction]:
+    """Rank by P(good) the embryos called blastocyst whose answers are not in doubt (no warning); the others, and
+    every embryo on day 3 (when quality is not reliable), get no rank (None)."""
+    called = [] if day == 3 else [p for p in preds if p.label("stage") == "blastocyst" and not p.extras.get("warnings")]
+    order = {id(p): n for n, p in enumerate(sorted(called, key=lambda p: -p.probabilities["quality"]["good"]), 1)}
+    for p in preds:
+        p.extras["rank"] = order.get(id(p))
+        p.extras.setdefault("caveats", {})["ranking"] = RANKING if day != 3 else \
+            "Not ranked: on day 3 the quality call is not reliable."
     return preds
 
 

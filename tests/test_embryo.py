@@ -380,11 +380,16 @@ def test_dish_mode_numbers_and_ranks():
     preds = task.grade_image(img, mode="auto")
     assert all(p.extras["mode"] == "dish" for p in preds)
     assert sorted(p.extras["number"] for p in preds) == list(range(1, len(preds) + 1))
-    assert sorted(p.extras["rank"] for p in preds) == list(range(1, len(preds) + 1))
-    ranked = sorted(preds, key=lambda p: p.extras["rank"])
+    # only the embryos called blastocyst are ranked, by P(good): quality is not reliable for cleavage-stage ones
+    blastocysts = [p for p in preds if p.label("stage") == "blastocyst"]
+    assert sorted(p.extras["rank"] for p in blastocysts) == list(range(1, len(blastocysts) + 1))
+    assert all(p.extras["rank"] is None for p in preds if p not in blastocysts)
+    ranked = sorted(blastocysts, key=lambda p: p.extras["rank"])
     goods = [p.probabilities["quality"]["good"] for p in ranked]
-    assert goods == sorted(goods, reverse=True)
+    assert goods == sorted(goods, reverse=True) and 0 < len(blastocysts) < len(preds)
     assert len(preds) >= 12, f"found {len(preds)} of 16 embryos"
+    assert all("not a selection ranking" in p.extras["caveats"]["ranking"] for p in preds)
+    assert all(p.extras["rank"] is None for p in task.grade_image(img, mode="auto", day=3))  # day 3: none ranked
 
 
 def test_dish_reading_order_survives_jitter_between_neighbours():
@@ -604,9 +609,11 @@ def test_page_dish_mode_table_and_csv():
     at.selectbox(key="embryo_example").set_value("Generated dish with 16 embryos").run()
     assert not at.exception, at.exception[0].value if at.exception else ""
     table = at.dataframe[0].value
-    assert len(table) >= 12 and list(table["rank"]) == sorted(table["rank"])
+    unranked = (table["rank"] == "—").tolist()  # blastocysts first, ranked; then the others, unranked
+    ranks = [int(r) for r in table["rank"] if r != "—"]
+    assert len(table) >= 12 and ranks == list(range(1, len(ranks) + 1)) and unranked == sorted(unranked)
     assert {"quality", "P(good)", "stage", "P(blastocyst)", "image"} <= set(table.columns)
-    assert any("Not a selection ranking" in i.value for i in at.info)
+    assert any("not a selection ranking" in i.value for i in at.info)
     assert any(img.caption.startswith(f"{len(table)} embryos found") for e in at.get("image") for img in e.proto.imgs)
 
 
@@ -626,17 +633,47 @@ def test_page_puts_a_doubted_answer_and_day_3_quality_out_of_the_headline():
     headlines = [m.value for m in at.markdown if m.value.startswith("### ")]
     assert headlines and headlines[0].startswith("### Cleavage") and len(headlines) == 1  # quality is not one
     assert any(m.value.endswith("*(in doubt)*") for m in at.markdown)
-    assert any(c.value.startswith("For cleavage-stage (day-3) embryos the quality call is not reliable") and
+    assert any(c.value.startswith("For day-3 (cleavage-stage) embryos the quality call is not reliable") and
                "n = 74" in c.value for c in at.caption)
     (cleavage,) = task.grade_image(as_input(synthetic.embryo("cleavage", size=160, seed=3, field=448)[0]), "single")
     from core import report
 
-    assert "For cleavage-stage (day-3) embryos" in " ".join(report.from_prediction(cleavage).notes)  # and in print
+    assert "For day-3 (cleavage-stage) embryos" in " ".join(report.from_prediction(cleavage).notes)  # and in print
     pred = task.grade_image(as_input(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)),
                             mode="single")[0]
     from core import report
 
     assert "no round outline like a zona" in report.from_prediction(pred).html()
+
+
+@needs_grade
+def test_the_culture_day_decides_the_quality_caveat_and_questions_a_day_3_blastocyst():
+    """A held-out day-3 photo the model called blastocyst showed 'Good 58 %' as a headline: the day-3 caveat followed
+    the model's stage, not the day the embryologist knows."""
+    image = as_input(synthetic.embryo("blastocyst", size=160, seed=4, field=448)[0])
+    (unknown,) = task.grade_image(image, "single")
+    assert unknown.label("stage") == "blastocyst" and "quality" not in unknown.extras["caveats"]
+    (day3,) = task.grade_image(image, "single", day=3)
+    assert day3.extras["caveats"]["quality"].startswith("For day-3") and day3.extras["culture_day"] == 3
+    assert day3.extras["caveats"]["stage"].startswith("Called blastocyst on day 3")
+    (day5,) = task.grade_image(as_input(synthetic.embryo("cleavage", size=160, seed=3, field=448)[0]), "single", day=5)
+    assert "quality" not in day5.extras["caveats"]  # a day-5 embryo still cleaving: no day-3 caveat
+    with pytest.raises(ValueError, match="culture day"):
+        task.grade_image(image, "single", day=4)
+
+
+@needs_grade
+def test_an_embryo_on_a_dark_surround_is_warned():
+    """A day-3 embryo put on a dark well read 'good blastocyst' with no warning (no training photo has one)."""
+    photo = synthetic.embryo("cleavage", size=160, seed=3, field=448)[0]
+    (plain,) = task.grade_image(as_input(photo), "single")
+    yy, xx = np.mgrid[:448, :448]
+    dark = photo.copy()
+    dark[np.hypot(xx - 224, yy - 224) > 1.3 * plain.extras["embryo_radius"]] = 12
+    (pred,) = task.grade_image(as_input(dark), "single")
+    assert task.dark_surround(pred.images["crop"]) > task.DARK_SURROUND > task.dark_surround(plain.images["crop"])
+    assert any("dark surround" in w for w in pred.extras["warnings"])
+    assert not any("dark surround" in w for w in plain.extras["warnings"])
 
 
 @needs_grade

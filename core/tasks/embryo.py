@@ -34,6 +34,10 @@ NO_EMBRYO_SCORE = 0.3
 # lower (their 1st percentile), 0 of 270 held-out embryos, all of 100 noise images, 4 of 300 PCOSGen ultrasound frames
 NO_OUTLINE = 0.18
 LOW_CONF = 0.05  # detector threshold when only its best score is wanted
+# dark_surround above this: a dark well or background around the embryo; of 573 training-set crops (Hung Vuong, Gomez
+# frames and blastocyst crops) none reached 0.59, and a day-3 embryo put on a dark well read "good blastocyst" at 1.0
+DARK_SURROUND = 0.8
+CULTURE_DAYS = (3, 5)  # the day the user may give: 5 stands for day 5 or later
 # the card's tables of stage on the held-out photos as taken and under other optics (embryo_training.OPTICS_SETS)
 OPTICS_TABLES = {"original": "heldout-pooled/as-taken", "uneven-light": "heldout-pooled/vignetted",
                  "relief": "heldout-pooled/relief-shaded"}
@@ -158,6 +162,17 @@ def whole_embryo_doubts(extras: dict) -> list[str]:
     return doubts
 
 
+def dark_surround(crop: np.ndarray) -> float:
+    """Share of the crop's surround (beyond 1.25 radii of its centre) darker than half the embryo's median grey
+    level: a dark well or background, which no training photo has (0-1)."""
+    g = crop if crop.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(crop[:, :, :3]), cv2.COLOR_RGB2GRAY)
+    side = g.shape[0]
+    yy, xx = np.mgrid[:side, :side]
+    radii = np.hypot(xx - (side - 1) / 2, yy - (side - 1) / 2) / (side / CROP_SIDE)
+    inside, around = g[radii < 0.9], g[radii > 1.25]
+    return float(np.mean(around < 0.5 * np.median(inside))) if around.size and inside.size else 0.0
+
+
 def outline_score(crop: np.ndarray) -> float:
     """How much of a circle about the crop's centre has a strong edge across it: the zona's outline, which every
     embryo photo shows and noise, ultrasound frames and most other images do not. The best share over radii of
@@ -266,10 +281,15 @@ def whole_in_view(boxes: np.ndarray, shape, least: float = 0.7) -> np.ndarray:
     return inside / area >= least
 
 
-def grade_image(image: InputImage, mode: str = "auto", device: str | None = None) -> list[Prediction]:
+def grade_image(image: InputImage, mode: str = "auto", device: str | None = None,
+                day: int | None = None) -> list[Prediction]:
     """Every embryo in one image, graded. mode: "single" (the image holds one embryo), "dish" (find each embryo
     with embryo-dish) or "auto" (dish when the detector finds more than one embryo). Each Prediction's
-    extras["mode"] says which was used; dish predictions carry box, number and rank."""
+    extras["mode"] says which was used; dish predictions carry box, number and rank. day: the culture day the user
+    gave (3, or 5 for day 5 or later), which decides the quality caveat and questions a day-3 'blastocyst'."""
+    if day not in (None, *CULTURE_DAYS):
+        raise ValueError(f"unknown culture day {day!r}")
+    grey = looks_time_lapse(image.pixels)
     if mode not in ("auto", "single", "dish"):
         raise ValueError(f"unknown mode {mode!r}")
     refuse_blank(image, MIN_SIDE, "an embryo")  # a black or one-colour image was "Blastocyst 99 %, Good 84 %"
@@ -281,7 +301,11 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
         keep = embryo_boxes(found)
         whole = int((keep & whole_in_view(found["boxes"], image.pixels.shape)).sum())
         if mode == "dish" or (mode == "auto" and whole > 1):
-            return grade_boxes(image, found["boxes"][keep], found["scores"][keep], device)
+            from ..dish import rank
+
+            preds = [judged(p, grey, day) for p in grade_boxes(image, found["boxes"][keep], found["scores"][keep],
+                                                                device)]
+            return rank(preds, day)
     elif mode == "dish":
         raise ValueError("the dish detector (embryo-dish) is not installed: only single-embryo mode is available")
     pred = predict_images(GRADE_ID, [image], device, locate=locate_with(found) if found else find_embryo)[0]
@@ -290,21 +314,52 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     pred.extras["embryos_detected"] = None if found is None else whole
     pred.extras["outline_score"] = round(outline_score(pred.images["crop"]), 3)
     doubts = whole_embryo_doubts(pred.extras)
-    caveat = quality_caveat(pred, looks_time_lapse(image.pixels))
-    pred.extras["caveats"] = {"quality": caveat} if caveat else {}
-    pred.extras["warnings"] = [f"This photo may not show one whole embryo: {'; '.join(doubts)}."] if doubts else []
-    return [pred]
+    pred.extras["warnings"] = [f"This photo may not show one whole embryo: {'; '.join(doubts)}. Stage and quality "
+                               "may be meaningless: the model grades whatever it is given (an empty field, a pipette, a "
+                               "cut-off embryo or another kind of image alike)."] if doubts else []
+    return [judged(pred, grey, day)]
 
 
-def quality_caveat(pred: Prediction, grey: bool) -> str | None:
-    """Why the quality call is not to be read as an answer on this image (None where it was tested on such)."""
+GREY_FRAME = ("A grey image, as time-lapse incubators record: from one such frame the stage call is unreliable for "
+              "some embryos (one EmbryoScope embryo of the training set is called blastocyst from zygote to 6 cells; "
+              "see the model card). For a time-lapse sequence, the Time-lapse staging page reads every frame in order.")
+
+
+def judged(pred: Prediction, grey: bool, day: int | None) -> Prediction:
+    """The prediction with what the page must say beside its answers: caveats on single outputs (quality by culture
+    day, a day-3 'blastocyst', a grey frame) and a warning when the embryo sits on a dark surround."""
+    caveats = dict(pred.extras.get("caveats") or {})
+    if quality := quality_caveat(pred, grey, day):
+        caveats["quality"] = quality
+    held = registry.card(GRADE_ID).metrics.get("hungvuong/heldout-groups", {})
+    if day == 3 and pred.label("stage") == "blastocyst":
+        caveats["stage"] = ("Called blastocyst on day 3: the model never learnt compacting embryos (morulae) as a "
+                            "class and calls some of them blastocysts"
+                            + (f" (on held-out photos it called {1 - held['stage_specificity']:.0%} of day-3 embryos "
+                               "blastocysts)" if "stage_specificity" in held else "") + ". Check the embryo.")
+    if grey:
+        caveats["grey_frame"] = GREY_FRAME
+    warnings = list(pred.extras.get("warnings") or [])
+    surround = dark_surround(pred.images["crop"])
+    if surround > DARK_SURROUND:
+        warnings.append(f"The embryo sits on a dark surround ({surround:.0%} of the area around it is dark), unlike "
+                        "any photo the model learnt from: stage and quality can flip on such images (a day-3 embryo "
+                        "on a dark well read as a good blastocyst). Grade a photo with a light background.")
+    pred.extras.update(culture_day=day, caveats=caveats, warnings=warnings)
+    return pred
+
+
+def quality_caveat(pred: Prediction, grey: bool, day: int | None = None) -> str | None:
+    """Why the quality call is not to be read as an answer on this image (None where it was tested on such): by the
+    culture day when given, else by the stage the model calls."""
     if grey:
         return ("Quality was learned from colour day-3/day-5 photos only and never tested on grey time-lapse frames: "
                 "read it as untested.")
     held = registry.card(GRADE_ID).metrics.get("hungvuong/heldout-groups", {})
-    if pred.label("stage") == "cleavage" and "quality_D3_roc_auc" in held:
+    day3 = day == 3 or (day is None and pred.label("stage") == "cleavage")
+    if day3 and "quality_D3_roc_auc" in held:
         n = held.get("quality_D3_n")
-        return ("For cleavage-stage (day-3) embryos the quality call is not reliable: on held-out day-3 photos"
+        return ("For day-3 (cleavage-stage) embryos the quality call is not reliable: on held-out day-3 photos"
                 + (f" (n = {n})" if n else "") + f" its ROC-AUC was {held['quality_D3_roc_auc']:.2f} and balanced "
                 f"accuracy {held.get('quality_D3_balanced_accuracy', float('nan')):.2f} (0.5 is chance); it was "
                 "learned from 14 good day-3 photos of one clinic.")
