@@ -442,6 +442,9 @@ def test_whole_embryo_doubts_from_view_and_detector():
     assert "sees 3 embryos" in task.whole_embryo_doubts({**ok, "embryos_detected": 3})[0]  # a dish in one-embryo mode
     assert "zona" in task.whole_embryo_doubts({**ok, "outline_score": task.NO_OUTLINE - 0.01})[0]
     assert task.whole_embryo_doubts({**ok, "embryos_detected": 1, "outline_score": task.NO_OUTLINE}) == []
+    # a small object with no whole embryo detected: a sperm field's head was graded "Cleavage 71 %" without a word
+    assert "small for the photo" in task.whole_embryo_doubts({**ok, "embryos_detected": 0, "embryo_size_share": 0.03})[0]
+    assert task.whole_embryo_doubts({**ok, "embryos_detected": 1, "embryo_size_share": 0.03}) == []  # one in a dish
 
 
 def test_the_zona_outline_tells_embryos_from_noise():

@@ -37,6 +37,9 @@ LOW_CONF = 0.05  # detector threshold when only its best score is wanted
 # dark_surround above this: a dark well or background around the embryo; of 573 training-set crops (Hung Vuong, Gomez
 # frames and blastocyst crops) none reached 0.59, and a day-3 embryo put on a dark well read "good blastocyst" at 1.0
 DARK_SURROUND = 0.8
+# located radius / the photo's shorter side below this, with no whole embryo detected: not an embryo photo. 187
+# training-set photos (Hung Vuong, Gomez frames and crops) had 0.16 or more; a sperm field's 'embryo' had 0.03
+SMALL_FOR_PHOTO = 0.12
 CULTURE_DAYS = (3, 5)  # the day the user may give: 5 stands for day 5 or later
 # the card's tables of stage on the held-out photos as taken and under other optics (embryo_training.OPTICS_SETS)
 OPTICS_TABLES = {"original": "heldout-pooled/as-taken", "uneven-light": "heldout-pooled/vignetted",
@@ -154,6 +157,10 @@ def whole_embryo_doubts(extras: dict) -> list[str]:
     if score is not None and score < NO_EMBRYO_SCORE:
         doubts.append(f"the embryo detector does not recognise an embryo in it (score {score:.2f}; "
                       f"{NO_EMBRYO_SCORE:.2f} or more counts as found)")
+    share = extras.get("embryo_size_share")
+    if extras.get("embryos_detected") == 0 and share is not None and share < SMALL_FOR_PHOTO:
+        doubts.append(f"the located object is small for the photo (its radius is {share:.0%} of the shorter side; "
+                      "every training photo checked had 16 % or more) and the dish detector sees no whole embryo")
     outline = extras.get("outline_score")
     if outline is not None and outline < NO_OUTLINE:
         doubts.append(f"no round outline like a zona stands out around the located object (outline score "
@@ -313,6 +320,7 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     pred.extras["embryo_detector_score"] = None if found is None else round(best_score(found), 3)
     pred.extras["embryos_detected"] = None if found is None else whole
     pred.extras["outline_score"] = round(outline_score(pred.images["crop"]), 3)
+    pred.extras["embryo_size_share"] = round(pred.extras["embryo_radius"] / min(image.pixels.shape[:2]), 3)
     doubts = whole_embryo_doubts(pred.extras)
     pred.extras["warnings"] = [f"This photo may not show one whole embryo: {'; '.join(doubts)}. Stage and quality "
                                "may be meaningless: the model grades whatever it is given (an empty field, a pipette, a "
