@@ -240,8 +240,13 @@ def _object_table(summary: dict) -> tuple[str, list[str], list[list[str]]] | Non
 
 
 def _cut(text: str, n: int = MAX_TEXT) -> str:
+    """At most n characters, ending with a whole sentence where one ends past half of them."""
     text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1].rsplit(" ", 1)[0] + "…"
+    if len(text) <= n:
+        return text
+    head = text[: n - 30]
+    end = head.rfind(". ")
+    return head[: end + 1] + " (More in the model card.)" if end > n // 2 else head.rsplit(" ", 1)[0] + "…"
 
 
 def _data_line(data) -> str:
