@@ -130,7 +130,10 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
     reachable = [k for k, v in paths.items() if v]
     version = p.predicted_by or f"{p.card.id} v{p.meta.get('model_version', p.card.version)}"
     target = task_page(p.card.id)
-    if not reachable:
+    if not reachable and not any(Path(str(i)).suffix for i in table["image"][:GALLERY]):
+        st.caption("The images of this evaluation are rows of image arrays (MHSMA's .npy files), not files: only their "
+                   "names are listed.")
+    elif not reachable:
         folder = p.meta.get("data_path") or p.meta.get("data") or "?"
         st.caption(f"The images of this evaluation are not reachable from this server (the data folder `{folder}` "
                    "is absent), so only their names are listed."

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import registry, synthetic
+from core import dish, registry, synthetic
 from core.explain import overlay
 from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
@@ -58,8 +58,14 @@ def input_ui() -> InputImage | None:
     return InputImage(pixels, f"{name}.png", hashlib.sha256(pixels.tobytes()).hexdigest(), pixels.nbytes, "PNG", "RGB", 8)
 
 
-def mode_ui() -> tuple[str, int | None]:
-    """The mode and the culture day the user gives."""
+def mode_ui(image: InputImage | None) -> tuple[str, int | None]:
+    """The mode and the culture day the user gives (asked again for each new image: it belongs to the embryo)."""
+    ss = st.session_state
+    if image is None:  # a day chosen before the next upload is for that one
+        ss.pop("embryo_day_for", None)
+    elif ss.setdefault("embryo_day_for", image.sha256) != image.sha256:  # another image in place of the last
+        ss["embryo_day_for"] = image.sha256
+        ss["embryo_day"] = "not given"
     help_text = ("Automatic: the dish detector looks for embryos; with more than one the image is treated as a dish. "
                  "Choose a mode yourself when the automatic choice is wrong.")
     left, right = st.columns(2)
@@ -216,7 +222,7 @@ def dish_view(image: InputImage, preds: list) -> None:
                f"unranked ({GRADE_CARD.id} v{preds[0].model_version}; embryos found by embryo-dish "
                f"v{registry.card(task.DISH_ID).version}). The numbers match the boxes on the image: check that each "
                "box holds one whole embryo before reading its row.")
-    st.info(preds[0].extras["caveats"]["ranking"] + " Day-3 and day-5 quality are judged differently, and the "
+    st.info(dish.RANKING + " Day-3 and day-5 quality are judged differently, and the "
             "percentages are the model's scores, not calibrated probabilities"
             + (" (and on a grey image like this one, quality was never tested at all)"
                if task.looks_time_lapse(image.pixels) else "")
@@ -230,7 +236,7 @@ def dish_view(image: InputImage, preds: list) -> None:
 
 # --- page -----------------------------------------------------------------------------------------------------------
 image = input_ui()
-mode, day = mode_ui()
+mode, day = mode_ui(image)
 if image is None:
     if st.session_state.get("embryo_upload") is None or st.session_state.get("embryo_source") != "Upload":
         st.info("Upload an image or pick a generated example to start.", icon=":material/upload:")
@@ -251,7 +257,10 @@ else:
     if st.session_state.get("embryo_source") == "Generated example" and not is_handed("embryo"):
         st.caption("Generated examples are not saved to the case records.")
     elif preds:
-        ids = [record_prediction(p, "embryo", image=image, show=len(preds) == 1) for p in preds]
+        # one record per embryo of this image: a change of mode or culture day revises it
+        ids = [record_prediction(p, "embryo", image=image, show=len(preds) == 1,
+                                 revises=f"{image.sha256}@{image.name}@{GRADE_CARD.version}#{p.extras.get('number', 0)}")
+               for p in preds]
         if len(preds) > 1 and None not in ids:
             code = (st.session_state.get("case_code") or "").strip()
             st.caption(f"{len(ids)} embryos saved as case records #{min(ids)}–#{max(ids)}"

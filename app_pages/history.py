@@ -59,13 +59,14 @@ if not rows:
 else:
     table = records.frame(rows)
     wordings = {m: registry.wording(m) for m in {r.model_id for r in rows}}
-    table["result"] = [", ".join(f"{wordings[r.model_id].title(o)}: {wordings[r.model_id].says(o, label)}"
-                                 for o, label in r.labels.items()) or result_without_labels(r.summary) for r in rows]
+    table["result"] = [("⚠ " if r.summary.get("warnings") else "")  # the page warned: open the record to read why
+                       + (", ".join(f"{wordings[r.model_id].title(o)}: {wordings[r.model_id].says(o, label)}"
+                                    for o, label in r.labels.items()) or result_without_labels(r.summary)) for r in rows]
     columns = ["id", "time", "input", "case_code", "task", "result", "model", "version", "image_kept", "source"]
     if viewer is not None and viewer.is_admin:  # with sign-in on, whose record it is
         columns.insert(4, "user")
     st.caption(f"{len(rows)} record{'' if len(rows) == 1 else 's'}{' (the newest 5000)' if len(rows) == 5000 else ''}"
-               " · select a row to open it.")
+               " · select a row to open it (⚠: the page warned with this result).")
     event = st.dataframe(table[columns], hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="single-row", key=f"history_table_{shown_rows_key(rows)}",
                          column_config={"id": st.column_config.NumberColumn("Record", format="#%d"),

@@ -60,19 +60,19 @@ def calibration_ui(image: InputImage) -> tuple[float | None, bool]:
         return None, False
     guess = fol.default_mm_per_px(image.pixels.shape)
     size = f"{image.pixels.shape[1]} × {image.pixels.shape[0]}"
-    entered_for = st.session_state.get("pcos_calibrated_for")
+    held_for = st.session_state.get("pcos_calibrated_for")  # the frame sizes the calibration was typed or confirmed for
     if st.session_state.get("pcos_mm_per_px") is None:
         st.session_state.pop("pcos_calibrated_for", None)
-    elif entered_for is None:
-        st.session_state["pcos_calibrated_for"] = size
-    questioned = entered_for is not None and entered_for != size and st.session_state.get("pcos_mm_per_px") is not None
+    elif not held_for:
+        st.session_state["pcos_calibrated_for"] = [size]
+    questioned = bool(held_for) and size not in held_for and st.session_state.get("pcos_mm_per_px") is not None
     if questioned:
         warn, confirm = st.columns([4, 1], vertical_alignment="center")
-        warn.warning(f"The calibration was entered for a frame of {entered_for} pixels; this one is {size}. Check that "
+        warn.warning(f"The calibration was entered for a frame of {held_for[0]} pixels; this one is {size}. Check that "
                      "it holds for this frame (same scanner, depth and zoom), or correct it: until then the criteria "
                      "are not judged.", icon=":material/straighten:")
         if confirm.button("It holds for this frame", key="pcos_calibration_holds", width="stretch"):
-            st.session_state["pcos_calibrated_for"] = size
+            st.session_state["pcos_calibrated_for"] = held_for + [size]
             st.rerun()
     typed = st.number_input(  # None (left empty): sizes use the guess and are labelled as not calibrated
         "Calibration (mm per pixel)", min_value=0.01, max_value=2.0, value=None, step=0.005, format="%.3f",
@@ -223,7 +223,8 @@ def validation_note() -> None:
 # --- page -----------------------------------------------------------------------------------------------------------
 image = input_ui()
 if image is None:
-    st.info("Upload an ultrasound frame to start.", icon=":material/upload:")
+    if st.session_state.get("pcos_upload") is None:  # else the upload was refused, with its reason above
+        st.info("Upload an ultrasound frame to start.", icon=":material/upload:")
 elif problem := unusable(image.sha256, image.name, image):
     st.error(problem, icon=":material/error:")
 else:

@@ -75,6 +75,9 @@ def input_ui() -> tuple[FrameSequence | None, str]:
                 handed["shown"] = True
                 st.session_state["tl_frame"] = seq.names.index(frame.name) if frame.name in seq.names else 0
                 st.session_state["tl_crops"] = "crops" in (handed.get("layout") or {})  # padded, as it was evaluated
+            if "crops" in (handed.get("layout") or {}):
+                st.info("These are tight crops of one blastocyst, numbered by a running index, not by acquisition: "
+                        "their stage is what was evaluated; the event times below mean nothing.", icon=":material/info:")
             return seq, f"{frame.parent}#{frame.name}"
         source = st.radio("Input", ["Upload video or zip", "Local folder", "Generated example"], horizontal=True,
                           key="tl_source")
@@ -194,6 +197,7 @@ def timeline(pred, frame: int) -> go.Figure:
     return fig
 
 
+CLEAVAGES = ("t3", "t4", "t5", "t6", "t7", "t8", "t9+")  # a skipped one may be a direct cleavage
 HEADLINE_EVENTS = ("t2", "t3", "t4", "t5", "t8", "tSB", "tB")
 
 
@@ -240,9 +244,12 @@ def events_view(pred) -> None:
     if table.empty:
         st.info("No stage transition was found in this sequence (every frame is in one phase).")
     else:
+        first = [c for c in ("event", "frame", "frame_name", "hours", "error_frames", "error_hours") if c in table]
+        table = table[first + [c for c in table if c not in first]]  # the errors in sight, the long texts after
         shown = table.rename(columns={  # the file name carries the instrument's own number (e.g. RUN123)
-            "frame_name": "frame file", "hours": f"time ({unit})", "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
-            "true_frame": "annotated frame", "true_hours": f"annotated time ({unit})",
+            "frame": "frame (from 0)", "frame_name": "frame file", "hours": f"time ({unit})",
+            "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
+            "true_frame": "annotated frame (from 0)", "true_hours": f"annotated time ({unit})",
             "error_frames": "error (frames, + = late)", "error_hours": "error (h, + = late)"})
         text = shown.select_dtypes("object").columns
         shown[text] = shown[text].fillna("—")  # an event never reached has no frame file ("None" before)
@@ -351,11 +358,12 @@ else:
         headline = [e for e in pred.extras["events"] if e["event"] in HEADLINE_EVENTS]
         if headline:  # the times most asked for, at the top; the Events tab has every event and how to read it
             unit = time_unit(pred)[0]
-            seen = [e for e in headline if e.get("seen", True)]
+            times = [f"**{e['event']}** {e['hours']:.1f} {unit}" for e in headline if e.get("seen", True)]
             skipped = [e["event"] for e in headline if not e.get("seen", True)]
-            st.markdown("Draft event times: " + " · ".join(f"**{e['event']}** {e['hours']:.1f} {unit}" for e in seen)
-                        + (f" · {', '.join(skipped)} not seen (no frame decoded as {'it' if len(skipped) == 1 else 'them'}"
-                           ": check for a direct cleavage)" if skipped else "")
+            if skipped:
+                times.append(f"{', '.join(skipped)} not seen (no frame decoded as {'it' if len(skipped) == 1 else 'them'}"
+                             + (": check for a direct cleavage)" if any(e in CLEAVAGES for e in skipped) else ")"))
+            st.markdown("Draft event times: " + " · ".join(times)
                         + " (check each on its frames; every event is in the Events tab below).")
         for warning in pred.extras["warnings"][len(pred.extras["input_warnings"]):]:  # of the timing (culture span)
             st.warning(warning, icon=":material/schedule:")
@@ -368,7 +376,8 @@ else:
                    "(Viterbi), which removes single-frame flickers. Phase: decoded the same way; grey dots "
                    "are the frame-by-frame answers" + (", the wide green line the annotation. " if "true_phase" in
                                                        pred.extras else ". ") + burst_note())
-        tab_events, tab_frame, tab_whatif = st.tabs(["Events", "Frame", "What-if on this frame"])
+        tab_events, tab_frame, tab_whatif = st.tabs(["Events", "Frame", "What-if on this frame"],
+                                                    default="What-if on this frame" if is_handed("timelapse") else None)
         with tab_events:
             events_view(pred)
         with tab_frame:

@@ -342,8 +342,11 @@ def rank(preds: list[Prediction], day: int | None = None) -> list[Prediction]:
     order = {id(p): n for n, p in enumerate(sorted(called, key=lambda p: -p.probabilities["quality"]["good"]), 1)}
     for p in preds:
         p.extras["rank"] = order.get(id(p))
-        p.extras.setdefault("caveats", {})["ranking"] = RANKING if day != 3 else \
-            "Not ranked: on day 3 the quality call is not reliable."
+        p.extras.setdefault("caveats", {})["ranking"] = (
+            RANKING if p.extras["rank"] is not None
+            else "Not ranked: on day 3 the quality call is not reliable." if day == 3
+            else "Not ranked: its answers are in doubt (see the warning)." if p.extras.get("warnings")
+            else "Not ranked: called cleavage, whose quality call is not reliable.")
     return preds
 
 

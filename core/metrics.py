@@ -286,8 +286,11 @@ def headline(card, limit: int = 4) -> tuple[str, str] | None:
         shown = [f"{output} {fmt.format(values[key])}".strip() for base, fmt in HEADLINE.items()
                  for output in ("", *card.outputs) if _number(values.get(key := f"{output}_{base}" if output else base))]
         if shown:
-            counts = {values[k] for k in ("n", *(f"{o}_n" for o in card.outputs)) if _number(values.get(k))}
-            return dataset, " · ".join(shown[:limit]) + (f" · n = {counts.pop()}" if len(counts) == 1 else "")
+            counts = {k.removesuffix("_n"): values[k] for k in ("n", "n_images", *(f"{o}_n" for o in card.outputs))
+                      if _number(values.get(k))}
+            n = ("" if not counts else f" · n = {counts.popitem()[1]}" if len(set(counts.values())) == 1
+                 else " · n = " + ", ".join(f"{v} ({o})" for o, v in counts.items()))
+            return dataset, " · ".join(shown[:limit]) + n
     return None
 
 

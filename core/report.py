@@ -164,7 +164,7 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
     if summary.get("thresholds"):
         for o, t in summary["thresholds"].items():  # on the probability of a binary output's second label
             details[f"decision threshold for “{wording.says(o, list(probabilities.get(o, [o]))[-1])}”"] = f"{t:.1%}"
-    kind = "sequence" if "n_frames" in summary else "single-image"
+    kind = "sequence" if "n_frames" in summary else "dish embryo" if summary.get("mode") == "dish" else "single-image"
     title = f"{model.get('title') or facts['id']}: {kind} report"
     return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,
@@ -219,9 +219,9 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
     "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
                                 ("counted", "counted")]),
     "events": ("Events (draft timings to check against the frames)",
-               [("event", "event"), ("frame", "frame"), ("frame_name", "frame file"), ("hours", "time (h)"),
+               [("event", "event"), ("frame", "frame (from 0)"), ("frame_name", "frame file"), ("hours", "time (h)"),
                 ("seen", "decoded as its own phase"), ("trained", "phase in training"),
-                ("annotated_frame", "annotated frame"), ("error_frames", "error (frames, + late)")]),
+                ("annotated_frame", "annotated frame (from 0)"), ("error_frames", "error (frames, + late)")]),
 }
 MAX_TABLE_ROWS = 30
 TABLE_DIGITS = {"diameter_mm": 1}  # as the page shows it, and as it is counted (a "2.0" is in 2–9 mm)

@@ -388,7 +388,9 @@ def test_dish_mode_numbers_and_ranks():
     goods = [p.probabilities["quality"]["good"] for p in ranked]
     assert goods == sorted(goods, reverse=True) and 0 < len(blastocysts) < len(preds)
     assert len(preds) >= 12, f"found {len(preds)} of 16 embryos"
-    assert all("not a selection ranking" in p.extras["caveats"]["ranking"] for p in preds)
+    assert all("not a selection ranking" in p.extras["caveats"]["ranking"] for p in blastocysts)
+    assert all(p.extras["caveats"]["ranking"] == "Not ranked: called cleavage, whose quality call is not reliable."
+               for p in preds if p not in blastocysts)
     assert all(p.extras["rank"] is None for p in task.grade_image(img, mode="auto", day=3))  # day 3: none ranked
 
 
@@ -585,6 +587,13 @@ def test_page_names_the_record_by_the_upload_refuses_a_blank_image_and_keeps_exa
     at.radio(key="embryo_source").set_value("Upload").run()  # the upload comes back, not an empty uploader
     assert not at.exception and any("Still using your last upload, patientC.png" in c.value for c in at.caption)
     assert any(m.value.startswith("### ") for m in at.markdown)
+    # the culture day revises the image's record (one per day chosen before), and is asked again for the next image
+    stored = records.count()
+    at.radio(key="embryo_day").set_value("day 3").run()
+    assert records.count() == stored and records.query(task="embryo")[0].summary["culture_day"] == 3
+    other = encode_png(synthetic.embryo("cleavage", size=160, seed=6, field=448)[0])
+    at.file_uploader[0].upload("patientD.png", other, "image/png").run()
+    assert at.radio(key="embryo_day").value == "not given" and records.count() == stored + 1
 
 
 def test_grey_time_lapse_frames_are_told_from_colour_photos():
@@ -660,7 +669,8 @@ def test_the_culture_day_decides_the_quality_caveat_and_questions_a_day_3_blasto
     assert day3.extras["caveats"]["quality"].startswith("For day-3") and day3.extras["culture_day"] == 3
     assert day3.extras["caveats"]["stage"].startswith("Called blastocyst on day 3")
     (day5,) = task.grade_image(as_input(synthetic.embryo("cleavage", size=160, seed=3, field=448)[0]), "single", day=5)
-    assert "quality" not in day5.extras["caveats"]  # a day-5 embryo still cleaving: no day-3 caveat
+    # a day-5 embryo still cleaving is slow or arrested: its quality call is untested, not reassured by the day
+    assert day5.extras["caveats"]["quality"].startswith("Called cleavage on day 5 or later")
     with pytest.raises(ValueError, match="culture day"):
         task.grade_image(image, "single", day=4)
 

@@ -63,7 +63,7 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert table_ids(at) == [b, a]  # newest first; the 60-day-old one is outside the default 30 days
-    assert at.dataframe[0].value["result"].tolist() == ["Resembles: PCOS-labelled frames",
+    assert at.dataframe[0].value["result"].tolist() == ["⚠ Resembles: PCOS-labelled frames",  # it was warned
                                                        "stage: blastocyst"]
     at.multiselect[0].select("pcos").run()  # task
     assert table_ids(at) == [b]

@@ -460,6 +460,10 @@ def test_page_keeps_an_untick_across_a_calibration_change_and_refuses_a_tiny_fra
     next(b for b in at.button if b.label == "It holds for this frame").click().run()
     assert not any("was entered for a frame" in w.value for w in at.warning)
     assert not records.query()[0].summary["follicle_criteria"].startswith("not judged")
+    at.file_uploader[0].upload("export.png", data_png, "image/png").run()  # back to the frame it was typed on
+    assert not any("was entered for a frame" in w.value for w in at.warning)
+    at.file_uploader[0].upload("other.png", encode_png(smaller), "image/png").run()  # and the one it was confirmed for
+    assert not any("was entered for a frame" in w.value for w in at.warning)
 
     at.file_uploader[0].upload("tiny.png", encode_png(np.full((5, 5, 3), 90, np.uint8)), "image/png").run()
     assert not at.exception and any("too small" in e.value for e in at.error)

@@ -365,6 +365,9 @@ def quality_caveat(pred: Prediction, grey: bool, day: int | None = None) -> str 
         return ("Quality was learned from colour day-3/day-5 photos only and never tested on grey time-lapse frames: "
                 "read it as untested.")
     held = registry.card(GRADE_ID).metrics.get("hungvuong/heldout-groups", {})
+    if day == 5 and pred.label("stage") == "cleavage":
+        return ("Called cleavage on day 5 or later: an embryo still cleaving then is slow or arrested, and the quality "
+                "call was never tested on such embryos: read it as untested.")
     day3 = day == 3 or (day is None and pred.label("stage") == "cleavage")
     if day3 and "quality_D3_roc_auc" in held:
         n = held.get("quality_D3_n")
