@@ -21,8 +21,8 @@ import numpy as np
 from . import PROJECT_ROOT, WEIGHTS_DIR, registry
 from .imageio import InputImage
 from .results import Prediction
-from .tasks.embryo import (BOX_TO_RADIUS, DISH_ID, GRADE_ID, MIN_LOCATED, crop_square, embryo_crop,
-                           locate_embryo)
+from .tasks.embryo import (BOX_TO_RADIUS, DISH_ID, GRADE_ID, MIN_LOCATED, crop_square, embryo_crop, judged,
+                           locate_embryo, looks_time_lapse)
 
 IMGSZ = 416
 LAYOUTS = ("grid", "wow", "drop")
@@ -310,7 +310,7 @@ def reading_order(boxes: np.ndarray) -> list[int]:
 
 def grade_boxes(image: InputImage, boxes: np.ndarray, scores: np.ndarray, device: str | None = None,
                 mode: str = "dish") -> list[Prediction]:
-    """One Prediction per box, numbered left-to-right, top-to-bottom, ranked (rank)."""
+    """One Prediction per box, numbered left-to-right, top-to-bottom (graded() adds caveats and ranks)."""
     grader = registry.load(GRADE_ID, device)
     order = reading_order(boxes)
     boxes, scores = boxes[order], scores[order]
@@ -328,7 +328,14 @@ def grade_boxes(image: InputImage, boxes: np.ndarray, scores: np.ndarray, device
         )
         p.images["crop"] = crop
         preds.append(p)
-    return rank(preds)
+    return preds
+
+
+def graded(image: InputImage, boxes: np.ndarray, scores: np.ndarray, device: str | None = None,
+           day: int | None = None) -> list[Prediction]:
+    """Each embryo in the boxes graded, with what the page says beside its answers (embryo.judged), and ranked."""
+    grey = looks_time_lapse(image.pixels)
+    return rank([judged(p, grey, day) for p in grade_boxes(image, boxes, scores, device)], day)
 
 
 RANKING = ("Ranked within this dish by the probability of good quality, among the embryos called blastocyst and not "
@@ -355,7 +362,7 @@ def grade_dish(image: InputImage, device: str | None = None, conf: float | None 
     t0 = time.perf_counter()
     found = detect(image.pixels, device, conf)
     t1 = time.perf_counter()
-    embryos = grade_boxes(image, found["boxes"], found["scores"], device)
+    embryos = graded(image, found["boxes"], found["scores"], device)
     t2 = time.perf_counter()
     card = registry.card(DISH_ID)
     return Prediction(DISH_ID, card.version, image.name, image.sha256,

@@ -303,17 +303,13 @@ def grade_image(image: InputImage, mode: str = "auto", device: str | None = None
     refuse_blank(image, MIN_SIDE, "an embryo")  # a black or one-colour image was "Blastocyst 99 %, Good 84 %"
     found = None
     if dish_available():
-        from ..dish import detect, grade_boxes
+        from ..dish import detect, graded
 
         found = detect(image.pixels, device, conf=LOW_CONF)  # low, so that its best score also says "no embryo"
         keep = embryo_boxes(found)
         whole = int((keep & whole_in_view(found["boxes"], image.pixels.shape)).sum())
         if mode == "dish" or (mode == "auto" and whole > 1):
-            from ..dish import rank
-
-            preds = [judged(p, grey, day) for p in grade_boxes(image, found["boxes"][keep], found["scores"][keep],
-                                                                device)]
-            return rank(preds, day)
+            return graded(image, found["boxes"][keep], found["scores"][keep], device, day)
     elif mode == "dish":
         raise ValueError("the dish detector (embryo-dish) is not installed: only single-embryo mode is available")
     pred = predict_images(GRADE_ID, [image], device, locate=locate_with(found) if found else find_embryo)[0]
