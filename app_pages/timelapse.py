@@ -365,7 +365,7 @@ else:
                              + (": check for a direct cleavage)" if any(e in CLEAVAGES for e in skipped) else ")"))
             st.markdown("Draft event times: " + " · ".join(times)
                         + " (check each on its frames; every event is in the Events tab below).")
-        for warning in pred.extras["warnings"][len(pred.extras["input_warnings"]):]:  # of the timing (culture span)
+        for warning in task.timing_warnings(pred.extras["hours"]):  # the input's own were said with it above
             st.warning(warning, icon=":material/schedule:")
         record_prediction(pred, "timelapse", revises=f"{key}@{CARD.version}")  # one per staging, re-timed in place
         frame = frame_picker(len(seq), task.burst_frames(pred.extras["burst_strength"]))

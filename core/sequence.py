@@ -322,7 +322,8 @@ def read_folder(folder, annotations: Path | None = None, recording_of: str | Non
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if recording_of is not None:
-        files = images = [p for p in images if recording_name(p.name) == recording_name(recording_of)]
+        wanted = recording_name(recording_of)
+        files = images = [p for p in images if recording_name(p.name) == wanted]
     if not images:
         inner = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
                        and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir()))

@@ -228,13 +228,19 @@ def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float |
     x = pred.extras
     hours = (np.asarray(x["acquisitions"]) * minutes_per_frame / 60.0 + (first_frame_hpi or 0.0)).round(3)
     events = [{**e, "hours": float(hours[e["frame"]])} for e in x["events"]]
-    warnings = list(x.get("input_warnings", []))
-    if hours[-1] - hours[0] > MAX_CULTURE_H:
-        warnings.append(f"{hours[-1] - hours[0]:.0f} h is longer than embryo culture lasts (up to 7 days): check the "
-                        "minutes between frames. Event hours are wrong if it is not the interval between acquisitions.")
     return replace(pred, extras={**x, "minutes_per_frame": float(minutes_per_frame), "hours": hours, "events": events,
                                  "time_zero": "first frame" if first_frame_hpi is None else "insemination",
-                                 "first_frame_hpi": first_frame_hpi, "warnings": warnings})
+                                 "first_frame_hpi": first_frame_hpi,
+                                 "warnings": list(x.get("input_warnings", [])) + timing_warnings(hours)})
+
+
+def timing_warnings(hours) -> list[str]:
+    """What the page warns of the timing it was given (kept with the record too)."""
+    span = float(hours[-1] - hours[0])
+    if span <= MAX_CULTURE_H:
+        return []
+    return [f"{span:.0f} h is longer than embryo culture lasts (up to 7 days): check the minutes between frames. "
+            "Event hours are wrong if it is not the interval between acquisitions."]
 
 
 def timeline_table(pred: Prediction) -> pd.DataFrame:
