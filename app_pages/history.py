@@ -47,7 +47,8 @@ today = date.today()
 c1, c2, c3, c4 = st.columns([1.3, 1, 1, 1])
 days = c1.date_input("Dates", (today - timedelta(days=30), today), max_value=today, format="YYYY-MM-DD")
 chosen_tasks = c2.multiselect("Task", tasks)
-chosen_models = c3.multiselect("Model", models)
+chosen_models = c3.multiselect("Model", models, help="A sperm field is listed under its segmenter and under the head "
+                                                       "classifier that called its heads.")
 case_code = c4.text_input("Case code contains", placeholder="e.g. IVF-2026")
 start, end = (tuple(days) + (None, None))[:2] if isinstance(days, (tuple, list)) else (days, days)
 

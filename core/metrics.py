@@ -269,8 +269,9 @@ def format_ci(row) -> str:
     return f"{row['estimate']:.3f} ({row['low']:.3f}–{row['high']:.3f})"
 
 
-HEADLINE = {"balanced_accuracy": "balanced accuracy {:.3f}", "roc_auc": "ROC-AUC {:.3f}", "accuracy": "accuracy {:.3f}",
-            "mask_map50": "mask mAP50 {:.3f}", "mean_dice": "mean Dice {:.3f}", "map50": "mAP50 {:.3f}",
+# cards keep 4 decimals; shown as kept, since rounding them again can differ from the evaluation's own 3 decimals
+HEADLINE = {"balanced_accuracy": "balanced accuracy {:.4g}", "roc_auc": "ROC-AUC {:.4g}", "accuracy": "accuracy {:.4g}",
+            "mask_map50": "mask mAP50 {:.4g}", "mean_dice": "mean Dice {:.4g}", "map50": "mAP50 {:.4g}",
             "count_mae": "count error {:.2f} per image", "median_abs_error_frames_t2_t5": "t2–t5 median error {:g} frames"}
 BY_FOLD_MODELS = ("fold", "-cv", "leave-one")  # cross-validation sets: made by fold models, not the shipped file
 

@@ -18,8 +18,8 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator, create_engine,
-                        event, func, select)
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, TypeDecorator, cast,
+                        create_engine, event, func, or_, select)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -324,9 +324,13 @@ def query(*, start: date | datetime | None = None, end: date | datetime | None =
         stmt = stmt.where(RecordRow.created_at >= _as_utc(start))
     if end is not None:
         stmt = stmt.where(RecordRow.created_at < _as_utc(end + timedelta(days=1) if _is_day(end) else end))
-    for column, value in ((RecordRow.task, task), (RecordRow.model_id, model)):
-        if value:
-            stmt = stmt.where(column.in_([value] if isinstance(value, str) else list(value)))
+    if task:
+        stmt = stmt.where(RecordRow.task.in_([task] if isinstance(task, str) else list(task)))
+    if model:
+        models = [model] if isinstance(model, str) else list(model)
+        # a sperm field's heads are classified by a second model, named in its summary: its records are that model's too
+        second = [cast(RecordRow.summary, Text).contains(json.dumps({"head_model": f"{m} v"})[1:-2]) for m in models]
+        stmt = stmt.where(or_(RecordRow.model_id.in_(models), *second))
     if case_code and case_code.strip():
         stmt = stmt.where(func.lower(RecordRow.case_code).contains(case_code.strip().lower(), autoescape=True))
     stmt = _visible(stmt, viewer)

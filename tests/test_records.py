@@ -124,6 +124,22 @@ def test_filters_visibility_and_csv_export(db_url):
     assert table["time"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d").all()  # with its UTC offset
 
 
+def test_a_sperm_field_is_found_under_its_head_classifier_too(db_url):
+    """A field's record is the segmenter's, but its shares rest on the head classifier: filtering History by
+    sperm-head left every field out."""
+    for name, model, extras in [("field", "sperm-seg", {"head_model": "sperm-head v3.1"}), ("crop", "sperm-head", {}),
+                                ("unclassified field", "sperm-seg", {"head_model": None})]:
+        records.record(Prediction(model, "3", name, "cd" * 32, extras=extras), task="sperm",
+                       card={"id": model, "version": "3", "sha256": ""}, url=db_url)
+
+    def names(model):
+        return {r.input_name for r in records.query(model=model, url=db_url)}
+
+    assert names("sperm-head") == {"field", "crop"}
+    assert names("sperm-seg") == {"field", "unclassified field"}
+    assert names("sperm") == set()
+
+
 def test_schema_is_at_head_matches_the_models_and_migrates_down_and_up(db_url):
     from alembic import command
     from alembic.autogenerate import compare_metadata
