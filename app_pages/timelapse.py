@@ -358,7 +358,8 @@ else:
         headline = [e for e in pred.extras["events"] if e["event"] in HEADLINE_EVENTS]
         if headline:  # the times most asked for, at the top; the Events tab has every event and how to read it
             unit = time_unit(pred)[0]
-            times = [f"**{e['event']}** {e['hours']:.1f} {unit}" for e in headline if e.get("seen", True)]
+            times = [f"**{e['event']}** " + (f"{e['after_hours']:.1f}–" if e.get("after_hours") is not None else "")
+                     + f"{e['hours']:.1f} {unit}" for e in headline if e.get("seen", True)]  # a range across a gap
             skipped = [e["event"] for e in headline if not e.get("seen", True)]
             if skipped:
                 times.append(f"{', '.join(skipped)} not seen (no frame decoded as {'it' if len(skipped) == 1 else 'them'}"

@@ -220,7 +220,7 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
                                 ("counted", "counted")]),
     "events": ("Events (draft timings to check against the frames)",
                [("event", "event"), ("frame", "frame (from 0)"), ("frame_name", "frame file"), ("hours", "time (h)"),
-                ("seen", "decoded as its own phase"), ("trained", "phase in training"),
+                ("after_hours", "after (h): frames missing before"), ("seen", "decoded as its own phase"), ("trained", "phase in training"),
                 ("annotated_frame", "annotated frame (from 0)"), ("error_frames", "error (frames, + late)")]),
 }
 MAX_TABLE_ROWS = 30

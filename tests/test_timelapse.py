@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -178,6 +178,14 @@ def test_events_table_marks_skipped_guessed_and_missed_events_and_errors_in_hour
     assert table.loc["t5", "reading"].startswith("not reached") and pd.isna(table.loc["t5", "frame"])
     assert table.loc["t2", "hours"] == 21.0 and table.loc["t2", "true_hours"] == 21.5
     assert table.loc["t2", "error_frames"] == -1 and table.loc["t2", "error_hours"] == -0.5
+    gappy = replace(pred, extras={**pred.extras, "acquisitions": np.r_[0:5, 8:13]})  # 3 acquisitions lost after frame 4
+    table = task.events_table(task.retimed(gappy, 30.0)).set_index("event")
+    assert table.loc["t4", "reading"] == "frames missing before it: between 2.0 and 4.0 h"  # frame 4 at 2 h, 5 at 4 h
+    assert table.loc["t3", "reading"].startswith("skipped") and table.loc["t3", "reading"].endswith("and 4.0 h")
+    assert table.loc["t2", "reading"] == ""
+    once = task.retimed(gappy, 30.0)
+    unbroken = replace(once, extras={**once.extras, "acquisitions": np.arange(10)})
+    assert all("after_hours" not in e for e in task.retimed(unbroken, 30.0).extras["events"])  # none left stale
     del pred.extras["true_events"]["t3"]  # the annotator went from t2 straight to t4: no t3 time to compare with
     table = task.events_table(task.retimed(pred, 30.0)).set_index("event")
     assert table.loc["t3", "reading"].endswith("not in the annotation (no error to give)")

@@ -226,12 +226,23 @@ def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float |
     """The prediction with hours for another acquisition interval (nothing is re-classified): hours after
     insemination when the first frame's is given, else hours from the first frame (`time_zero` says which)."""
     x = pred.extras
-    hours = (np.asarray(x["acquisitions"]) * minutes_per_frame / 60.0 + (first_frame_hpi or 0.0)).round(3)
-    events = [{**e, "hours": float(hours[e["frame"]])} for e in x["events"]]
+    steps = np.asarray(x["acquisitions"])
+    hours = (steps * minutes_per_frame / 60.0 + (first_frame_hpi or 0.0)).round(3)
+    events = [_timed(e, hours, steps) for e in x["events"]]
     return replace(pred, extras={**x, "minutes_per_frame": float(minutes_per_frame), "hours": hours, "events": events,
                                  "time_zero": "first frame" if first_frame_hpi is None else "insemination",
                                  "first_frame_hpi": first_frame_hpi,
                                  "warnings": list(x.get("input_warnings", [])) + timing_warnings(hours)})
+
+
+def _timed(event: dict, hours: np.ndarray, steps: np.ndarray) -> dict:
+    """The event at its frame's hour; after a gap in the acquisitions, also the hour of the frame before the gap
+    (`after_hours`): the event happened between the two, not at the first frame that shows it."""
+    f = event["frame"]
+    timed = {k: v for k, v in event.items() if k != "after_hours"} | {"hours": float(hours[f])}
+    if f > 0 and steps[f] - steps[f - 1] > 1:
+        timed["after_hours"] = float(hours[f - 1])
+    return timed
 
 
 def timing_warnings(hours) -> list[str]:
@@ -268,14 +279,17 @@ def nearest_burst(bursts: list[int], frame: int, within: int = NEAREST_BURST) ->
 
 
 def event_reading(event: dict) -> str:
-    """How far an event's time can be read: the model's own caveat for it, or "" when there is none."""
+    """How far an event's time can be read: the model's own caveats for it, or "" when there are none."""
     if event.get("frame") is None:
         return "not reached (annotated only)"
+    caveats = []
     if not event.get("seen", True):
-        return "skipped: no frame of this phase; the next event's time"
-    if not event.get("trained", True):
-        return "a guess: phase never in training"
-    return ""
+        caveats.append("skipped: no frame of this phase; the next event's time")
+    elif not event.get("trained", True):
+        caveats.append("a guess: phase never in training")
+    if event.get("after_hours") is not None:
+        caveats.append(f"frames missing before it: between {event['after_hours']:.1f} and {event['hours']:.1f} h")
+    return "; ".join(caveats)
 
 
 def events_table(pred: Prediction) -> pd.DataFrame:
