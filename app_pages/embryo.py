@@ -10,8 +10,8 @@ from core import dish, registry, synthetic
 from core.explain import overlay
 from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
-from ui.common import (card_expander, is_handed, kept_upload, model_unavailable, read_handed, read_upload, set_aside,
-                       training_notice, with_warning)
+from ui.common import (ask_to_start, card_expander, is_handed, kept_upload, model_unavailable, read_handed, read_upload,
+                       set_aside, training_notice, with_warning)
 from ui.records import record_prediction
 
 st.title("Embryo grading")
@@ -238,8 +238,7 @@ def dish_view(image: InputImage, preds: list) -> None:
 image = input_ui()
 mode, day = mode_ui(image)
 if image is None:
-    if st.session_state.get("embryo_upload") is None or st.session_state.get("embryo_source") != "Upload":
-        st.info("Upload an image or pick a generated example to start.", icon=":material/upload:")
+    ask_to_start("Upload an image or pick a generated example to start.", "embryo_upload")
 else:
     try:
         preds = grade(image.sha256, image.name, mode, day, GRADE_CARD.version, image)

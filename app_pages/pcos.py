@@ -11,7 +11,7 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction
 from core.tasks import pcos as task
-from ui.common import (UPLOAD_TYPES, card_expander, is_handed, model_unavailable, read_handed, read_upload,
+from ui.common import (UPLOAD_TYPES, ask_to_start, card_expander, is_handed, model_unavailable, read_handed, read_upload,
                        training_notice, with_warning)
 from ui.records import record_prediction
 
@@ -223,8 +223,7 @@ def validation_note() -> None:
 # --- page -----------------------------------------------------------------------------------------------------------
 image = input_ui()
 if image is None:
-    if st.session_state.get("pcos_upload") is None:  # else the upload was refused, with its reason above
-        st.info("Upload an ultrasound frame to start.", icon=":material/upload:")
+    ask_to_start("Upload an ultrasound frame to start.", "pcos_upload")
 elif problem := unusable(image.sha256, image.name, image):
     st.error(problem, icon=":material/error:")
 else:

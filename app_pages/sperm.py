@@ -13,7 +13,8 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction, Wording
 from core.tasks import sperm as task
-from ui.common import UPLOAD_TYPES, card_expander, is_handed, read_handed, read_upload, training_notice, with_warning
+from ui.common import (UPLOAD_TYPES, ask_to_start, card_expander, is_handed, read_handed, read_upload, training_notice,
+                       with_warning)
 from ui.records import record_prediction
 from ui.sperm import field_settings, summary_view
 
@@ -300,7 +301,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
 # --- page -----------------------------------------------------------------------------------------------------------
 image, single, um, acrosome = input_ui()
 if image is None:
-    st.info("Upload a field micrograph or a single-head crop to start.", icon=":material/upload:")
+    ask_to_start("Upload a field micrograph or a single-head crop to start.", "sperm_upload")
 else:
     st.caption(f"Treated as {'a single-head crop' if single else 'a full field'} ({image.size[0]}×{image.size[1]} px).")
     if single:

@@ -77,3 +77,4 @@ def test_sperm_page_field_crop_and_bad_file(app_url, page, tmp_path):
     page.get_by_text("not a readable image").wait_for(timeout=30_000)
     wait_for_app(page)
     assert_no_errors(page)
+    assert "to start" not in page.locator('[data-testid="stMain"]').inner_text()  # the refusal says what to do

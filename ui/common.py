@@ -105,6 +105,12 @@ def read_upload(upload) -> InputImage | None:
     return image
 
 
+def ask_to_start(message: str, upload_key: str) -> None:
+    """The first-visit hint, left out while a refused upload is in place: the page said why it cannot be used."""
+    if st.session_state.get(upload_key) is None:
+        st.info(message, icon=":material/upload:")
+
+
 def model_unavailable(model_id: str) -> bool:
     """Show a clear message when a page's model is not installed; True if the page should stop."""
     try:
