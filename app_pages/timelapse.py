@@ -358,9 +358,14 @@ else:
         headline = [e for e in pred.extras["events"] if e["event"] in HEADLINE_EVENTS]
         if headline:  # the times most asked for, at the top; the Events tab has every event and how to read it
             unit = time_unit(pred)[0]
-            times = [f"**{e['event']}** " + (f"{e['after_hours']:.1f}–" if e.get("after_hours") is not None else "")
-                     + f"{e['hours']:.1f} {unit}" for e in headline if e.get("seen", True)]  # a range across a gap
-            skipped = [e["event"] for e in headline if not e.get("seen", True)]
+            across_gap = [e for e in headline if e.get("after_hours") is not None]  # in a gap: seen or not, a range
+            at: dict[str, list[str]] = {}  # events in one gap share its range
+            for e in headline:
+                if e.get("seen", True) or e in across_gap:
+                    at.setdefault((f"{e['after_hours']:.1f}–" if e in across_gap else "") + f"{e['hours']:.1f} {unit}"
+                                  + (" (frames missing)" if e in across_gap else ""), []).append(f"**{e['event']}**")
+            times = [f"{', '.join(events)} {when}" for when, events in at.items()]
+            skipped = [e["event"] for e in headline if not e.get("seen", True) and e not in across_gap]
             if skipped:
                 times.append(f"{', '.join(skipped)} not seen (no frame decoded as {'it' if len(skipped) == 1 else 'them'}"
                              + (": check for a direct cleavage)" if any(e in CLEAVAGES for e in skipped) else ")"))

@@ -58,6 +58,10 @@ def test_page_gives_the_first_event_times_at_the_top():
     events = at.dataframe[0].value.set_index("event")
     headline = next(m.value for m in at.markdown if m.value.startswith("Draft event times: "))
     assert f"**t2** {events.loc['t2', 'time (h from first frame)']:.1f} h from first frame" in headline
+    # 10 frames sampled over 378 acquisitions: events fall in gaps, given as ranges, not as direct cleavages
+    at.text_input(key="tl_folder").input(str(folder.parent / "CAV074-6")).run()
+    headline = next(m.value for m in at.markdown if m.value.startswith("Draft event times: "))
+    assert "(frames missing)" in headline and "direct cleavage" not in headline, headline
 
 
 def test_page_shorter_gappy_and_single_frame_sequences(tmp_path):
