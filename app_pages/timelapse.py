@@ -283,7 +283,9 @@ def events_view(pred) -> None:
     st.caption("Click an event's row to move the frame slider to it. "
                "An event is the first frame decoded at that phase or later. A phase no frame was decoded as is "
                "marked skipped and shares the next event's time: check those frames before reading it as a direct "
-               "cleavage. Phases no training frame showed are marked as guesses (“?” on the chart). Events before "
+               "cleavage. An event first seen after missing acquisitions happened between the frame before the gap and "
+               "that frame: both times are given. Phases no training frame showed are marked as guesses (“?” on the "
+               "chart). Events before "
                "the first frame are not listed. Nearest burst: the closest burst of change within "
                f"{task.NEAREST_BURST} frames of the event, a frame to look at when checking it.")
 
