@@ -183,6 +183,7 @@ def test_events_table_marks_skipped_guessed_and_missed_events_and_errors_in_hour
     assert table.loc["t4", "reading"] == "frames missing before it: between 2.0 and 4.0 h"  # frame 4 at 2 h, 5 at 4 h
     assert table.loc["t3", "reading"].startswith("skipped") and table.loc["t3", "reading"].endswith("and 4.0 h")
     assert table.loc["t2", "reading"] == ""
+    assert table.loc["t3", "error_frames"] == 4  # files 5 and 4 are 4 acquisitions apart, not 1
     once = task.retimed(gappy, 30.0)
     unbroken = replace(once, extras={**once.extras, "acquisitions": np.arange(10)})
     assert all("after_hours" not in e for e in task.retimed(unbroken, 30.0).extras["events"])  # none left stale

@@ -187,10 +187,11 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
         annotated = set(seq.true_phases)  # an event the annotator skipped (t2 straight to t4) has no annotated time
         extras["true_events"] = {e: f for e, f in event_frames([PHASES.index(p) if p else None
                                                                 for p in seq.true_phases]).items() if e in annotated}
-        for e in events:  # for the record and its report: how far each event is from the annotation
+        steps = extras["acquisitions"]
+        for e in events:  # for the record and its report: how far each event is from the annotation, in acquisitions
             if e["event"] in extras["true_events"]:
                 e["annotated_frame"] = extras["true_events"][e["event"]]
-                e["error_frames"] = e["frame"] - e["annotated_frame"]
+                e["error_frames"] = int(steps[e["frame"]] - steps[e["annotated_frame"]])
     # no per-output probabilities: the result is the decoded timeline (the last frame's raw answer was recorded
     # as "the" stage, and disagreed with the page's decoded one)
     pred = Prediction(MODEL_ID, model.card.version, seq.source, seq.sha256, extras=extras,
@@ -313,7 +314,9 @@ def events_table(pred: Prediction) -> pd.DataFrame:
         hours = np.asarray(x["hours"])
         frame["true_frame"] = pd.array([true.get(e) for e in frame["event"]], dtype="Int64")
         frame["true_hours"] = [float(hours[true[e]]) if e in true else None for e in frame["event"]]
-        frame["error_frames"] = frame["frame"] - frame["true_frame"]
+        steps = np.asarray(x["acquisitions"])  # frames of the camera: a sampled sequence's files are hours apart
+        frame["error_frames"] = pd.array([None if pd.isna(f) or pd.isna(t) else int(steps[f] - steps[t])
+                                          for f, t in zip(frame["frame"], frame["true_frame"])], dtype="Int64")
         frame["error_hours"] = (frame["hours"] - frame["true_hours"]).round(2)
     return frame
 
