@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import batch, records, registry, report
 from ui.common import UPLOAD_TYPES, card_expander
-from ui.records import require_login
+from ui.records import require_login, shown_code
 
 user = require_login(sidebar=False)
 st.title("Batch scoring")
@@ -89,7 +89,7 @@ if result:
     items = result["items"]
     scored = [i for i in items if i.ok]
     skipped = [i for i in items if not i.ok]
-    st.subheader(f"Results: {result['model']}" + (f" · case {result['case_code']}" if result["case_code"] else ""))
+    st.subheader(f"Results: {result['model']}" + (f" · case {shown_code(result['case_code'])}" if result["case_code"] else ""))
     st.markdown(f"**{len(scored)}** scored, **{len(skipped)}** skipped, in {result['seconds']:.1f} s including "
                 f"loading the model; scoring ran at {result['rate']:.1f} images/s.")
     if not result.get("finished", True):

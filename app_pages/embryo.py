@@ -12,7 +12,7 @@ from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
 from ui.common import (ask_to_start, card_expander, is_handed, kept_upload, model_unavailable, read_handed, read_upload,
                        set_aside, training_notice, with_warning)
-from ui.records import record_prediction
+from ui.records import record_prediction, recorded_case, shown_code
 
 st.title("Embryo grading")
 st.markdown(
@@ -261,9 +261,9 @@ else:
                                  revises=f"{image.sha256}@{image.name}@{GRADE_CARD.version}#{p.extras.get('number', 0)}")
                for p in preds]
         if len(preds) > 1 and None not in ids:
-            code = (st.session_state.get("case_code") or "").strip()
+            code = recorded_case(ids[0])
             st.caption(f"{len(ids)} embryos saved as case records #{min(ids)}–#{max(ids)}"
-                       + (f" for case **{code}**." if code else " (no case code: set one in the sidebar)."))
+                       + (f" for case **{shown_code(code)}**." if code else " (no case code: set one in the sidebar)."))
     if preds and preds[0].extras.get("mode") != "dish":
         with st.expander("What-if: change the image and watch the answers move", expanded=is_handed("embryo")):
             from ui.whatif import whatif_panel

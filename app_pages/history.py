@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import records, registry, report
 from core.imageio import ImageInputError, read_image
-from ui.records import report_downloads, require_login
+from ui.records import report_downloads, require_login, shown_code
 
 viewer = require_login(sidebar=False)
 st.title("History")
@@ -87,7 +87,7 @@ if record is None:
     st.stop()
 
 st.divider()
-st.subheader(f"Record #{record.id} · " + (f"case {record.case_code} · " if record.case_code else "")
+st.subheader(f"Record #{record.id} · " + (f"case {shown_code(record.case_code)} · " if record.case_code else "")
              + f"{record.model_id} v{record.model_version}")
 left, right = st.columns([1, 1.4])
 with left:

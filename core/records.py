@@ -268,6 +268,13 @@ def amend(record_id: int, *, case_code: str | None, image: bytes | None, image_m
             conn.execute(RecordImage.__table__.insert().values(record_id=record_id, mime=image_mime, data=bytes(image)))
 
 
+def set_case_code(record_id: int, case_code: str | None, url: str | None = None) -> None:
+    """Move a record to another case (None: to no case)."""
+    case_code = (case_code or "").strip()[:128] or None
+    with _writer(engine(url)) as conn:
+        conn.execute(RecordRow.__table__.update().where(RecordRow.id == record_id).values(case_code=case_code))
+
+
 def _row(prediction, task, card=None, input_bytes=None, input_size=None, case_code=None, user=None, whatif=None,
          image=None, image_mime="image/png", source="app"):
     summary = prediction.summary() if hasattr(prediction, "summary") else dict(prediction)

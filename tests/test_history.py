@@ -135,8 +135,12 @@ def test_sign_in_on_users_see_their_own_records_and_admins_all(db):
     admin.text_input[1].input("b0ss")
     admin.button[0].click().run()
     assert table_ids(admin) == [theirs, mine] and "(admin)" in texts(admin)
+    admin.session_state["case_code"] = "BOSS-CASE"
+    admin.session_state["_recorded"] = {"k": (1, "BOSS-CASE", False, "r")}
     admin.button(key="auth_sign_out").click().run()
     assert "Sign in" in [t.value for t in admin.title]
+    # the next person at this browser inherits nothing: not the case code, not the records said saved
+    assert "case_code" not in admin.session_state and "_recorded" not in admin.session_state
 
 
 def test_sign_in_off_by_default_and_records_carry_no_user(db):

@@ -51,6 +51,14 @@ def test_one_record_per_prediction_with_case_code_and_image_added_later(db):
     r = records.get(first)
     assert records.count() == 1 and r.case_code == "IVF-77" and r.image[:4] == b"\x89PNG"
     assert "IVF-77" in at.caption[0].value and "image kept" in at.caption[0].value
+    # the next patient's code typed while this result is on screen: the record stays with its case unless moved
+    at.sidebar.text_input(key="case_code").input("IVF-78").run()
+    assert records.get(first).case_code == "IVF-77" and "IVF-77" in at.caption[0].value
+    assert "now reads **IVF-78**: it applies to your next image" in at.caption[1].value
+    at.button(key=f"move-{first}").click().run()
+    assert records.get(first).case_code == "IVF-78" and "IVF-78" in at.caption[0].value and len(at.caption) == 1
+    at.sidebar.text_input(key="case_code").input("![x](http://evil/x.png) *A*").run()
+    assert r"\!\[x\](http\://evil/x.png) \*A\*" in at.caption[1].value  # typed text, never an image or emphasis
     at.session_state["seed"] = 1  # another image: a new record
     at.run()
     assert records.count() == 2 and at.session_state["last_id"] != first

@@ -83,7 +83,11 @@ def _sign_in_form(config: auth.AuthConfig) -> None:
 
 
 def _sign_out() -> None:
-    if st.session_state.pop("auth_user", None) is None and st.user.is_logged_in:
+    """Forget the user and everything of their session (uploads, results, case code, records made), so the next
+    person at this browser starts clean."""
+    signed_in_here = "auth_user" in st.session_state
+    st.session_state.clear()
+    if not signed_in_here and st.user.is_logged_in:
         st.logout()
 
 
@@ -95,8 +99,9 @@ def case_controls() -> None:
                   help="Stored with every prediction you make, so you can find it again on the History page. "
                        "Use your clinic's pseudonymous code, not a patient's name.")
     st.checkbox("Keep images with the records", key="keep_image",
-                help="Off: only the image's fingerprint (sha256) and size are stored. On: the image itself is "
-                     "stored too, so the record and its report show it.")
+                help="Off: the image itself is not stored; its file name, fingerprint (sha256) and size are (so name "
+                     "files by a code, not by the patient). On: the image is stored too, so the record and its "
+                     "report show it.")
 
 
 def record_prediction(prediction, task: str, image=None, whatif: dict | None = None, *, show: bool = True,
@@ -118,19 +123,21 @@ def record_prediction(prediction, task: str, image=None, whatif: dict | None = N
     review = _fingerprint(prediction, task, whatif, user)
     key = review if revises is None else _fingerprint(revises, task, whatif, user)
     seen = st.session_state.setdefault("_recorded", {})
+    # a code typed after the result fills it in; a record that has a code keeps it (the box now names the next case)
+    code = seen[key][1] if key in seen and seen[key][1] else case_code
     try:
         if key not in seen:
             record_id = records.record(
                 prediction, task=task, input_bytes=getattr(image, "n_bytes", None),
-                input_size=(pixels.shape[1], pixels.shape[0]) if pixels is not None else None, case_code=case_code,
+                input_size=(pixels.shape[1], pixels.shape[0]) if pixels is not None else None, case_code=code,
                 user=user.name if user else None, whatif=whatif,
                 image=encode_png(pixels) if keep and pixels is not None else None)
-            seen[key] = (record_id, case_code, keep, review)
-        elif seen[key][1:] != (case_code, keep, review):  # code typed, "keep" ticked or review changed since
-            records.amend(seen[key][0], case_code=case_code,
+            seen[key] = (record_id, code, keep, review)
+        elif seen[key][1:] != (code, keep, review):  # code typed, "keep" ticked or review changed since
+            records.amend(seen[key][0], case_code=code,
                           image=encode_png(pixels) if keep and pixels is not None else None,
                           prediction=prediction if seen[key][3] != review else None)
-            seen[key] = (seen[key][0], case_code, keep, review)
+            seen[key] = (seen[key][0], code, keep, review)
     except Exception as exc:  # noqa: BLE001 - a database problem must not take the result away
         st.warning(f"This result could not be saved to the case records ({type(exc).__name__}: {exc}).",
                    icon=":material/database:")
@@ -138,13 +145,38 @@ def record_prediction(prediction, task: str, image=None, whatif: dict | None = N
     record_id = seen[key][0]
     if show:
         st.caption(f"Saved as case record #{record_id}"
-                   + (f" for case **{case_code}**" if case_code else " (no case code: set one in the sidebar)")
+                   + (f" for case **{shown_code(code)}**" if code else " (no case code: set one in the sidebar)")
                    + (", image kept." if keep else ", image not stored."))
-        report_downloads(lambda: report.from_prediction(prediction, image=image, case_code=case_code,
+        if code != case_code:
+            st.caption(f"The case code now reads **{shown_code(case_code) or '(empty)'}**: it applies to your next "
+                       "image; this record stays with its case.")
+            st.button(f"Move record #{record_id} to " + (f"case {shown_code(case_code)}" if case_code else "no case"),
+                      key=f"move-{record_id}", on_click=_move_record, args=(key, case_code),
+                      icon=":material/drive_file_move:")
+        report_downloads(lambda: report.from_prediction(prediction, image=image, case_code=code,
                                                         user=user.name if user else None, whatif=whatif,
                                                         record_id=record_id),
                          key=f"record-{record_id}", stem=f"report-record-{record_id}")
     return record_id
+
+
+def recorded_case(record_id: int) -> str | None:
+    """The case code a record of this session was saved with."""
+    return next((v[1] for v in st.session_state.get("_recorded", {}).values() if v[0] == record_id), None)
+
+
+def _move_record(key: str, case_code: str | None) -> None:
+    record_id, _, keep, review = st.session_state["_recorded"][key]
+    records.set_case_code(record_id, case_code)
+    st.session_state["_recorded"][key] = (record_id, case_code, keep, review)
+
+
+def shown_code(code: str | None) -> str:
+    """A case code as Markdown text: typed by the user, it must not become a link, an image or formatting."""
+    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in code or "")
+
+
+MARKDOWN_SPECIAL = set("\\`*_[]<>!|~$:")  # mid-line: links, images, HTML, emphasis, code, maths, icons
 
 
 def report_downloads(make_report, key: str, stem: str) -> None:
