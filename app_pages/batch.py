@@ -29,8 +29,11 @@ if not cards:
     st.info("No models are installed in `weights/` yet. Train one with `python -m core train MODEL_ID --data PATH`.")
     st.stop()
 
-ids = sorted(cards, key=lambda i: cards[i].framework == "ultralytics")  # classifiers first: their table has the grades
-model_id = st.selectbox("Model", ids, format_func=lambda i: f"{cards[i].title} ({i}, v{cards[i].version})")
+# classifiers first: their table has the grades. A time-lapse model stages a whole recording: scored one still at a
+# time it has no sequence to decode (a day-3 photo read "blastocyst, tHB"), so it stays on its own page.
+ids = sorted((i for i in cards if cards[i].task != "timelapse"), key=lambda i: cards[i].framework == "ultralytics")
+model_id = st.selectbox("Model", ids, format_func=lambda i: f"{cards[i].title} ({i}, v{cards[i].version})",
+                        help="Time-lapse staging is not here: it needs a whole recording (its own page).")
 card = cards[model_id]
 card_expander(card)
 
@@ -50,43 +53,64 @@ else:
     folder = st.text_input("Folder or zip file", placeholder="/data/plates/2026-03-04")
     ready = bool(folder.strip())
 
+
+def gather() -> tuple[list, list]:
+    """The chosen inputs: sources to score, and the files that cannot be used."""
+    if choice == "Upload files":
+        return batch.uploads((f.name, f.getvalue()) for f in uploads)
+    return batch.expand([Path(folder.strip()).expanduser()])
+
+
+def score(sources: list, result: dict) -> None:
+    """Score the sources into `result`, which is kept in the session from the start: a click during the run restarts
+    the page mid-loop (not an Exception), and what was scored (and saved) must still be shown."""
+    loaded = any(s.model_id == model_id for s in registry.status())
+    bar = st.progress(0.0, text=f"Scoring {len(sources)} images with {model_id}…" if loaded else
+                      f"Loading {model_id} (once per server start), then scoring {len(sources)} images…")
+    result["running"], start = True, time.perf_counter()
+    try:
+        for progress in batch.run(model_id, sources, case_code=result["case_code"], user=user.name if user else None,
+                                  keep_images=bool(st.session_state.get("keep_image")), thumbnails=True,
+                                  options=options):
+            result["items"] = result["items"] + progress.items  # a new list: a page drawn meanwhile keeps its own
+            result["record_error"] = result["record_error"] or progress.record_error
+            result["rate"], result["done"] = progress.scored_per_s, result["done"] + len(progress.items)
+            bar.progress(progress.done / progress.total, text=progress.line())
+        result["finished"] = True
+    except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded; keep what was scored
+        st.error(f"Scoring stopped: {type(exc).__name__}: {exc}")
+    finally:
+        result["seconds"] += time.perf_counter() - start
+        result["running"] = False
+
+
+inputs_key = (model_id, choice, tuple(f.name for f in uploads) if choice == "Upload files" else folder.strip())
 if st.button("Score", type="primary", disabled=not ready, icon=":material/play_arrow:"):
     st.session_state.pop("batch_result", None)  # a run that fails must not leave the last run's table on screen
-    if choice == "Upload files":
-        sources, skipped = batch.uploads((f.name, f.getvalue()) for f in uploads)
-    else:
-        sources, skipped = batch.expand([Path(folder.strip()).expanduser()])
+    sources, skipped = gather()
     if not sources:
         st.error("No images found to score." + (f" {skipped[0].name}: {skipped[0].error}" if skipped else ""))
     else:
-        loaded = any(s.model_id == model_id for s in registry.status())
-        bar = st.progress(0.0, text=f"Scoring {len(sources)} images with {model_id}…" if loaded else
-                          f"Loading {model_id} (once per server start), then scoring {len(sources)} images…")
-        case_code = (st.session_state.get("case_code") or "").strip() or None
-        # kept from the start and filled as it goes: a click during the run restarts the page mid-loop (not an
-        # Exception), and what was scored (and saved) must still be shown
         result = st.session_state["batch_result"] = {
             "model": model_id, "items": list(skipped), "done": 0, "total": len(sources), "finished": False,
-            "seconds": 0.0, "rate": 0.0, "record_error": None, "case_code": case_code, "options": options}
-        start = time.perf_counter()
-        try:
-            for progress in batch.run(model_id, sources, case_code=case_code,
-                                      user=user.name if user else None,
-                                      keep_images=bool(st.session_state.get("keep_image")), thumbnails=True,
-                                      options=options):
-                result["items"] += progress.items
-                result["record_error"] = result["record_error"] or progress.record_error
-                result["rate"], result["done"] = progress.scored_per_s, progress.done
-                bar.progress(progress.done / progress.total, text=progress.line())
-            result["finished"] = True
-        except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded; keep what was scored
-            st.error(f"Scoring stopped: {type(exc).__name__}: {exc}")
-        finally:
-            result["seconds"] = time.perf_counter() - start
+            "seconds": 0.0, "rate": 0.0, "record_error": None, "options": options, "inputs": inputs_key,
+            "case_code": (st.session_state.get("case_code") or "").strip() or None}
+        score(sources, result)
+
+result = st.session_state.get("batch_result")
+for _ in range(600):  # an interrupted run may still be finishing its last images in the background: wait for them
+    if not (result and result.get("running")):
+        break
+    time.sleep(0.2)
+if result and not result["finished"] and not result.get("running") and result["inputs"] == inputs_key:
+    done_names = {i.name for i in result["items"]}
+    remaining = [s for s in gather()[0] if s.name not in done_names]
+    if remaining and st.button(f"Score the remaining {len(remaining)} images", icon=":material/play_arrow:"):
+        score(remaining, result)
 
 result = st.session_state.get("batch_result")
 if result:
-    items = result["items"]
+    items = list(result["items"])  # one snapshot for every figure and table below
     scored = [i for i in items if i.ok]
     skipped = [i for i in items if not i.ok]
     st.subheader(f"Results: {result['model']}" + (f" · case {shown_code(result['case_code'])}" if result["case_code"] else ""))
@@ -94,13 +118,13 @@ if result:
                 f"loading the model; scoring ran at {result['rate']:.1f} images/s.")
     if not result.get("finished", True):
         st.warning(f"Scoring was interrupted after {result['done']} of {result['total']} images (the page was used "
-                   "while it ran): those are below, and the scored ones saved; press Score to run the set again.",
-                   icon=":material/pause_circle:")
+                   "while it ran): those are below, and the scored ones saved. Score the remaining ones with the "
+                   "button above; Score would save the whole set again.", icon=":material/pause_circle:")
     if result["record_error"]:
         st.warning(result["record_error"], icon=":material/database:")
-    elif scored:
-        st.caption(f"Saved as case records #{scored[0].record_id}–#{scored[-1].record_id} in "
-                   f"{records.describe_url()}.")
+    elif ids := [i.record_id for i in scored if i.record_id is not None]:
+        st.caption(f"Saved as {len(ids)} case records in {records.describe_url()} (from #{min(ids)} to #{max(ids)}; "
+                   "records made elsewhere meanwhile fall between them).")
     if scored and result["model"] == "sperm-seg":
         from core.tasks.sperm import pooled_normal_forms
         from ui.sperm import summary_view

@@ -21,7 +21,7 @@ from PIL import Image
 from . import records, registry
 from .device import resolve
 from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, InputImage, encode_png, read_image
-from .results import Prediction
+from .results import Prediction, spreadsheet_safe
 
 ZIP_SUFFIXES = {".zip"}
 NOT_AN_IMAGE = "not an image file (left out)"
@@ -316,14 +316,14 @@ def errors_frame(items: list[Item]) -> pd.DataFrame:
 def to_csv(items: list[Item], case_code: str | None = None) -> bytes:
     """Scored rows, then skipped inputs with their error in the `error` column."""
     table = pd.concat([results_frame(items, case_code), errors_frame(items)], ignore_index=True).convert_dtypes()
-    return table.to_csv(index=False).encode("utf-8")
+    return spreadsheet_safe(table).to_csv(index=False).encode("utf-8")
 
 
 def to_excel(items: list[Item], case_code: str | None = None) -> bytes:
     buf = io.BytesIO()
     with pd.ExcelWriter(buf, engine="openpyxl") as xl:
-        results_frame(items, case_code).to_excel(xl, sheet_name="results", index=False)
-        errors_frame(items).to_excel(xl, sheet_name="skipped", index=False)
+        spreadsheet_safe(results_frame(items, case_code)).to_excel(xl, sheet_name="results", index=False)
+        spreadsheet_safe(errors_frame(items)).to_excel(xl, sheet_name="skipped", index=False)
     return buf.getvalue()
 
 

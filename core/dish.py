@@ -366,7 +366,10 @@ def grade_dish(image: InputImage, device: str | None = None, conf: float | None 
     t2 = time.perf_counter()
     card = registry.card(DISH_ID)
     return Prediction(DISH_ID, card.version, image.name, image.sha256,
-                      extras={"n_embryos": len(embryos), "embryos": [e.flat() | e.extras for e in embryos]},
+                      extras={"n_embryos": len(embryos),
+                              "n_blastocysts": sum(e.label("stage") == "blastocyst" for e in embryos),
+                              "n_ranked": sum(e.extras["rank"] is not None for e in embryos),
+                              "embryos": [e.flat() | e.extras for e in embryos]},
                       timings_ms={"detect": (t1 - t0) * 1000, "grade": (t2 - t1) * 1000})
 
 

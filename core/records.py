@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from . import PROJECT_ROOT
-from .results import SUMMARY_FACTS
+from .results import SUMMARY_FACTS, flat_results, spreadsheet_safe
 
 DEFAULT_URL = f"sqlite:///{PROJECT_ROOT / 'records.db'}"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -411,11 +411,7 @@ def frame(records: list[Record]):
                 row[f"p_{output}_{label}"] = p
             if output in thresholds:
                 row[f"threshold_{output}"] = thresholds[output]
-        row.update({k: v for k, v in r.summary.items()  # the task's scalar results: counts, sizes, calibration
-                    if k not in SUMMARY_FACTS and (isinstance(v, (int, float, str, bool)) or v is None)})
-        for k, v in r.summary.items():  # and intervals (a share of normal forms' 95 % interval)
-            if k.startswith("ci95_") and isinstance(v, list) and len(v) == 2:
-                row[f"{k}_low"], row[f"{k}_high"] = v
+        row.update(flat_results({k: v for k, v in r.summary.items() if k not in SUMMARY_FACTS}))  # counts, sizes …
         row["whatif"] = json.dumps(r.whatif) if r.whatif else ""
         row["image_kept"] = r.has_image
         row["model_sha256"] = r.model_sha256
@@ -427,4 +423,4 @@ def to_csv(records: list[Record]) -> bytes:
     table = frame(records)
     if len(table):  # with its offset from UTC: a file read elsewhere has no server clock to go by
         table["time"] = [r.created_at.astimezone().isoformat(timespec="seconds") for r in records]
-    return table.to_csv(index=False).encode("utf-8")
+    return spreadsheet_safe(table).to_csv(index=False).encode("utf-8")

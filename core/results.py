@@ -81,13 +81,33 @@ class Prediction:
                 row[f"p_{output}_{label}"] = round(float(p), 4)
             if output in self.thresholds:
                 row[f"threshold_{output}"] = self.thresholds[output]
-        for k, v in self.extras.items():
-            if isinstance(v, (int, float, str, bool)) or v is None:
-                row[k] = v
-        notes = list(self.extras.get("warnings") or []) + list((self.extras.get("caveats") or {}).values())
-        if notes:  # what the page would warn of with this result
-            row["warnings"] = " | ".join(notes)
-        return row
+        return row | flat_results(self.extras)
+
+
+def flat_results(results: dict) -> dict:
+    """A prediction's own results as columns: scalars as they are, each 95 % interval as _low and _high, and what the
+    page warned of with it in one `warnings` column (lists of objects stay in the record's JSON)."""
+    row = {k: v for k, v in results.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    for k, v in results.items():
+        if k.startswith("ci95_") and isinstance(v, (list, tuple)) and len(v) == 2:
+            row[f"{k}_low"], row[f"{k}_high"] = v
+    notes = list(results.get("warnings") or []) + list((results.get("caveats") or {}).values())
+    if notes:
+        row["warnings"] = " | ".join(map(str, notes))
+    return row
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame):
+    """The table with text cells a spreadsheet would run as a formula (an upload named '=HYPERLINK(…).jpg') quoted
+    with a leading apostrophe."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].map(lambda v: isinstance(v, str) and v.startswith(FORMULA_START)).any():
+            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+    return out
 
 
 def _jsonable(obj):

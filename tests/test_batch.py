@@ -258,7 +258,7 @@ def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, 
     def interrupted(*args, **kwargs):
         import streamlit as st
 
-        for n, progress in enumerate(real_run(*args, **kwargs)):
+        for n, progress in enumerate(real_run(*args, **kwargs, batch_size=2)):
             yield progress
             if n == 0:
                 st.stop()
@@ -268,8 +268,15 @@ def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, 
     at.run()
     assert not at.exception
     shown = [w.value for w in at.warning if "interrupted" in w.value]
-    assert shown and "of 7 images" in shown[0] and len(at.dataframe[0].value) >= 1  # 6 images and text.png
+    assert shown and "after 2 of 7 images" in shown[0] and len(at.dataframe[0].value) == 2  # 6 images and text.png
+    assert records.count() == 6 + 2
     monkeypatch.setattr(batch, "run", real_run)
+    # the rest, not the whole set again (Score would save the first two twice)
+    resume = next(b for b in at.button if b.label.startswith("Score the remaining"))
+    assert resume.label == "Score the remaining 5 images"
+    resume.click().run()
+    assert not at.exception and not [w for w in at.warning if "interrupted" in w.value]
+    assert "**6** scored, **1** skipped" in " ".join(m.value for m in at.markdown) and records.count() == 6 + 6
 
     at.text_input[0].input(str(tmp_path / "no-such-plate")).run()
     at.button[0].click().run()  # a new run that finds nothing must not leave the old results on screen
@@ -295,3 +302,24 @@ def test_an_unreadable_path_is_listed_not_raised():
         pytest.skip("no /proc on this system")
     sources, errors = batch.expand(["/proc/self/mem"])
     assert not sources and "cannot be read here" in errors[0].error
+
+
+def test_downloads_never_hold_a_formula_and_give_intervals_and_warnings(tmp_path):
+    """An upload named '=HYPERLINK(…).jpg' became a live formula cell in the Excel download; the batch CSV had no
+    95 % intervals, which History's CSV has."""
+    import openpyxl
+
+    from core.batch import Item, to_csv, to_excel
+
+    name = '=HYPERLINK("http://evil.example","open").jpg'
+    pred = Prediction("sperm-seg", "2", name, "ab" * 32, extras={"ci95_normal_classifier": [12.5, 40.0], "n_heads": 7,
+                                                                 "warnings": ["default calibration"]})
+    items = [Item(name, prediction=pred), Item("-1+2.png", error="not a readable image")]
+    table = pd.read_csv(io.BytesIO(to_csv(items)))
+    assert table["file"].tolist() == ["'" + name, "'-1+2.png"]
+    assert table.loc[0, "ci95_normal_classifier_low"] == 12.5 and table.loc[0, "ci95_normal_classifier_high"] == 40
+    assert table.loc[0, "warnings"] == "default calibration" and table.loc[0, "n_heads"] == 7
+    book = openpyxl.load_workbook(io.BytesIO(to_excel(items)))
+    cells = [c for sheet in book for row in sheet.iter_rows() for c in row]
+    assert not [c.coordinate for c in cells if c.data_type == "f"]
+    assert book["results"]["A2"].value == "'" + name

@@ -140,6 +140,17 @@ def test_a_sperm_field_is_found_under_its_head_classifier_too(db_url):
     assert names("sperm") == set()
 
 
+def test_history_csv_keeps_warnings_and_never_holds_a_formula(db_url):
+    """The History CSV dropped what the page warned of (a list), so an export lost which results were in doubt."""
+    pred = Prediction("embryo-grade", "1.2", "=cmd|'/c calc'!A1.png", "ab" * 32,
+                      probabilities={"stage": {"cleavage": 0.2, "blastocyst": 0.8}},
+                      extras={"warnings": ["No zona-like outline"], "caveats": {"quality": "day 3: untested"}})
+    records.record(pred, task="embryo", card=CARD, case_code="@SUM(1)", url=db_url)
+    table = pd.read_csv(io.BytesIO(records.to_csv(records.query(url=db_url))))
+    assert table.loc[0, "warnings"] == "No zona-like outline | day 3: untested"
+    assert table.loc[0, "input"] == "'=cmd|'/c calc'!A1.png" and table.loc[0, "case_code"] == "'@SUM(1)"
+
+
 def test_schema_is_at_head_matches_the_models_and_migrates_down_and_up(db_url):
     from alembic import command
     from alembic.autogenerate import compare_metadata
