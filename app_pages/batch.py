@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import batch, records, registry, report
 from ui.common import UPLOAD_TYPES, card_expander
-from ui.records import require_login, shown_code
+from ui.records import may_read_server_files, require_login, shown_code
 
 user = require_login(sidebar=False)
 st.title("Batch scoring")
@@ -43,8 +43,8 @@ if model_id == "sperm-seg":  # fields are measured: one calibration for the set,
 
     options["um_per_px"], options["acrosome_criterion"] = field_settings("batch", where=st.columns([1, 2])[0])
 
-local_allowed = user is None or user.is_admin  # a server path reads the server's disk: admins only when signed in
-choice = st.radio("Images", ["Upload files", "Folder or zip on this machine"] if local_allowed else ["Upload files"],
+choice = st.radio("Images", ["Upload files", "Folder or zip on this machine"] if may_read_server_files(user)
+                  else ["Upload files"],
                   horizontal=True)
 if choice == "Upload files":
     uploads = st.file_uploader("Images or zip files of images", type=UPLOAD_TYPES + ["zip"], accept_multiple_files=True)

@@ -10,7 +10,7 @@ from core import audit, evaluation, metrics, registry
 from core.imageio import ImageInputError
 from ui import evaluations as ev
 from ui.common import burst_counts, glossary
-from ui.records import require_login
+from ui.records import may_read_server_files, require_login
 
 user = require_login(sidebar=False)
 
@@ -391,7 +391,7 @@ def evaluate_new_section(default_model: str | None) -> None:
         upload = st.file_uploader("Labelled zip (one folder per class, or a CSV of paths and labels inside), or a CSV",
                                   type=["zip", "csv"])
         folder = ""
-        if user is None or user.is_admin:  # a server path reads the server's disk: admins only when signed in
+        if may_read_server_files(user):
             folder = st.text_input("…or a folder on this server", placeholder="/data/hungvuong",
                                    help="Class-per-folder, or any layout the model's evaluator reads "
                                         "(as `python -m core evaluate`).")
@@ -404,9 +404,10 @@ def evaluate_new_section(default_model: str | None) -> None:
     if source is None:
         st.warning("Upload a zip or CSV, or give a folder path.")
         return
-    if upload is not None and upload.name.lower().endswith(".csv") and not (user is None or user.is_admin):
-        st.error("A CSV on its own names images on this server's disk, which only an administrator may read when "
-                 "sign-in is on: upload a zip with the CSV and its images inside.", icon=":material/lock:")
+    if upload is not None and upload.name.lower().endswith(".csv") and not may_read_server_files(user):
+        st.error("A CSV on its own names images on this server's disk, which only an administrator (with sign-in on) "
+                 "or a browser on the server itself may read: upload a zip with the CSV and its images inside.",
+                 icon=":material/lock:")
         return
     bar = st.progress(0.0, text="Reading the labelled set…")
 

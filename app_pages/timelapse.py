@@ -17,7 +17,7 @@ from core.sequence import (DEFAULT_MINUTES, VIDEO_SUFFIXES, FrameSequence, Seque
 from core.tasks import timelapse as task
 from ui.common import (HANDED, bullet_list, burst_counts, card_expander, handed_path, is_handed, kept_upload,
                        model_unavailable, set_aside)
-from ui.records import record_prediction
+from ui.records import current_user, may_read_server_files, record_prediction
 
 st.title("Time-lapse staging")
 st.markdown(
@@ -79,8 +79,10 @@ def input_ui() -> tuple[FrameSequence | None, str]:
                 st.info("These are tight crops of one blastocyst, numbered by a running index, not by acquisition: "
                         "their stage is what was evaluated; the event times below mean nothing.", icon=":material/info:")
             return seq, f"{frame.parent}#{frame.name}"
-        source = st.radio("Input", ["Upload video or zip", "Local folder", "Generated example"], horizontal=True,
-                          key="tl_source")
+        sources = ["Upload video or zip", "Local folder", "Generated example"]
+        if not may_read_server_files(current_user()):  # a folder is read from the server's disk
+            sources.remove("Local folder")
+        source = st.radio("Input", sources, horizontal=True, key="tl_source")
         if source == "Upload video or zip":
             upload = st.file_uploader("Video (MP4, AVI, MOV …) or zip of frames (PNG, JPEG, TIFF, BMP)",
                                       type=sorted(x.lstrip(".") for x in VIDEO_SUFFIXES) + ["zip"], key="tl_upload")

@@ -547,5 +547,5 @@ def test_a_signed_in_user_who_is_no_admin_cannot_read_server_files_through_an_up
     uploader = next(u for u in at.get("file_uploader") if "Labelled zip" in u.label)
     uploader.upload("labels.csv", b"path,label\n/etc/passwd,good\n", "text/csv")  # in the form: sent on submit
     next(b for b in at.button if b.label == "Evaluate").click().run()
-    assert not at.exception and any("only an administrator may read" in e.value for e in at.error), (
+    assert not at.exception and any("only an administrator (with sign-in on)" in e.value for e in at.error), (
         [e.value for e in at.error], [w.value for w in at.warning])

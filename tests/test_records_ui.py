@@ -81,3 +81,19 @@ def test_an_evaluation_image_opened_from_the_confusion_page_is_not_recorded(db):
     at.session_state["handed_image"] = {"model": "pcos", "path": "/data/pcos/1.jpg", "layout": None}  # another page's
     at.run()
     assert records.count() == 1
+
+
+def test_server_files_are_for_admins_or_a_browser_on_the_server(monkeypatch):
+    """With sign-in off, anyone who could reach the app over the network could score or stage folders of the
+    server's disk (and keep the images for all to see in History)."""
+    from types import SimpleNamespace
+
+    import ui.records as ui_records
+    from core.auth import User
+
+    for address, allowed in [(None, True), ("127.0.0.1", True), ("::1", True), ("10.0.0.5", False)]:
+        monkeypatch.setattr(ui_records.st, "context", SimpleNamespace(ip_address=address))
+        assert ui_records.may_read_server_files(None) is allowed, address
+    monkeypatch.setattr(ui_records.st, "context", SimpleNamespace(ip_address="10.0.0.5"))
+    assert ui_records.may_read_server_files(User("boss", "admin"))
+    assert not ui_records.may_read_server_files(User("ann", "user"))

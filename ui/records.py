@@ -63,6 +63,16 @@ def require_login(sidebar: bool = True) -> auth.User | None:
     st.stop()
 
 
+def may_read_server_files(user: auth.User | None) -> bool:
+    """Whether this session may name files on the server's disk (folders to score, evaluate or stage): an admin when
+    sign-in is on; with it off, only a browser on the server itself, since the app may be reachable from the network
+    (behind a proxy on the same machine every browser looks local: turn sign-in on there)."""
+    if user is not None:
+        return user.is_admin
+    address = st.context.ip_address  # None from this machine (Streamlit maps 127.0.0.1 and ::1 to None)
+    return not isinstance(address, str) or address in ("127.0.0.1", "::1")  # (AppTest gives a mock: local too)
+
+
 def _sign_in_form(config: auth.AuthConfig) -> None:
     st.title("Sign in")
     st.caption("This dashboard keeps case records, so it asks who you are.")
