@@ -20,7 +20,7 @@ from PIL import Image
 
 from . import records, registry
 from .device import resolve
-from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, InputImage, encode_png, read_image
+from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, InputImage, encode_png, open_zip, read_image
 from .results import Prediction, spreadsheet_safe
 
 ZIP_SUFFIXES = {".zip"}
@@ -42,7 +42,7 @@ class Source:
             return read_image(self.data, name=self.name)
         if self.member is None:
             return read_image(self.path, name=self.name)
-        archive = zips.get(self.path) or zips.setdefault(self.path, zipfile.ZipFile(self.path))
+        archive = zips.get(self.path) or zips.setdefault(self.path, open_zip(self.path))
         if archive.getinfo(self.member).file_size > MAX_BYTES:
             raise ImageInputError(f"{self.name}: the file is larger than {MAX_BYTES // 2**20} MB.")
         return read_image(archive.read(self.member), name=self.name)
@@ -128,7 +128,7 @@ def uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[Source], list[Item
     for name, data in files:
         if name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04":
             try:
-                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                with open_zip(io.BytesIO(data)) as archive:
                     for info in _zip_images(archive, name, errors):
                         if info.file_size > MAX_BYTES:
                             errors.append(Item(f"{name}/{info.filename}", error=f"larger than {MAX_BYTES // 2**20} MB"))
@@ -143,7 +143,7 @@ def uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[Source], list[Item
 
 def _expand_zip(path: Path, name: str, sources: list[Source], errors: list[Item]) -> None:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:
             sources.extend(Source(f"{name}/{info.filename}", path=path, member=info.filename)
                            for info in _zip_images(archive, name, errors))
     except (zipfile.BadZipFile, OSError) as exc:

@@ -249,6 +249,8 @@ class _Source:
         import io
         import zipfile
 
+        from .imageio import open_zip
+
         if isinstance(source, (str, Path)):
             path = Path(source).expanduser()
             if path.is_dir():
@@ -261,7 +263,7 @@ class _Source:
             label = name or getattr(source, "name", "upload")
         if not zipfile.is_zipfile(io.BytesIO(data)):
             raise LabelledSetError(f"{label}: not a zip file, a CSV or a folder")
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = open_zip(io.BytesIO(data))
         if sum(info.file_size for info in archive.infolist()) > MAX_UNZIPPED:
             raise LabelledSetError(f"{label}: unpacks to more than {MAX_UNZIPPED >> 30} GB; evaluate it as a folder")
         return cls(label, archive=archive)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,3 +225,18 @@ def refuse_blank(image: InputImage | np.ndarray, min_side: int, thing: str) -> N
                          "a side); upload the original image.")
     if not shows_something(pixels, min_side):
         raise ValueError(f"{name}: the image is one flat colour, without {thing} to analyse.")
+
+
+def open_zip(file) -> zipfile.ZipFile:
+    """A zip archive whose member names read as they were written: zip tools on Linux and macOS store UTF-8 names
+    without the flag that says so, and Python then decodes them as cp437 ("Müller" read "M├╝ller")."""
+    archive = zipfile.ZipFile(file)
+    for info in archive.infolist():
+        if not info.flag_bits & 0x800:
+            try:
+                info.filename = info.filename.encode("cp437").decode("utf-8")
+            except UnicodeError:  # a true cp437 name
+                continue
+    archive.NameToInfo = {info.filename: info for info in archive.infolist()}
+    return archive
+

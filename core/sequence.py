@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .datasets import gomez
-from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, read_image, shows_something
+from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, open_zip, read_image, shows_something
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg"}
 MAX_SIDE = 320  # frames are kept at most this large: the model reads 160 px, the page shows ~300 px
@@ -279,7 +279,7 @@ def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> 
     inside brings the annotated phases, as in a Gomez folder."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = open_zip(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise SequenceInputError(f"{name}: not a readable zip archive.") from None
     entries, skipped = [], []

@@ -323,3 +323,16 @@ def test_downloads_never_hold_a_formula_and_give_intervals_and_warnings(tmp_path
     cells = [c for sheet in book for row in sheet.iter_rows() for c in row]
     assert not [c.coordinate for c in cells if c.data_type == "f"]
     assert book["results"]["A2"].value == "'" + name
+
+
+def test_utf8_names_in_a_zip_without_the_utf8_flag_read_as_written():
+    """`zip` on Linux stores 'Müller Anna 2.JPG' in UTF-8 without the flag: it was listed as 'M├╝ller Anna 2.JPG'."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("Müller Anna 2.png", encode_png(np.full((40, 40, 3), 90, np.uint8)))
+    # Python's writer sets the UTF-8 flag (after "version needed" 20): clear it, as Info-ZIP leaves it
+    raw = buf.getvalue().replace(b"\x14\x00\x00\x08", b"\x14\x00\x00\x00")
+    assert zipfile.ZipFile(io.BytesIO(raw)).namelist() == ["M├╝ller Anna 2.png"]
+    sources, errors = batch.uploads([("plate.zip", raw)])
+    assert [s.name for s in sources] == ["plate.zip/Müller Anna 2.png"] and not errors
+    assert sources[0].read({}).size == (40, 40)
