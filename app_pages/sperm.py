@@ -223,9 +223,9 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     if calls:  # the overlay is redrawn in the reviewed colours only when there is a call
         pred = task.reviewed(pred, calls, image.pixels, heads_of(image.pixels))
     rows, summary = pred.extras["heads"], pred.extras
-    summary_view(summary, rows)
-    for warning in summary["warnings"]:
+    for warning in summary["warnings"]:  # before the figures it qualifies
         st.warning(f"{warning} (Calibration is beside the upload.)", icon=":material/straighten:")
+    summary_view(summary, rows)
     # one record per field: a new calibration, criterion or call revises it
     seen = training_notice(SEG_CARD, image)
     record_prediction(with_warning(pred, seen), "sperm", image=image, revises=f"{image.sha256}@{image.name}@{versions}")

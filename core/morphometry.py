@@ -149,11 +149,19 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float] | No
     return round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1)
 
 
-def limit_reading(interval: tuple[float, float] | None) -> str | None:
-    """The share of normal forms against the lower reference limit, judged on its 95 % interval: "below", "at or
-    above", or "too few heads to tell" while the interval still holds the limit (0 of 6 normal is 0–39 %)."""
+WHO_MIN_ASSESSED = 200  # spermatozoa WHO 2021 asks to assess for the share of normal forms
+UNDER_WHO_COUNT = f"not judged: under the {WHO_MIN_ASSESSED} heads WHO asks for"
+
+
+def limit_reading(interval: tuple[float, float] | None, n: int) -> str | None:
+    """The share of normal forms of n heads against the lower reference limit: not judged under WHO's 200 (with
+    0 normal, the interval's top only falls under 4 % from about 93 heads, so one field of at most a dozen could only
+    ever reassure), else judged on its 95 % interval: "below", "at or above", or "too few heads to tell" while the
+    interval still holds the limit."""
     if interval is None:
         return None
+    if n < WHO_MIN_ASSESSED:
+        return UNDER_WHO_COUNT
     limit = WHO_REFERENCE["normal_forms_lower_limit_pct"]
     return "below" if interval[1] < limit else "at or above" if interval[0] >= limit else "too few heads to tell"
 

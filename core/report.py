@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import DISCLAIMER, registry
+from . import DISCLAIMER, morphometry, registry
 from .results import SUMMARY_FACTS, Wording
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
@@ -125,6 +125,8 @@ def details_of(summary: dict) -> dict:
             name = DETAIL_NAMES.get(k, k).removesuffix(" (%)")
             if summary.get("n_called_by_reviewer") and by != "who":
                 name += ", with the reviewer's calls"
+            if reading == morphometry.UNDER_WHO_COUNT:  # said once for the three shares
+                details["against the 4 % limit"], reading = reading, None
             details[name] = (f"{v:g} % (95 % interval {low:g}–{high:g} %"
                              + (f"; against the 4 % limit: {reading}" if reading else "") + ")")
         elif isinstance(v, (int, float, str, bool)):

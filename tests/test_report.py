@@ -113,7 +113,8 @@ def test_a_field_report_lists_every_head_and_names_its_figures():
     heads = pred.extras["heads"]
     assert "<h2>Heads</h2>" in page and page.count("<tr><td>") >= len(heads)
     assert "<th>normal forms, classifier</th>" in page and "pct_normal" not in page and "pct normal" not in page
-    assert "against the 4 % limit: too few heads to tell" in page  # 6 heads
+    assert "<th>against the 4 % limit</th><td>not judged: under the 200 heads" in page  # 6 heads: once, not per share
+    assert page.count("200 heads") == 1
     assert "<th>Output</th>" not in page  # no empty probability table for a field
     captions = [c for c, _ in report.from_prediction(pred, image=image).images]
     assert captions[0] == "Input image" and captions[1].startswith("Heads: green normal") and len(captions) == 2  # not

@@ -144,15 +144,22 @@ def _central_blob(mask: np.ndarray) -> np.ndarray | None:
 
 MIN_HEAD_CONTRAST = 4  # grey levels from the background at which a head stands out: every HuSHeM crop is at 33 or
 # more, every MHSMA crop at 7 or more; blank noise is at 0-1 (and Otsu splits it all the same)
+MIN_STAINED_HEAD_CONTRAST = 20  # a stained crop below it shows no head: debris cut from a Sperm Parsing field measured
+# 7 (and read "abnormal 76.7 %, pyriform" without a word), a stained head there 85
+
+
+def head_contrast(image: np.ndarray) -> tuple[float, np.ndarray]:
+    """How far (grey levels) what stands out of a crop is from its background, and the mask of it (Otsu)."""
+    g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    g = cv2.GaussianBlur(g, (0, 0), max(1.0, min(g.shape) / 90)).astype(np.float32)
+    deviation = np.uint8(np.clip(np.abs(g - np.median(g)), 0, 255))
+    return cv2.threshold(deviation, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
 
 
 def locate_head(image: np.ndarray) -> tuple[float, float, float] | None:
     """Centre (x, y) and length in pixels of the head in a single-head crop: the central blob that stands out from
     the background, with the midpiece and tail opened away. None where nothing stands out."""
-    g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    g = cv2.GaussianBlur(g, (0, 0), max(1.0, min(g.shape) / 90)).astype(np.float32)
-    deviation = np.uint8(np.clip(np.abs(g - np.median(g)), 0, 255))
-    level, mask = cv2.threshold(deviation, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    level, mask = head_contrast(image)
     if level < MIN_HEAD_CONTRAST:
         return None
     blob = _central_blob(mask)
@@ -826,7 +833,7 @@ def normal_forms(rows: list[dict]) -> dict:
         pct = morphometry.percent_normal(normal[key]) if key in normal else None
         interval = morphometry.wilson_interval(sum(normal[key]), len(scored)) if key in normal else None
         out |= {f"pct_normal_{key}": None if pct is None else round(pct, 1), f"ci95_normal_{key}": interval,
-                f"vs_lower_limit_{key}": morphometry.limit_reading(interval)}
+                f"vs_lower_limit_{key}": morphometry.limit_reading(interval, len(scored))}
     return out
 
 
@@ -898,7 +905,8 @@ def classify_heads(images, device: str | None = None, frame: bool | None = None)
         answer = {out: {lab: float(p) for lab, p in zip(model.classes[out], probs[out][i])} for out in model.card.outputs}
         preds.append(Prediction(HEAD, model.card.version, name, sha, timings_ms={"classify": ms}, probabilities=answer,
             extras={"framed_on_head": framed[i], "head_found": heads[i] is not None,
-                    "warnings": crop_warnings(given, heads[i] is None)
+                    "warnings": crop_warnings(given, heads[i] is None or not unstained[i] and
+                                              head_contrast(given)[0] < MIN_STAINED_HEAD_CONTRAST)
                     + output_warnings(answer, unstained[i])}))
         preds[-1].images["crop"] = pixels[i]
     return preds
@@ -1185,7 +1193,7 @@ def segmentation_metrics(results: list[tuple[list[dict], list[dict]]]) -> dict:
 def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict:
     import pandas as pd
 
-    from ..evaluation import documents_card, readable, store
+    from ..evaluation import readable, refreshes_card, store
 
     model = registry.load(SEG, device)
     path = ds.layout_root(path, ds.is_parsing_root)
@@ -1219,7 +1227,8 @@ def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict
     result = store(model.card, eval_name, pd.DataFrame(rows), metrics, {
         "data": str(path), "layout": "sperm-parsing", "split": split or "all",
         "excluded_seen_in_training": excluded, "n": len(rows), "skipped": skipped})
-    if split == "heldout" and path.name == "sperm_parsing_v2" and documents_card(path):
+    if split == "heldout" and path.name == "sperm_parsing_v2" and refreshes_card(model.card, "sperm_parsing_v2/heldout",
+                                                                                  eval_name, path):
         from ..evaluation import copy_evaluations_to_card
 
         copy_evaluations_to_card(SEG, {eval_name: "sperm_parsing_v2/heldout"}, lambda _, m: {
