@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from . import morphometry
+
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -93,8 +95,13 @@ def cmd_predict(args) -> int:
             raise ValueError(f"{out}: --out takes a .csv or .xlsx file name")
         if not out.parent.is_dir():
             raise ValueError(f"{out.parent}: no such folder for --out")
+    options = {}
+    if args.um_per_px is not None or args.acrosome:
+        if args.model != "sperm-seg":
+            raise ValueError("--um-per-px and --acrosome measure sperm fields: they go with sperm-seg")
+        options = {"um_per_px": args.um_per_px or morphometry.DEFAULT_UM_PER_PX, "acrosome_criterion": args.acrosome}
     return predict_paths(args.model, [Path(p) for p in args.paths], out=args.out, device=args.device, log=log,
-                         emit=lambda data: setattr(args, "stdout_data", data))
+                         emit=lambda data: setattr(args, "stdout_data", data), options=options)
 
 
 def cmd_bench(args) -> int:
@@ -138,6 +145,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+")
     s.add_argument("--out", default=None)
     s.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    s.add_argument("--um-per-px", type=float, default=None,
+                   help=f"sperm-seg: your microscope's calibration (default {morphometry.DEFAULT_UM_PER_PX}, an estimate "
+                        "for Sperm Parsing v2 fields)")
+    s.add_argument("--acrosome", action="store_true", help="sperm-seg: use the acrosome criterion")
     s.set_defaults(func=cmd_predict)
     s = sub.add_parser("bench", help="load time, latency and throughput per model, against reference backbones")
     s.add_argument("models", nargs="*")

@@ -329,14 +329,14 @@ def to_excel(items: list[Item], case_code: str | None = None) -> bytes:
 
 # --- command line -----------------------------------------------------------------------------------------------------
 def predict_paths(model_id: str, paths: list[Path], out: str | None = None, device: str | None = None, log=print,
-                  emit=None) -> int:
+                  emit=None, options: dict | None = None) -> int:
     """`python -m core predict`: score, record, write CSV (or Excel for .xlsx) to `out`, or hand the CSV's bytes to
     `emit` (default: stdout). Exit status 0 when at least one input was scored, 1 when none could be."""
     sources, items = expand(paths)
     for item in items:
         log(f"skipped {item.name}: {item.error}")
     warned = False
-    for progress in run(model_id, sources, device=device, source="cli"):
+    for progress in run(model_id, sources, device=device, source="cli", options=options):
         for item in progress.items:
             if not item.ok:
                 log(f"skipped {item.name}: {item.error}")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core import morphometry, synthetic
+from core import morphometry, records, synthetic
 from core.datasets import sperm as ds
 from core.imageio import encode_png, read_image
 from core.tasks import sperm as task
@@ -669,3 +669,27 @@ def test_reviewed_defects_and_border_calls_are_the_reviewers_own():
     pred = Prediction(task.SEG, "2.0", "f.png", "", extras={"heads": [row, {**row, "head": 2, "at_border": True}]})
     review = task.reviewed(pred, {1: "abnormal", 2: "normal"})
     assert review.extras["n_called_by_reviewer"] == 1 and review.extras["heads_called_by_reviewer"] == "1: abnormal"
+
+
+def test_predict_measures_fields_at_the_calibration_given(tmp_path, capfd, monkeypatch):
+    """`predict sperm-seg` could not be calibrated: every command-line field was measured at the 0.048 µm default."""
+    needs_model(task.SEG)
+    import io
+
+    import pandas as pd
+
+    from core.__main__ import main
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    field, _ = synthetic.sperm_field(n_heads=4, size=(512, 640), seed=2, um_per_px=0.048)
+    (tmp_path / "field.png").write_bytes(encode_png(field))
+    runs = {}
+    for um in (0.048, 0.096):
+        assert main(["predict", task.SEG, str(tmp_path / "field.png"), "--um-per-px", str(um), "--acrosome"]) == 0
+        runs[um] = pd.read_csv(io.StringIO(capfd.readouterr().out)).iloc[0]
+    assert runs[0.096]["um_per_px"] == 0.096 and bool(runs[0.096]["acrosome_criterion"])
+    assert "ci95_normal_both_low" in runs[0.096]
+    heads = {um: records.query()[i].summary["heads"] for i, um in enumerate((0.096, 0.048))}  # newest first
+    assert heads[0.096][0]["length_um"] == pytest.approx(2 * heads[0.048][0]["length_um"], rel=0.01)
+    assert main(["predict", "pcos", str(tmp_path / "field.png"), "--um-per-px", "0.1"]) == 2
+    assert "go with sperm-seg" in capfd.readouterr().err

@@ -933,7 +933,7 @@ def crop_warnings(image: np.ndarray, no_head: bool) -> list[str]:
     if not is_single_head(image):
         h, w = image.shape[:2]
         warnings.append(f"This image is {w} × {h} pixels, the size of a whole field: it was classified as if it held "
-                        "one head. Choose “Full field” to find and measure every head.")
+                        "one head. Treat it as a full field (or score it with sperm-seg) to find and measure every head.")
     if no_head:
         warnings.append("No sperm head stands out in this image: it was classified as it is, and the answer may be "
                         "meaningless. Upload a crop showing one head.")
