@@ -693,3 +693,17 @@ def test_predict_measures_fields_at_the_calibration_given(tmp_path, capfd, monke
     assert heads[0.096][0]["length_um"] == pytest.approx(2 * heads[0.048][0]["length_um"], rel=0.01)
     assert main(["predict", "pcos", str(tmp_path / "field.png"), "--um-per-px", "0.1"]) == 2
     assert "go with sperm-seg" in capfd.readouterr().err
+
+
+def test_a_normal_call_on_an_unstained_head_says_how_weak_it_is():
+    """An MHSMA head read "normal (79.1 %)" with only a word on shape; the classifier passes most abnormal unstained
+    heads as normal (specificity 0.41 on MHSMA valid), said in a caption below the fold."""
+    from types import SimpleNamespace
+
+    card = SimpleNamespace(metrics={"mhsma/valid": {"specificity": 0.4127}})
+    normal, abnormal = {"normal": {"abnormal": 0.2, "normal": 0.8}}, {"normal": {"abnormal": 0.7, "normal": 0.3}}
+    (said,) = task.weak_normal_warning(card, normal, unstained=True)
+    assert "only 41 % of abnormal heads" in said and "weak evidence" in said
+    assert task.weak_normal_warning(card, abnormal, unstained=True) == []
+    assert task.weak_normal_warning(card, normal, unstained=False) == []  # stained: HuSHeM CV specificity is 0.99
+    assert task.weak_normal_warning(SimpleNamespace(metrics={}), normal, unstained=True) == []

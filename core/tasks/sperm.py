@@ -907,7 +907,7 @@ def classify_heads(images, device: str | None = None, frame: bool | None = None)
             extras={"framed_on_head": framed[i], "head_found": heads[i] is not None,
                     "warnings": crop_warnings(given, heads[i] is None or not unstained[i] and
                                               head_contrast(given)[0] < MIN_STAINED_HEAD_CONTRAST)
-                    + output_warnings(answer, unstained[i])}))
+                    + output_warnings(answer, unstained[i]) + weak_normal_warning(model.card, answer, unstained[i])}))
         preds[-1].images["crop"] = pixels[i]
     return preds
 
@@ -925,6 +925,17 @@ def output_warnings(answer: dict[str, dict[str, float]], unstained: bool = False
         warnings.append("Head shape was learnt from stained heads only (HuSHeM): on this unstained head it is "
                         "untested; normal/abnormal was also learnt from unstained heads (MHSMA).")
     return warnings
+
+
+def weak_normal_warning(card, answer: dict[str, dict[str, float]], unstained: bool) -> list[str]:
+    """A "normal" call on an unstained head, where the classifier passes most abnormal heads as normal (its measured
+    specificity on MHSMA's held-out heads, from the card)."""
+    normal = answer.get("normal", {})
+    specificity = (card.metrics.get("mhsma/valid") or {}).get("specificity")
+    if not unstained or specificity is None or max(normal, key=normal.get, default=None) != "normal":
+        return []
+    return [f"On unstained heads the classifier called only {specificity * 100:.0f} % of abnormal heads abnormal (MHSMA's "
+            "held-out heads): a “normal” call here is weak evidence."]
 
 
 def crop_warnings(image: np.ndarray, no_head: bool) -> list[str]:
