@@ -20,7 +20,7 @@ from ui.sperm import field_settings, summary_view
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
 SHOWN = {"head": "head", "class": "classifier", "reviewer": "your call", "p_normal": "P(normal)",  # verdicts first
-         "who_normal": "within WHO ranges",
+         "outputs_disagree": "shape disagrees", "who_normal": "within WHO ranges",
          "at_border": "at border (not scored)", "who_outside": "outside WHO range", "shape": "shape",
          "length_um": "length (µm)", "width_um": "width (µm)", "ratio": "length/width", "area_um2": "area (µm²)",
          "perimeter_um": "perimeter (µm)", "ellipticity": "ellipticity", "acrosome_pct": "acrosome (% head)",

@@ -215,10 +215,10 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
 FOLDED = {"n_called_by_reviewer", "who_reference", "head_model_sha256",  # said with another detail, or in the caveats
           *(f"{kind}_{by}" for kind in ("ci95_normal", "vs_lower_limit") for by in ("classifier", "who", "both"))}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
-    "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("reviewer", "reviewer"), ("shape", "shape"),
-                        ("length_um", "length (µm)"),
-                        ("width_um", "width (µm)"), ("ratio", "length/width"), ("area_um2", "area (µm²)"),
-                        ("who_normal", "within WHO head ranges"), ("at_border", "at border (not scored)")]),
+    "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("p_normal", "P(normal)"), ("reviewer", "reviewer"),
+                        ("shape", "shape"), ("length_um", "length (µm)"), ("width_um", "width (µm)"),
+                        ("ratio", "length / width"), ("who_normal", "in WHO ranges"), ("who_outside", "outside them"),
+                        ("at_border", "at border: not scored")]),
     "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
                                 ("counted", "counted")]),
     "events": ("Events (draft timings to check against the frames)",
@@ -228,6 +228,7 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
 }
 MAX_TABLE_ROWS = 30
 TABLE_DIGITS = {"diameter_mm": 1}  # as the page shows it, and as it is counted (a "2.0" is in 2–9 mm)
+TABLE_PERCENT = {"p_normal"}  # probabilities in %, as the page gives them
 
 
 def _object_table(summary: dict) -> tuple[str, list[str], list[list[str]]] | None:
@@ -235,7 +236,8 @@ def _object_table(summary: dict) -> tuple[str, list[str], list[list[str]]] | Non
         rows = summary.get(key)
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
             columns = [(col, h) for col, h in columns if any(row.get(col) not in (None, "") for row in rows)]
-            shown = [[fmt_number(row.get(col, ""), TABLE_DIGITS.get(col, 2)) for col, _ in columns]
+            shown = [[f"{row[col] * 100:.1f} %" if col in TABLE_PERCENT and isinstance(row.get(col), float)
+                      else fmt_number(row.get(col, ""), TABLE_DIGITS.get(col, 2)) for col, _ in columns]
                      for row in rows[:MAX_TABLE_ROWS]]
             more = f" (the first {MAX_TABLE_ROWS} of {len(rows)}; all are in the CSV)" if len(rows) > MAX_TABLE_ROWS else ""
             return title + more, [heading for _, heading in columns], shown
@@ -301,16 +303,28 @@ def _detail(name: str, value) -> str:
     return fmt_number(value, 1 if name.endswith("(%)") else 3)
 
 
+def _metrics_line(values: dict) -> str:
+    """A measured set's figures in words: "shape balanced accuracy 0.907, normal ROC-AUC 0.997, n 238"."""
+    words = {"roc_auc": "ROC-AUC", "map50_95": "mAP50-95", "map50": "mAP50", "mae": "error"}
+
+    def name(key: str) -> str:
+        for raw, word in words.items():
+            key = key.replace(raw, word)
+        return key.replace("_", " ")
+
+    return ", ".join(f"{name(k)} {fmt_number(v)}" for k, v in values.items())
+
+
 def _metrics_heading(r: Report) -> str:
     return "Measured metrics of the models" if any(": " in d for d in r.metrics) else "Measured metrics of this model"
 
 
-def _when(r: Report) -> str:
-    return r.created.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
+def _when(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
 def _facts(r: Report) -> list[tuple[str, str]]:
-    rows = [("Date", _when(r)), ("Case code", r.case_code or "not given")]
+    rows = [("Predicted", _when(r.created)), ("Case code", r.case_code or "not given")]
     if r.record_id is not None:
         rows.append(("Record", f"#{r.record_id}"))
     if r.user:
@@ -371,10 +385,9 @@ def _html(r: Report) -> str:
             if r.model.get(key)) + "</table>")
     if r.metrics:
         parts.append(f"<h2>{_metrics_heading(r)}</h2><table>")
-        parts += [f"<tr><th>{e(d)}</th><td>" + e(", ".join(f"{k} {fmt_number(v)}" for k, v in m.items())) + "</td></tr>"
-                  for d, m in r.metrics.items()]
+        parts += [f"<tr><th>{e(d)}</th><td>" + e(_metrics_line(m)) + "</td></tr>" for d, m in r.metrics.items()]
         parts.append("</table>")
-    parts.append(f"<p class='muted'>{e(DISCLAIMER)} Generated {e(_when(r))}.</p></body></html>")
+    parts.append(f"<p class='muted'>{e(DISCLAIMER)} Report made {e(_when(datetime.now(timezone.utc)))}.</p></body></html>")
     return "".join(parts)
 
 
@@ -479,9 +492,9 @@ def _pdf(r: Report) -> bytes:
     if r.metrics:
         heading(_metrics_heading(r))
         for dataset, values in r.metrics.items():
-            text(8, f"{dataset}: " + ", ".join(f"{k} {fmt_number(v)}" for k, v in values.items()))
+            text(8, f"{dataset}: " + _metrics_line(values))
     pdf.ln(2)
-    text(7, f"{DISCLAIMER} Generated {_when(r)}.", colour=(85, 85, 85))
+    text(7, f"{DISCLAIMER} Report made {_when(datetime.now(timezone.utc))}.", colour=(85, 85, 85))
     return bytes(pdf.output())
 
 

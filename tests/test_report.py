@@ -48,7 +48,7 @@ def test_pdf_report_of_a_prediction_is_one_page_with_disclaimer_outputs_and_metr
     pages, text = _pdf_text(rep.pdf())
     assert pages == 1
     for needle in (" ".join(DISCLAIMER.split()[:8]), "IVF-042", "2026-03-04", "quality", "good 73.0%", "not good 27.0%",
-                   "tiny-cls v0.1", "generated/heldout", "accuracy 0.875", "roc_auc 0.912", "blur_sigma = 2.0",
+                   "tiny-cls v0.1", "generated/heldout", "accuracy 0.875", "ROC-AUC 0.912", "blur_sigma = 2.0",
                    "Looks at mean colour only", "embryo-3.png", "cells: 6"):
         assert needle in text, needle
     assert rep.filename.startswith("report-IVF-042-20260304")

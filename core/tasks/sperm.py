@@ -796,6 +796,7 @@ def analyse_field(image, um_per_px: float = morphometry.DEFAULT_UM_PER_PX, devic
             row["p_normal"] = round(float(pn[1]), 4)
             row["shape"] = ds.SHAPES[int(ps.argmax())]
             row.update({f"p_shape_{s}": round(float(p), 4) for s, p in zip(ds.SHAPES, ps)})
+            row["outputs_disagree"] = (row["class"] == "normal") != (row["shape"] == "normal")  # read it yourself
     t3 = time.perf_counter()
     summary = {"n_heads": len(rows), **normal_forms(rows), "um_per_px": um_per_px}
     summary |= {
