@@ -127,7 +127,7 @@ def head_view(pixels: np.ndarray, sha: str, probs: dict, version: str, key: str)
         try:
             heat = heat_map(sha, version, output, label, pixels)
             st.image(overlay(pixels, heat, 0.45), width="stretch",
-                     caption=f"Grad-CAM for “{label or 'the predicted class'}” ({HEAD_CARD.wording.title(output).lower()}): "
+                     caption=f"{HEAD_CARD.wording.title(output)}, Grad-CAM for “{label or 'the predicted class'}”: "
                              "red areas raised it most.")
         except Exception as exc:  # an explanation failure must not hide the result
             st.warning(f"No heat map for this crop: {exc}")

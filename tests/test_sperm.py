@@ -510,7 +510,7 @@ def test_page_single_head_mode_refuses_blanks_and_warns_on_a_field_or_no_head():
     shown = next(m.value for m in at.markdown if m.value.startswith("**Normal vs abnormal:**"))
     label = shown.split(":** ")[1].split(" (")[0]
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
-    assert f"Grad-CAM for “{label}” (normal vs abnormal): red areas raised it most." in captions
+    assert f"Normal vs abnormal, Grad-CAM for “{label}”: red areas raised it most." in captions
 
 
 def test_page_calibration_change_measures_again_without_segmenting_again(monkeypatch):
