@@ -15,7 +15,7 @@ from core.results import Prediction, Wording
 from core.tasks import sperm as task
 from ui.common import (UPLOAD_TYPES, ask_to_start, card_expander, is_handed, read_handed, read_upload, training_notice,
                        with_warning)
-from ui.records import record_prediction
+from ui.records import earlier_review, record_prediction
 from ui.sperm import field_settings, summary_view
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
@@ -219,6 +219,13 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
         return
     versions = f"{SEG_CARD.version}/{HEAD_CARD.version if HEAD_CARD else '-'}"
     calls = st.session_state.setdefault(f"sperm_calls_{image.sha256[:12]}", {})  # the reviewer's, by head number
+    if not calls and (earlier := earlier_review(image.sha256, task.SEG, SEG_CARD.version, "heads")):
+        kept = {r["head"]: r["reviewer"] for r in earlier.summary["heads"] if r.get("reviewer")}
+        st.info(f"This field was reviewed before: record #{earlier.id} of "
+                f"{earlier.created_at.astimezone():%Y-%m-%d %H:%M} holds {len(kept)} call{'s' * (len(kept) != 1)} "
+                "made there.", icon=":material/history:")
+        st.button("Restore those calls", key=f"sperm_restore_{image.sha256[:12]}", on_click=calls.update, args=(kept,),
+                  icon=":material/restore:")
     pred = analyse(image.sha256, image.name, um, acrosome, versions, image)
     if calls:  # the overlay is redrawn in the reviewed colours only when there is a call
         pred = task.reviewed(pred, calls, image.pixels, heads_of(image.pixels))

@@ -321,9 +321,10 @@ def _json_default(obj):
 
 # --- reading ------------------------------------------------------------------------------------------------------------
 def query(*, start: date | datetime | None = None, end: date | datetime | None = None, task=None, model=None,
-          case_code: str | None = None, viewer=None, limit: int | None = 5000, url: str | None = None) -> list[Record]:
+          case_code: str | None = None, input_sha256: str | None = None, viewer=None, limit: int | None = 5000,
+          url: str | None = None) -> list[Record]:
     """Records newest first. start/end: dates are whole days (end inclusive), datetimes exact.
-    task, model: one value or a list. case_code: part of the code, any case.
+    task, model: one value or a list. case_code: part of the code, any case. input_sha256: of this very input.
     viewer: the signed-in user (an object with .name and .is_admin); None when sign-in is off (sees everything).
     A viewer who is not an admin sees only their own records."""
     stmt = select(RecordRow).order_by(RecordRow.created_at.desc(), RecordRow.id.desc())
@@ -338,6 +339,8 @@ def query(*, start: date | datetime | None = None, end: date | datetime | None =
         # a sperm field's heads are classified by a second model, named in its summary: its records are that model's too
         second = [cast(RecordRow.summary, Text).contains(json.dumps({"head_model": f"{m} v"})[1:-2]) for m in models]
         stmt = stmt.where(or_(RecordRow.model_id.in_(models), *second))
+    if input_sha256:
+        stmt = stmt.where(RecordRow.input_sha256 == input_sha256)
     if case_code and case_code.strip():
         stmt = stmt.where(func.lower(RecordRow.case_code).contains(case_code.strip().lower(), autoescape=True))
     stmt = _visible(stmt, viewer)

@@ -614,6 +614,29 @@ def test_page_applies_the_calls_kept_for_the_image():
     assert any(m.label == "Normal shape (reviewed)" for m in at.metric)
 
 
+def test_calls_lost_to_a_reload_are_offered_back_from_the_record(tmp_path, monkeypatch):
+    """The andrologist's calls lived only in the browser session: a reload or a new upload of the same field started
+    over, with a new record and no calls."""
+    needs_model(task.SEG)
+    from streamlit.testing.v1 import AppTest
+
+    from core import registry
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    field, _ = synthetic.sperm_field(n_heads=5, size=(768, 1024), seed=11, um_per_px=0.048)
+    image = read_image(encode_png(field), name="calls.png")
+    pred = task.reviewed(task.analyse_field(image), {2: "abnormal", 3: "not a head"})
+    earlier = records.record(pred, task="sperm", card=registry.card(task.SEG))
+    at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120).run()
+    at.file_uploader[0].upload("calls.png", encode_png(field), "image/png").run()
+    assert not at.exception, at.exception
+    assert any(f"record #{earlier}" in i.value and "holds 2 calls" in i.value for i in at.info)
+    at.button(key=f"sperm_restore_{image.sha256[:12]}").click().run()
+    heads = next(d.value for d in at.dataframe if "your call" in d.value).set_index("head")
+    assert heads.loc[2, "your call"] == "abnormal" and heads.loc[3, "your call"] == "not a head"
+    assert not any("reviewed before" in i.value for i in at.info)  # offered once: the calls are back
+
+
 def test_a_training_image_uploaded_is_said_to_be_one():
     """HuSHeM uploads are the classifier's training images: its answer on them is no test, and the page said nothing."""
     needs_model(task.HEAD)
