@@ -139,7 +139,11 @@ if result:
                                     if "sha256" in c or c.startswith("threshold_") or c == "case_code"])
         table.insert(0, "image", [f"data:image/jpeg;base64,{base64.b64encode(i.thumbnail).decode()}" if i.thumbnail
                                   else None for i in scored])
+        if "warnings" in table:  # beside the file, not off to the right: the answer is in doubt
+            table.insert(2, "⚠", table.pop("warnings"))
         config = {"image": st.column_config.ImageColumn("Image", width="small"),
+                  "⚠": st.column_config.TextColumn("⚠ read with", help="What the task page would warn of with this "
+                                                                        "result: its answer is in doubt"),
                   "record": st.column_config.NumberColumn("Record", format="#%d")}
         scored_by = cards[result["model"]]
         wording = scored_by.wording

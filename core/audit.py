@@ -1,6 +1,7 @@
 """Perceptual hashes for the leakage audit: stored with each model at training time, compared at evaluation."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -59,12 +60,31 @@ def read_train_hashes(folder: Path) -> pd.DataFrame:
     return frame
 
 
-def training_match(train: pd.DataFrame, image: np.ndarray, max_distance: int = COPY_DISTANCE) -> str | None:
-    """The training item (of read_train_hashes) that an image is a near-copy of, or a flip of; None when there is
-    none, or when the hash cannot tell (the image is as close to more than INDISTINCT_MATCHES training images)."""
+@functools.lru_cache(maxsize=8)
+def _training_index(folder: str, sha256: str) -> tuple[pd.DataFrame, np.ndarray]:  # by model file: a new one re-reads
+    train = read_train_hashes(Path(folder))
+    return train, train_hash_matrix(train)
+
+
+def training_note(card, image: np.ndarray) -> str | None:
+    """What a result on this image must say when the installed model trained on it (or on a near-copy or flip of
+    it): its answer is then no test of the model, however right it looks. None otherwise."""
+    train, hashes = _training_index(str(card.folder), card.sha256)
+    item = training_match(train, image, hashes=hashes)
+    if not item:
+        return None
+    return (f"The installed {card.id} (v{card.version}) was trained on this image, or a near-copy of it (training "
+            f"item {item}): its answer here is no test of the model.")
+
+
+def training_match(train: pd.DataFrame, image: np.ndarray, max_distance: int = COPY_DISTANCE,
+                   hashes: np.ndarray | None = None) -> str | None:
+    """The training item (of read_train_hashes; `hashes`: its train_hash_matrix when already made) that an image is a
+    near-copy of, or a flip of; None when there is none, or when the hash cannot tell (the image is as close to more
+    than INDISTINCT_MATCHES training images)."""
     if train.empty:
         return None
-    d = distances(np.array([phash(image)], dtype=np.uint64), train_hash_matrix(train))[0]
+    d = distances(np.array([phash(image)], dtype=np.uint64), train_hash_matrix(train) if hashes is None else hashes)[0]
     close = np.flatnonzero(d <= max_distance)
     if not len(close) or len(close) > INDISTINCT_MATCHES:
         return None

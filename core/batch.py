@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from . import records, registry
+from .audit import training_note
 from .device import resolve
 from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, InputImage, encode_png, open_zip, read_image
 from .results import Prediction, spreadsheet_safe
@@ -204,6 +205,8 @@ def run(model_id: str, sources: list[Source], *, device: str | None = None, batc
             for (k, image), outcome in zip(images, _predict(model_id, [im for _, im in images], device, options or {})):
                 if not isinstance(outcome, str):
                     outcome.images.clear()  # overlays are for single-image pages; a batch keeps memory bounded
+                    if note := training_note(card, image.pixels):  # as the pages say it
+                        outcome.extras["warnings"] = [*outcome.extras.get("warnings", []), note]
                 items[k] = Item(image.name, error=outcome) if isinstance(outcome, str) else \
                     Item(image.name, prediction=outcome, thumbnail=_thumbnail(image.pixels) if thumbnails else None)
             record_error = _record([items[k] for k, _ in images], [im for _, im in images], card, record, case_code,

@@ -336,3 +336,23 @@ def test_utf8_names_in_a_zip_without_the_utf8_flag_read_as_written():
     sources, errors = batch.uploads([("plate.zip", raw)])
     assert [s.name for s in sources] == ["plate.zip/Müller Anna 2.png"] and not errors
     assert sources[0].read({}).size == (40, 40)
+
+
+def test_batch_says_when_the_model_trained_on_an_image(tmp_path):
+    """The embryo page said a Hung Vuong training photo was no test of the model; Batch and predict gave the same
+    answer with no warning, so History marked one record ⚠ and not the other."""
+    from core import audit
+
+    try:
+        card = registry.card("pcos")
+    except (KeyError, registry.CardError):
+        pytest.skip("weights/pcos is not installed")
+    train = audit.read_train_hashes(card.folder)
+    seen = Path(__file__).resolve().parents[2] / "shared" / "data" / "pcos" / "pcosgen"
+    if train.empty or not seen.is_dir():
+        pytest.skip("no training hashes or no PCOSGen here")
+    path = seen / str(train["item"].iloc[0])  # e.g. images/100image13.jpg
+    (progress,) = batch.run("pcos", [batch.Source(path.name, path=path)], record=False)
+    (scored,) = progress.items
+    assert any("was trained on this image" in w for w in scored.prediction.extras["warnings"])
+    assert "was trained on this image" in batch.results_frame([scored])["warnings"].iloc[0]

@@ -121,24 +121,13 @@ def model_unavailable(model_id: str) -> bool:
         return True
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _train_hashes(folder: str, sha256: str):
-    from core.audit import read_train_hashes
-
-    return read_train_hashes(folder)
-
-
 def training_notice(card: registry.Card, image: InputImage) -> str | None:
-    """Says (and returns, for the record) when the installed model trained on this very image (or a near-copy or flip
-    of it): its answer is then no test of the model, however right it looks."""
-    from core.audit import training_match
+    """Says (and returns, for the record) when the installed model trained on this very image (core.audit)."""
+    from core.audit import training_note
 
-    item = training_match(_train_hashes(str(card.folder), card.sha256), image.pixels)
-    if not item:
-        return None
-    note = (f"The installed {card.id} (v{card.version}) was trained on this image, or a near-copy of it (training "
-            f"item {item}): its answer here is no test of the model.")
-    st.info(note, icon=":material/school:")
+    note = training_note(card, image.pixels)
+    if note:
+        st.info(note, icon=":material/school:")
     return note
 
 
