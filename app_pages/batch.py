@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import batch, records, registry, report
 from ui.common import UPLOAD_TYPES, card_expander
-from ui.records import may_read_server_files, require_login, shown_code
+from ui.records import may_read_server_files, record_prediction, require_login, shown_code
 
 user = require_login(sidebar=False)
 st.title("Batch scoring")
@@ -126,13 +126,15 @@ if result:
         st.caption(f"Saved as {len(ids)} case records in {records.describe_url()} (from #{min(ids)} to #{max(ids)}; "
                    "records made elsewhere meanwhile fall between them).")
     if scored and result["model"] == "sperm-seg":
-        from core.tasks.sperm import pooled_normal_forms
+        from core.tasks.sperm import pooled_prediction
         from ui.sperm import summary_view
 
         st.markdown(f"**Normal forms pooled over the {len(scored)} fields** (at "
                     f"{result.get('options', {}).get('um_per_px', 0):.4g} µm per pixel):")
-        fields = [i.prediction.extras for i in scored]
-        summary_view(pooled_normal_forms(fields), [r for f in fields for r in f.get("heads", [])])
+        pooled = pooled_prediction([i.prediction for i in scored])
+        summary_view(pooled.extras, [r for i in scored for r in i.prediction.extras.get("heads", [])])
+        if result.get("finished"):  # the sample's result: one record (with its report), revised if the set is
+            record_prediction(pooled, "sperm", revises=f"pooled@{pooled.input_sha256}")
     if scored:
         table = batch.results_frame(items)
         table = table.drop(columns=[c for c in table.columns  # kept for the downloads

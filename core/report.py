@@ -166,7 +166,8 @@ def _build(summary: dict, facts: dict, card, *, images, case_code, user, whatif,
     if summary.get("thresholds"):
         for o, t in summary["thresholds"].items():  # on the probability of a binary output's second label
             details[f"decision threshold for “{wording.says(o, list(probabilities.get(o, [o]))[-1])}”"] = f"{t:.1%}"
-    kind = "sequence" if "n_frames" in summary else "dish embryo" if summary.get("mode") == "dish" else "single-image"
+    kind = ("sequence" if "n_frames" in summary else "dish embryo" if summary.get("mode") == "dish"
+            else "pooled fields" if "n_fields" in summary else "single-image")
     title = f"{model.get('title') or facts['id']}: {kind} report"
     return Report(title, created, model, str(summary.get("input", "")), summary.get("input_sha256", ""), outputs,
                   case_code=case_code, user=user, record_id=record_id, input_size=input_size, details=details,
@@ -196,7 +197,8 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "embryo_detector_score": "embryo detector's best score",
                 "embryo_size_share": "embryo radius / the photo's shorter side",
                 "embryos_detected": "embryos the dish detector sees", "outline_score": "zona-like outline score",
-                "n_heads": "heads found", "n_embryos": "embryos found", "n_blastocysts": "called blastocyst",
+                "n_fields": "fields pooled", "fields_pooled": "fields", "n_heads": "heads found",
+                "n_embryos": "embryos found", "n_blastocysts": "called blastocyst",
                 "n_ranked": "ranked (blastocysts not in doubt)",
                 "n_scored": "heads scored (not at the border, not left out)",
                 "pct_normal_classifier": "normal forms, classifier (%)",

@@ -730,3 +730,29 @@ def test_a_normal_call_on_an_unstained_head_says_how_weak_it_is():
     assert task.weak_normal_warning(card, abnormal, unstained=True) == []
     assert task.weak_normal_warning(card, normal, unstained=False) == []  # stained: HuSHeM CV specificity is 0.99
     assert task.weak_normal_warning(SimpleNamespace(metrics={}), normal, unstained=True) == []
+
+
+def test_batch_saves_the_fields_pooled_share_as_a_record_with_a_report(tmp_path, monkeypatch):
+    """The share of normal forms pooled over a batch of fields (what WHO's 200 heads need) was only on screen: not in
+    any download, record or report."""
+    needs_model(task.SEG)
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    (tmp_path / "fields").mkdir()
+    for seed in (1, 2):
+        field, _ = synthetic.sperm_field(n_heads=4, size=(512, 640), seed=seed, um_per_px=0.048)
+        (tmp_path / "fields" / f"field{seed}.png").write_bytes(encode_png(field))
+    at = AppTest.from_file(str(ROOT / "app_pages" / "batch.py"), default_timeout=120).run()
+    at.selectbox[0].set_value(task.SEG).run()
+    at.radio[0].set_value("Folder or zip on this machine").run()
+    at.text_input[0].input(str(tmp_path / "fields")).run()
+    next(b for b in at.button if b.label == "Score").click().run()
+    assert not at.exception, at.exception
+    pooled = [r for r in records.query() if r.input_name == "2 fields pooled"]
+    assert len(pooled) == 1 and pooled[0].summary["n_fields"] == 2
+    assert pooled[0].summary["fields_pooled"] == "fields/field1.png; fields/field2.png"
+    assert pooled[0].summary["n_heads"] == sum(r.summary["n_heads"] for r in records.query() if r.id != pooled[0].id)
+    at.run()  # a rerun records nothing twice
+    assert len([r for r in records.query() if r.input_name == "2 fields pooled"]) == 1
+    assert {b.label for b in at.get("download_button")} >= {"Report (PDF)", "Report (HTML)"}

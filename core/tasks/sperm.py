@@ -884,6 +884,22 @@ def pooled_normal_forms(fields: list[dict]) -> dict:
             "acrosome_criterion": any(f.get("acrosome_criterion") for f in fields)}
 
 
+def pooled_prediction(fields: list[Prediction]) -> Prediction:
+    """The sample's result over several fields (one batch), as one Prediction to record and report: the pooled
+    shares, the fields it pooled and their calibration; its fingerprint is that of the fields' fingerprints."""
+    import hashlib
+
+    first = fields[0]
+    extras = {**pooled_normal_forms([f.extras for f in fields]), "um_per_px": first.extras.get("um_per_px"),
+              "fields_pooled": "; ".join(f.input_name for f in fields[:20])
+              + (f" and {len(fields) - 20} more" if len(fields) > 20 else ""), "who_reference": morphometry.WHO_EDITION,
+              "head_model": first.extras.get("head_model"), "head_model_sha256": first.extras.get("head_model_sha256"),
+              "warnings": sorted({w for f in fields for w in f.extras.get("warnings", [])}),
+              "caveats": first.extras.get("caveats", {})}
+    sha = hashlib.sha256("".join(sorted(f.input_sha256 for f in fields)).encode()).hexdigest()
+    return Prediction(first.model_id, first.model_version, f"{len(fields)} fields pooled", sha, extras=extras)
+
+
 def classify_heads(images, device: str | None = None, frame: bool | None = None) -> list[Prediction]:
     """Single-head crops to the classifier, each first re-framed around its head (frame_head) when frame=True, as given
     when False, and by should_frame (stained crops re-framed, unstained ones as given) when None; the crop the
