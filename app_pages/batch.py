@@ -137,22 +137,27 @@ if result:
             record_prediction(pooled, "sperm", revises=f"pooled@{pooled.input_sha256}")
     if scored:
         table = batch.results_frame(items)
-        table = table.drop(columns=[c for c in table.columns  # kept for the downloads
-                                    if "sha256" in c or c.startswith("threshold_") or c == "case_code"])
+        table = table.drop(columns=[c for c in table.columns  # kept for the downloads; the heading names the model
+                                    if "sha256" in c or c.startswith("threshold_") or c in ("case_code", "model",
+                                                                                            "version")])
         table.insert(0, "image", [f"data:image/jpeg;base64,{base64.b64encode(i.thumbnail).decode()}" if i.thumbnail
                                   else None for i in scored])
         if "warnings" in table:  # beside the file, not off to the right: the answer is in doubt
             table.insert(2, "⚠", table.pop("warnings"))
         config = {"image": st.column_config.ImageColumn("Image", width="small"),
-                  "⚠": st.column_config.TextColumn("⚠ read with", help="What the task page would warn of with this "
-                                                                        "result: its answer is in doubt"),
+                  "⚠": st.column_config.TextColumn("⚠ read with", width="medium",
+                                                   help="What the task page would warn of with this result: its "
+                                                        "answer is in doubt"),
                   "record": st.column_config.NumberColumn("Record", format="#%d")}
         scored_by = cards[result["model"]]
         wording = scored_by.wording
         for output, labels in scored_by.classes.items():
             if output in table:
                 table[output] = table[output].map(partial(wording.says, output))
-                config[output] = wording.title(output)
+                threshold = scored[0].prediction.thresholds.get(output)  # a binary call's own cut-off, not 50 %
+                config[output] = wording.title(output) + (
+                    f" ({wording.says(output, labels[1])} from {threshold * 100:.0f} %)" if threshold is not None
+                    and len(labels) == 2 else "")
             for label in labels:
                 if (c := f"p_{output}_{label}") in table:
                     table[c] = table[c] * 100
