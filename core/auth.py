@@ -12,6 +12,8 @@ plus, optionally, `admins = ["email@clinic.org"]` naming who gets the admin role
 """
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -75,6 +77,33 @@ def check_password(config: AuthConfig, name: str, password: str) -> User | None:
     except ValueError:  # a malformed hash in the secrets file
         ok = False
     return User(name, role) if ok and name in config.users else None
+
+
+MAX_FAILURES, LOCKOUT_S = 5, 15 * 60  # per user name, across every browser of this server process
+_failures: dict[str, list[float]] = {}
+_failures_lock = threading.Lock()
+
+
+def locked_for(name: str, now: float | None = None) -> float:
+    """Seconds this user name stays locked after MAX_FAILURES wrong passwords within LOCKOUT_S (0: not locked)."""
+    now = time.time() if now is None else now
+    with _failures_lock:
+        recent = [t for t in _failures.get(name.strip(), []) if now - t < LOCKOUT_S]
+        _failures[name.strip()] = recent
+    return LOCKOUT_S - (now - recent[-MAX_FAILURES]) if len(recent) >= MAX_FAILURES else 0.0
+
+
+def sign_in(config: AuthConfig, name: str, password: str, now: float | None = None) -> User | None:
+    """check_password, counting wrong passwords per user name; a locked name is refused without checking."""
+    if locked_for(name, now):
+        return None
+    user = check_password(config, name, password)
+    with _failures_lock:
+        if user is None:
+            _failures.setdefault(name.strip(), []).append(time.time() if now is None else now)
+        else:
+            _failures.pop(name.strip(), None)
+    return user
 
 
 def hash_password(password: str) -> str:

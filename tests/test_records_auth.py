@@ -21,6 +21,23 @@ def test_passwords_are_checked_against_bcrypt_hashes_with_roles():
     assert auth.hash_password("x") != auth.hash_password("x")  # salted
 
 
+def test_a_user_name_is_locked_after_five_wrong_passwords_for_fifteen_minutes():
+    """Nothing limited password guesses."""
+    from unittest import mock
+
+    config = auth.config_from_secrets({"auth": {"users": {"cat": {"password_hash": auth.hash_password("meow")}}}})
+    with mock.patch.object(auth, "_failures", {}):
+        for minute in range(auth.MAX_FAILURES):
+            assert auth.sign_in(config, "cat", "woof", now=60.0 * minute) is None
+        t = 60.0 * auth.MAX_FAILURES
+        assert auth.locked_for("cat", now=t) == pytest.approx(auth.LOCKOUT_S - t)
+        assert auth.sign_in(config, "cat", "meow", now=t) is None  # even the right password, while locked
+        assert auth.locked_for("dog", now=t) == 0  # per user name
+        later = auth.LOCKOUT_S + 60.0
+        assert auth.locked_for("cat", now=later) == 0 and auth.sign_in(config, "cat", "meow", now=later).name == "cat"
+        assert auth._failures.get("cat") is None  # a success clears the count
+
+
 def test_off_without_secrets_and_oidc_providers_found_for_st_login():
     assert not auth.config_from_secrets({}).enabled
     assert not auth.config_from_secrets(None).enabled

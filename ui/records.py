@@ -81,8 +81,11 @@ def _sign_in_form(config: auth.AuthConfig) -> None:
             name = st.text_input("User name", autocomplete="username")
             password = st.text_input("Password", type="password", autocomplete="current-password")
             if st.form_submit_button("Sign in", type="primary"):
-                user = auth.check_password(config, name, password)
-                if user is None:
+                user = auth.sign_in(config, name, password)
+                if user is None and (wait := auth.locked_for(name)):
+                    st.error(f"Too many wrong passwords for this user name: try again in {wait / 60:.0f} min.",
+                             icon=":material/lock:")
+                elif user is None:
                     st.error("Unknown user name or wrong password.", icon=":material/lock:")
                 else:
                     st.session_state["auth_user"] = {"name": user.name, "role": user.role}
