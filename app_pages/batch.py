@@ -148,7 +148,9 @@ if result:
                   "⚠": st.column_config.TextColumn("⚠ read with", width="medium",
                                                    help="What the task page would warn of with this result: its "
                                                         "answer is in doubt"),
-                  "record": st.column_config.NumberColumn("Record", format="#%d")}
+                  "record": st.column_config.NumberColumn("Record", format="#%d"),
+                  "same_image_as": st.column_config.TextColumn("Same image as", help="The same bytes were scored "
+                                                               "already under this name: count them once")}
         scored_by = cards[result["model"]]
         wording = scored_by.wording
         for output, labels in scored_by.classes.items():

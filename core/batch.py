@@ -297,8 +297,14 @@ def results_frame(items: list[Item], case_code: str | None = None) -> pd.DataFra
     """One row per scored input: file and its sha256, per output its label, probabilities and decision threshold,
     the task's scalar results (counts, sizes), the case code, the record id and the model file's sha256. Per-object
     results (each head, follicle or embryo) are in the case records' JSON."""
-    rows = [{**item.prediction.flat(), "case_code": case_code or "", "record": item.record_id,
-             "model_sha256": _model_sha256(item.prediction.model_id)} for item in items if item.ok]
+    first: dict[str, str] = {}  # sha256 -> the first input with those bytes: a copy would be counted twice
+    rows = []
+    for item in (i for i in items if i.ok):
+        sha = item.prediction.input_sha256
+        rows.append({**item.prediction.flat(), "case_code": case_code or "", "record": item.record_id,
+                     "model_sha256": _model_sha256(item.prediction.model_id),
+                     "same_image_as": first[sha] if sha in first else ""})
+        first.setdefault(sha, item.name)
     frame = pd.DataFrame(rows).convert_dtypes()
     if not frame.empty:
         frame = frame.rename(columns={"input": "file"})

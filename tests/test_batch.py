@@ -314,9 +314,10 @@ def test_downloads_never_hold_a_formula_and_give_intervals_and_warnings(tmp_path
     name = '=HYPERLINK("http://evil.example","open").jpg'
     pred = Prediction("sperm-seg", "2", name, "ab" * 32, extras={"ci95_normal_classifier": [12.5, 40.0], "n_heads": 7,
                                                                  "warnings": ["default calibration"]})
-    items = [Item(name, prediction=pred), Item("-1+2.png", error="not a readable image")]
+    items = [Item(name, prediction=pred), Item("-1+2.png", error="not a readable image"), Item("copy.png", prediction=Prediction("sperm-seg", "2", "copy.png", "ab" * 32))]
     table = pd.read_csv(io.BytesIO(to_csv(items)))
-    assert table["file"].tolist() == ["'" + name, "'-1+2.png"]
+    assert table["same_image_as"].fillna("").tolist()[:2] == ["", "'" + name]  # the same bytes twice: said, not hidden
+    assert table["file"].tolist() == ["'" + name, "copy.png", "'-1+2.png"]
     assert table.loc[0, "ci95_normal_classifier_low"] == 12.5 and table.loc[0, "ci95_normal_classifier_high"] == 40
     assert table.loc[0, "warnings"] == "default calibration" and table.loc[0, "n_heads"] == 7
     book = openpyxl.load_workbook(io.BytesIO(to_excel(items)))
