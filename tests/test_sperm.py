@@ -756,3 +756,20 @@ def test_batch_saves_the_fields_pooled_share_as_a_record_with_a_report(tmp_path,
     at.run()  # a rerun records nothing twice
     assert len([r for r in records.query() if r.input_name == "2 fields pooled"]) == 1
     assert {b.label for b in at.get("download_button")} >= {"Report (PDF)", "Report (HTML)"}
+
+
+def test_measurement_agreement_of_predicted_and_annotated_outlines():
+    """The sizes the page measures come from predicted masks: the evaluation says how far they are from the sizes of
+    the annotated outlines of the same heads, and how often the WHO size verdict agrees."""
+    yy, xx = np.mgrid[:160, :160]
+
+    def head(length_px, width_px):
+        return ((xx - 80) / (length_px / 2)) ** 2 + ((yy - 80) / (width_px / 2)) ** 2 < 1
+
+    um = 0.05
+    truth = head(4.2 / um, 2.8 / um)  # 4.2 × 2.8 µm: within every WHO size range
+    longer = head(4.9 / um, 2.8 / um)  # 4.9 µm: too long
+    agree = task.measurement_agreement([(truth, truth), (longer, truth)], um_per_px=um)
+    assert agree["length_error_mean_um"] == pytest.approx(0.35, abs=0.05)  # (0 + 0.7) / 2
+    assert abs(agree["width_error_mean_um"]) < 0.05 and agree["who_size_verdict_agreement"] == 0.5
+    assert task.measurement_agreement([]) == {}

@@ -1184,7 +1184,7 @@ def truth_heads(rec: ds.ParsingImage) -> list[dict]:
 
 def segmentation_metrics(results: list[tuple[list[dict], list[dict]]]) -> dict:
     """results: per image (predicted heads with score, true heads) -> the sperm-seg metric set."""
-    mask_iou, box_iou, dices, counts = [], [], [], []
+    mask_iou, box_iou, dices, counts, pairs = [], [], [], [], []
     n_true = 0
     for pred, truth in results:
         n_true += len(truth)
@@ -1207,6 +1207,7 @@ def segmentation_metrics(results: list[tuple[list[dict], list[dict]]]) -> dict:
                 _, j = max(cand)
                 used.add(j)
                 dices.append(di[i, j])
+                pairs.append((pred[i]["mask"], truth[j]["mask"]))
     thresholds = np.arange(0.5, 0.96, 0.05)
     maps = [average_precision(mask_iou, n_true, t) for t in thresholds]
     return {
@@ -1215,7 +1216,24 @@ def segmentation_metrics(results: list[tuple[list[dict], list[dict]]]) -> dict:
         "box_map50": average_precision(box_iou, n_true, 0.5),
         "mean_dice": float(np.mean(dices)) if dices else 0.0, "matched": len(dices),
         "count_mae": float(np.mean(counts)) if counts else float("nan"),
+        **measurement_agreement(pairs),
     }
+
+
+def measurement_agreement(pairs: list[tuple[np.ndarray, np.ndarray]],
+                          um_per_px: float = morphometry.DEFAULT_UM_PER_PX) -> dict:
+    """How the sizes measured on predicted masks agree with those on the annotated outlines of the same heads
+    (matched pairs): mean and SD of the differences in length and width (µm, + = predicted larger) and the share of
+    heads whose WHO size verdict (length, width, length/width) is the same, at `um_per_px`."""
+    if not pairs:
+        return {}
+    measured = [(morphometry.measure(p, um_per_px), morphometry.measure(t, um_per_px)) for p, t in pairs]
+    length = np.array([p.length_um - t.length_um for p, t in measured])
+    width = np.array([p.width_um - t.width_um for p, t in measured])
+    same = [all(morphometry.who_flags(p).values()) == all(morphometry.who_flags(t).values()) for p, t in measured]
+    return {"length_error_mean_um": float(length.mean()), "length_error_sd_um": float(length.std(ddof=1)),
+            "width_error_mean_um": float(width.mean()), "width_error_sd_um": float(width.std(ddof=1)),
+            "who_size_verdict_agreement": float(np.mean(same)), "measured_at_um_per_px": um_per_px}
 
 
 def _evaluate_seg(path: Path, name: str, split: str | None, device: str) -> dict:
