@@ -269,7 +269,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     st.plotly_chart(histograms(scored), width="stretch", key="sperm_hist")
     st.caption(f"Green bands: WHO reference ranges; the {len(scored)} scored heads (heads cut by the image border, "
                f"or not heads by your call, are left out). {morphometry.reference_text()} Sizes use {um:.4g} µm per "
-               "pixel. "
+               "pixel. " + task.measurement_note(SEG_CARD)
                + ("" if acrosome else morphometry.ACROSOME_NOTE))
     head = st.selectbox("Show head", [r["head"] for r in rows], key=pick_key, help="Or click a row of the table.")
     row = next(r for r in rows if r["head"] == head)

@@ -773,3 +773,10 @@ def test_measurement_agreement_of_predicted_and_annotated_outlines():
     assert agree["length_error_mean_um"] == pytest.approx(0.35, abs=0.05)  # (0 + 0.7) / 2
     assert abs(agree["width_error_mean_um"]) < 0.05 and agree["who_size_verdict_agreement"] == 0.5
     assert task.measurement_agreement([]) == {}
+    from types import SimpleNamespace
+
+    card = SimpleNamespace(metrics={"sperm_parsing_v2/heldout": {"matched": 760, "measured_at_um_per_px": 0.048,
+                                                                 **task.measurement_agreement([(truth, truth)] * 2, um)}})
+    note = task.measurement_note(card)
+    assert "on 760 held-out Sperm Parsing heads" in note and "+0.00 ± 0.00 µm in length" in note and "100 % of" in note
+    assert task.measurement_note(SimpleNamespace(metrics={})) == ""
