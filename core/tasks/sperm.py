@@ -1220,6 +1220,10 @@ def segmentation_metrics(results: list[tuple[list[dict], list[dict]]]) -> dict:
     }
 
 
+def _sd(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
 def measurement_note(card) -> str:
     """How far the segmenter's sizes are from annotated outlines, from its card ("" when not measured)."""
     m = card.metrics.get("sperm_parsing_v2/heldout") or {}
@@ -1243,9 +1247,8 @@ def measurement_agreement(pairs: list[tuple[np.ndarray, np.ndarray]],
     length = np.array([p.length_um - t.length_um for p, t in measured])
     width = np.array([p.width_um - t.width_um for p, t in measured])
     same = [all(morphometry.who_flags(p).values()) == all(morphometry.who_flags(t).values()) for p, t in measured]
-    sd = (lambda d: float(d.std(ddof=1))) if len(pairs) > 1 else (lambda d: float("nan"))
-    return {"length_error_mean_um": float(length.mean()), "length_error_sd_um": sd(length),
-            "width_error_mean_um": float(width.mean()), "width_error_sd_um": sd(width),
+    return {"length_error_mean_um": float(length.mean()), "length_error_sd_um": _sd(length),
+            "width_error_mean_um": float(width.mean()), "width_error_sd_um": _sd(width),
             "who_size_verdict_agreement": float(np.mean(same)), "measured_at_um_per_px": um_per_px}
 
 
