@@ -126,13 +126,16 @@ if result:
         st.caption(f"Saved as {len(ids)} case records in {records.describe_url()} (from #{min(ids)} to #{max(ids)}; "
                    "records made elsewhere meanwhile fall between them).")
     if scored and result["model"] == "sperm-seg":
-        from core.tasks.sperm import pooled_prediction
+        from core.tasks.sperm import pooled_prediction, unique_fields
         from ui.sperm import summary_view
 
-        st.markdown(f"**Normal forms pooled over the {len(scored)} fields** (at "
-                    f"{result.get('options', {}).get('um_per_px', 0):.4g} µm per pixel):")
-        pooled = pooled_prediction([i.prediction for i in scored])
-        summary_view(pooled.extras, [r for i in scored for r in i.prediction.extras.get("heads", [])])
+        fields = unique_fields([i.prediction for i in scored])
+        st.markdown(f"**Normal forms pooled over the {len(fields)} fields** (at "
+                    f"{result.get('options', {}).get('um_per_px', 0):.4g} µm per pixel"
+                    + (f"; {len(scored) - len(fields)} given twice, counted once" if len(fields) < len(scored) else "")
+                    + "):")
+        pooled = pooled_prediction([i.prediction for i in scored])  # says how many copies it left out
+        summary_view(pooled.extras, [r for f in fields for r in f.extras.get("heads", [])])
         if result.get("finished"):  # the sample's result: one record (with its report), revised if the set is
             record_prediction(pooled, "sperm", revises=f"pooled@{pooled.input_sha256}")
     if scored:

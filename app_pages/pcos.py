@@ -182,7 +182,8 @@ def follicle_view(image: InputImage, pred: Prediction, size_questioned: bool) ->
                         + (f" · *within {fol.NEAR_THRESHOLD} of it: count by eye*" if c["close"] else ""))
         if any(c["close"] for c in fol.criteria(n)):
             st.caption(f"The finder's count moves with the image's gain: a 5 % brighter or darker copy of the frame "
-                       f"changed it on 30 of 59 held-out PCOSGen frames, by up to {fol.NEAR_THRESHOLD}. So close to a "
+                       f"changed it on {fol.GAIN_CHANGED} held-out PCOSGen frames, by up to {fol.NEAR_THRESHOLD} on "
+                       "nearly all of them. So close to a "
                        "threshold, count the follicles on the image yourself before relying on the reading.")
         dominant = [r["id"] for r in rows if r["diameter_mm"] > fol.DOMINANT_MM and r["id"] not in unticked]
         if dominant:

@@ -1,4 +1,4 @@
-"""Command line: python -m core list | train | evaluate | predict | bench  (see README and DESIGN.md)."""
+"""Command line: python -m core list | train | evaluate | predict | bench  (see README.md)."""
 from __future__ import annotations
 
 import argparse

@@ -226,9 +226,10 @@ def _predict(model_id: str, images: list[InputImage], device: str, options: dict
         return []
     try:
         return list(predict_images(model_id, images, device, **options))
-    except Exception:  # noqa: BLE001
-        if len(images) == 1:
-            return [f"the model could not score this image ({_exc_text(sys.exc_info()[1])})"]
+    except Exception as exc:  # noqa: BLE001
+        if len(images) == 1:  # a task's refusal (ValueError: "5 × 5 pixels is too small") is said as it is
+            return [_reason(images[0].name, ImageInputError(str(exc))) if isinstance(exc, ValueError)
+                    else f"the model could not score this image ({_exc_text(exc)})"]
     return [_predict(model_id, [image], device, options)[0] for image in images]
 
 

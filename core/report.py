@@ -197,7 +197,8 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "embryo_detector_score": "embryo detector's best score",
                 "embryo_size_share": "embryo radius / the photo's shorter side",
                 "embryos_detected": "embryos the dish detector sees", "outline_score": "zona-like outline score",
-                "culture_day": "culture day", "mode": "graded as", "n_fields": "fields pooled", "fields_pooled": "fields", "n_heads": "heads found",
+                "culture_day": "culture day", "mode": "graded as", "n_fields": "fields pooled",
+                "copies_left_out": "fields given twice, counted once", "fields_pooled": "fields", "n_heads": "heads found",
                 "n_embryos": "embryos found", "n_blastocysts": "called blastocyst",
                 "n_ranked": "ranked (blastocysts not in doubt)",
                 "n_scored": "heads scored (not at the border, not left out)",
@@ -302,7 +303,9 @@ def fmt_number(v, digits: int = 3) -> str:
 
 
 def _detail(name: str, value) -> str:
-    return fmt_number(value, 1 if name.endswith("(%)") else 3)
+    if isinstance(value, float) and not name.endswith("(%)"):
+        return f"{value:.4g}"  # as measured, without padding: "embryo radius (px) 126.2", not 126.200
+    return fmt_number(value, 1)
 
 
 def _metrics_line(values: dict) -> str:

@@ -295,6 +295,7 @@ def test_batch_refuses_an_image_the_page_refuses(model_id, tmp_path):
     sources, _ = batch.expand([tmp_path / "dot.png"])
     (item,) = [i for progress in batch.run(model_id, sources, record=False) for i in progress.items]
     assert not item.ok and "too small" in item.error
+    assert "ValueError" not in item.error and "dot.png" not in item.error  # said as the page says it, once
 
 
 def test_an_unreadable_path_is_listed_not_raised():

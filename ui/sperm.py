@@ -23,8 +23,8 @@ def field_settings(key: str, disabled: bool = False, where=st) -> tuple[float, b
 SUMMARY_FIGURES = (("both", "Normal by both (strict)", "normal by the classifier and within the WHO head ranges, "
                                                        "as strict criteria count a head: any doubt is abnormal"),
                    ("who", "Within WHO ranges", "length, width, length/width and vacuoles inside the WHO ranges"),
-                   ("classifier", "Normal shape (classifier)", "the head classifier's call on the head's shape "
-                                                               "(HuSHeM's classes; it does not see size)"))
+                   ("classifier", "Normal (classifier)", "the head classifier's normal/abnormal call on the head "
+                                                         "crop (it does not see size)"))
 LIMIT_BADGES = {"below": ":red-badge[below {limit} %]", "at or above": ":green-badge[at or above {limit} %]",
                 "too few heads to tell": ":gray-badge[too few heads to tell]",
                 morphometry.UNDER_WHO_COUNT: f":gray-badge[not judged: under {morphometry.WHO_MIN_ASSESSED} heads]"}

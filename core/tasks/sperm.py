@@ -884,13 +884,21 @@ def pooled_normal_forms(fields: list[dict]) -> dict:
             "acrosome_criterion": any(f.get("acrosome_criterion") for f in fields)}
 
 
+def unique_fields(fields: list[Prediction]) -> list[Prediction]:
+    """The fields in order, each image once: a field given twice (two names, or loose and in a zip) counts once."""
+    return list({f.input_sha256: f for f in reversed(fields)}.values())[::-1]
+
+
 def pooled_prediction(fields: list[Prediction]) -> Prediction:
     """The sample's result over several fields (one batch), as one Prediction to record and report: the pooled
     shares, the fields it pooled and their calibration; its fingerprint is that of the fields' fingerprints."""
     import hashlib
 
+    given = len(fields)
+    fields = unique_fields(fields)
     first = fields[0]
     extras = {**pooled_normal_forms([f.extras for f in fields]), "um_per_px": first.extras.get("um_per_px"),
+              "copies_left_out": given - len(fields),
               "fields_pooled": "; ".join(f.input_name for f in fields[:20])
               + (f" and {len(fields) - 20} more" if len(fields) > 20 else ""), "who_reference": morphometry.WHO_EDITION,
               "head_model": first.extras.get("head_model"), "head_model_sha256": first.extras.get("head_model_sha256"),
