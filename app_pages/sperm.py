@@ -15,7 +15,7 @@ from core.results import Prediction, Wording
 from core.tasks import sperm as task
 from ui.common import (UPLOAD_TYPES, ask_to_start, card_expander, is_handed, read_handed, read_upload, training_notice,
                        with_warning)
-from ui.records import earlier_review, record_prediction
+from ui.records import case_records, earlier_review, record_prediction, recorded_case, shown_code
 from ui.sperm import field_settings, summary_view
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
@@ -212,6 +212,28 @@ def review_ui(image: InputImage, rows: list[dict], calls: dict[int, str]) -> Non
                    "and saved with the record and its report.")
 
 
+def case_tally(case: str) -> None:
+    """The case's fields analysed so far (one record each, newest per image), pooled toward WHO's 200 heads, with
+    the pooled result kept as one record of the case (revised as fields are added)."""
+    fields = case_records(case, task.SEG, SEG_CARD.version, "heads")
+    if len(fields) < 2:
+        return
+    pooled = task.pooled_prediction([Prediction(r.model_id, r.model_version, r.input_name, r.input_sha256,
+                                                extras=r.summary) for r in reversed(fields)])
+    x = pooled.extras
+    st.markdown(f"**Case {shown_code(case)} so far: {x['n_scored']} scored heads over {x['n_fields']} fields** "
+                f"(WHO asks for at least {morphometry.WHO_MIN_ASSESSED}).")
+    with st.expander("The case's shares of normal forms, pooled over its fields"):
+        calibrations = sorted({r.summary.get("um_per_px") for r in fields})
+        if len(calibrations) > 1:
+            st.warning(f"Its fields were measured at different calibrations ({', '.join(map(str, calibrations))} µm "
+                       "per pixel): the WHO figures mix them.", icon=":material/straighten:")
+        summary_view(x, [row for r in fields for row in r.summary["heads"]])
+        st.caption(f"Fields: {x['fields_pooled']}. Each image counts once (its newest analysis); your calls on each "
+                   "field are included.")
+        record_prediction(pooled, "sperm", revises=f"case-pool@{case}@{SEG_CARD.version}")
+
+
 def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     if SEG_CARD is None:
         st.warning("The head segmenter `sperm-seg` is not installed: upload a single-head crop instead.",
@@ -235,7 +257,10 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     summary_view(summary, rows)
     # one record per field: a new calibration, criterion or call revises it
     seen = training_notice(SEG_CARD, image)
-    record_prediction(with_warning(pred, seen), "sperm", image=image, revises=f"{image.sha256}@{image.name}@{versions}")
+    record_id = record_prediction(with_warning(pred, seen), "sperm", image=image,
+                                  revises=f"{image.sha256}@{image.name}@{versions}")
+    if record_id is not None and (case := recorded_case(record_id)):
+        case_tally(case)
     st.image(pred.images["overlay"], width="stretch",
              caption="Green: normal · red: abnormal (classifier, or your call) · blue: not classified · grey: not "
                      "scored (cut by the border, or not a head by your call). Numbers match the table. "

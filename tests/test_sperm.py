@@ -782,3 +782,29 @@ def test_measurement_agreement_of_predicted_and_annotated_outlines():
     note = task.measurement_note(card)
     assert "on 760 held-out Sperm Parsing heads" in note and "+0.00 ± 0.00 µm in length" in note and "100 % of" in note
     assert task.measurement_note(SimpleNamespace(metrics={})) == ""
+
+
+def test_the_sperm_page_tallies_a_cases_fields_toward_200_heads(tmp_path, monkeypatch):
+    """Fields uploaded one by one for a case were judged one by one: WHO's 200 heads need several fields, and only
+    Batch pooled them."""
+    needs_model(task.SEG)
+    from streamlit.testing.v1 import AppTest
+
+    from core import registry
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    first, _ = synthetic.sperm_field(n_heads=5, size=(512, 640), seed=3, um_per_px=0.048)
+    earlier = task.reviewed(task.analyse_field(read_image(encode_png(first), name="first.png")), {1: "not a head"})
+    records.record(earlier, task="sperm", card=registry.card(task.SEG), case_code="AND-7")
+    records.record(earlier, task="sperm", card=registry.card(task.SEG), case_code="AND-70")  # another case
+    second, _ = synthetic.sperm_field(n_heads=4, size=(512, 640), seed=4, um_per_px=0.048)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120)
+    at.session_state["case_code"] = "AND-7"
+    at.run()
+    at.file_uploader[0].upload("second.png", encode_png(second), "image/png").run()
+    assert not at.exception, at.exception
+    now = next(r for r in records.query() if r.input_name == "second.png")
+    tally = next(m.value for m in at.markdown if m.value.startswith("**Case AND-7 so far"))
+    assert f"{earlier.extras['n_scored'] + now.summary['n_scored']} scored heads over 2 fields" in tally
+    pooled = [r for r in records.query() if r.input_name == "2 fields pooled"]
+    assert len(pooled) == 1 and pooled[0].case_code == "AND-7" and pooled[0].summary["n_called_by_reviewer"] == 1

@@ -204,6 +204,20 @@ def earlier_review(input_sha256: str, model_id: str, version: str, objects: str)
                  and any(row.get("reviewer") for row in r.summary.get(objects) or [])), None)
 
 
+def case_records(case_code: str, model_id: str, version: str, objects: str) -> list[records.Record]:
+    """This case's records by this model version that the user may see and that hold `objects` (rows of results, e.g.
+    a field's heads: not a pooled result), newest first and one per image. Empty when the database cannot be read."""
+    try:
+        found = records.query(case_code=case_code, model=model_id, viewer=current_user(), limit=1000)
+    except Exception:  # noqa: BLE001 - a tally that cannot be read is left out, the page goes on
+        return []
+    newest: dict[str, records.Record] = {}
+    for r in found:
+        if r.case_code == case_code and r.model_id == model_id and r.model_version == version and objects in r.summary:
+            newest.setdefault(r.input_sha256, r)
+    return list(newest.values())
+
+
 def report_downloads(make_report, key: str, stem: str) -> None:
     """HTML and PDF download buttons; make_report() builds the core.report.Report only when one is clicked."""
     cache: dict = {}

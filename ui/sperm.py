@@ -47,8 +47,8 @@ def summary_view(summary: dict, rows: list[dict]) -> None:
             col.markdown(LIMIT_BADGES[summary[f"vs_lower_limit_{key}"]].format(limit=limit)
                          + f"  \n95 % interval {interval[0]:.1f}–{interval[1]:.1f} %")  # as the badge judged it
     st.caption(f"Lower reference limit of normal forms: {limit} % (WHO 2021), for at least "
-               f"{morphometry.WHO_MIN_ASSESSED} assessed spermatozoa: under that no badge judges it (pool fields in "
-               "Batch scoring). A share is only known within its 95 % interval; from "
+               f"{morphometry.WHO_MIN_ASSESSED} assessed spermatozoa: under that no badge judges it (pool fields: give "
+               "them one case code here, or score them together in Batch scoring). A share is only known within its 95 % interval; from "
                f"{morphometry.WHO_MIN_ASSESSED} heads the badge says below or above the limit only when the whole "
                "interval is. All three figures judge the head "
                "alone (not the neck, midpiece or tail), so they can be higher than a full strict-criteria count. "

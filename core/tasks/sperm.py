@@ -881,6 +881,7 @@ def pooled_normal_forms(fields: list[dict]) -> dict:
     spermatozoa, more than one field holds."""
     rows = [r for f in fields for r in f.get("heads", [])]
     return {"n_fields": len(fields), "n_heads": len(rows), **normal_forms(rows),
+            "n_called_by_reviewer": sum(bool(r.get("reviewer")) and not r["at_border"] for r in rows),
             "acrosome_criterion": any(f.get("acrosome_criterion") for f in fields)}
 
 
