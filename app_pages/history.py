@@ -34,7 +34,7 @@ def result_without_labels(summary: dict) -> str:
 
 
 ZONE = datetime.now().astimezone().tzname()
-UNLABELLED_RESULTS = ["n_heads", "pct_normal_classifier", "current_stage", "n_frames", "n_embryos", "n_blastocysts"]
+UNLABELLED_RESULTS = ["n_heads", "pct_normal_both", "current_stage", "n_frames", "n_embryos", "n_blastocysts"]
 
 
 def shown_rows_key(shown) -> str:

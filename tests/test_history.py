@@ -82,9 +82,10 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     assert len(at.get("image")) == 1 and at.json[0].value is not None
     assert {"Report (PDF)", "Report (HTML)"} <= {b.label for b in at.get("download_button")}
 
-    add("field.png", model="sperm-seg", task="sperm", case="IVF-003", extras={"n_heads": 12, "pct_normal_classifier": 8.3})
-    at.run()
-    assert at.dataframe[0].value["result"].iloc[0] == "heads found 12, normal forms, classifier (%) 8.3"  # not blank
+    add("field.png", model="sperm-seg", task="sperm", case="IVF-003",
+        extras={"n_heads": 12, "pct_normal_classifier": 28.3, "pct_normal_both": 8.3})
+    at.run()  # not blank; the strict share, as the page leads with it
+    assert at.dataframe[0].value["result"].iloc[0] == "heads found 12, normal by both, strict (%) 8.3"
     assert "user" not in at.dataframe[0].value.columns  # sign-in is off: always empty
 
     at.query_params["record"] = str(b)
