@@ -42,10 +42,18 @@ if model_id == "sperm-seg":  # fields are measured: one calibration for the set,
     from ui.sperm import field_settings
 
     options["um_per_px"], options["acrosome_criterion"] = field_settings("batch", where=st.columns([1, 2])[0])
+if card.task == "embryo":  # a plate is graded on one culture day, which decides the quality caveat and the ranking
+    from core.tasks.embryo import CULTURE_DAY_NAMES
+
+    day_name = st.radio("Culture day", list(CULTURE_DAY_NAMES), horizontal=True, key="batch_day",
+                        help="As on the Embryo grading page: day-3 quality is not reliable and a day-3 'blastocyst' is "
+                             "questioned; not given, the model's stage decides.")
+    if CULTURE_DAY_NAMES[day_name] is not None:
+        options["day"] = CULTURE_DAY_NAMES[day_name]
 
 choice = st.radio("Images", ["Upload files", "Folder or zip on this machine"] if may_read_server_files(user)
                   else ["Upload files"],
-                  horizontal=True)
+                  horizontal=True, key="batch_images")
 if choice == "Upload files":
     uploads = st.file_uploader("Images or zip files of images", type=UPLOAD_TYPES + ["zip"], accept_multiple_files=True)
     ready = bool(uploads)

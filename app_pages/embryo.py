@@ -26,7 +26,6 @@ if model_unavailable(task.GRADE_ID):
     st.stop()
 GRADE_CARD = registry.card(task.GRADE_ID)
 MODES = {"Automatic": "auto", "One embryo": "single", "Dish (several embryos)": "dish"}
-DAYS = {"not given": None, "day 3": 3, "day 5 or later": 5}
 EXAMPLES = {
     "Generated cleavage-stage embryo": lambda: synthetic.embryo("cleavage", size=160, seed=3, field=448)[0],
     "Generated blastocyst": lambda: synthetic.embryo("blastocyst", size=160, seed=4, field=448)[0],
@@ -69,9 +68,10 @@ def mode_ui(image: InputImage | None) -> tuple[str, int | None]:
     help_text = ("Automatic: the dish detector looks for embryos; with more than one the image is treated as a dish. "
                  "Choose a mode yourself when the automatic choice is wrong.")
     left, right = st.columns(2)
-    day = DAYS[right.radio("Culture day", list(DAYS), horizontal=True, key="embryo_day",
+    day_name = right.radio("Culture day", list(task.CULTURE_DAY_NAMES), horizontal=True, key="embryo_day",
                            help="The day you know. Day 3: the quality call is marked unreliable (as it tested) and a "
-                                "'blastocyst' is questioned. Not given: the stage the model calls decides.")]
+                                "'blastocyst' is questioned. Not given: the stage the model calls decides.")
+    day = task.CULTURE_DAY_NAMES[day_name]
     if not task.dish_available():
         left.caption("Dish mode is unavailable: the dish detector (embryo-dish) is not installed.")
         return "single", day

@@ -100,6 +100,10 @@ def cmd_predict(args) -> int:
         if args.model != "sperm-seg":
             raise ValueError("--um-per-px and --acrosome measure sperm fields: they go with sperm-seg")
         options = {"um_per_px": args.um_per_px or morphometry.DEFAULT_UM_PER_PX, "acrosome_criterion": args.acrosome}
+    if args.culture_day is not None:
+        if not args.model.startswith("embryo-"):
+            raise ValueError("--culture-day grades embryos: it goes with embryo-grade or embryo-dish")
+        options["day"] = args.culture_day
     return predict_paths(args.model, [Path(p) for p in args.paths], out=args.out, device=args.device, log=log,
                          emit=lambda data: setattr(args, "stdout_data", data), options=options)
 
@@ -149,6 +153,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"sperm-seg: your microscope's calibration (default {morphometry.DEFAULT_UM_PER_PX}, an estimate "
                         "for Sperm Parsing v2 fields)")
     s.add_argument("--acrosome", action="store_true", help="sperm-seg: use the acrosome criterion")
+    s.add_argument("--culture-day", type=int, choices=[3, 5], default=None,
+                   help="embryo-grade, embryo-dish: the culture day (5: day 5 or later), as on the Embryo page")
     s.set_defaults(func=cmd_predict)
     s = sub.add_parser("bench", help="load time, latency and throughput per model, against reference backbones")
     s.add_argument("models", nargs="*")

@@ -357,16 +357,17 @@ def rank(preds: list[Prediction], day: int | None = None) -> list[Prediction]:
     return preds
 
 
-def grade_dish(image: InputImage, device: str | None = None, conf: float | None = None) -> Prediction:
-    """The whole dish as one Prediction (for bench and the CLI): per-embryo rows in extras['embryos']."""
+def grade_dish(image: InputImage, device: str | None = None, conf: float | None = None,
+               day: int | None = None) -> Prediction:
+    """The whole dish as one Prediction (for Batch, bench and the CLI): per-embryo rows in extras['embryos']."""
     t0 = time.perf_counter()
     found = detect(image.pixels, device, conf)
     t1 = time.perf_counter()
-    embryos = graded(image, found["boxes"], found["scores"], device)
+    embryos = graded(image, found["boxes"], found["scores"], device, day)
     t2 = time.perf_counter()
     card = registry.card(DISH_ID)
     return Prediction(DISH_ID, card.version, image.name, image.sha256,
-                      extras={"n_embryos": len(embryos),
+                      extras={"n_embryos": len(embryos), "culture_day": day,
                               "n_blastocysts": sum(e.label("stage") == "blastocyst" for e in embryos),
                               "n_ranked": sum(e.extras["rank"] is not None for e in embryos),
                               "embryos": [e.flat() | e.extras for e in embryos]},

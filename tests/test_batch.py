@@ -237,7 +237,7 @@ def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, 
     at.run()
     assert not at.exception
     assert at.selectbox[0].value == "tiny-stub"
-    at.radio[0].set_value("Folder or zip on this machine").run()
+    at.radio(key="batch_images").set_value("Folder or zip on this machine").run()
     at.text_input[0].input(str(tmp_path / "plate")).run()
     at.button[0].click().run()
     assert not at.exception, at.exception

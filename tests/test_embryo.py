@@ -755,3 +755,22 @@ def test_bench_gives_the_grader_at_batch_1_and_the_pages_whole_path(capfd):
     assert {"load_s", "p50_ms", "p95_ms", "batch", "throughput_ips", "vs"} <= set(entry) and out["device"]
     if task.dish_available():
         assert entry["page_path_p50_ms"] > entry["p50_ms"] > 0
+
+
+def test_batch_and_predict_grade_on_the_culture_day_given(tmp_path, capfd, monkeypatch):
+    """A plate of day-3 embryos scored in Batch or by predict had no culture day: a day-3 'blastocyst' was not
+    questioned and its quality not marked unreliable, as the page does."""
+    import io
+
+    from core import batch
+    from core.__main__ import main
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    (tmp_path / "e.png").write_bytes(encode_png(synthetic.embryo("blastocyst", seed=1)[0]))
+    sources, _ = batch.expand([tmp_path / "e.png"])
+    (item,) = [i for p in batch.run(task.GRADE_ID, sources, record=False, options={"day": 3}) for i in p.items]
+    assert item.prediction.extras["culture_day"] == 3
+    assert item.prediction.extras["caveats"] == task.grade_image(read_image(tmp_path / "e.png"), "single", day=3)[0].extras["caveats"]
+    assert main(["predict", task.GRADE_ID, str(tmp_path / "e.png"), "--culture-day", "5"]) == 0
+    assert pd.read_csv(io.StringIO(capfd.readouterr().out))["culture_day"].iloc[0] == 5
+    assert main(["predict", "pcos", str(tmp_path / "e.png"), "--culture-day", "3"]) == 2

@@ -547,7 +547,7 @@ def test_batch_pools_the_normal_forms_of_several_fields_at_the_calibration_given
     at = AppTest.from_file(str(ROOT / "app_pages" / "batch.py"), default_timeout=180).run()
     at.selectbox[0].set_value(task.SEG).run()
     at.number_input(key="batch_um_per_px").set_value(0.06).run()
-    at.radio[0].set_value("Folder or zip on this machine").run()
+    at.radio(key="batch_images").set_value("Folder or zip on this machine").run()
     at.text_input[0].input(str(tmp_path)).run()
     at.button[0].click().run()
     assert not at.exception, at.exception
@@ -746,7 +746,7 @@ def test_batch_saves_the_fields_pooled_share_as_a_record_with_a_report(tmp_path,
     (tmp_path / "fields" / "field2 copy.png").write_bytes(encode_png(field))  # given twice: its heads count once
     at = AppTest.from_file(str(ROOT / "app_pages" / "batch.py"), default_timeout=120).run()
     at.selectbox[0].set_value(task.SEG).run()
-    at.radio[0].set_value("Folder or zip on this machine").run()
+    at.radio(key="batch_images").set_value("Folder or zip on this machine").run()
     at.text_input[0].input(str(tmp_path / "fields")).run()
     next(b for b in at.button if b.label == "Score").click().run()
     assert not at.exception, at.exception

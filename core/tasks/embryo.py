@@ -42,6 +42,7 @@ DARK_SURROUND = 0.8
 # the detector does not see whole) 0.10, a sperm field's 'embryo' 0.03
 SMALL_FOR_PHOTO = 0.06
 CULTURE_DAYS = (3, 5)  # the day the user may give: 5 stands for day 5 or later
+CULTURE_DAY_NAMES = {"not given": None, "day 3": 3, "day 5 or later": 5}
 # the card's tables of stage on the held-out photos as taken and under other optics (embryo_training.OPTICS_SETS)
 OPTICS_TABLES = {"original": "heldout-pooled/as-taken", "uneven-light": "heldout-pooled/vignetted",
                  "relief": "heldout-pooled/relief-shaded"}
@@ -224,15 +225,15 @@ def _thresholds(card) -> dict[str, float]:
 
 
 def predict_images(model_id: str, images: list[InputImage], device: str | None = None,
-                   locate=None) -> list[Prediction]:
+                   locate=None, day: int | None = None) -> list[Prediction]:
     """One Prediction per image: embryo-grade grades the single embryo; embryo-dish finds and grades each one.
     Without `locate`, as the page grades one embryo (grade_image: located with the dish detector's help, its photo
-    doubts and caveats said); with it (a function of the pixels giving (cx, cy, r)), the batch is located by it and
-    graded at once, with no photo checks."""
+    doubts and caveats said, for the culture `day` given); with it (a function of the pixels giving (cx, cy, r)), the
+    batch is located by it and graded at once, with no photo checks."""
     if model_id == DISH_ID:
-        return [grade_dish(im, device=device) for im in images]
+        return [grade_dish(im, device=device, day=day) for im in images]
     if locate is None:
-        return [grade_image(im, "single", device)[0] for im in images]
+        return [grade_image(im, "single", device, day=day)[0] for im in images]
     model = registry.load(GRADE_ID, device)
     t0 = time.perf_counter()
     crops, where = zip(*(embryo_crop(im.pixels, locate=locate) for im in images)) if images else ((), ())
@@ -402,10 +403,11 @@ def predict_outputs(image: np.ndarray, device: str | None = None) -> dict[str, d
     return {o: dict(zip(model.classes[o], map(float, probs[o][0]))) for o in model.classes}
 
 
-def grade_dish(image: InputImage, device: str | None = None, conf: float | None = None) -> Prediction:
+def grade_dish(image: InputImage, device: str | None = None, conf: float | None = None,
+               day: int | None = None) -> Prediction:
     from ..dish import grade_dish as _grade
 
-    return _grade(image, device=device, conf=conf)
+    return _grade(image, device=device, conf=conf, day=day)
 
 
 def example_images(model_id: str, n: int) -> list[np.ndarray]:
