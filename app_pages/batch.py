@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from core import batch, records, registry, report
-from ui.common import UPLOAD_TYPES, card_expander
-from ui.records import may_read_server_files, record_prediction, require_login, shown_code
+from ui.common import UPLOAD_TYPES, card_expander, escape_markdown
+from ui.records import may_read_server_files, record_prediction, require_login
 
 user = require_login(sidebar=False)
 st.title("Batch scoring")
@@ -32,6 +32,9 @@ if not cards:
 # classifiers first: their table has the grades. A time-lapse model stages a whole recording: scored one still at a
 # time it has no sequence to decode (a day-3 photo read "blastocyst, tHB"), so it stays on its own page.
 ids = sorted((i for i in cards if cards[i].task != "timelapse"), key=lambda i: cards[i].framework == "ultralytics")
+if not ids:
+    st.info("Only time-lapse staging is installed: it stages whole recordings, on its own page.")
+    st.stop()
 model_id = st.selectbox("Model", ids, format_func=lambda i: f"{cards[i].title} ({i}, v{cards[i].version})",
                         help="Time-lapse staging is not here: it needs a whole recording (its own page).")
 card = cards[model_id]
@@ -83,6 +86,7 @@ def score(sources: list, result: dict) -> None:
             result["items"] = result["items"] + progress.items  # a new list: a page drawn meanwhile keeps its own
             result["record_error"] = result["record_error"] or progress.record_error
             result["rate"], result["done"] = progress.scored_per_s, result["done"] + len(progress.items)
+            result["finished"] = result["done"] >= result["total"]  # before the bar: a click may stop the run there
             bar.progress(progress.done / progress.total, text=progress.line())
         result["finished"] = True
     except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded; keep what was scored
@@ -97,7 +101,8 @@ if st.button("Score", type="primary", disabled=not ready, icon=":material/play_a
     st.session_state.pop("batch_result", None)  # a run that fails must not leave the last run's table on screen
     sources, skipped = gather()
     if not sources:
-        st.error("No images found to score." + (f" {skipped[0].name}: {skipped[0].error}" if skipped else ""))
+        st.error("No images found to score."
+                 + (escape_markdown(f" {skipped[0].name}: {skipped[0].error}") if skipped else ""))
     else:
         result = st.session_state["batch_result"] = {
             "model": model_id, "items": list(skipped), "done": 0, "total": len(sources), "finished": False,
@@ -121,7 +126,7 @@ if result:
     items = list(result["items"])  # one snapshot for every figure and table below
     scored = [i for i in items if i.ok]
     skipped = [i for i in items if not i.ok]
-    st.subheader(f"Results: {result['model']}" + (f" · case {shown_code(result['case_code'])}" if result["case_code"] else ""))
+    st.subheader(f"Results: {result['model']}" + (f" · case {escape_markdown(result['case_code'])}" if result["case_code"] else ""))
     st.markdown(f"**{len(scored)}** scored, **{len(skipped)}** skipped, in {result['seconds']:.1f} s including "
                 f"loading the model; scoring ran at {result['rate']:.1f} images/s.")
     if not result.get("finished", True):
@@ -131,21 +136,23 @@ if result:
     if result["record_error"]:
         st.warning(result["record_error"], icon=":material/database:")
     elif ids := [i.record_id for i in scored if i.record_id is not None]:
-        st.caption(f"Saved as {len(ids)} case records in {records.describe_url()} (from #{min(ids)} to #{max(ids)}; "
-                   "records made elsewhere meanwhile fall between them).")
+        st.caption(f"Saved as {len(ids)} case record{'s' * (len(ids) != 1)} in {records.describe_url()}"
+                   + (f" (from #{min(ids)} to #{max(ids)}; records made elsewhere meanwhile fall between them)."
+                      if len(ids) > 1 else f" (#{ids[0]})."))
     if scored and result["model"] == "sperm-seg":
         from core.tasks.sperm import pooled_prediction, unique_fields
         from ui.sperm import summary_view
 
         fields = unique_fields([i.prediction for i in scored])
-        st.markdown(f"**Normal forms pooled over the {len(fields)} fields** (at "
+        st.markdown(f"**Normal forms pooled over the {len(fields)} field{'s' * (len(fields) != 1)}** (at "
                     f"{result.get('options', {}).get('um_per_px', 0):.4g} µm per pixel"
                     + (f"; {len(scored) - len(fields)} given twice, counted once" if len(fields) < len(scored) else "")
                     + "):")
         pooled = pooled_prediction([i.prediction for i in scored])  # says how many copies it left out
         summary_view(pooled.extras, [r for f in fields for r in f.extras.get("heads", [])])
-        if result.get("finished"):  # the sample's result: one record (with its report), revised if the set is
-            record_prediction(pooled, "sperm", revises=f"pooled@{pooled.input_sha256}")
+        if result.get("finished") and len(fields) > 1:  # the sample's result: one record with its report, in the
+            record_prediction(pooled, "sperm", revises=f"pooled@{pooled.input_sha256}",  # batch's case
+                              case_code=result["case_code"])
     if scored:
         table = batch.results_frame(items)
         table = table.drop(columns=[c for c in table.columns  # kept for the downloads; the heading names the model
@@ -155,6 +162,7 @@ if result:
                                   else None for i in scored])
         if "warnings" in table:  # beside the file, not off to the right: the answer is in doubt
             table.insert(2, "⚠", table.pop("warnings"))
+        table.insert(2, "same_image_as", table.pop("same_image_as"))
         config = {"image": st.column_config.ImageColumn("Image", width="small"),
                   "⚠": st.column_config.TextColumn("⚠ read with", width="medium",
                                                    help="What the task page would warn of with this result: its "
@@ -169,7 +177,7 @@ if result:
                 table[output] = table[output].map(partial(wording.says, output))
                 threshold = scored[0].prediction.thresholds.get(output)  # a binary call's own cut-off, not 50 %
                 config[output] = wording.title(output) + (
-                    f" ({wording.says(output, labels[1])} from {threshold * 100:.0f} %)" if threshold is not None
+                    f" ({wording.says(output, labels[1])} from {threshold * 100:.3g} %)" if threshold is not None
                     and len(labels) == 2 else "")
             for label in labels:
                 if (c := f"p_{output}_{label}") in table:

@@ -10,6 +10,7 @@ from core import PROJECT_ROOT, metrics
 from core.tasks import TASK_OF_MODEL
 from ui import evaluations as ev
 from ui.common import hand_over
+from ui.records import current_user, may_read_server_files
 
 GALLERY = 12  # images shown per cell
 
@@ -130,7 +131,10 @@ def gallery(p: ev.Picked, data: metrics.OutputData, pred: np.ndarray, cell: tupl
     reachable = [k for k, v in paths.items() if v]
     version = p.predicted_by or f"{p.card.id} v{p.meta.get('model_version', p.card.version)}"
     target = task_page(p.card.id)
-    if not reachable and not any(Path(str(i)).suffix for i in table["image"][:GALLERY]):
+    if reachable and not may_read_server_files(current_user()):  # the images are files of the server's disk
+        st.caption("The images of this evaluation are files on the server: they are shown to an administrator (with "
+                   "sign-in on) or a browser on the server itself; their names are listed below.")
+    elif not reachable and not any(Path(str(i)).suffix for i in table["image"][:GALLERY]):
         st.caption("The images of this evaluation are rows of image arrays (MHSMA's .npy files), not files: only their "
                    "names are listed.")
     elif not reachable:

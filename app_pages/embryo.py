@@ -10,9 +10,9 @@ from core import dish, registry, synthetic
 from core.explain import overlay
 from core.imageio import InputImage, encode_png
 from core.tasks import embryo as task
-from ui.common import (ask_to_start, card_expander, is_handed, kept_upload, model_unavailable, read_handed, read_upload,
-                       set_aside, training_notice, with_warning)
-from ui.records import record_prediction, recorded_case, shown_code
+from ui.common import (ask_to_start, card_expander, escape_markdown, is_handed, kept_upload, model_unavailable,
+                       read_handed, read_upload, set_aside, training_notice, with_warning)
+from ui.records import record_prediction, recorded_case
 
 st.title("Embryo grading")
 st.markdown(
@@ -263,7 +263,7 @@ else:
         if len(preds) > 1 and None not in ids:
             code = recorded_case(ids[0])
             st.caption(f"{len(ids)} embryos saved as case records #{min(ids)}–#{max(ids)}"
-                       + (f" for case **{shown_code(code)}**." if code else " (no case code: set one in the sidebar)."))
+                       + (f" for case **{escape_markdown(code)}**." if code else " (no case code: set one in the sidebar)."))
     if preds and preds[0].extras.get("mode") != "dish":
         with st.expander("What-if: change the image and watch the answers move", expanded=is_handed("embryo")):
             from ui.whatif import whatif_panel

@@ -8,7 +8,8 @@ import streamlit as st
 
 from core import records, registry, report
 from core.imageio import ImageInputError, read_image
-from ui.records import report_downloads, require_login, shown_code
+from ui.common import escape_markdown
+from ui.records import report_downloads, require_login
 
 viewer = require_login(sidebar=False)
 st.title("History")
@@ -21,6 +22,8 @@ st.markdown(
 try:
     tasks = records.distinct("task", viewer)
     models = records.distinct("model_id", viewer)
+    if "sperm-seg" in models and "sperm-head" not in models:  # a field's heads were called by sperm-head (query())
+        models = sorted([*models, "sperm-head"])
 except Exception as exc:  # noqa: BLE001 - an unreachable or broken database: say which and why
     st.error(f"The case-records database ({records.describe_url()}) cannot be opened: {type(exc).__name__}: {exc}")
     st.stop()
@@ -87,7 +90,7 @@ if record is None:
     st.stop()
 
 st.divider()
-st.subheader(f"Record #{record.id} · " + (f"case {shown_code(record.case_code)} · " if record.case_code else "")
+st.subheader(f"Record #{record.id} · " + (f"case {escape_markdown(record.case_code)} · " if record.case_code else "")
              + f"{record.model_id} v{record.model_version}")
 left, right = st.columns([1, 1.4])
 with left:

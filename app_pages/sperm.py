@@ -13,9 +13,9 @@ from core.explain import overlay
 from core.imageio import InputImage
 from core.results import Prediction, Wording
 from core.tasks import sperm as task
-from ui.common import (UPLOAD_TYPES, ask_to_start, card_expander, is_handed, read_handed, read_upload, training_notice,
-                       with_warning)
-from ui.records import case_records, earlier_review, record_prediction, recorded_case, shown_code
+from ui.common import (UPLOAD_TYPES, ask_to_start, card_expander, escape_markdown, is_handed, read_handed, read_upload,
+                       training_notice, with_warning)
+from ui.records import adopt, case_records, earlier_review, record_prediction, recorded_case
 from ui.sperm import field_settings, summary_view
 
 MODES = ["Auto (by image size)", "Full field", "Single head crop"]
@@ -221,7 +221,7 @@ def case_tally(case: str) -> None:
     pooled = task.pooled_prediction([Prediction(r.model_id, r.model_version, r.input_name, r.input_sha256,
                                                 extras=r.summary) for r in reversed(fields)])
     x = pooled.extras
-    st.markdown(f"**Case {shown_code(case)} so far: {x['n_scored']} scored heads over {x['n_fields']} fields** "
+    st.markdown(f"**Case {escape_markdown(case)} so far: {x['n_scored']} scored heads over {x['n_fields']} fields** "
                 f"(WHO asks for at least {morphometry.WHO_MIN_ASSESSED}).")
     with st.expander("The case's shares of normal forms, pooled over its fields"):
         calibrations = sorted({r.summary.get("um_per_px") for r in fields})
@@ -240,13 +240,18 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
                    icon=":material/warning:")
         return
     versions = f"{SEG_CARD.version}/{HEAD_CARD.version if HEAD_CARD else '-'}"
+    revises = f"{image.sha256}@{image.name}@{versions}"  # one record per field: calibration, criterion, calls revise it
     calls = st.session_state.setdefault(f"sperm_calls_{image.sha256[:12]}", {})  # the reviewer's, by head number
     if not calls and (earlier := earlier_review(image.sha256, task.SEG, SEG_CARD.version, "heads")):
         kept = {r["head"]: r["reviewer"] for r in earlier.summary["heads"] if r.get("reviewer")}
         st.info(f"This field was reviewed before: record #{earlier.id} of "
                 f"{earlier.created_at.astimezone():%Y-%m-%d %H:%M} holds {len(kept)} call{'s' * (len(kept) != 1)} "
                 "made there.", icon=":material/history:")
-        st.button("Restore those calls", key=f"sperm_restore_{image.sha256[:12]}", on_click=calls.update, args=(kept,),
+        def restore() -> None:
+            calls.update(kept)
+            adopt(earlier, "sperm", revises)  # its record goes on, in its case
+
+        st.button("Restore those calls", key=f"sperm_restore_{image.sha256[:12]}", on_click=restore,
                   icon=":material/restore:")
     pred = analyse(image.sha256, image.name, um, acrosome, versions, image)
     if calls:  # the overlay is redrawn in the reviewed colours only when there is a call
@@ -255,10 +260,8 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     for warning in summary["warnings"]:  # before the figures it qualifies
         st.warning(f"{warning} (Calibration is beside the upload.)", icon=":material/straighten:")
     summary_view(summary, rows)
-    # one record per field: a new calibration, criterion or call revises it
     seen = training_notice(SEG_CARD, image)
-    record_id = record_prediction(with_warning(pred, seen), "sperm", image=image,
-                                  revises=f"{image.sha256}@{image.name}@{versions}")
+    record_id = record_prediction(with_warning(pred, seen), "sperm", image=image, revises=revises)
     if record_id is not None and (case := recorded_case(record_id)):
         case_tally(case)
     st.image(pred.images["overlay"], width="stretch",

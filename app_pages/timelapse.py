@@ -15,8 +15,8 @@ from core.explain import overlay
 from core.sequence import (DEFAULT_MINUTES, VIDEO_SUFFIXES, FrameSequence, SequenceInputError, read_folder,
                            read_sequence)
 from core.tasks import timelapse as task
-from ui.common import (HANDED, bullet_list, burst_counts, card_expander, handed_path, is_handed, kept_upload,
-                       model_unavailable, set_aside)
+from ui.common import (HANDED, bullet_list, burst_counts, card_expander, escape_markdown, handed_path, is_handed,
+                       kept_upload, model_unavailable, set_aside)
 from ui.records import current_user, may_read_server_files, record_prediction
 
 st.title("Time-lapse staging")
@@ -102,7 +102,8 @@ def input_ui() -> tuple[FrameSequence | None, str]:
                 return None, ""
             folder = Path(path).expanduser()
             if not folder.is_dir():
-                st.error(f"{folder}: no such folder on the machine running this app.", icon=":material/error:")
+                st.error(escape_markdown(f"{folder}: no such folder on the machine running this app."),
+                         icon=":material/error:")
                 return None, REFUSED
             stamp = max((p.lstat().st_mtime for p in folder.iterdir()), default=0.0)  # lstat: a broken link too
             return read_local_folder(str(folder.resolve()), stamp), f"{folder.resolve()}@{stamp}"
@@ -110,15 +111,17 @@ def input_ui() -> tuple[FrameSequence | None, str]:
                 "and event times mean nothing biologically.", icon=":material/draw:")
         return example_sequence(), "generated-example"
     except SequenceInputError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(escape_markdown(str(exc)), icon=":material/error:")
         return None, REFUSED
     except OSError as exc:  # a folder of this machine that cannot be listed or read (e.g. /proc, no permission)
-        st.error(f"{exc.filename or 'The folder'}: cannot be read here ({exc.strerror or exc}).", icon=":material/error:")
+        st.error(escape_markdown(f"{exc.filename or 'The folder'}: cannot be read here ({exc.strerror or exc})."),
+                 icon=":material/error:")
         return None, REFUSED
 
 
 def describe_input(seq: FrameSequence) -> None:
-    st.caption(f"{len(seq)} frame{'s' if len(seq) != 1 else ''} from {Path(seq.source).name} · time order: {seq.order_rule}"
+    st.caption(f"{len(seq)} frame{'s' if len(seq) != 1 else ''} from {escape_markdown(Path(seq.source).name)} · "
+               f"time order: {seq.order_rule}"
                + (" · phase annotations found: the true phases are drawn under the prediction" if seq.true_phases else ""))
     if seq.order_unknown:
         st.warning(task.ORDER_UNKNOWN, icon=":material/sort:")
@@ -252,7 +255,7 @@ def events_view(pred) -> None:
             "frame": "frame (from 0)", "frame_name": "frame file", "hours": f"time ({unit})",
             "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
             "true_frame": "annotated frame (from 0)", "true_hours": f"annotated time ({unit})",
-            "error_frames": "error (frames, + = late)", "error_hours": "error (h, + = late)"})
+            "error_frames": "error (acquisitions, + = late)", "error_hours": "error (h, + = late)"})
         text = shown.select_dtypes("object").columns
         shown[text] = shown[text].fillna("—")  # an event never reached has no frame file ("None" before)
 
@@ -379,8 +382,8 @@ else:
             st.warning(warning, icon=":material/schedule:")
         record_prediction(pred, "timelapse", revises=f"{key}@{CARD.version}")  # one per staging, re-timed in place
         frame = frame_picker(len(seq), task.burst_frames(pred.extras["burst_strength"]))
-        st.caption(f"Frame {frame} (counted from 0) is **{Path(seq.names[frame]).name}**, at "  # the file carries the
-                   f"{pred.extras['hours'][frame]:.2f} {time_unit(pred)[0]}.")  # instrument's RUN number
+        st.caption(f"Frame {frame} (counted from 0) is **{escape_markdown(Path(seq.names[frame]).name)}**, "  # the file
+                   f"at {pred.extras['hours'][frame]:.2f} {time_unit(pred)[0]}.")  # carries the instrument's RUN number
         st.plotly_chart(timeline(pred, frame), width="stretch", key="tl_timeline")
         st.caption("Top: probability of each stage at each frame. Middle: the stage path forced to move forward only "
                    "(Viterbi), which removes single-frame flickers. Phase: decoded the same way; grey dots "

@@ -99,7 +99,11 @@ def cmd_predict(args) -> int:
     if args.um_per_px is not None or args.acrosome:
         if args.model != "sperm-seg":
             raise ValueError("--um-per-px and --acrosome measure sperm fields: they go with sperm-seg")
-        options = {"um_per_px": args.um_per_px or morphometry.DEFAULT_UM_PER_PX, "acrosome_criterion": args.acrosome}
+        um = morphometry.DEFAULT_UM_PER_PX if args.um_per_px is None else args.um_per_px
+        low, high = morphometry.UM_PER_PX_RANGE
+        if not low <= um <= high:  # also NaN
+            raise ValueError(f"--um-per-px {args.um_per_px}: a calibration is between {low} and {high} µm per pixel")
+        options = {"um_per_px": um, "acrosome_criterion": args.acrosome}
     if args.culture_day is not None:
         if not args.model.startswith("embryo-"):
             raise ValueError("--culture-day grades embryos: it goes with embryo-grade or embryo-dish")

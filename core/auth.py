@@ -103,6 +103,10 @@ def sign_in(config: AuthConfig, name: str, password: str, now: float | None = No
             _failures.setdefault(name.strip(), []).append(time.time() if now is None else now)
         else:
             _failures.pop(name.strip(), None)
+        if len(_failures) > 1000:  # any typed name is counted: forget the ones with no recent failure
+            moment = time.time() if now is None else now
+            for stale in [n for n, times in _failures.items() if not times or moment - times[-1] >= LOCKOUT_S]:
+                del _failures[stale]
     return user
 
 

@@ -31,6 +31,7 @@ WHO_REFERENCE = {
 # ≈ 86 px, measured on 464 heads) measures the WHO median head length of 4.1 µm. It is an estimate, not a
 # microscope calibration: users must set the µm per pixel of their own microscope and camera (stage micrometer).
 DEFAULT_UM_PER_PX = 0.048
+UM_PER_PX_RANGE = (0.005, 2.0)  # what a calibration may be: 100× oil objectives give about 0.03-0.1
 
 
 @dataclass

@@ -251,21 +251,32 @@ def record_many(items: Iterable[dict], url: str | None = None) -> list[int]:
     return ids
 
 
-def amend(record_id: int, *, case_code: str | None, image: bytes | None, image_mime: str = "image/png",
+UNCHANGED = object()  # amend's image: leave the kept image as it is
+
+
+def amend(record_id: int, *, case_code: str | None, image=UNCHANGED, image_mime: str = "image/png",
           prediction=None, url: str | None = None) -> None:
-    """Set a record's case code and kept image (None removes it): the user typed the code or ticked "keep image"
-    after the prediction was made. prediction: the same prediction as the user has since reviewed it (e.g. follicles
-    unticked), stored in place of the first."""
+    """Set a record's case code and kept image (bytes; None removes it; UNCHANGED leaves it): the user typed the code
+    or ticked "keep image" after the prediction was made. prediction: the same prediction as the user has since
+    reviewed it (e.g. follicles unticked), stored in place of the first."""
     case_code = (case_code or "").strip()[:128] or None
-    values = dict(case_code=case_code, has_image=image is not None)
+    values = dict(case_code=case_code) if image is UNCHANGED else dict(case_code=case_code, has_image=image is not None)
     if prediction is not None:
         summary = _row(prediction, task="")[0]["summary"]
         values.update(summary=summary, labels=summary.get("labels") or {})
     with _writer(engine(url)) as conn:
         conn.execute(RecordRow.__table__.update().where(RecordRow.id == record_id).values(**values))
+        if image is UNCHANGED:
+            return
         conn.execute(RecordImage.__table__.delete().where(RecordImage.record_id == record_id))
         if image is not None:
             conn.execute(RecordImage.__table__.insert().values(record_id=record_id, mime=image_mime, data=bytes(image)))
+
+
+def delete(record_id: int, url: str | None = None) -> None:
+    with _writer(engine(url)) as conn:
+        conn.execute(RecordImage.__table__.delete().where(RecordImage.record_id == record_id))
+        conn.execute(RecordRow.__table__.delete().where(RecordRow.id == record_id))
 
 
 def set_case_code(record_id: int, case_code: str | None, url: str | None = None) -> None:

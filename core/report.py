@@ -227,7 +227,7 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
     "events": ("Events (draft timings to check against the frames)",
                [("event", "event"), ("frame", "frame (from 0)"), ("frame_name", "frame file"), ("hours", "time (h)"),
                 ("after_hours", "after (h): frames missing before"), ("seen", "decoded as its own phase"), ("trained", "phase in training"),
-                ("annotated_frame", "annotated frame (from 0)"), ("error_frames", "error (frames, + late)")]),
+                ("annotated_frame", "annotated frame (from 0)"), ("error_frames", "error (acquisitions, + late)")]),
 }
 MAX_TABLE_ROWS = 30
 TABLE_DIGITS = {"diameter_mm": 1}  # as the page shows it, and as it is counted (a "2.0" is in 2–9 mm)
@@ -310,14 +310,16 @@ def _detail(name: str, value) -> str:
 
 def _metrics_line(values: dict) -> str:
     """A measured set's figures in words: "shape balanced accuracy 0.907, normal ROC-AUC 0.997, n 238"."""
-    words = {"roc_auc": "ROC-AUC", "map50_95": "mAP50-95", "map50": "mAP50", "mae": "error"}
+    words = {"roc_auc": "ROC-AUC", "map50_95": "mAP50-95", "map50": "mAP50", "mae": "error", "_um": " (µm)"}
 
     def name(key: str) -> str:
         for raw, word in words.items():
             key = key.replace(raw, word)
         return key.replace("_", " ")
 
-    return ", ".join(f"{name(k)} {fmt_number(v)}" for k, v in values.items())
+    # as the card keeps them (4 decimals): rounding them again can differ from the evaluation's own 3 decimals
+    return ", ".join(f"{name(k)} {v:.4g}" if isinstance(v, float) else f"{name(k)} {fmt_number(v)}"
+                     for k, v in values.items())
 
 
 def _metrics_heading(r: Report) -> str:

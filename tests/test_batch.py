@@ -278,6 +278,17 @@ def test_batch_page_scores_a_folder_and_lists_the_skipped_files(stub, tmp_path, 
     assert not at.exception and not [w for w in at.warning if "interrupted" in w.value]
     assert "**6** scored, **1** skipped" in " ".join(m.value for m in at.markdown) and records.count() == 6 + 6
 
+    def stopped_after_the_last_group(*args, **kwargs):  # a click during the last group: nothing is left to score
+        import streamlit as st
+
+        yield from real_run(*args, **kwargs)
+        st.stop()
+
+    monkeypatch.setattr(batch, "run", stopped_after_the_last_group)
+    at.button[0].click().run()
+    assert not at.exception and not [w for w in at.warning if "interrupted" in w.value]
+    monkeypatch.setattr(batch, "run", real_run)
+
     at.text_input[0].input(str(tmp_path / "no-such-plate")).run()
     at.button[0].click().run()  # a new run that finds nothing must not leave the old results on screen
     assert not at.exception and any("No images found" in e.value for e in at.error)

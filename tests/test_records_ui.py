@@ -97,3 +97,20 @@ def test_server_files_are_for_admins_or_a_browser_on_the_server(monkeypatch):
     monkeypatch.setattr(ui_records.st, "context", SimpleNamespace(ip_address="10.0.0.5"))
     assert ui_records.may_read_server_files(User("boss", "admin"))
     assert not ui_records.may_read_server_files(User("ann", "user"))
+
+
+def test_a_file_name_is_shown_as_written_never_as_markdown():
+    """A non-image named '[Open report](https:example.com) **x**.jpg' gave an error box with a live link in it."""
+    from streamlit.testing.v1 import AppTest
+
+    def upload_page():
+        import streamlit as st
+
+        from ui.common import read_upload
+
+        read_upload(st.file_uploader("f", key="f"))
+
+    at = AppTest.from_function(upload_page, default_timeout=30).run()
+    at.file_uploader[0].upload("[Open report](https:example.com) **x**.jpg", b"not an image", "image/jpeg").run()
+    (error,) = at.error
+    assert r"\[Open report\](https\:example.com) \*\*x\*\*.jpg" in error.value

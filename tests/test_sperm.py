@@ -626,7 +626,7 @@ def test_calls_lost_to_a_reload_are_offered_back_from_the_record(tmp_path, monke
     field, _ = synthetic.sperm_field(n_heads=5, size=(768, 1024), seed=11, um_per_px=0.048)
     image = read_image(encode_png(field), name="calls.png")
     pred = task.reviewed(task.analyse_field(image), {2: "abnormal", 3: "not a head"})
-    earlier = records.record(pred, task="sperm", card=registry.card(task.SEG))
+    earlier = records.record(pred, task="sperm", card=registry.card(task.SEG), case_code="REV-1", image=b"kept")
     at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120).run()
     at.file_uploader[0].upload("calls.png", encode_png(field), "image/png").run()
     assert not at.exception, at.exception
@@ -635,6 +635,9 @@ def test_calls_lost_to_a_reload_are_offered_back_from_the_record(tmp_path, monke
     heads = next(d.value for d in at.dataframe if "your call" in d.value).set_index("head")
     assert heads.loc[2, "your call"] == "abnormal" and heads.loc[3, "your call"] == "not a head"
     assert not any("reviewed before" in i.value for i in at.info)  # offered once: the calls are back
+    # and its record goes on, in its case, with its kept image: no second record in whatever case the box names
+    assert records.count() == 1 and records.get(earlier).case_code == "REV-1" and records.get(earlier).image == b"kept"
+    assert records.get(earlier).summary["n_called_by_reviewer"] == 2
 
 
 def test_a_training_image_uploaded_is_said_to_be_one():
@@ -716,6 +719,9 @@ def test_predict_measures_fields_at_the_calibration_given(tmp_path, capfd, monke
     assert heads[0.096][0]["length_um"] == pytest.approx(2 * heads[0.048][0]["length_um"], rel=0.01)
     assert main(["predict", "pcos", str(tmp_path / "field.png"), "--um-per-px", "0.1"]) == 2
     assert "go with sperm-seg" in capfd.readouterr().err
+    for bad in ("0", "-1", "nan", "5"):  # 0 measured silently at the default; nan failed per image
+        assert main(["predict", task.SEG, str(tmp_path / "field.png"), "--um-per-px", bad]) == 2
+        assert "a calibration is between 0.005 and 2.0" in capfd.readouterr().err
 
 
 def test_a_normal_call_on_an_unstained_head_says_how_weak_it_is():
@@ -744,7 +750,9 @@ def test_batch_saves_the_fields_pooled_share_as_a_record_with_a_report(tmp_path,
         field, _ = synthetic.sperm_field(n_heads=4, size=(512, 640), seed=seed, um_per_px=0.048)
         (tmp_path / "fields" / f"field{seed}.png").write_bytes(encode_png(field))
     (tmp_path / "fields" / "field2 copy.png").write_bytes(encode_png(field))  # given twice: its heads count once
-    at = AppTest.from_file(str(ROOT / "app_pages" / "batch.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "batch.py"), default_timeout=120)
+    at.session_state["case_code"] = "SAMPLE-1"
+    at.run()
     at.selectbox[0].set_value(task.SEG).run()
     at.radio(key="batch_images").set_value("Folder or zip on this machine").run()
     at.text_input[0].input(str(tmp_path / "fields")).run()
@@ -755,8 +763,11 @@ def test_batch_saves_the_fields_pooled_share_as_a_record_with_a_report(tmp_path,
     assert pooled[0].summary["fields_pooled"] == "fields/field1.png; fields/field2 copy.png"
     fields = {r.input_sha256: r.summary["n_heads"] for r in records.query() if r.id != pooled[0].id}
     assert len(fields) == 2 and pooled[0].summary["n_heads"] == sum(fields.values())
-    at.run()  # a rerun records nothing twice
+    assert {r.case_code for r in records.query()} == {"SAMPLE-1"}
+    at.session_state["case_code"] = "NEXT-PATIENT"  # the box changes for the next sample: the pooled record stays
+    at.run()  # and a rerun records nothing twice
     assert len([r for r in records.query() if r.input_name == "2 fields pooled"]) == 1
+    assert {r.case_code for r in records.query()} == {"SAMPLE-1"}
     assert {b.label for b in at.get("download_button")} >= {"Report (PDF)", "Report (HTML)"}
 
 
@@ -780,7 +791,7 @@ def test_measurement_agreement_of_predicted_and_annotated_outlines():
     card = SimpleNamespace(metrics={"sperm_parsing_v2/heldout": {"matched": 760, "measured_at_um_per_px": 0.048,
                                                                  **task.measurement_agreement([(truth, truth)] * 2, um)}})
     note = task.measurement_note(card)
-    assert "on 760 held-out Sperm Parsing heads" in note and "+0.00 ± 0.00 µm in length" in note and "100 % of" in note
+    assert "on 760 held-out Sperm Parsing heads" in note and "+0.000 ± 0.000 µm in length" in note and "100 % of" in note
     assert task.measurement_note(SimpleNamespace(metrics={})) == ""
 
 

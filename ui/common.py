@@ -43,7 +43,7 @@ def kept_upload(key: str, upload):
         return upload
     kept = ss.get(f"{key}-kept")
     if kept is not None and ss.get(f"{key}-aside"):
-        st.caption(f"Still using your last upload, {kept.name}: upload another file to replace it.")
+        st.caption(f"Still using your last upload, {escape_markdown(kept.name)}: upload another file to replace it.")
         return kept
     ss.pop(f"{key}-kept", None)  # the user removed the file
     return None
@@ -91,6 +91,15 @@ def read_handed() -> InputImage | None:
         return None
 
 
+MARKDOWN_SPECIAL = set("\\`*_[]<>!|~$:")  # mid-line: links, images, HTML, emphasis, code, maths, icons
+
+
+def escape_markdown(text: str | None) -> str:
+    """Typed or named by the user (a case code, a file name), as Markdown that shows it as written: never a link,
+    an image or formatting."""
+    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in text or "")
+
+
 def read_upload(upload) -> InputImage | None:
     """An uploaded file as an image, or None after showing the user why it cannot be used."""
     if upload is None:
@@ -98,10 +107,10 @@ def read_upload(upload) -> InputImage | None:
     try:
         image = read_image(upload, name=upload.name)
     except ImageInputError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(escape_markdown(str(exc)), icon=":material/error:")
         return None
     for note in image.notes:
-        st.info(f"{image.name}: {note}.", icon=":material/info:")
+        st.info(escape_markdown(f"{image.name}: {note}."), icon=":material/info:")
     return image
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import streamlit as st
 
 from core import auth, records, report
 from core.imageio import encode_png
-from ui.common import is_handed
+from ui.common import escape_markdown, is_handed
 
 
 # --- sign-in ----------------------------------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ def _sign_in_form(config: auth.AuthConfig) -> None:
             if st.form_submit_button("Sign in", type="primary"):
                 user = auth.sign_in(config, name, password)
                 if user is None and (wait := auth.locked_for(name)):
-                    st.error(f"Too many wrong passwords for this user name: try again in {wait / 60:.0f} min.",
+                    st.error(f"Too many wrong passwords for this user name: try again in {math.ceil(wait / 60)} min.",
                              icon=":material/lock:")
                 elif user is None:
                     st.error("Unknown user name or wrong password.", icon=":material/lock:")
@@ -117,19 +118,24 @@ def case_controls() -> None:
                      "report show it.")
 
 
+KEPT = object()  # record_prediction's case_code by default: the sidebar's
+
+
 def record_prediction(prediction, task: str, image=None, whatif: dict | None = None, *, show: bool = True,
-                      revises: str | None = None) -> int | None:
+                      revises: str | None = None, case_code=KEPT) -> int | None:
     """Store a prediction in the case records once (reruns of the page do not duplicate it) and, with show, say so
     and offer its report. image: the input (InputImage or RGB array), kept only when "keep image" is ticked.
     revises: what the record is of (e.g. the image's sha256 and the model version), when the user can change the
     result in place (untick follicles, calibrate, re-time a sequence): one record per such key, revised as
     `prediction` changes.
+    case_code: a code of its own (e.g. a batch's, given when it was scored), instead of the sidebar's.
     Returns the record id, or None when nothing was saved: an evaluation image opened from the Confusion page, or the
     database could not be written (a warning is shown; the page goes on)."""
     if is_handed(task):
         st.caption("An evaluation's image, opened from the Confusion matrices page: not saved to the case records.")
         return None
-    case_code = (st.session_state.get("case_code") or "").strip() or None
+    fixed = case_code is not KEPT
+    case_code = ((case_code if fixed else st.session_state.get("case_code")) or "").strip() or None
     keep = bool(st.session_state.get("keep_image"))
     user = current_user()
     pixels = getattr(image, "pixels", image)
@@ -148,7 +154,8 @@ def record_prediction(prediction, task: str, image=None, whatif: dict | None = N
             seen[key] = (record_id, code, keep, review)
         elif seen[key][1:] != (code, keep, review):  # code typed, "keep" ticked or review changed since
             records.amend(seen[key][0], case_code=code,
-                          image=encode_png(pixels) if keep and pixels is not None else None,
+                          image=records.UNCHANGED if seen[key][2] == keep else
+                          encode_png(pixels) if keep and pixels is not None else None,
                           prediction=prediction if seen[key][3] != review else None)
             seen[key] = (seen[key][0], code, keep, review)
     except Exception as exc:  # noqa: BLE001 - a database problem must not take the result away
@@ -158,12 +165,12 @@ def record_prediction(prediction, task: str, image=None, whatif: dict | None = N
     record_id = seen[key][0]
     if show:
         st.caption(f"Saved as case record #{record_id}"
-                   + (f" for case **{shown_code(code)}**" if code else " (no case code: set one in the sidebar)")
+                   + (f" for case **{escape_markdown(code)}**" if code else " (no case code: set one in the sidebar)")
                    + (", image kept." if keep else ", image not stored."))
-        if code != case_code:
-            st.caption(f"The case code now reads **{shown_code(case_code) or '(empty)'}**: it applies to your next "
+        if code != case_code and not fixed:
+            st.caption(f"The case code now reads **{escape_markdown(case_code) or '(empty)'}**: it applies to your next "
                        "image; this record stays with its case.")
-            st.button(f"Move record #{record_id} to " + (f"case {shown_code(case_code)}" if case_code else "no case"),
+            st.button(f"Move record #{record_id} to " + (f"case {escape_markdown(case_code)}" if case_code else "no case"),
                       key=f"move-{record_id}", on_click=_move_record, args=(key, case_code),
                       icon=":material/drive_file_move:")
         report_downloads(lambda: report.from_prediction(prediction, image=image, case_code=code,
@@ -184,14 +191,6 @@ def _move_record(key: str, case_code: str | None) -> None:
     st.session_state["_recorded"][key] = (record_id, case_code, keep, review)
 
 
-def shown_code(code: str | None) -> str:
-    """A case code as Markdown text: typed by the user, it must not become a link, an image or formatting."""
-    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in code or "")
-
-
-MARKDOWN_SPECIAL = set("\\`*_[]<>!|~$:")  # mid-line: links, images, HTML, emphasis, code, maths, icons
-
-
 def earlier_review(input_sha256: str, model_id: str, version: str, objects: str) -> records.Record | None:
     """The newest record this user may see of this very input by this model version in which the reviewer made calls
     on `objects` (rows with a "reviewer" entry): to restore work lost to a reload. None when there is none or the
@@ -202,6 +201,21 @@ def earlier_review(input_sha256: str, model_id: str, version: str, objects: str)
         return None
     return next((r for r in found if r.model_version == version
                  and any(row.get("reviewer") for row in r.summary.get(objects) or [])), None)
+
+
+def adopt(record: records.Record, task: str, revises: str) -> None:
+    """Go on with an earlier record of this user (work restored after a reload): what record_prediction saves for
+    `revises` from now on amends it, in its case, rather than making another; the record this session made of the
+    same input moments before (all it holds is in the earlier one, or will be at the next save) is removed. Another
+    user's record is left alone."""
+    user = current_user()
+    if record.username != (user.name if user else None):
+        return
+    key = _fingerprint(revises, task, None, user)
+    seen = st.session_state.setdefault("_recorded", {})
+    if key in seen and seen[key][0] != record.id:
+        records.delete(seen[key][0])
+    seen[key] = (record.id, record.case_code, bool(st.session_state.get("keep_image")), None)  # its image stays
 
 
 def case_records(case_code: str, model_id: str, version: str, objects: str) -> list[records.Record]:

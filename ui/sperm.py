@@ -8,7 +8,8 @@ from core.tasks.sperm import defect_counts
 def field_settings(key: str, disabled: bool = False, where=st) -> tuple[float, bool]:
     """The µm per pixel and the acrosome criterion of a field (or of every field of a batch); `where`: a column."""
     um = where.number_input(
-        "Calibration (µm per pixel)", min_value=0.005, max_value=2.0, value=morphometry.DEFAULT_UM_PER_PX, step=0.001,
+        "Calibration (µm per pixel)", min_value=morphometry.UM_PER_PX_RANGE[0], max_value=morphometry.UM_PER_PX_RANGE[1],
+        value=morphometry.DEFAULT_UM_PER_PX, step=0.001,
         format="%.4f", key=f"{key}_um_per_px", disabled=disabled,
         help="Measure a stage micrometer with your microscope and camera: known length in µm divided by its length in "
              f"pixels. The default {morphometry.DEFAULT_UM_PER_PX} µm/pixel is an estimate for the Sperm Parsing v2 "

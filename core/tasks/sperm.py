@@ -830,7 +830,7 @@ def normal_forms(rows: list[dict]) -> dict:
         normal["classifier"] = [head_call(r) == "normal" for r in scored]
         normal["both"] = [c and w for c, w in zip(normal["classifier"], normal["who"])]
     out = {"n_scored": len(scored)}
-    for key in ("classifier", "who", "both"):
+    for key in ("both", "who", "classifier"):  # the strict share first, as the page, reports and History give it
         pct = morphometry.percent_normal(normal[key]) if key in normal else None
         interval = morphometry.wilson_interval(sum(normal[key]), len(scored)) if key in normal else None
         out |= {f"pct_normal_{key}": None if pct is None else round(pct, 1), f"ci95_normal_{key}": interval,
@@ -899,11 +899,12 @@ def pooled_prediction(fields: list[Prediction]) -> Prediction:
     fields = unique_fields(fields)
     first = fields[0]
     extras = {**pooled_normal_forms([f.extras for f in fields]), "um_per_px": first.extras.get("um_per_px"),
-              "copies_left_out": given - len(fields),
+              **({"copies_left_out": given - len(fields)} if given > len(fields) else {}),
               "fields_pooled": "; ".join(f.input_name for f in fields[:20])
               + (f" and {len(fields) - 20} more" if len(fields) > 20 else ""), "who_reference": morphometry.WHO_EDITION,
               "head_model": first.extras.get("head_model"), "head_model_sha256": first.extras.get("head_model_sha256"),
-              "warnings": sorted({w for f in fields for w in f.extras.get("warnings", [])}),
+              "warnings": sorted({w for f in fields for w in f.extras.get("warnings", [])  # each field's own
+                                  if "was trained on this image" not in w}),
               "caveats": first.extras.get("caveats", {})}
     sha = hashlib.sha256("".join(sorted(f.input_sha256 for f in fields)).encode()).hexdigest()
     return Prediction(first.model_id, first.model_version, f"{len(fields)} fields pooled", sha, extras=extras)
@@ -1239,8 +1240,8 @@ def measurement_note(card) -> str:
     if "length_error_mean_um" not in m:
         return ""
     return (f"Sizes come from the segmenter's outlines: on {m['matched']} held-out Sperm Parsing heads they differed "
-            f"from the annotated outlines by {m['length_error_mean_um']:+.2f} ± {m['length_error_sd_um']:.2f} µm in "
-            f"length and {m['width_error_mean_um']:+.2f} ± {m['width_error_sd_um']:.2f} µm in width (at "
+            f"from the annotated outlines by {m['length_error_mean_um']:+.3f} ± {m['length_error_sd_um']:.3f} µm in "
+            f"length and {m['width_error_mean_um']:+.3f} ± {m['width_error_sd_um']:.3f} µm in width (at "
             f"{m['measured_at_um_per_px']:g} µm per pixel), and the WHO size verdict was the same for "
             f"{m['who_size_verdict_agreement'] * 100:.0f} % of them. ")
 

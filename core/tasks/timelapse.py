@@ -333,7 +333,12 @@ def predict_images(model_id: str, images, device: str | None = None) -> list[Pre
     ms = (time.perf_counter() - t0) * 1000 / max(len(images), 1)
     return [Prediction(model_id, model.card.version, im.name, im.sha256,
                        probabilities={o: dict(zip(model.classes[o], map(float, out[o][i]))) for o in out},
-                       timings_ms={"model": ms}) for i, im in enumerate(images)]
+                       extras={"warnings": [FRAME_ALONE]}, timings_ms={"model": ms}) for i, im in enumerate(images)]
+
+
+FRAME_ALONE = ("One frame staged alone, without its recording: no forward-only decoding, and the model learnt "
+               "EmbryoScope frames (a photo from another microscope may read as any stage). Stage a whole recording "
+               "on the Time-lapse page.")
 
 
 def example_images(model_id: str, n: int) -> list[np.ndarray]:
