@@ -9,10 +9,11 @@ import streamlit as st
 from core import dish, registry, synthetic
 from core.explain import overlay
 from core.imageio import InputImage, encode_png
+from core.results import csv_bytes
 from core.tasks import embryo as task
 from ui.common import (ask_to_start, card_expander, escape_markdown, is_handed, kept_upload, model_unavailable,
                        read_handed, read_upload, set_aside, training_notice, with_warning)
-from ui.records import record_prediction, recorded_case
+from ui.records import move_notice, record_prediction, recorded_case
 
 st.title("Embryo grading")
 st.markdown(
@@ -230,7 +231,7 @@ def dish_view(image: InputImage, preds: list) -> None:
             icon=":material/info:")
     csv = pd.DataFrame([p.flat() | {k: p.extras[k] for k in ("number", "rank", "detection_confidence")}
                         | {"box_xyxy": " ".join(map(str, p.extras["box"]))} for p in sorted(preds, key=in_table_order)])
-    st.download_button("Download table (CSV)", csv.to_csv(index=False).encode(),
+    st.download_button("Download table (CSV)", csv_bytes(csv),
                        f"{image.name.rsplit('.', 1)[0]}-embryos.csv", "text/csv", key="embryo_csv", on_click="ignore")
 
 
@@ -264,6 +265,7 @@ else:
             code = recorded_case(ids[0])
             st.caption(f"{len(ids)} embryos saved as case records #{min(ids)}–#{max(ids)}"
                        + (f" for case **{escape_markdown(code)}**." if code else " (no case code: set one in the sidebar)."))
+            move_notice(ids)
     if preds and preds[0].extras.get("mode") != "dish":
         with st.expander("What-if: change the image and watch the answers move", expanded=is_handed("embryo")):
             from ui.whatif import whatif_panel

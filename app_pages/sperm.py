@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from core import morphometry, registry
 from core.explain import overlay
 from core.imageio import InputImage
-from core.results import Prediction, Wording
+from core.results import Prediction, Wording, csv_bytes
 from core.tasks import sperm as task
 from ui.common import (UPLOAD_TYPES, ask_to_start, card_expander, escape_markdown, is_handed, read_handed, read_upload,
                        training_notice, with_warning)
@@ -291,7 +291,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
     export = table.assign(image=image.name, um_per_px=um, acrosome_criterion=acrosome,
                           who_reference=morphometry.WHO_EDITION,
                           head_model=summary["head_model"], segmenter=f"{task.SEG} v{pred.model_version}")
-    st.download_button("Download the table (CSV)", export.to_csv(index=False).encode(), mime="text/csv",
+    st.download_button("Download the table (CSV)", csv_bytes(export), mime="text/csv",
                        file_name=f"{image.name.rsplit('.', 1)[0]}_heads.csv", key="sperm_csv", on_click="ignore")
     scored = table[[task.is_scored(r) for r in rows]]  # not cut by the border, not "not a head" by your call
     st.plotly_chart(histograms(scored), width="stretch", key="sperm_hist")

@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 from core import registry, synthetic
 from core.datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from core.explain import overlay
+from core.results import csv_bytes
 from core.sequence import (DEFAULT_MINUTES, VIDEO_SUFFIXES, FrameSequence, SequenceInputError, read_folder,
                            read_sequence)
 from core.tasks import timelapse as task
@@ -269,9 +270,9 @@ def events_view(pred) -> None:
     name = Path(pred.input_name).stem or "sequence"
     c1, c2 = st.columns(2)
     csv = table.rename(columns={"hours": "hpi", "true_hours": "true_hpi"}) if unit == "hpi" else table  # not error_hours
-    c1.download_button("Download events (CSV)", csv.to_csv(index=False).encode(), f"{name}-events.csv", "text/csv",
+    c1.download_button("Download events (CSV)", csv_bytes(csv), f"{name}-events.csv", "text/csv",
                        key="tl_events_csv", on_click="ignore")
-    c2.download_button("Download every frame (CSV)", task.timeline_table(pred).to_csv(index=False).encode(),
+    c2.download_button("Download every frame (CSV)", csv_bytes(task.timeline_table(pred)),
                        f"{name}-frames.csv", "text/csv", key="tl_frames_csv", on_click="ignore")
     runs = [m for k, m in CARD.metrics.items()  # the shipped recipe's folds and its reruns with other seeds
             if k.startswith("gomez2022/leave-one-embryo-out") and m.get("median_abs_error_frames_t2_t5") is not None]

@@ -22,7 +22,7 @@ from . import records, registry
 from .audit import training_note
 from .device import resolve
 from .imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageInputError, InputImage, encode_png, open_zip, read_image
-from .results import Prediction, spreadsheet_safe
+from .results import Prediction, csv_bytes, spreadsheet_safe
 
 ZIP_SUFFIXES = {".zip"}
 NOT_AN_IMAGE = "not an image file (left out)"
@@ -326,7 +326,7 @@ def errors_frame(items: list[Item]) -> pd.DataFrame:
 def to_csv(items: list[Item], case_code: str | None = None) -> bytes:
     """Scored rows, then skipped inputs with their error in the `error` column."""
     table = pd.concat([results_frame(items, case_code), errors_frame(items)], ignore_index=True).convert_dtypes()
-    return spreadsheet_safe(table).to_csv(index=False).encode("utf-8")
+    return csv_bytes(table)
 
 
 def to_excel(items: list[Item], case_code: str | None = None) -> bytes:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from . import PROJECT_ROOT
-from .results import SUMMARY_FACTS, flat_results, spreadsheet_safe
+from .results import SUMMARY_FACTS, csv_bytes, flat_results
 
 DEFAULT_URL = f"sqlite:///{PROJECT_ROOT / 'records.db'}"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -437,4 +437,4 @@ def to_csv(records: list[Record]) -> bytes:
     table = frame(records)
     if len(table):  # with its offset from UTC: a file read elsewhere has no server clock to go by
         table["time"] = [r.created_at.astimezone().isoformat(timespec="seconds") for r in records]
-    return spreadsheet_safe(table).to_csv(index=False).encode("utf-8")
+    return csv_bytes(table)

@@ -100,6 +100,11 @@ def flat_results(results: dict) -> dict:
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def csv_bytes(frame) -> bytes:
+    """A table as the CSV every download gives: UTF-8, no index, formula-like cells quoted."""
+    return spreadsheet_safe(frame).to_csv(index=False).encode("utf-8")
+
+
 def spreadsheet_safe(frame):
     """The table with text cells a spreadsheet would run as a formula (an upload named '=HYPERLINK(…).jpg') quoted
     with a leading apostrophe."""

@@ -774,3 +774,28 @@ def test_batch_and_predict_grade_on_the_culture_day_given(tmp_path, capfd, monke
     assert main(["predict", task.GRADE_ID, str(tmp_path / "e.png"), "--culture-day", "5"]) == 0
     assert pd.read_csv(io.StringIO(capfd.readouterr().out))["culture_day"].iloc[0] == 5
     assert main(["predict", "pcos", str(tmp_path / "e.png"), "--culture-day", "3"]) == 2
+
+
+@needs_dish
+def test_a_dishs_records_can_be_moved_to_the_case_the_box_now_names(tmp_path, monkeypatch):
+    """A dish's records kept their case when the sidebar code changed for the next patient, with no word of it and no
+    way to move them from the page (a single embryo's record had both)."""
+    from streamlit.testing.v1 import AppTest
+
+    from core import records
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    dish_image = synthetic.embryo_dish(n_embryos=4, seed=3)[0]
+    at = AppTest.from_file(str(ROOT / "app_pages" / "embryo.py"), default_timeout=180)
+    at.session_state["case_code"] = "DISH-A"
+    at.run()
+    at.radio(key="embryo_mode").set_value("Dish (several embryos)").run()
+    at.file_uploader[0].upload("dish.png", encode_png(dish_image), "image/png").run()
+    assert not at.exception, at.exception
+    assert {r.case_code for r in records.query()} == {"DISH-A"} and records.count() >= 2
+    at.session_state["case_code"] = "DISH-B"
+    at.run()
+    assert {r.case_code for r in records.query()} == {"DISH-A"}
+    assert any("now reads **DISH-B**" in c.value for c in at.caption)
+    next(b for b in at.button if b.label.startswith("Move these")).click().run()
+    assert {r.case_code for r in records.query()} == {"DISH-B"} and not any("now reads" in c.value for c in at.caption)

@@ -191,6 +191,22 @@ def _move_record(key: str, case_code: str | None) -> None:
     st.session_state["_recorded"][key] = (record_id, case_code, keep, review)
 
 
+def move_notice(record_ids: list[int]) -> None:
+    """For records saved together (a dish's embryos): when the sidebar's code no longer names their case, say so and
+    offer to move them all, as record_prediction does for one."""
+    box = (st.session_state.get("case_code") or "").strip() or None
+    keys = [k for k, v in st.session_state.get("_recorded", {}).items() if v[0] in record_ids]
+    if not keys or recorded_case(record_ids[0]) == box:
+        return
+    st.caption(f"The case code now reads **{escape_markdown(box) or '(empty)'}**: it applies to your next image; "
+               "these records stay with their case.")
+    if st.button(f"Move these {len(record_ids)} records to " + (f"case {escape_markdown(box)}" if box else "no case"),
+                 key=f"move-{record_ids[0]}-{len(record_ids)}", icon=":material/drive_file_move:"):
+        for key in keys:
+            _move_record(key, box)
+        st.rerun()
+
+
 def earlier_review(input_sha256: str, model_id: str, version: str, objects: str) -> records.Record | None:
     """The newest record this user may see of this very input by this model version in which the reviewer made calls
     on `objects` (rows with a "reviewer" entry): to restore work lost to a reload. None when there is none or the
