@@ -115,7 +115,7 @@ for _ in range(600):  # an interrupted run may still be finishing its last image
     if not (result and result.get("running")):
         break
     time.sleep(0.2)
-if result and not result["finished"] and not result.get("running") and result["inputs"] == inputs_key:
+if result and not result["finished"] and not result.get("running") and result.get("inputs") == inputs_key:
     done_names = {i.name for i in result["items"]}
     remaining = [s for s in gather()[0] if s.name not in done_names]
     if remaining and st.button(f"Score the remaining {len(remaining)} images", icon=":material/play_arrow:"):
