@@ -14,8 +14,9 @@ from ui.records import may_read_server_files, record_prediction, require_login
 user = require_login(sidebar=False)
 st.title("Batch scoring")
 st.markdown(
-    "Score a whole set of images with one model: upload image files or zips, or give a folder or zip on the machine "
-    "running this app. Files that cannot be read are listed with the reason and skipped; the rest are scored in "
+    "Score a whole set of images with one model: upload image files or zips"
+    + (", or give a folder or zip on the machine running this app" if may_read_server_files(user) else "")
+    + ". Files that cannot be read are listed with the reason and skipped; the rest are scored in "
     "batches (on the GPU when there is one). Every result is saved in the case records with the case code from the "
     "sidebar, and can be downloaded as CSV or Excel."
 )

@@ -346,7 +346,8 @@ crops = st.toggle("Frames are crops around the embryo", key="tl_crops",
                        "grey level first, so the embryo appears at the size the model learnt.")
 if seq is None:
     if key != REFUSED:
-        st.info("Upload a video or zip, give a local folder, or pick the generated example to start.",
+        st.info("Upload a video or zip, " + ("give a local folder, " if may_read_server_files(current_user()) else "")
+                + "or pick the generated example to start.",
                 icon=":material/upload:")
 else:
     describe_input(seq)

@@ -369,3 +369,17 @@ def test_batch_says_when_the_model_trained_on_an_image(tmp_path):
     (scored,) = progress.items
     assert any("was trained on this image" in w for w in scored.prediction.extras["warnings"])
     assert "was trained on this image" in batch.results_frame([scored])["warnings"].iloc[0]
+
+
+def test_a_browser_that_may_not_read_server_files_is_not_offered_them(stub, tmp_path, monkeypatch):
+    """The Batch intro invited a remote browser to 'give a folder on the machine running this app' it could not."""
+    from streamlit.testing.v1 import AppTest
+
+    import ui.records
+
+    monkeypatch.setattr(registry, "cards", registry.Registry(tmp_path / "weights").cards)
+    monkeypatch.setattr(ui.records, "may_read_server_files", lambda user: False)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "batch.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.radio(key="batch_images").options == ["Upload files"]
+    assert "folder" not in at.markdown[0].value
