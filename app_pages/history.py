@@ -121,7 +121,8 @@ with right:
              "Input": record.input_name, "Input size": f"{record.input_width}×{record.input_height} px, "
              f"{record.input_bytes or 0:,} bytes" if record.input_width else "—",
              "Input sha256": record.input_sha256, "Model sha256": record.model_sha256 or "—", **extras}
-    st.table(pd.DataFrame({"Details": [str(v) for v in facts.values()]}, index=pd.Index(list(facts), name="")))
+    shown = [report.fmt_number(v) if isinstance(v, bool) else str(v) for v in facts.values()]  # yes / no, as reports
+    st.table(pd.DataFrame({"Details": shown}, index=pd.Index(list(facts), name="")))
     if record.whatif:
         st.markdown("**What-if settings** used for this prediction")
         st.json(record.whatif, expanded=True)

@@ -58,7 +58,8 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     img = synthetic.embryo(size=64)[0]
     a = add("a.png", case="IVF-001", image=encode_png(img), whatif={"blur_sigma": 1.5})
     b = add("b.png", model="pcos", task="pcos", case="US-2",
-            extras={"warnings": ["This may not be a B-mode ultrasound frame: it is in colour."], "mm_per_px": 0.15})
+            extras={"warnings": ["This may not be a B-mode ultrasound frame: it is in colour."], "mm_per_px": 0.15,
+                    "size_questioned": False})
     old = add("old.png", case="IVF-000", days_ago=60)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
@@ -93,6 +94,8 @@ def test_filters_open_a_record_with_its_image_whatif_and_reports(db):
     assert "not kept with this record" in texts(at)
     assert "This may not be a B-mode ultrasound frame: it is in colour." in [w.value for w in at.warning]  # as shown
     assert "mm per pixel" in at.table[0].value.index  # details named as in reports, not "mm_per_px"
+    details = at.table[0].value["Details"]
+    assert "no" in details.tolist() and not details.isin(["True", "False"]).any()  # yes / no, as in reports
     # a PCOS record reads as the card words it, not "pcos: pcos"
     assert "**Resembles: PCOS-labelled frames** · PCOS-labelled frames 65.0%, healthy-labelled frames 35.0%" in texts(at)
 
