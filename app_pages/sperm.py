@@ -247,6 +247,7 @@ def field_ui(image: InputImage, um: float, acrosome: bool) -> None:
         st.info(f"This field was reviewed before: record #{earlier.id} of "
                 f"{earlier.created_at.astimezone():%Y-%m-%d %H:%M} holds {len(kept)} call{'s' * (len(kept) != 1)} "
                 "made there.", icon=":material/history:")
+
         def restore() -> None:
             calls.update(kept)
             adopt(earlier, "sperm", revises)  # its record goes on, in its case

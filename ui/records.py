@@ -167,12 +167,8 @@ def record_prediction(prediction, task: str, image=None, whatif: dict | None = N
         st.caption(f"Saved as case record #{record_id}"
                    + (f" for case **{escape_markdown(code)}**" if code else " (no case code: set one in the sidebar)")
                    + (", image kept." if keep else ", image not stored."))
-        if code != case_code and not fixed:
-            st.caption(f"The case code now reads **{escape_markdown(case_code) or '(empty)'}**: it applies to your next "
-                       "image; this record stays with its case.")
-            st.button(f"Move record #{record_id} to " + (f"case {escape_markdown(case_code)}" if case_code else "no case"),
-                      key=f"move-{record_id}", on_click=_move_record, args=(key, case_code),
-                      icon=":material/drive_file_move:")
+        if not fixed:
+            move_notice([record_id])
         report_downloads(lambda: report.from_prediction(prediction, image=image, case_code=code,
                                                         user=user.name if user else None, whatif=whatif,
                                                         record_id=record_id),
@@ -185,26 +181,28 @@ def recorded_case(record_id: int) -> str | None:
     return next((v[1] for v in st.session_state.get("_recorded", {}).values() if v[0] == record_id), None)
 
 
-def _move_record(key: str, case_code: str | None) -> None:
-    record_id, _, keep, review = st.session_state["_recorded"][key]
-    records.set_case_code(record_id, case_code)
-    st.session_state["_recorded"][key] = (record_id, case_code, keep, review)
+def _move_records(keys: list[str], case_code: str | None) -> None:
+    seen = st.session_state["_recorded"]
+    for key in keys:
+        record_id, _, keep, review = seen[key]
+        records.set_case_code(record_id, case_code)
+        seen[key] = (record_id, case_code, keep, review)
 
 
 def move_notice(record_ids: list[int]) -> None:
-    """For records saved together (a dish's embryos): when the sidebar's code no longer names their case, say so and
-    offer to move them all, as record_prediction does for one."""
+    """When the sidebar's code no longer names the case these records (one result, or a dish's embryos) were saved
+    in: say so, and offer to move them."""
     box = (st.session_state.get("case_code") or "").strip() or None
     keys = [k for k, v in st.session_state.get("_recorded", {}).items() if v[0] in record_ids]
     if not keys or recorded_case(record_ids[0]) == box:
         return
+    one = len(record_ids) == 1
     st.caption(f"The case code now reads **{escape_markdown(box) or '(empty)'}**: it applies to your next image; "
-               "these records stay with their case.")
-    if st.button(f"Move these {len(record_ids)} records to " + (f"case {escape_markdown(box)}" if box else "no case"),
-                 key=f"move-{record_ids[0]}-{len(record_ids)}", icon=":material/drive_file_move:"):
-        for key in keys:
-            _move_record(key, box)
-        st.rerun()
+               + ("this record stays with its case." if one else "these records stay with their case."))
+    st.button((f"Move record #{record_ids[0]}" if one else f"Move these {len(record_ids)} records") + " to "
+              + (f"case {escape_markdown(box)}" if box else "no case"),
+              key=f"move-{record_ids[0]}" + ("" if one else f"-{len(record_ids)}"), on_click=_move_records,
+              args=(keys, box), icon=":material/drive_file_move:")
 
 
 def earlier_review(input_sha256: str, model_id: str, version: str, objects: str) -> records.Record | None:
