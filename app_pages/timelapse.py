@@ -107,7 +107,8 @@ def input_ui() -> tuple[FrameSequence | None, str]:
                          icon=":material/error:")
                 return None, REFUSED
             stamp = max((p.lstat().st_mtime for p in folder.iterdir()), default=0.0)  # lstat: a broken link too
-            return read_local_folder(str(folder.resolve()), stamp), f"{folder.resolve()}@{stamp}"
+            folder = folder.absolute()  # not resolved: a linked embryo folder's annotations sit beside the link
+            return read_local_folder(str(folder), stamp), f"{folder}@{stamp}"
         st.info("A drawn, synthetic sequence to try the page with: the model was not made for it, so its stages "
                 "and event times mean nothing biologically.", icon=":material/draw:")
         return example_sequence(), "generated-example"
@@ -132,7 +133,8 @@ def describe_input(seq: FrameSequence) -> None:
     if "RUN" in seq.order_rule and numbers and numbers[-1] - numbers[0] + 1 > len(numbers):
         missing = numbers[-1] - numbers[0] + 1 - len(numbers)
         st.caption(f"RUN numbers go from {numbers[0]} to {numbers[-1]}: {missing} acquisition"
-                   f"{' is' if missing == 1 else 's are'} missing, so times follow the RUN numbers, not the frame count.")
+                   f"{' is' if missing == 1 else 's are'} missing, so times follow the "
+                   + ("time table" if seq.recorded_hours else "RUN numbers") + ", not the frame count.")
     if seq.skipped:
         st.warning(f"{len(seq.skipped)} item(s) could not be used and were left out; the other frames were staged:\n\n"
                    + bullet_list(seq.skipped, 8),
@@ -198,7 +200,7 @@ def timeline(pred, frame: int) -> go.Figure:
         fig.add_annotation(x=h, y=1.06 + 0.035 * (k % 2), yref="paper", text="/".join(names), showarrow=False,
                            font=dict(size=10))
     fig.add_vline(x=hours[frame], line=dict(color="crimson", width=2))
-    fig.update_xaxes(title_text=f"{time_unit(pred)[1]} ({x['minutes_per_frame']:g} min between frames)", row=4, col=1)
+    fig.update_xaxes(title_text=f"{time_unit(pred)[1]} ({timing_source(pred)})", row=4, col=1)
     fig.update_layout(height=740, margin=dict(t=100, b=40, l=60, r=20), legend=dict(orientation="h", y=-0.12))
     return fig
 
@@ -212,6 +214,12 @@ def time_unit(pred) -> tuple[str, str]:
     if pred.extras.get("time_zero") == "insemination":
         return "hpi", "hours after insemination"
     return "h from first frame", "hours from the first frame"
+
+
+def timing_source(pred) -> str:
+    x = pred.extras
+    return (f"recorded times, {x['time_table']}" if x.get("minutes_per_frame") is None
+            else f"{x['minutes_per_frame']:g} min between frames")
 
 
 def frame_picker(n_frames: int, bursts: list[int]) -> int:
@@ -327,14 +335,18 @@ def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
 
 # --- page -----------------------------------------------------------------------------------------------------------
 seq, key = input_ui()
+recorded = seq is not None and seq.recorded_hours is not None and st.toggle(
+    f"Use the recorded times ({escape_markdown(seq.time_table)})", value=True, key="tl_recorded",
+    help="The instrument's own hours after insemination for each frame, read from the time table that came with the "
+         "frames. Off: times are counted from the minutes between frames below.")
 interval, start = st.columns(2)
 minutes = interval.number_input("Minutes between frames", min_value=0.5, max_value=240.0, value=DEFAULT_MINUTES,
-                                step=0.5, key="tl_minutes",
+                                step=0.5, key="tl_minutes", disabled=recorded,
                                 help=f"Between acquisitions; default {DEFAULT_MINUTES:g} min, a usual EmbryoScope "
                                      "interval. Event times in hours depend on it; frame numbers do not. A video that "
                                      "repeats each acquisition has its repeats merged first.")
 first_hpi = start.number_input("First frame at (hours after insemination)", min_value=0.0, max_value=200.0,
-                               value=None, step=0.25, key="tl_first_hpi",
+                               value=None, step=0.25, key="tl_first_hpi", disabled=recorded,
                                placeholder="not given: hours from the first frame",
                                help="From the instrument's record of this embryo. Given, event times are in hours after "
                                     "insemination (hpi), the scale published timings use; left empty, they count from "
@@ -355,7 +367,7 @@ else:
         seq, key = padded_crops(key, seq), f"{key}#crops"
     try:
         staged = stage_sequence(key, CARD.version, seq)
-        pred = task.retimed(staged, float(minutes), first_hpi)
+        pred = task.retimed(staged, float(minutes), first_hpi, recorded=recorded)
     except (ValueError, RuntimeError) as exc:
         st.error(f"The sequence could not be staged: {exc}")
         pred = None

@@ -495,7 +495,8 @@ def event_table(folder: Path, meta: dict) -> tuple[pd.DataFrame | None, str]:
     """Time-lapse event times per embryo (true, predicted, error in hours) and a note on how hours were derived.
 
     Read from events.csv in the evaluation folder when present, else from meta["events"] ({embryo: {"events":
-    {event: frame}, "true_events": {event: frame}}}) with frames `minutes_per_frame` apart."""
+    {event: frame}, "true_events": {event: frame}, "hours": the same in recorded hours, when the set has time
+    tables}}); an embryo without recorded hours has its frames `minutes_per_frame` apart."""
     path = Path(folder) / "events.csv"
     if path.is_file():
         return pd.read_csv(path), "as stored in events.csv"
@@ -505,16 +506,28 @@ def event_table(folder: Path, meta: dict) -> tuple[pd.DataFrame | None, str]:
     from .sequence import DEFAULT_MINUTES
 
     minutes = float(meta.get("minutes_per_frame", DEFAULT_MINUTES))
-    rows = []
+    rows, by_interval = [], 0
     for embryo, rep in events.items():
-        pred, true = rep.get("events", {}), rep.get("true_events", {})
-        for event, frame in true.items():
+        recorded = rep.get("hours")
+        if recorded:
+            pred, true = recorded["events"], recorded["true_events"]
+        else:
+            by_interval += 1
+            pred = {e: f * minutes / 60 for e, f in rep.get("events", {}).items()}
+            true = {e: f * minutes / 60 for e, f in rep.get("true_events", {}).items()}
+        for event, true_h in true.items():
             p = pred.get(event)
-            rows.append({"embryo": embryo, "event": event, "true_h": frame * minutes / 60,
-                         "predicted_h": None if p is None else p * minutes / 60,
-                         "error_h": None if p is None else (p - frame) * minutes / 60})
-    note = (f"frame numbers converted at {minutes:g} min per frame"
-            + (" (EmbryoScope's usual interval; the evaluation did not store one)" if "minutes_per_frame" not in meta else ""))
+            rows.append({"embryo": embryo, "event": event, "true_h": true_h, "predicted_h": p,
+                         "error_h": None if p is None else p - true_h})
+    interval = (f"frame numbers converted at {minutes:g} min per frame"
+                + (" (EmbryoScope's usual interval; the evaluation did not store one)"
+                   if "minutes_per_frame" not in meta else ""))
+    if by_interval == 0:
+        note = "hours after insemination from each embryo's time table"
+    elif by_interval == len(events):
+        note = interval
+    else:
+        note = f"hours from the time tables; for {by_interval} embryo(s) without one, {interval}"
     return pd.DataFrame(rows), note
 
 

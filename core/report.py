@@ -212,10 +212,11 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "below_lower_limit_who": "below the 4 % lower reference limit (WHO head criteria)",
                 "who_reference": "WHO reference", "acrosome_criterion": "acrosome criterion used",
                 "head_model": "head classifier", "head_model_sha256": "head classifier's sha256", "time_zero": "time (h) counted from",
+                "timed_by": "times from",
                 "minutes_per_frame": "minutes between frames", "n_frames": "frames",
                 "current_stage": "stage at the last frame", "current_phase": "phase at the last frame",
                 "first_frame_hpi": "first frame at (hours after insemination)"}
-FOLDED = {"n_called_by_reviewer", "who_reference", "head_model_sha256",  # said with another detail, or in the caveats
+FOLDED = {"n_called_by_reviewer", "who_reference", "head_model_sha256", "time_table",  # said with another detail, or in the caveats
           *(f"{kind}_{by}" for kind in ("ci95_normal", "vs_lower_limit") for by in ("classifier", "who", "both"))}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
     "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("p_normal", "P(normal)"), ("reviewer", "reviewer"),

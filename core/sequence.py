@@ -41,6 +41,8 @@ class FrameSequence:
     frame_numbers: list[int] | None = None  # acquisition numbers (RUN<k>, or a sampled video's frame numbers)
     notes: list[str] = field(default_factory=list)  # how the frames were taken from the input, for the user
     sha256: str = ""  # of the file it was read from (a video or zip), for the record
+    recorded_hours: list[float] | None = None  # hours after insemination per frame, from the instrument's time table
+    time_table: str = ""  # the file they came from
 
     @property
     def order_unknown(self) -> bool:
@@ -274,6 +276,28 @@ def _run_numbers(names: list[str]) -> list[int] | None:
     return nums if all(n is not None for n in nums) else None
 
 
+TIME_TABLE_SUFFIX = "_timeelapsed.csv"  # Gomez's <embryo>_timeElapsed.csv
+
+
+def with_time_table(seq: FrameSequence, text: str, table: str) -> FrameSequence:
+    """The sequence with each frame's recorded hours when the time table covers every frame (by RUN number) and runs
+    forward; otherwise a note says why the minutes between frames are used instead."""
+    times = gomez.parse_times(text)
+    numbers = seq.frame_numbers or []
+    missing = [n for n in numbers if n not in times]
+    hours = [times[n] for n in numbers if n in times]
+    if seq.frame_numbers is None:
+        why = "the frames' names carry no RUN numbers to look their times up by"
+    elif missing:
+        why = f"it has no time for {len(missing)} of the {len(numbers)} frames (e.g. RUN{missing[0]})"
+    elif any(later < earlier for earlier, later in zip(hours, hours[1:])):
+        why = "its times go backwards between frames"
+    else:
+        return replace(seq, recorded_hours=hours, time_table=table)
+    return replace(seq, notes=[*seq.notes, f"the time table {table} was not used ({why}): event times come from "
+                                           "the minutes between frames"])
+
+
 def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> FrameSequence:
     """Image frames of a zip (path or bytes); other entries are skipped and listed. A Gomez `<embryo>_phases.csv`
     inside brings the annotated phases, as in a Gomez folder."""
@@ -302,7 +326,12 @@ def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> 
             phases = []
         if phases:  # a zipped Gomez embryo folder with its annotation table
             entries = [(e, read) for e, read in entries if e != tables[0][0]]
+        time_table = next(((e, read) for e, read in entries if e.lower().endswith(TIME_TABLE_SUFFIX)), None)
+        if time_table:
+            entries = [(e, read) for e, read in entries if e != time_table[0]]
         seq = _from_named_files(entries, name)
+        if time_table:
+            seq = with_time_table(seq, time_table[1]().decode(errors="replace"), PurePosixPath(time_table[0]).name)
     seq.skipped = skipped + seq.skipped
     if phases and seq.frame_numbers is not None:
         seq.true_phases = [gomez.phase_of(n, phases) for n in seq.frame_numbers]
@@ -321,6 +350,9 @@ def read_folder(folder, annotations: Path | None = None, recording_of: str | Non
         annotations = candidate if candidate.is_file() else None
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    tables = [p for p in files if p.name.lower().endswith(TIME_TABLE_SUFFIX)]  # beside the frames, or where Gomez has it
+    time_table = tables[0] if tables else gomez.time_table_path(folder)
+    files = [p for p in files if p != time_table]
     if recording_of is not None:
         wanted = recording_name(recording_of)
         files = images = [p for p in images if recording_name(p.name) == wanted]
@@ -340,6 +372,8 @@ def read_folder(folder, annotations: Path | None = None, recording_of: str | Non
     if annotations is not None and seq.frame_numbers is not None:
         phases = gomez.read_phases(annotations)
         seq.true_phases = [gomez.phase_of(n, phases) for n in seq.frame_numbers]
+    if time_table is not None:
+        seq = with_time_table(seq, time_table.read_text(errors="replace"), time_table.name)
     return seq
 
 

@@ -368,12 +368,16 @@ def test_corrupt_video_is_a_clear_error(tmp_path):
         read_sequence(data[: len(data) // 8], "truncated.avi")
 
 
-def gomez_layout(root: Path, phases: str, n_frames: int, size: int) -> Path:
-    """A one-embryo Gomez layout below `root` (embryo E1, generated frames RUN1…); the embryo's frame folder."""
+def gomez_layout(root: Path, phases: str, n_frames: int, size: int, time_table: str | None = None) -> Path:
+    """A one-embryo Gomez layout below `root` (embryo E1, generated frames RUN1…, and the full set's time table when
+    given); the embryo's frame folder."""
     frames_dir = root / "embryo_dataset" / "E1"
     frames_dir.mkdir(parents=True)
     (root / "embryo_dataset_annotations").mkdir()
     (root / "embryo_dataset_annotations" / "E1_phases.csv").write_text(phases)
+    if time_table is not None:
+        (root / "embryo_dataset_time_elapsed").mkdir()
+        (root / "embryo_dataset_time_elapsed" / "E1_timeElapsed.csv").write_text(time_table)
     for i, f in enumerate(synthetic.timelapse_sequence(n_frames, size=size)[0]):
         cv2.imwrite(str(frames_dir / f"D2020_WELL1_RUN{i + 1}.jpeg"), f)
     return frames_dir
@@ -383,6 +387,28 @@ def test_gomez_folder_brings_annotations(tmp_path):
     seq = read_folder(gomez_layout(tmp_path, "tPNa,2,3\nt2,4,6\n", n_frames=6, size=64))
     assert seq.frame_numbers == [1, 2, 3, 4, 5, 6]
     assert seq.true_phases == [None, "tPNa", "tPNa", "t2", "t2", "t2"]
+
+def test_gomez_time_table_gives_each_frame_its_recorded_hours(tmp_path):
+    """The full Gomez set's embryo_dataset_time_elapsed/<embryo>_timeElapsed.csv: hours after insemination per RUN
+    number, at uneven intervals (the instrument visits the other wells between acquisitions)."""
+    table = "frame_index,time\n1,0.0\n2,18.9\n3,19.15\n4,19.6\n5,nan\n5,19.8\n6,20.3\n"
+    seq = read_folder(gomez_layout(tmp_path, "tPNa,2,3\nt2,4,6\n", n_frames=6, size=64, time_table=table))
+    assert seq.recorded_hours == [0.0, 18.9, 19.15, 19.6, 19.8, 20.3] and seq.time_table == "E1_timeElapsed.csv"
+    assert not seq.skipped and not seq.notes
+
+
+def test_a_time_table_beside_zipped_frames_is_used_only_when_it_covers_them_in_order():
+    frames, _ = synthetic.timelapse_sequence(4, size=64)
+    entries = {f"E1/E1_RUN{i + 1}.png": encode_png(f) for i, f in enumerate(frames)}
+    seq = read_zip(zip_of(entries | {"E1/E1_timeElapsed.csv": b"frame_index,time\n1,25\n2,25.5\n3,26\n4,27\n"}))
+    assert seq.recorded_hours == [25.0, 25.5, 26.0, 27.0] and not seq.skipped and not seq.notes
+    short = read_zip(zip_of(entries | {"E1/E1_timeElapsed.csv": b"frame_index,time\n1,25\n2,25.5\n4,27\n"}))
+    assert short.recorded_hours is None and "no time for 1 of the 4 frames (e.g. RUN3)" in short.notes[0]
+    backwards = read_zip(zip_of(entries | {"E1/E1_timeElapsed.csv": b"1,25\n2,24\n3,26\n4,27\n"}))
+    assert backwards.recorded_hours is None and "go backwards" in backwards.notes[0]
+    unnumbered = {f"f{i}.png": encode_png(f) for i, f in enumerate(frames)} | {"x_timeElapsed.csv": b"1,2\n"}
+    assert "no RUN numbers" in read_zip(zip_of(unnumbered)).notes[0]
+
 
 def test_phase_table_with_header_quotes_and_a_broken_row(tmp_path):
     from core.datasets.gomez import read_phases
@@ -427,6 +453,48 @@ def test_predict_sequence_shapes_and_monotone(model):
     assert x["current_phase"] == x["phase_decoded"][-1] and x["warnings"] == []
     long = task.retimed(pred, 240.0)  # 39 frames at 4 h: 156 h, within culture; at 5 h: 195 h, not
     assert long.extras["warnings"] == [] and "longer than embryo culture" in task.retimed(pred, 300.0).extras["warnings"][0]
+
+
+def test_recorded_hours_time_the_events_unless_the_user_turns_them_off(model):
+    from core.sequence import FrameSequence
+    from core.tasks import timelapse as task
+
+    frames, _ = synthetic.timelapse_sequence(40, size=128)
+    numbers = [1, 2, *range(5, 43)]  # RUN3 and RUN4 missing: a gap
+    hours = [20.0 + 0.3 * n for n in numbers]
+    seq = FrameSequence(frames, [f"E_RUN{n}.png" for n in numbers], "gen", "gen", frame_numbers=numbers,
+                        recorded_hours=hours, time_table="E_timeElapsed.csv")
+    pred = task.predict_sequence("timelapse-stage", seq, 10.0)
+    x = pred.extras
+    assert np.allclose(x["hours"], hours) and x["time_zero"] == "insemination" and x["minutes_per_frame"] is None
+    assert x["timed_by"] == "the time table E_timeElapsed.csv" and x["first_frame_hpi"] == 20.3
+    assert all(e["hours"] == pytest.approx(hours[e["frame"]]) for e in x["events"])
+    by_interval = task.retimed(pred, 15.0, None, recorded=False).extras
+    assert by_interval["hours"][-1] == pytest.approx(41 * 15 / 60) and by_interval["time_zero"] == "first frame"
+    assert by_interval["minutes_per_frame"] == 15.0
+
+
+def test_evaluate_gives_event_errors_in_the_recorded_hours_of_a_full_gomez_set(model, tmp_path):
+    import json
+    import shutil
+
+    from core import metrics
+    from core.tasks import timelapse as task
+
+    hours = {n: 18.0 + 0.25 * n + (0.1 if n % 3 else 0.0) for n in range(1, 33)}  # uneven, as an instrument's
+    table = "frame_index,time\n" + "".join(f"{n},{h}\n" for n, h in hours.items())
+    gomez_layout(tmp_path, "tPNa,1,10\nt2,11,20\nt4,21,32\n", n_frames=32, size=96, time_table=table)
+    name = "pytest-time-table"
+    try:
+        task.evaluate("timelapse-stage", tmp_path, name, None, "cpu")
+        folder = model.card.folder / "eval" / name
+        meta = json.loads((folder / "meta.json").read_text())
+        events, note = metrics.event_table(folder, meta)
+    finally:
+        shutil.rmtree(model.card.folder / "eval" / name, ignore_errors=True)
+    assert note == "hours after insemination from each embryo's time table"
+    true = events.set_index("event")["true_h"]
+    assert true["t2"] == pytest.approx(hours[11]) and true["t4"] == pytest.approx(hours[21])
 
 
 def test_frames_without_numbers_and_a_damaged_input_are_warned_with_the_record():

@@ -119,6 +119,29 @@ def test_page_counts_hours_after_insemination_and_keeps_the_folder_across_inputs
     assert at.text_input(key="tl_folder").value == folder and at.success
 
 
+def test_page_times_the_events_by_the_time_table_that_came_with_the_frames(tmp_path):
+    """A time table beside the frames (Gomez's <embryo>_timeElapsed.csv): the instrument's own hours after
+    insemination, uneven between frames; the interval boxes are off until the user turns the table off."""
+    from streamlit.testing.v1 import AppTest
+
+    folder = write_frames(tmp_path / "seq", n=40)
+    hours = {n: 22.0 + 0.2 * n + (0.05 if n % 2 else 0.0) for n in range(1, 41)}
+    (folder / "embryo_timeElapsed.csv").write_text("frame_index,time\n" + "".join(f"{n},{h}\n" for n, h in hours.items()))
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(folder)).run()
+    assert not at.exception and not at.warning  # the table is not 'an item that could not be used'
+    assert at.toggle(key="tl_recorded").value and at.number_input(key="tl_minutes").disabled
+    events = at.dataframe[0].value
+    frame = int(events["frame (from 0)"].iloc[0])
+    assert events["time (hpi)"].iloc[0] == pytest.approx(hours[frame + 1])
+    assert records.query(task="timelapse")[0].summary["timed_by"] == "the time table embryo_timeElapsed.csv"
+    at.toggle(key="tl_recorded").set_value(False).run()
+    assert not at.number_input(key="tl_minutes").disabled
+    assert at.dataframe[0].value["time (h from first frame)"].iloc[0] == pytest.approx(frame * 15 / 60)
+
+
 def test_page_pads_embryo_crops_when_told_they_are_crops(tmp_path):
     """Gomez blastocyst crops (held-out embryo EH309-8, all blastocyst) staged as they are: the model's centre square
     cuts the embryo and every frame read cleavage; padded as the model learnt them, the last frame is blastocyst."""

@@ -182,6 +182,9 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
         "current_phase": PHASES[phase_dec[-1]],
         "input_warnings": input_warnings(seq),
     }
+    if seq.recorded_hours is not None:
+        extras["recorded_hours"] = np.asarray(seq.recorded_hours)
+        extras["time_table"] = seq.time_table
     if seq.true_phases is not None:
         extras["true_phase"] = list(seq.true_phases)
         annotated = set(seq.true_phases)  # an event the annotator skipped (t2 straight to t4) has no annotated time
@@ -223,16 +226,24 @@ def acquisition_steps(seq: FrameSequence) -> np.ndarray:
     return np.arange(len(seq))
 
 
-def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float | None = None) -> Prediction:
-    """The prediction with hours for another acquisition interval (nothing is re-classified): hours after
-    insemination when the first frame's is given, else hours from the first frame (`time_zero` says which)."""
+def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float | None = None,
+            recorded: bool = True) -> Prediction:
+    """The prediction with hours for another timing (nothing is re-classified): the instrument's recorded hours
+    after insemination when the input had a time table (and `recorded`), else frames `minutes_per_frame` apart, in
+    hours after insemination when the first frame's is given, else from the first frame (`time_zero` says which)."""
     x = pred.extras
     steps = np.asarray(x["acquisitions"])
-    hours = (steps * minutes_per_frame / 60.0 + (first_frame_hpi or 0.0)).round(3)
+    if recorded and x.get("recorded_hours") is not None:
+        hours = np.asarray(x["recorded_hours"], dtype=float).round(3)
+        timing = {"minutes_per_frame": None, "time_zero": "insemination", "first_frame_hpi": float(hours[0]),
+                  "timed_by": f"the time table {x['time_table']}"}
+    else:
+        hours = (steps * minutes_per_frame / 60.0 + (first_frame_hpi or 0.0)).round(3)
+        timing = {"minutes_per_frame": float(minutes_per_frame), "first_frame_hpi": first_frame_hpi,
+                  "time_zero": "first frame" if first_frame_hpi is None else "insemination",
+                  "timed_by": "the minutes between frames"}
     events = [_timed(e, hours, steps) for e in x["events"]]
-    return replace(pred, extras={**x, "minutes_per_frame": float(minutes_per_frame), "hours": hours, "events": events,
-                                 "time_zero": "first frame" if first_frame_hpi is None else "insemination",
-                                 "first_frame_hpi": first_frame_hpi,
+    return replace(pred, extras={**x, **timing, "hours": hours, "events": events,
                                  "warnings": list(x.get("input_warnings", [])) + timing_warnings(hours)})
 
 
@@ -770,27 +781,27 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
         raise ValueError(f"unknown split {split!r}: use heldout or train")
     model = registry.load(model_id, device)
     layouts = find_layouts(path)
-    sequences = []  # (embryo, [paths], [phase or None], [stage or None], embryo crops rather than whole wells)
+    sequences = []  # (embryo, [paths], [phase or None], [stage or None], embryo crops?, [recorded hours or None])
     for root in layouts["gomez"]:
         for e in gomez.read_dataset(root):
             sequences.append((e.name, [f.path for f in e.frames], [f.phase for f in e.frames], [f.stage for f in e.frames],
-                              False))
+                              False, [f.hours for f in e.frames]))
     for folder in layouts["crops"]:
         for emb, paths in gomez.read_blastocyst_crops(folder).items():
             paths = sorted(paths, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-            sequences.append((emb, paths, [None] * len(paths), ["blastocyst"] * len(paths), True))
+            sequences.append((emb, paths, [None] * len(paths), ["blastocyst"] * len(paths), True, [None] * len(paths)))
     if not sequences:
         raise FileNotFoundError(f"{path}: no Gomez layout (embryo_dataset/ + embryo_dataset_annotations/) "
                                 "or blastocyst crops found")
     if split:
         sequences = [s for s in sequences if is_heldout(s[0], len(s[1])) == (split == "heldout")]
     frames_s, frames_p, reports, burst_checks, skipped = [], [], {}, [], []
-    for emb, paths, phases, stages, crops in sequences:
-        frames, images, bad = readable(list(zip(paths, phases, stages)), lambda frame: read_image(frame[0]).pixels)
+    for emb, paths, phases, stages, crops, hours in sequences:
+        frames, images, bad = readable(list(zip(paths, phases, stages, hours)), lambda frame: read_image(frame[0]).pixels)
         skipped += [f"{emb}/{msg}" for msg in bad]
         if not frames:
             continue
-        paths, phases, stages = map(list, zip(*frames))
+        paths, phases, stages, hours = map(list, zip(*frames))
         stage_p, phase_p, bursts = sequence_probabilities(model, [crop_as_well_frame(im) for im in images] if crops else images)
         dec_s, dec_p = decode(stage_p, phase_p, SWITCH_COST)
         keep = [i for i, s in enumerate(stages) if s]
@@ -808,6 +819,9 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
             true_index = [PHASES.index(p) if p else -1 for p in phases]
             reports[emb] = {"events": event_frames(dec_p),
                             "true_events": event_frames([i if i >= 0 else None for i in true_index])}
+            if None not in hours:  # the instrument's time table: events in its hours after insemination
+                reports[emb]["hours"] = {kind: {e: hours[f] for e, f in reports[emb][kind].items()}
+                                         for kind in ("events", "true_events")}
             burst_checks.append(burst_hits(bursts, true_index))
         log(f"{emb}: {len(paths)} frames")
     if not frames_s:
