@@ -13,7 +13,7 @@ from core import registry, synthetic
 from core.datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from core.explain import overlay
 from core.results import csv_bytes
-from core.sequence import (DEFAULT_MINUTES, VIDEO_SUFFIXES, FrameSequence, SequenceInputError, read_folder,
+from core.sequence import (DEFAULT_MINUTES, VIDEO_SUFFIXES, FrameSequence, SequenceInputError, folder_stamp, read_folder,
                            read_sequence)
 from core.tasks import timelapse as task
 from ui.common import (HANDED, bullet_list, burst_counts, card_expander, escape_markdown, handed_path, is_handed,
@@ -106,7 +106,7 @@ def input_ui() -> tuple[FrameSequence | None, str]:
                 st.error(escape_markdown(f"{folder}: no such folder on the machine running this app."),
                          icon=":material/error:")
                 return None, REFUSED
-            stamp = max((p.lstat().st_mtime for p in folder.iterdir()), default=0.0)  # lstat: a broken link too
+            stamp = folder_stamp(folder)
             folder = folder.absolute()  # not resolved: a linked embryo folder's annotations sit beside the link
             return read_local_folder(str(folder), stamp), f"{folder}@{stamp}"
         st.info("A drawn, synthetic sequence to try the page with: the model was not made for it, so its stages "

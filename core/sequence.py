@@ -338,6 +338,14 @@ def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> 
     return seq
 
 
+def folder_stamp(folder: Path) -> float:
+    """The latest change to a folder's files or to the Gomez annotation and time table beside it (a cache key)."""
+    beside = [folder.parent.parent / "embryo_dataset_annotations" / f"{folder.name}_phases.csv",
+              gomez.time_table_path(folder)]
+    files = [*folder.iterdir(), *(p for p in beside if p is not None and p.is_file())]
+    return max((p.lstat().st_mtime for p in files), default=0.0)  # lstat: a broken link too
+
+
 def read_folder(folder, annotations: Path | None = None, recording_of: str | None = None) -> FrameSequence:
     """A folder of frames. A Gomez embryo folder (…/embryo_dataset/<embryo>) also brings its annotated phases.
     recording_of: a frame's file name; only the frames of its recording are read (a folder may hold several, as the

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import pytest
 from core import synthetic
 from core.datasets.gomez import PHASES, STAGES
 from core.imageio import encode_png
-from core.sequence import (SequenceInputError, burst_strength, decode, event_frames, frame_change, order_frames,
-                           read_folder, read_sequence, read_video, read_zip, viterbi_monotone)
+from core.sequence import (SequenceInputError, burst_strength, decode, event_frames, folder_stamp, frame_change,
+                           order_frames, read_folder, read_sequence, read_video, read_zip, viterbi_monotone)
 from tests.conftest import shared_data, zip_of
 
 
@@ -395,6 +396,9 @@ def test_gomez_time_table_gives_each_frame_its_recorded_hours(tmp_path):
     seq = read_folder(gomez_layout(tmp_path, "tPNa,2,3\nt2,4,6\n", n_frames=6, size=64, time_table=table))
     assert seq.recorded_hours == [0.0, 18.9, 19.15, 19.6, 19.8, 20.3] and seq.time_table == "E1_timeElapsed.csv"
     assert not seq.skipped and not seq.notes
+    frames_dir = tmp_path / "embryo_dataset" / "E1"
+    os.utime(tmp_path / "embryo_dataset_time_elapsed" / "E1_timeElapsed.csv", (4e9, 4e9))  # a corrected table
+    assert folder_stamp(frames_dir) == 4e9  # is read again, though no frame changed
 
 
 def test_a_time_table_beside_zipped_frames_is_used_only_when_it_covers_them_in_order():
