@@ -13,8 +13,8 @@ from core import registry, synthetic
 from core.datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from core.explain import overlay
 from core.results import csv_bytes
-from core.sequence import (DEFAULT_MINUTES, VIDEO_SUFFIXES, FrameSequence, SequenceInputError, folder_stamp, read_folder,
-                           read_sequence)
+from core.sequence import (DEFAULT_MINUTES, EVENTS, VIDEO_SUFFIXES, FrameSequence, SequenceInputError, folder_stamp,
+                           read_folder, read_sequence)
 from core.tasks import timelapse as task
 from ui.common import (HANDED, bullet_list, burst_counts, card_expander, escape_markdown, handed_path, is_handed,
                        kept_upload, model_unavailable, set_aside)
@@ -185,6 +185,12 @@ def timeline(pred, frame: int) -> go.Figure:
                                  connectgaps=False), row=3, col=1)
     fig.add_trace(go.Scatter(x=hours, y=x["phase_decoded"], mode="lines", name="phase, decoded",
                              line=dict(color="#08306b", width=2, shape="hv")), row=3, col=1)
+    calls = [e for e in x["events"] if e.get("reviewed_hours") is not None]
+    if calls:
+        fig.add_trace(go.Scatter(x=[e["reviewed_hours"] for e in calls], y=[e["event"] for e in calls],
+                                 mode="markers", name="event set by the reviewer",
+                                 marker=dict(symbol="star", size=13, color="#31a354", line=dict(color="#005a32", width=1)),
+                                 hovertemplate="%{y} set at %{x:.2f} h<extra></extra>"), row=3, col=1)
     fig.add_trace(go.Bar(x=hours, y=x["burst_strength"], name="burst of change",  # grey: below a burst's level
                          marker_color=["#de2d26" if b >= task.BURST else "#bdbdbd" for b in x["burst_strength"]],
                          hovertemplate="%{x:.1f} h: %{y:.2f}<extra></extra>"), row=4, col=1)
@@ -193,7 +199,7 @@ def timeline(pred, frame: int) -> go.Figure:
     fig.update_yaxes(categoryorder="array", categoryarray=PHASES, tickmode="array", tickvals=PHASES, row=3, col=1)
     at_hours: dict[float, list[str]] = {}  # events seen as their own phase; several at one time share a label
     for ev in x["events"]:
-        if ev.get("seen", True):
+        if ev.get("seen", True) and ev["hours"] is not None:  # not an event only the reviewer set
             at_hours.setdefault(ev["hours"], []).append(ev["event"] + ("?" if not ev.get("trained", True) else ""))
     for k, (h, names) in enumerate(sorted(at_hours.items())):
         fig.add_vline(x=h, line=dict(color="#444", width=1, dash="dot"))
@@ -220,6 +226,66 @@ def timing_source(pred) -> str:
     x = pred.extras
     return (f"recorded times, {x['time_table']}" if x.get("minutes_per_frame") is None
             else f"{x['minutes_per_frame']:g} min between frames")
+
+
+def headline_text(pred) -> str | None:
+    """The times most asked for in a line: the reviewer's where set, else the draft's with its caveats."""
+    events = [e for e in pred.extras["events"] if e["event"] in HEADLINE_EVENTS]
+    if not events:
+        return None
+    unit = time_unit(pred)[0]
+    checked = [e for e in events if e.get("reviewed_hours") is not None]
+    draft = [e for e in events if e not in checked and e["frame"] is not None]
+    across_gap = [e for e in draft if e.get("after_hours") is not None]  # in a gap: seen or not, a range
+    at: dict[str, list[dict]] = {}  # events in one gap share its range
+    for e in draft:
+        if e.get("seen", True) or e in across_gap:
+            at.setdefault((f"{e['after_hours']:.1f}–" if e in across_gap else "") + f"{e['hours']:.1f} {unit}"
+                          + (" (frames missing)" if e in across_gap else ""), []).append(e)
+    items = [(e, f"**{e['event']}** {e['reviewed_hours']:.1f} {unit} ✓") for e in checked]
+    items += [(named[0], ", ".join(f"**{e['event']}**" for e in named) + f" {when}") for when, named in at.items()]
+    times = [text for _, text in sorted(items, key=lambda item: EVENTS.index(item[0]["event"]))]
+    skipped = [e["event"] for e in draft if not e.get("seen", True) and e not in across_gap]
+    if skipped:
+        times.append(f"{', '.join(skipped)} not seen (no frame decoded as {'it' if len(skipped) == 1 else 'them'}"
+                     + (": check for a direct cleavage)" if any(e in CLEAVAGES for e in skipped) else ")"))
+    if not times:
+        return None
+    if checked:
+        return ("Event times (✓ set by the reviewer, the others drafts): " + " · ".join(times)
+                + " (every event is in the Events tab below).")
+    return ("Draft event times: " + " · ".join(times)
+            + " (check each on its frames, and set the right frame in the Frame tab; every event is in the Events tab "
+              "below).")
+
+
+def review_calls(key: str) -> dict[str, int]:
+    """The reviewer's frame for each event checked in this sequence (a new sequence starts with none)."""
+    kept = st.session_state.get("tl_review")
+    if not kept or kept["key"] != key:
+        kept = st.session_state["tl_review"] = {"key": key, "calls": {}}
+    return kept["calls"]
+
+
+def review_ui(pred, frame: int, n_frames: int, calls: dict[str, int]) -> None:
+    """Step through frames and set an event at the frame on screen: the reviewer's time replaces the draft's in
+    the headline, the intervals, the record and the report."""
+    def step(by: int) -> None:
+        st.session_state["tl_frame"] = min(max(st.session_state.get("tl_frame", 0) + by, 0), n_frames - 1)
+
+    back, forward, which, put, clear = st.columns([1, 1, 2, 2, 2], vertical_alignment="bottom")
+    back.button("◀ frame", key="tl_prev_frame", on_click=step, args=(-1,), disabled=frame == 0, width="stretch")
+    forward.button("frame ▶", key="tl_next_frame", on_click=step, args=(1,), disabled=frame >= n_frames - 1,
+                   width="stretch")
+    event = which.selectbox("Event", EVENTS, index=EVENTS.index("t2"), key="tl_review_event",
+                            help="The first frame that shows the event (e.g. t2: the first frame with two cells).")
+    put.button(f"Set {event} at frame {frame}", key="tl_review_set", width="stretch",
+               on_click=lambda: calls.__setitem__(event, frame))
+    clear.button(f"Clear {event}" + (f" (frame {calls[event]})" if event in calls else ""), key="tl_review_clear",
+                 width="stretch", disabled=event not in calls, on_click=lambda: calls.pop(event, None))
+    if calls:
+        st.caption("Set by you: " + ", ".join(f"{e} at frame {f}" for e, f in sorted(
+            calls.items(), key=lambda c: EVENTS.index(c[0]))) + ". Kept with this sequence's record and its report.")
 
 
 def frame_picker(n_frames: int, bursts: list[int]) -> int:
@@ -258,13 +324,18 @@ def events_view(pred) -> None:
     if table.empty:
         st.info("No stage transition was found in this sequence (every frame is in one phase).")
     else:
-        first = [c for c in ("event", "frame", "frame_name", "hours", "error_frames", "error_hours") if c in table]
+        first = [c for c in ("event", "frame", "frame_name", "hours", "reviewed_frame", "reviewed_hours",
+                             "error_frames", "error_hours") if c in table]
         table = table[first + [c for c in table if c not in first]]  # the errors in sight, the long texts after
         shown = table.rename(columns={  # the file name carries the instrument's own number (e.g. RUN123)
             "frame": "frame (from 0)", "frame_name": "frame file", "hours": f"time ({unit})",
+            "reviewed_frame": "your frame (from 0)", "reviewed_hours": f"your time ({unit})",
             "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
             "true_frame": "annotated frame (from 0)", "true_hours": f"annotated time ({unit})",
             "error_frames": "error (acquisitions, + = late)", "error_hours": "error (h, + = late)"})
+        if "reviewed_frame" in table:  # as text: "—" where no frame was set ("None" before)
+            shown["your frame (from 0)"] = [str(f) if pd.notna(f) else "—" for f in table["reviewed_frame"]]
+            shown[f"your time ({unit})"] = [f"{h:.2f}" if pd.notna(h) else "—" for h in table["reviewed_hours"]]
         text = shown.select_dtypes("object").columns
         shown[text] = shown[text].fillna("—")  # an event never reached has no frame file ("None" before)
 
@@ -275,6 +346,7 @@ def events_view(pred) -> None:
 
         st.dataframe(shown, hide_index=True, width="stretch", on_select=go_to_event, selection_mode="single-row",
                      key="tl_events_table")
+    intervals_view(pred)
     name = Path(pred.input_name).stem or "sequence"
     c1, c2 = st.columns(2)
     csv = table.rename(columns={"hours": "hpi", "true_hours": "true_hpi"}) if unit == "hpi" else table  # not error_hours
@@ -302,6 +374,17 @@ def events_view(pred) -> None:
                "chart). Events before "
                "the first frame are not listed. Nearest burst: the closest burst of change within "
                f"{task.NEAREST_BURST} frames of the event, a frame to look at when checking it.")
+
+
+def intervals_view(pred) -> None:
+    st.markdown("**Morphokinetic intervals**")
+    rows = pd.DataFrame(pred.extras["intervals"]).reindex(columns=["interval", "meaning", "hours", "from"])
+    rows["hours"] = [f"{h:.2f}" if pd.notna(h) else "—" for h in rows["hours"]]
+    st.dataframe(rows.rename(columns={"from": "times from"}), hide_index=True, width="stretch", key="tl_intervals")
+    st.caption("Each interval uses the frames you set (Frame tab) where you set them, else the draft events. A draft "
+               "event can be off by hours (see below), so a draft interval is only as good as both of its events: s2 "
+               "and s3 are normally under a few hours, and only reviewed ones mean much. Nomenclature of Ciray et al. "
+               "2014 (t5 − t2 as Meseguer et al. 2011).")
 
 
 def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
@@ -367,7 +450,8 @@ else:
         seq, key = padded_crops(key, seq), f"{key}#crops"
     try:
         staged = stage_sequence(key, CARD.version, seq)
-        pred = task.retimed(staged, float(minutes), first_hpi, recorded=recorded)
+        calls = review_calls(key)
+        pred = task.reviewed(task.retimed(staged, float(minutes), first_hpi, recorded=recorded), calls)
     except (ValueError, RuntimeError) as exc:
         st.error(f"The sequence could not be staged: {exc}")
         pred = None
@@ -376,22 +460,9 @@ else:
         st.success(f"Last frame: **{STAGE_NAMES[pred.extras['current_stage']]}** · {len(seq)} "
                    f"frame{'s' if len(seq) != 1 else ''} over {span_h:.1f} h · staged in "
                    f"{pred.timings_ms['total'] / 1000:.1f} s ({CARD.id} v{pred.model_version})")
-        headline = [e for e in pred.extras["events"] if e["event"] in HEADLINE_EVENTS]
+        headline = headline_text(pred)
         if headline:  # the times most asked for, at the top; the Events tab has every event and how to read it
-            unit = time_unit(pred)[0]
-            across_gap = [e for e in headline if e.get("after_hours") is not None]  # in a gap: seen or not, a range
-            at: dict[str, list[str]] = {}  # events in one gap share its range
-            for e in headline:
-                if e.get("seen", True) or e in across_gap:
-                    at.setdefault((f"{e['after_hours']:.1f}–" if e in across_gap else "") + f"{e['hours']:.1f} {unit}"
-                                  + (" (frames missing)" if e in across_gap else ""), []).append(f"**{e['event']}**")
-            times = [f"{', '.join(events)} {when}" for when, events in at.items()]
-            skipped = [e["event"] for e in headline if not e.get("seen", True) and e not in across_gap]
-            if skipped:
-                times.append(f"{', '.join(skipped)} not seen (no frame decoded as {'it' if len(skipped) == 1 else 'them'}"
-                             + (": check for a direct cleavage)" if any(e in CLEAVAGES for e in skipped) else ")"))
-            st.markdown("Draft event times: " + " · ".join(times)
-                        + " (check each on its frames; every event is in the Events tab below).")
+            st.markdown(headline)
         for warning in task.timing_warnings(pred.extras["hours"]):  # the input's own were said with it above
             st.warning(warning, icon=":material/schedule:")
         record_prediction(pred, "timelapse", revises=f"{key}@{CARD.version}")  # one per staging, re-timed in place
@@ -408,6 +479,7 @@ else:
         with tab_events:
             events_view(pred)
         with tab_frame:
+            review_ui(pred, frame, len(seq), calls)
             frame_view(seq, pred, key, frame)
         with tab_whatif:
             from core.whatif import model_explain, model_predict

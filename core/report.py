@@ -19,6 +19,7 @@ from PIL import Image
 
 from . import DISCLAIMER, morphometry, registry
 from .results import SUMMARY_FACTS, Wording
+from .sequence import INTERVALS, interval_name
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 MAX_TEXT = 700  # characters of intended use / limitations, so the report stays on one page
@@ -215,7 +216,9 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "timed_by": "times from",
                 "minutes_per_frame": "minutes between frames", "n_frames": "frames",
                 "current_stage": "stage at the last frame", "current_phase": "phase at the last frame",
-                "first_frame_hpi": "first frame at (hours after insemination)"}
+                "first_frame_hpi": "first frame at (hours after insemination)",
+                "reviewed_events": "events set by the reviewer",
+                **{f"{k}_h": f"{interval_name(k)}, h" for k in INTERVALS}}
 FOLDED = {"n_called_by_reviewer", "who_reference", "head_model_sha256", "time_table",  # said with another detail, or in the caveats
           *(f"{kind}_{by}" for kind in ("ci95_normal", "vs_lower_limit") for by in ("classifier", "who", "both"))}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
@@ -227,7 +230,8 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
                                 ("counted", "counted")]),
     "events": ("Events (draft timings to check against the frames)",
                [("event", "event"), ("frame", "frame (from 0)"), ("frame_name", "frame file"), ("hours", "time (h)"),
-                ("after_hours", "after (h): frames missing before"), ("seen", "decoded as its own phase"), ("trained", "phase in training"),
+                ("after_hours", "after (h): frames missing before"), ("reviewed_frame", "reviewer's frame (from 0)"),
+                ("reviewed_hours", "reviewer's time (h)"), ("seen", "decoded as its own phase"), ("trained", "phase in training"),
                 ("annotated_frame", "annotated frame (from 0)"), ("error_frames", "error (acquisitions, + late)")]),
 }
 MAX_TABLE_ROWS = 30

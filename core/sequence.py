@@ -502,3 +502,52 @@ def event_frames(phase_index, phases: list[str] = gomez.PHASES) -> dict[str, int
         if len(hits):
             events[name] = int(hits[0])
     return events
+
+
+# Morphokinetic intervals (h) as the time-lapse nomenclature names them (Ciray et al. 2014, Hum Reprod 29:2650;
+# t5 − t2 as Meseguer et al. 2011 use it): name -> (first event, second event, what it measures)
+INTERVALS = {
+    "cc2": ("t2", "t3", "second cell cycle"),
+    "s2": ("t3", "t4", "synchrony of the divisions to 4 cells"),
+    "cc3": ("t3", "t5", "third cell cycle"),
+    "t5_t2": ("t2", "t5", "from 2 to 5 cells"),
+    "s3": ("t5", "t8", "synchrony of the divisions to 8 cells"),
+    "tb_tsb": ("tSB", "tB", "blastulation"),
+}
+
+
+def interval_name(key: str) -> str:
+    """"cc2 (t3 − t2)"; an interval without a name of its own is its definition: "t5 − t2"."""
+    first, second, _ = INTERVALS[key]
+    return f"{second} − {first}" if "_" in key else f"{key} ({second} − {first})"
+
+
+def interval_fields(events: list[dict]) -> dict:
+    """Each interval in hours (`<name>_h`) from the reviewer's times where given, else from the draft's, and
+    `intervals`: one row per interval saying where its times came from, or why it is not given (an event not reached,
+    skipped by the decoding, or after missing frames, and not reviewed)."""
+    times, why = {}, {}
+    for e in events:
+        if e.get("reviewed_hours") is not None:
+            times[e["event"]] = (e["reviewed_hours"], "reviewed")
+        elif not e.get("seen", True):
+            why[e["event"]] = f"{e['event']} was skipped by the decoding"
+        elif e.get("after_hours") is not None:
+            why[e["event"]] = f"{e['event']} came after missing frames"
+        elif e.get("hours") is not None:
+            times[e["event"]] = (e["hours"], "draft")
+    fields, rows = {}, []
+    for name, (first, second, meaning) in INTERVALS.items():
+        row = {"interval": interval_name(name), "meaning": meaning}
+        if first in times and second in times:
+            hours = round(times[second][0] - times[first][0], 2)
+            sources = {times[first][1], times[second][1]}
+            row |= {"hours": hours, "from": " and ".join(sorted(sources, reverse=True))
+                    + (f" (negative: {second} is before {first}; check both)" if hours < 0 else "")}
+        else:
+            hours = None  # said, not left out: a re-timing must not keep an earlier value
+            row["from"] = "; ".join(why.get(e) or f"{e} not reached" for e in (first, second) if e not in times)
+        fields[f"{name}_h"] = hours
+        rows.append(row)
+    calls = [e["event"] for e in events if e.get("reviewed_frame") is not None]
+    return fields | {"intervals": rows, "reviewed_events": ", ".join(calls) or None}

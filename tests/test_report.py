@@ -206,3 +206,19 @@ def test_a_sequence_report_lists_its_events():
     assert title.startswith("Events") and "decoded as its own phase" in header
     assert rows[1][:5] == ["t3", "20", "RUN21.jpeg", "5.00", "no"]
     assert rep.details["time (h) counted from"] == "first frame"
+
+
+def test_a_reviewed_sequence_report_gives_the_reviewers_frames_and_the_intervals():
+    from core.tasks import timelapse as task
+
+    events = [{"event": "t2", "frame": 12, "frame_name": "RUN13.jpeg", "seen": True, "trained": True},
+              {"event": "t3", "frame": 20, "frame_name": "RUN21.jpeg", "seen": True, "trained": True}]
+    pred = task.retimed(Prediction("timelapse-stage", "3.0", "AB028-6", extras={
+        "n_frames": 40, "events": events, "acquisitions": np.arange(40), "burst_strength": np.zeros(40)}), 15.0)
+    rep = report.from_prediction(task.reviewed(pred, {"t3": 22}))
+    title, header, rows = rep.table
+    assert "reviewer's frame (from 0)" in header and rows[1][header.index("reviewer's time (h)")] == "5.50"
+    assert rep.details["cc2 (t3 − t2), h"] == 2.5 and rep.details["events set by the reviewer"] == "t3"
+    assert "s2 (t4 − t3), h" not in rep.details  # not given: t4 not reached
+    pages, text = _pdf_text(rep.pdf())
+    assert pages == 1 and "cc2 (t3 − t2), h: 2.5" in text

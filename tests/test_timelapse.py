@@ -194,6 +194,42 @@ def test_events_table_marks_skipped_guessed_and_missed_events_and_errors_in_hour
     assert pd.isna(table.loc["t3", "error_frames"]) and table.loc["t4", "error_frames"] == 0
 
 
+def test_the_reviewers_frames_time_the_events_and_the_intervals_and_follow_a_re_timing():
+    """Draft events are checked by the embryologist: the frame they set for an event replaces the draft's time in the
+    morphokinetic intervals; an interval is withheld where a draft event is skipped or after missing frames until
+    reviewed; an event the decoding never reached can be set; a negative interval is said to be one."""
+    from core.results import Prediction
+    from core.tasks import timelapse as task
+
+    events = [{"event": "t2", "frame": 2, "frame_name": "f2", "seen": True, "trained": True},
+              {"event": "t3", "frame": 6, "frame_name": "f6", "seen": False, "trained": True},
+              {"event": "t4", "frame": 6, "frame_name": "f6", "seen": True, "trained": True},
+              {"event": "t5", "frame": 9, "frame_name": "f9", "seen": True, "trained": True}]
+    pred = task.retimed(Prediction("timelapse-stage", "3.0", "seq", extras={
+        "events": events, "acquisitions": np.arange(12), "burst_strength": np.zeros(12)}), 30.0)
+    x = pred.extras
+    assert x["t5_t2_h"] == 3.5 and x["cc2_h"] is None and x["s2_h"] is None and x["reviewed_events"] is None
+    rows = {r["interval"]: r for r in x["intervals"]}
+    assert rows["cc2 (t3 − t2)"]["from"] == "t3 was skipped by the decoding" and rows["t5 − t2"]["from"] == "draft"
+    assert rows["s3 (t8 − t5)"]["from"] == "t8 not reached"
+    checked = task.reviewed(pred, {"t3": 5, "t8": 11, "t2": 3})
+    x = checked.extras
+    assert x["cc2_h"] == 1.0 and x["s2_h"] == 0.5 and x["t5_t2_h"] == 3.0 and x["s3_h"] == 1.0
+    assert x["reviewed_events"] == "t2, t3, t8"
+    rows = {r["interval"]: r for r in x["intervals"]}
+    assert rows["cc2 (t3 − t2)"]["from"] == "reviewed" and rows["s2 (t4 − t3)"]["from"] == "reviewed and draft"
+    table = task.events_table(checked).set_index("event")
+    assert table.loc["t8", "reading"] == "not reached by the decoding; the reviewer's frame"
+    assert table.loc["t8", "reviewed_hours"] == 5.5 and pd.isna(table.loc["t4", "reviewed_frame"])
+    later = task.retimed(checked, 15.0, first_frame_hpi=20.0).extras  # the calls keep their frames, at the new times
+    assert later["cc2_h"] == 0.5 and [e["reviewed_hours"] for e in later["events"] if e.get("reviewed_frame")] == [
+        20.75, 21.25, 22.75]
+    backwards = task.reviewed(pred, {"t3": 10}).extras  # after the draft t4 and t5
+    assert backwards["s2_h"] == -2.0 and "negative: t4 is before t3" in backwards["intervals"][1]["from"]
+    cleared = task.reviewed(checked, {}).extras
+    assert cleared["cc2_h"] is None and [e["event"] for e in cleared["events"]] == ["t2", "t3", "t4", "t5"]
+
+
 def test_frames_of_several_recordings_are_refused_but_time_stamps_and_a_stray_file_are_not(tmp_path):
     """The Gomez blastocyst-crop folder (6 embryos) was staged as one 152-hour embryo."""
     from core.sequence import read_folder, recordings

@@ -142,6 +142,34 @@ def test_page_times_the_events_by_the_time_table_that_came_with_the_frames(tmp_p
     assert at.dataframe[0].value["time (h from first frame)"].iloc[0] == pytest.approx(frame * 15 / 60)
 
 
+def test_page_keeps_the_reviewers_event_frames_in_the_intervals_and_the_record(tmp_path):
+    """The embryologist steps to the frame that shows an event and sets it: the headline, the events table, the
+    intervals and the same record take the reviewer's time; a new sequence starts unreviewed."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
+    at.run()
+    at.radio(key="tl_source").set_value("Local folder").run()
+    at.text_input(key="tl_folder").input(str(write_frames(tmp_path / "seq", n=40))).run()
+    saved = records.query(task="timelapse")[0]
+    at.slider(key="tl_frame").set_value(12).run()
+    at.button(key="tl_next_frame").click().run()
+    at.selectbox(key="tl_review_event").set_value("t3").run()
+    at.button(key="tl_review_set").click().run()
+    assert not at.exception
+    assert "**t3** 3.2 h from first frame ✓" in at.markdown[1].value  # frame 13 at 15 min per frame
+    shown = [d.value for d in at.dataframe if "your frame (from 0)" in d.value.columns][0].set_index("event")
+    assert shown.loc["t3", "your frame (from 0)"] == "13" and shown.loc["t4", "your frame (from 0)"] == "—"
+    record = records.query(task="timelapse")[0]
+    assert record.id == saved.id and record.summary["reviewed_events"] == "t3"
+    assert {e["event"]: e.get("reviewed_frame") for e in record.summary["events"]}["t3"] == 13
+    at.button(key="tl_review_clear").click().run()
+    assert records.query(task="timelapse")[0].summary["reviewed_events"] is None
+    at.button(key="tl_review_set").click().run()
+    at.text_input(key="tl_folder").input(str(write_frames(tmp_path / "other", n=30))).run()
+    assert records.query(task="timelapse")[0].summary["reviewed_events"] is None  # not carried to another embryo
+
+
 def test_page_pads_embryo_crops_when_told_they_are_crops(tmp_path):
     """Gomez blastocyst crops (held-out embryo EH309-8, all blastocyst) staged as they are: the model's centre square
     cuts the embryo and every frame read cleavage; padded as the model learnt them, the last frame is blastocyst."""

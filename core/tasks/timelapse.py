@@ -27,7 +27,7 @@ from ..datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from ..preprocess import centre_square, normalise
 from ..results import Prediction
 from ..sequence import (DEFAULT_MINUTES, EVENTS, MIN_FRAME_SIDE, FrameSequence, burst_strength, decode, event_frames,
-                        frame_change)
+                        frame_change, interval_fields)
 
 MODEL_ID = "timelapse-stage"
 SIZE = 160  # 160 beat 112 on leave-one-embryo-out (median t2–t5 error 5.5 vs 32.5 frames; scripts/gpu_train.py)
@@ -243,18 +243,42 @@ def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float |
                   "time_zero": "first frame" if first_frame_hpi is None else "insemination",
                   "timed_by": "the minutes between frames"}
     events = [_timed(e, hours, steps) for e in x["events"]]
-    return replace(pred, extras={**x, **timing, "hours": hours, "events": events,
+    return replace(pred, extras={**x, **timing, "hours": hours, "events": events, **interval_fields(events),
                                  "warnings": list(x.get("input_warnings", [])) + timing_warnings(hours)})
 
 
 def _timed(event: dict, hours: np.ndarray, steps: np.ndarray) -> dict:
     """The event at its frame's hour; after a gap in the acquisitions, also the hour of the frame before the gap
-    (`after_hours`): the event happened between the two, not at the first frame that shows it."""
+    (`after_hours`): the event happened between the two, not at the first frame that shows it. A reviewer's frame
+    gets its hour too."""
     f = event["frame"]
-    timed = {k: v for k, v in event.items() if k != "after_hours"} | {"hours": float(hours[f])}
-    if f > 0 and steps[f] - steps[f - 1] > 1:
+    timed = {k: v for k, v in event.items() if k not in ("after_hours", "reviewed_hours")}
+    timed["hours"] = None if f is None else float(hours[f])
+    if f is not None and f > 0 and steps[f] - steps[f - 1] > 1:
         timed["after_hours"] = float(hours[f - 1])
+    if event.get("reviewed_frame") is not None:
+        timed["reviewed_hours"] = float(hours[event["reviewed_frame"]])
     return timed
+
+
+def reviewed(pred: Prediction, calls: dict[str, int]) -> Prediction:
+    """The prediction with the reviewer's frame for some events ({event: frame from 0}; an event the decoding never
+    reached is added with no draft frame); its hours follow the timing in force, and the intervals are worked out
+    again. Calls replace earlier ones: an event left out has no reviewer's frame."""
+    x = pred.extras
+    n = len(x["hours"])
+    calls = {e: int(f) for e, f in calls.items() if e in EVENTS and 0 <= int(f) < n}
+    drafted = [{k: v for k, v in e.items() if k != "reviewed_frame"} for e in x["events"] if e["frame"] is not None]
+    for e in drafted:
+        if e["event"] in calls:
+            e["reviewed_frame"] = calls[e["event"]]
+    named = {e["event"] for e in drafted}
+    rows = drafted + [{"event": e, "frame": None, "frame_name": None, "reviewed_frame": f}
+                      for e, f in calls.items() if e not in named]
+    rows.sort(key=lambda e: EVENTS.index(e["event"]))
+    steps = np.asarray(x["acquisitions"])
+    events = [_timed(e, np.asarray(x["hours"]), steps) for e in rows]
+    return replace(pred, extras={**x, "events": events, **interval_fields(events)})
 
 
 def timing_warnings(hours) -> list[str]:
@@ -293,7 +317,8 @@ def nearest_burst(bursts: list[int], frame: int, within: int = NEAREST_BURST) ->
 def event_reading(event: dict) -> str:
     """How far an event's time can be read: the model's own caveats for it, or "" when there are none."""
     if event.get("frame") is None:
-        return "not reached (annotated only)"
+        return "not reached by the decoding; the reviewer's frame" if event.get("reviewed_frame") is not None \
+            else "not reached (annotated only)"
     caveats = []
     if not event.get("seen", True):
         caveats.append("skipped: no frame of this phase; the next event's time")
@@ -305,16 +330,19 @@ def event_reading(event: dict) -> str:
 
 
 def events_table(pred: Prediction) -> pd.DataFrame:
-    """One row per event the decoding reached (frame and hours, how far to read it, the nearest burst of change);
-    with annotations, the true frame and hours, the errors, and rows for annotated events it never reached."""
+    """One row per event the decoding reached (frame and hours, the reviewer's frame and hours where set, how far to
+    read it, the nearest burst of change); with annotations, the true frame and hours, the errors, and rows for
+    annotated events it never reached."""
     x = pred.extras
     rows = list(x["events"])
     true = x.get("true_events")
     if true is not None:
         reached = {e["event"] for e in rows}
         rows += [{"event": e, "frame": None, "frame_name": None, "hours": None} for e in true if e not in reached]
-    frame = pd.DataFrame(rows, columns=["event", "frame", "frame_name", "hours"])
-    frame["frame"] = frame["frame"].astype("Int64")
+    reviewed = ["reviewed_frame", "reviewed_hours"] if any(e.get("reviewed_frame") is not None for e in rows) else []
+    frame = pd.DataFrame(rows, columns=["event", "frame", "frame_name", "hours", *reviewed])
+    for column in ("frame", *reviewed[:1]):
+        frame[column] = frame[column].astype("Int64")
     frame["reading"] = [event_reading(e) if true is None or e["event"] in true or e.get("frame") is None
                         else "; ".join(filter(None, [event_reading(e), "not in the annotation (no error to give)"]))
                         for e in rows]
