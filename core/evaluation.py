@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import subprocess
 import sys
@@ -100,8 +101,25 @@ def predictions_frame(items: list[str], output: str, labels: list[str], y_true, 
     return frame
 
 
+def kept_name(card, name: str, meta: dict) -> str:
+    """The name to store an evaluation under: `name`, unless that is an evaluation the card cites and this one is of
+    data the card does not document; then `name-<data hash>`, so that someone's own set (their MHSMA folder,
+    evaluated without --name) never replaces the evidence behind the card's figures."""
+    cited = {(table or {}).get("evaluation") for table in card.metrics.values()}
+    data = next((meta[k] for k in ("data_path", "data", "path") if meta.get(k)), None)
+    data = data[0] if isinstance(data, list) and data else data
+    if name not in cited or not (card.folder / "eval" / name).is_dir() or not isinstance(data, str) \
+            or documents_card(data):
+        return name
+    other = f"{name}-{hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:8]}"
+    print(f"eval/{name} holds the evaluation the model card cites: this one, of {data}, is stored as eval/{other}",
+          file=sys.stderr)
+    return other
+
+
 def store(card, name: str, predictions: pd.DataFrame, metrics: dict, meta: dict) -> dict:
     """Write one evaluation of `card`'s model; returns the CLI's JSON object."""
+    name = kept_name(card, name, meta)
     folder = card.folder / "eval" / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / audit.AUDIT_FILE).unlink(missing_ok=True)  # a replaced evaluation must not keep the old one's audit

@@ -716,6 +716,17 @@ def test_split_names_a_layouts_own_split_as_well_as_the_held_out_groups(tmp_path
         assert result["n"] == 1 and result["metrics"]["stage"]["n_per_class"]["blastocyst"] == 1
         with pytest.raises(ValueError, match="no split 'val'.*test, train"):
             task.evaluate(task.GRADE_ID, root, name="split-test", split="val", device="cpu")
+        # the set's own train/ before this project's 'train' groups (which took test images too); files that are
+        # links to elsewhere, given from the folder above (the linked file was 'not in the subpath')
+        linked = tmp_path / "above" / "hv"
+        for table in ("train", "test"):
+            (linked / table).mkdir(parents=True)
+            (linked / f"{table}.csv").write_bytes((root / f"{table}.csv").read_bytes())
+            for f in (root / table).iterdir():
+                (linked / table / f.name).symlink_to(f)
+        for split, stage in (("train", "cleavage"), ("test", "blastocyst")):
+            result = task.evaluate(task.GRADE_ID, tmp_path / "above", name="split-test", split=split, device="cpu")
+            assert result["n"] == 1 and result["metrics"]["stage"]["n_per_class"][stage] == 1
     finally:
         import shutil
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import pandas as pd
 import pytest
 
 from core import PROJECT_ROOT, registry, synthetic
@@ -306,3 +307,61 @@ def test_table_rows_naming_absent_files_are_listed_not_dropped_silently(model_id
                    for s in skipped), skipped
     finally:
         shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
+
+
+def test_a_folder_holding_two_head_sets_pools_them_and_a_split_names_the_arrays(tmp_path, capfd):
+    """`evaluate sperm-head` on a folder holding hushem/ and mhsma/ scored HuSHeM alone, without a word."""
+    import numpy as np
+
+    from core.__main__ import main
+
+    try:
+        card = registry.card("sperm-head")
+        registry.load("sperm-head", "cpu")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"sperm-head is not installed: {exc}")
+    sperm_head_folders(tmp_path / "hushem")
+    heads = [cv2.cvtColor(synthetic.sperm_head(kind, seed=30 + i)[0], cv2.COLOR_BGR2GRAY)
+             for i, kind in enumerate(("normal", "tapered", "normal"))]
+    (tmp_path / "mhsma").mkdir()
+    np.save(tmp_path / "mhsma" / "x_64_valid.npy", np.stack([cv2.resize(h, (64, 64)) for h in heads]))
+    np.save(tmp_path / "mhsma" / "y_head_valid.npy", np.array([0, 1, 0], np.uint8))  # MHSMA: 0 is normal
+    try:
+        assert main(["evaluate", "sperm-head", str(tmp_path), "--name", NAME, "--json"]) == 0
+        result = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+        assert result["metrics"]["normal"]["n"] == 4 + 3 and result["metrics"]["shape"]["n"] == 4
+        items = set(pd.read_csv(card.folder / "eval" / NAME / "predictions.csv")["item"])
+        assert "hushem/01_Normal/0.png" in items and "mhsma/valid/2" in items
+        assert main(["evaluate", "sperm-head", str(tmp_path), "--split", "valid", "--name", NAME, "--json"]) == 0
+        assert json.loads(capfd.readouterr().out.strip().splitlines()[-1])["n"] == 3
+        assert main(["evaluate", "sperm-head", str(tmp_path), "--split", "test", "--name", NAME]) == 2
+        assert "no MHSMA split 'test'; found valid" in capfd.readouterr().err
+    finally:
+        shutil.rmtree(card.folder / "eval" / NAME, ignore_errors=True)
+
+
+def test_an_outside_set_never_replaces_the_evaluation_the_card_cites(tmp_path, capfd):
+    """An evaluator's own Gomez folder, named as the shared one and evaluated without --name, overwrote
+    eval/gomez2022, the evidence behind the card's figures."""
+    from core.__main__ import main
+
+    try:
+        card = registry.card("timelapse-stage")
+        registry.load("timelapse-stage", "cpu")
+    except (KeyError, registry.CardError) as exc:
+        pytest.skip(f"timelapse-stage is not installed: {exc}")
+    cited = card.folder / "eval" / "gomez2022"
+    if not cited.is_dir():
+        pytest.skip("the installed timelapse-stage has no eval/gomez2022")
+    before = {p.name: p.read_bytes() for p in cited.iterdir()}
+    gomez_sequence(tmp_path / "gomez2022")
+    result = None
+    try:
+        assert main(["evaluate", "timelapse-stage", str(tmp_path / "gomez2022"), "--json"]) == 0
+        result = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+        assert result["dataset"].startswith("gomez2022-") and result["n"] == 6
+        assert json.loads((card.folder / "eval" / result["dataset"] / "metrics.json").read_text())["n"] == 6
+    finally:
+        if result:
+            shutil.rmtree(card.folder / "eval" / result["dataset"], ignore_errors=True)
+    assert {p.name: p.read_bytes() for p in cited.iterdir()} == before

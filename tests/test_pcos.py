@@ -197,11 +197,11 @@ def test_dicom_pixel_spacing_sets_the_follicle_sizes():
 
 
 # --- dataset readers --------------------------------------------------------------------------------------------------
-def write_folder_layout(root: Path, names=("healthy", "pcos"), n: int = 3) -> None:
+def write_folder_layout(root: Path, names=("healthy", "pcos"), n: int = 3, seed: int = 0) -> None:
     for k, name in enumerate(names):
         (root / name).mkdir(parents=True)
         for i in range(n):
-            image, _ = synthetic.ovary(n_follicles=4 + 6 * k, seed=10 * k + i)
+            image, _ = synthetic.ovary(n_follicles=4 + 6 * k, seed=seed + 10 * k + i)
             cv2.imwrite(str(root / name / f"{i}.png"), image)
 
 
@@ -329,6 +329,39 @@ def test_evaluate_class_folders_json_contract(tmp_path, capfd):
         frame = pd.read_csv(registry.card("pcos").folder / "eval" / name / "predictions.csv")
         assert {"phash", "group", "p:pcos"} <= set(frame.columns) and frame["phash"].str.len().eq(16).all()
         assert main(["evaluate", "pcos", str(tmp_path / "data"), "--split", "nosuchfolder", "--name", name]) == 2
+    finally:
+        shutil.rmtree(registry.card("pcos").folder / "eval" / name, ignore_errors=True)
+
+
+def test_evaluate_takes_the_sets_own_splits_from_above_and_pools_sets_side_by_side(tmp_path, capfd):
+    """--split test from the folder above data/{train,test} found nothing; --split train took this project's
+    video-group split, test images included; PCOSGen-train/ beside PCOSGen-test/ gave the first set alone."""
+    needs_model()
+    import json
+    import shutil
+
+    from core.__main__ import main
+
+    for split, n, seed in (("train", 3, 100), ("test", 2, 0)):
+        write_folder_layout(tmp_path / "cf" / "data" / split, n=n, seed=seed)
+    for k, set_name in enumerate(("PCOSGen-test", "PCOSGen-train")):
+        (tmp_path / "gen" / set_name / "images").mkdir(parents=True)
+        for i in range(2 + k):
+            image, _ = synthetic.ovary(n_follicles=3 + 5 * i, seed=70 + 10 * k + i)
+            cv2.imwrite(str(tmp_path / "gen" / set_name / "images" / f"img{i}.jpg"), image)
+        pd.DataFrame({"imagePath": [f"img{i}.jpg" for i in range(2 + k)], "Healthy": [i % 2 for i in range(2 + k)]}
+                     ).to_csv(tmp_path / "gen" / set_name / "class_label.csv", index=False)
+    name = "pytest-own-splits"
+
+    def n_of(*args) -> int:
+        assert main(["evaluate", "pcos", *map(str, args), "--name", name, "--json"]) == 0
+        return json.loads(capfd.readouterr().out)["n"]
+
+    try:
+        assert n_of(tmp_path / "cf", "--split", "test") == 4 and n_of(tmp_path / "cf", "--split", "train") == 6
+        assert n_of(tmp_path / "gen") == 5 and n_of(tmp_path / "gen", "--split", "PCOSGen-train") == 3
+        assert main(["evaluate", "pcos", str(tmp_path / "cf"), "--split", "valid", "--name", name]) == 2
+        assert "a folder of the set (data, healthy, pcos, test, train)" in capfd.readouterr().err
     finally:
         shutil.rmtree(registry.card("pcos").folder / "eval" / name, ignore_errors=True)
 

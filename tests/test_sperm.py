@@ -204,8 +204,11 @@ def test_class_folders_and_mhsma_readers(tmp_path):
     # a download unpacked into its own folder is read as its native layout (wrapped HuSHeM lost its normal output)
     (tmp_path / "download" / "HuSHeM").mkdir(parents=True)
     (tmp_path / "heads").rename(tmp_path / "download" / "HuSHeM" / "heads")
-    assert ds.head_set_root(tmp_path / "download") == tmp_path / "download" / "HuSHeM" / "heads"
-    assert ds.head_set_root(tmp_path) == tmp_path / "mhsma" and ds.head_set_root(mh) == mh
+    assert ds.head_set_roots(tmp_path / "download") == [tmp_path / "download" / "HuSHeM" / "heads"]
+    assert ds.head_set_roots(tmp_path) == [tmp_path / "mhsma"] and ds.head_set_roots(mh) == [mh]
+    # a folder holding both sets gives both, to be pooled (it gave the first alone)
+    (tmp_path / "download" / "HuSHeM" / "heads").rename(tmp_path / "hushem")
+    assert ds.head_set_roots(tmp_path) == [tmp_path / "hushem", tmp_path / "mhsma"]
 
 
 def test_head_reading_averages_its_turns_and_mirror_images():
@@ -654,7 +657,7 @@ def test_a_training_image_uploaded_is_said_to_be_one():
     crop, _ = synthetic.sperm_head("normal", seed=2)
     assert audit.training_match(train, crop) is None
     seen = shared_data("sperm", "hushem")
-    path = next(p for p in sorted(ds.head_set_root(seen).rglob("*")) if p.suffix.lower() in (".bmp", ".png", ".jpg"))
+    path = next(p for p in sorted(ds.head_set_roots(seen)[0].rglob("*")) if p.suffix.lower() in (".bmp", ".png", ".jpg"))
     assert audit.training_match(train, read_image(path).pixels)
     at = AppTest.from_file(str(ROOT / "app_pages" / "sperm.py"), default_timeout=120).run()
     at.file_uploader[0].upload(path.name, path.read_bytes(), "image/bmp").run()

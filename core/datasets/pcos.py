@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..audit import connected_groups
-from . import layout_root
+from . import layout_roots
 
 LABELS = ["healthy", "pcos"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -129,9 +129,15 @@ def read_class_folders(root: Path) -> list[Item]:
 def read_dataset(root: Path, missing: list[str] | None = None) -> tuple[list[Item], str, dict]:
     """Items of a PCOSGen or class-per-folder root (exact duplicates handled, video groups assigned), the layout's
     name, and what was done to the items; `missing` collects table rows naming files that are not there."""
-    root = layout_root(root, is_pcosgen)
-    if is_pcosgen(root):
-        items, layout = read_pcosgen(root, missing), "pcosgen"
+    roots = layout_roots(root, is_pcosgen)
+    if is_pcosgen(roots[0]):  # several sets side by side (PCOSGen-train/, PCOSGen-test/) are pooled
+        items, layout = [], "pcosgen"
+        for set_root in roots:
+            found = read_pcosgen(set_root, missing)
+            if len(roots) > 1:  # names (and the table's groups) kept apart by the set's folder
+                within = set_root.relative_to(root).as_posix()
+                found = [replace(i, name=f"{within}/{i.name}", group=i.group and f"{within}/{i.group}") for i in found]
+            items += found
     else:
         items, layout = read_class_folders(root), "class-per-folder"
     if items:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..imageio import ImageInputError
-from . import layout_root
+from . import layout_root, layout_roots
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SHAPES = ["normal", "tapered", "pyriform", "amorphous"]
@@ -80,10 +80,10 @@ def read_class_folders(root: Path) -> list[HeadItem]:
     return items
 
 
-def head_set_root(root: Path) -> Path:
-    """The folder holding head class folders or MHSMA arrays (plain class folders one level up lost the normal/abnormal
-    output)."""
-    return layout_root(root, lambda p: is_mhsma(p) or is_class_folders(p))
+def head_set_roots(root: Path) -> list[Path]:
+    """The folders holding head class folders or MHSMA arrays (plain class folders one level up lost the normal/abnormal
+    output; a folder holding hushem/ and mhsma/ gave HuSHeM alone)."""
+    return layout_roots(root, lambda p: is_mhsma(p) or is_class_folders(p))
 
 
 # --- MHSMA ----------------------------------------------------------------------------------------------

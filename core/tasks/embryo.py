@@ -460,21 +460,23 @@ def evaluate_grade(path: Path, name: str, split: str | None, device: str | None 
     import pandas as pd
 
     from ..audit import phash
+    from ..datasets import in_folder
     from ..datasets.embryo import load_rgb, read_any
     from ..evaluation import classification_metrics, documents_card, predictions_frame, readable, store
 
     missing: list[str] = []
     items, layouts = read_any(Path(path), missing=missing)
     excluded = 0
-    if split in ("heldout", "train"):  # this project's split of the groups
+    own = [it for it in items if split and in_folder(it.path, path, split)]
+    if own:  # one of the layout's own splits: its folder (a Hung Vuong test.csv + test/), before this project's
+        items = own
+    elif split in ("heldout", "train"):  # this project's split of the groups
         items = [it for it in items if it.split == split]
         excluded = sum(1 for it in items if it.conflicts)
-    elif split:  # one of the layout's own splits: its folder (a Hung Vuong test.csv + test/)
+    elif split:
         folders = {p.name for p in Path(path).iterdir() if p.is_dir()} if Path(path).is_dir() else set()
-        items = [it for it in items if split in it.path.resolve().relative_to(Path(path).resolve()).parts[:-1]]
-        if not items:
-            raise ValueError(f"no split {split!r}: use 'heldout' or 'train' (this project's held-out groups) or a "
-                             f"folder of the set ({', '.join(sorted(folders)) or 'none'})")
+        raise ValueError(f"no split {split!r}: use 'heldout' or 'train' (this project's held-out groups) or a "
+                         f"folder of the set ({', '.join(sorted(folders)) or 'none'})")
     if not items:
         raise ValueError(f"{path}: no labelled embryo images{f' in split {split!r}' if split else ''}")
     model = registry.load(GRADE_ID, device)

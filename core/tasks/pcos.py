@@ -406,18 +406,24 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None = None, dev
     """Evaluate on a PCOSGen or class-per-folder root: every labelled item (pooled), or one split: `heldout`/`val`/
     `train` (video groups, as in training) or a top-level folder name (e.g. `test`)."""
     from ..audit import phash
+    from ..datasets import in_folder
     from ..evaluation import classification_metrics, predictions_frame, refreshes_card, store
     from ..imageio import ImageInputError
 
     path = Path(path)
     missing: list[str] = []
     items, layout, info = data.read_dataset(path, missing)
-    if split in data.SPLITS:
+    own = [i for i in items if split and in_folder(i.path, path, split)]
+    if own:  # the set's own split (test/, or a PCOSGen-test/ beside PCOSGen-train/), before this project's
+        items = own
+    elif split in data.SPLITS:
         items = [i for i in items if i.split == split]
     elif split:
-        items = [i for i in items if Path(i.name).parts[0] == split]
+        folders = sorted({part for i in items for part in Path(i.name).parts[:-1]})
+        raise ValueError(f"{path}: no split {split!r}: use {', '.join(data.SPLITS)} (this project's video groups) or "
+                         f"a folder of the set ({', '.join(folders[:12]) or 'none'})")
     if not items:
-        raise ValueError(f"{path}: no labelled images" + (f" in split {split!r}" if split else ""))
+        raise ValueError(f"{path}: no labelled images")
     model = registry.load(model_id, device)
     thr = threshold(model.card)
     rows, skipped = [], list(missing)

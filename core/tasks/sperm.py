@@ -1071,33 +1071,41 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
 
     model = registry.load(HEAD, device)
     card = model.card
-    names, images, normal, shape, skipped = [], [], [], [], []
-    path = ds.head_set_root(path)
-    if ds.is_mhsma(path):
-        splits = ds.mhsma_splits(path)
-        if split:
-            if split not in splits:
-                raise ValueError(f"{path}: no MHSMA split {split!r}; found {', '.join(splits)}")
-            splits = [split]
-        for sp in splits:
-            x, y = ds.read_mhsma(path, sp)
-            names += [f"{sp}/{i}" for i in range(len(x))]
-            images += list(x)
-            normal += [ds.NORMAL_LABELS[1 - v] for v in y]
-            shape += [None] * len(x)
-        layout = "mhsma"
-    elif ds.is_class_folders(path):
-        if split:
-            raise ValueError(f"{path}: a class-per-folder set has no splits")
-        items, images, skipped = readable(ds.read_class_folders(path), lambda it: read_rgb(it.path))
-        for it in items:
-            names.append(f"{it.path.parent.name}/{it.path.name}")
-            normal.append(it.normal)
-            shape.append(it.shape)
-        layout = "class-per-folder"
-    else:
-        raise ValueError(f"{path}: not a sperm head layout (class folders such as 01_Normal/…, or MHSMA "
-                         "x_64_<split>.npy + y_head_<split>.npy)")
+    names, images, normal, shape, stained, skipped, layouts = [], [], [], [], [], [], []
+    roots = ds.head_set_roots(path)
+    if split:  # a split names MHSMA arrays; class folders have none
+        with_split = [r for r in roots if ds.is_mhsma(r) and split in ds.mhsma_splits(r)]
+        if not with_split:
+            found = sorted({sp for r in roots if ds.is_mhsma(r) for sp in ds.mhsma_splits(r)})
+            raise ValueError(f"{path}: no MHSMA split {split!r}" + (f"; found {', '.join(found)}" if found else
+                                                                     " (a class-per-folder set has no splits)"))
+        roots = with_split
+    for root in roots:  # several sets side by side (hushem/ beside mhsma/) are pooled
+        within = f"{root.relative_to(path).as_posix()}/" if len(roots) > 1 else ""
+        if ds.is_mhsma(root):
+            for sp in [split] if split else ds.mhsma_splits(root):
+                x, y = ds.read_mhsma(root, sp)
+                names += [f"{within}{sp}/{i}" for i in range(len(x))]
+                images += list(x)
+                normal += [ds.NORMAL_LABELS[1 - v] for v in y]
+                shape += [None] * len(x)
+                stained += [False] * len(x)
+            layouts.append("mhsma")
+        elif ds.is_class_folders(root):
+            items, read, bad = readable(ds.read_class_folders(root), lambda it: read_rgb(it.path))
+            images += read
+            skipped += bad
+            for it in items:
+                names.append(f"{within}{it.path.parent.name}/{it.path.name}")
+                normal.append(it.normal)
+                shape.append(it.shape)
+                stained.append(True)
+            layouts.append("class-per-folder")
+        else:
+            raise ValueError(f"{path}: not a sperm head layout (class folders such as 01_Normal/…, or MHSMA "
+                             "x_64_<split>.npy + y_head_<split>.npy)")
+    layout = " + ".join(dict.fromkeys(layouts))
+    path = roots[0] if len(roots) == 1 else Path(path)
     if not images:
         raise ValueError(f"{path}: no readable sperm head images" + (f" ({skipped[0]})" if skipped else ""))
     keep, hashes = _unseen(card.folder, images)
@@ -1118,8 +1126,8 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
     if excluded:
         log(f"sperm-head: {excluded} of {len(names)} images were used in training and are left out")
     idx = np.flatnonzero(keep)
-    if layout == "class-per-folder":  # stained crops framed as in training; MHSMA crops are already tight
-        images = [frame_head(im) for im in images]
+    images = [frame_head(im) if stained[i] else im for i, im in enumerate(images)]  # stained crops framed as in
+    # training; MHSMA crops are already tight
     probs = {o: np.concatenate([model.predict([images[i] for i in idx[s:s + 256]])[o]
                                 for s in range(0, len(idx), 256)]) for o in card.outputs}
     sel = lambda seq: [seq[i] for i in idx]  # noqa: E731

@@ -870,7 +870,7 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
             result["metrics"][output]["accuracy_viterbi"] = float((rows["decoded"] == rows["true"]).mean())
             result["metrics"][output]["balanced_accuracy_viterbi"] = float(
                 rows.assign(ok=rows["decoded"] == rows["true"]).groupby("true")["ok"].mean().mean())
-    folder = model.card.folder / "eval" / name
+    folder = model.card.folder / "eval" / result["dataset"]  # not `name`, where that is the card's and the data not
     (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     key = f"{Path(path).resolve().name}/heldout"  # keyed by the data, as the card's tables are
     if split == "heldout" and refreshes_card(model.card, key, name, path):  # never training-fit figures
