@@ -104,6 +104,17 @@ def cmd_predict(args) -> int:
         if not low <= um <= high:  # also NaN
             raise ValueError(f"--um-per-px {args.um_per_px}: a calibration is between {low} and {high} µm per pixel")
         options = {"um_per_px": um, "acrosome_criterion": args.acrosome}
+    if args.minutes_per_frame is not None or args.first_frame_hpi is not None:
+        if args.model != "timelapse-stage":
+            raise ValueError("--minutes-per-frame and --first-frame-hpi time recordings: they go with timelapse-stage")
+        if args.minutes_per_frame is not None:
+            if not 0.5 <= args.minutes_per_frame <= 240:  # as the page allows; also NaN
+                raise ValueError(f"--minutes-per-frame {args.minutes_per_frame}: between 0.5 and 240 minutes")
+            options["minutes_per_frame"] = args.minutes_per_frame
+        if args.first_frame_hpi is not None:
+            if not 0 <= args.first_frame_hpi <= 200:
+                raise ValueError(f"--first-frame-hpi {args.first_frame_hpi}: between 0 and 200 hours")
+            options["first_frame_hpi"] = args.first_frame_hpi
     if args.culture_day is not None:
         if not args.model.startswith("embryo-"):
             raise ValueError("--culture-day grades embryos: it goes with embryo-grade or embryo-dish")
@@ -148,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, choices=["cpu", "cuda"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
-    s = sub.add_parser("predict", help="predict images, folders or zips; writes a CSV")
+    s = sub.add_parser("predict", help="predict images, folders or zips (timelapse-stage: recordings); writes a CSV")
     s.add_argument("model")
     s.add_argument("paths", nargs="+")
     s.add_argument("--out", default=None)
@@ -159,6 +170,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--acrosome", action="store_true", help="sperm-seg: use the acrosome criterion")
     s.add_argument("--culture-day", type=int, choices=[3, 5], default=None,
                    help="embryo-grade, embryo-dish: the culture day (5: day 5 or later), as on the Embryo page")
+    s.add_argument("--minutes-per-frame", type=float, default=None,
+                   help="timelapse-stage: minutes between acquisitions of a recording without a time table (default "
+                        "15)")
+    s.add_argument("--first-frame-hpi", type=float, default=None,
+                   help="timelapse-stage: hours after insemination of a recording's first frame (without a time table)")
     s.set_defaults(func=cmd_predict)
     s = sub.add_parser("bench", help="load time, latency and throughput per model, against reference backbones")
     s.add_argument("models", nargs="*")

@@ -338,14 +338,44 @@ def to_excel(items: list[Item], case_code: str | None = None) -> bytes:
 
 
 # --- command line -----------------------------------------------------------------------------------------------------
+def _task_of(model_id: str):
+    from .tasks import TASK_OF_MODEL, task_module
+
+    return task_module(model_id) if model_id in TASK_OF_MODEL else None
+
+
+def _recording(task, path: Path, device: str | None, options: dict) -> Item:
+    name = str(path)
+    try:
+        return Item(name, prediction=task.predict_recording(path, device=device, **options))
+    except (ValueError, OSError) as exc:  # SequenceInputError is a ValueError: said as it is, less the name
+        return Item(name, error=_reason(path.name, exc) if isinstance(exc, OSError)
+                    else str(exc).removeprefix(f"{path.name}: ").removeprefix(f"{path}: "))
+
+
 def predict_paths(model_id: str, paths: list[Path], out: str | None = None, device: str | None = None, log=print,
                   emit=None, options: dict | None = None) -> int:
     """`python -m core predict`: score, record, write CSV (or Excel for .xlsx) to `out`, or hand the CSV's bytes to
     `emit` (default: stdout). Exit status 0 when at least one input was scored, 1 when none could be."""
-    sources, items = expand(paths)
+    task = _task_of(model_id)
+    held = {p: task.recordings(p) for p in paths} if hasattr(task, "recordings") else {}
+    sources, items = expand([p for p in paths if not held.get(p)])
     for item in items:
         log(f"skipped {item.name}: {item.error}")
     warned = False
+    for path in (r for p in paths for r in held.get(p) or []):  # a time-lapse recording: one sequence, one row
+        item = _recording(task, path, device, options or {})
+        items.append(item)
+        if not item.ok:
+            log(f"skipped {item.name}: {item.error}")
+            continue
+        log(f"{item.name}: {item.prediction.extras['n_frames']} frames staged")
+        try:
+            item.record_id = records.record(item.prediction, task=registry.card(model_id).task, source="cli")
+        except Exception as exc:  # noqa: BLE001 - the result is still written; said once
+            if not warned:
+                log(f"warning: predictions could not be saved to the case records ({_exc_text(exc)})")
+                warned = True
     for progress in run(model_id, sources, device=device, source="cli", options=options):
         for item in progress.items:
             if not item.ok:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import DISCLAIMER, morphometry, registry
 from .results import SUMMARY_FACTS, Wording
-from .sequence import INTERVALS, interval_name
+from .sequence import EVENTS, INTERVALS, interval_name
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 MAX_TEXT = 700  # characters of intended use / limitations, so the report stays on one page
@@ -220,6 +220,7 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "reviewed_events": "events set by the reviewer",
                 **{f"{k}_h": f"{interval_name(k)}, h" for k in INTERVALS}}
 FOLDED = {"n_called_by_reviewer", "who_reference", "head_model_sha256", "time_table",  # said with another detail, or in the caveats
+          "events_withheld", *(f"{event}_h" for event in EVENTS),  # in the events table
           *(f"{kind}_{by}" for kind in ("ci95_normal", "vs_lower_limit") for by in ("classifier", "who", "both"))}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
     "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("p_normal", "P(normal)"), ("reviewer", "reviewer"),

@@ -523,9 +523,11 @@ def interval_name(key: str) -> str:
 
 
 def interval_fields(events: list[dict]) -> dict:
-    """Each interval in hours (`<name>_h`) from the reviewer's times where given, else from the draft's, and
-    `intervals`: one row per interval saying where its times came from, or why it is not given (an event not reached,
-    skipped by the decoding, or after missing frames, and not reviewed)."""
+    """Each event's time in hours (`<event>_h`) and each interval's (`<name>_h`), from the reviewer's times where
+    given, else from the draft's; `events_withheld` names draft times not given (an event skipped by the decoding
+    takes the next one's frame; one after missing frames happened somewhere in the gap), and `intervals` has one
+    row per interval saying where its times came from, or why it is not given. Every key is set, None where there
+    is no value, so a re-timing keeps nothing stale."""
     times, why = {}, {}
     for e in events:
         if e.get("reviewed_hours") is not None:
@@ -536,7 +538,8 @@ def interval_fields(events: list[dict]) -> dict:
             why[e["event"]] = f"{e['event']} came after missing frames"
         elif e.get("hours") is not None:
             times[e["event"]] = (e["hours"], "draft")
-    fields, rows = {}, []
+    fields = {f"{event}_h": times[event][0] if event in times else None for event in EVENTS}
+    rows = []
     for name, (first, second, meaning) in INTERVALS.items():
         row = {"interval": interval_name(name), "meaning": meaning}
         if first in times and second in times:
@@ -545,9 +548,10 @@ def interval_fields(events: list[dict]) -> dict:
             row |= {"hours": hours, "from": " and ".join(sorted(sources, reverse=True))
                     + (f" (negative: {second} is before {first}; check both)" if hours < 0 else "")}
         else:
-            hours = None  # said, not left out: a re-timing must not keep an earlier value
+            hours = None
             row["from"] = "; ".join(why.get(e) or f"{e} not reached" for e in (first, second) if e not in times)
         fields[f"{name}_h"] = hours
         rows.append(row)
     calls = [e["event"] for e in events if e.get("reviewed_frame") is not None]
-    return fields | {"intervals": rows, "reviewed_events": ", ".join(calls) or None}
+    return fields | {"intervals": rows, "reviewed_events": ", ".join(calls) or None,
+                     "events_withheld": "; ".join(why.values()) or None}

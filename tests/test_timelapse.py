@@ -549,6 +549,41 @@ def test_frames_without_numbers_and_a_damaged_input_are_warned_with_the_record()
     assert warnings[2].startswith("1 item(s) of the input could not be used")
 
 
+def test_predict_stages_each_recording_as_one_row_and_a_lone_frame_alone(model, tmp_path, monkeypatch, capfd):
+    """`predict timelapse-stage embryo.mp4` answered "not a readable image", and a folder of an embryo's frames gave
+    one row per frame, each staged alone. Now a video, zip or folder of frames is one embryo's recording, one row:
+    its event times and intervals, as morphokinetic exports lay them out; a folder of embryo folders gives one each."""
+    import io
+
+    from core import records
+    from core.__main__ import main
+    from core.tasks import timelapse as task
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    frames, _ = synthetic.timelapse_sequence(40, size=128)
+    for embryo in ("E1", "E2"):
+        (tmp_path / "dataset" / embryo).mkdir(parents=True)
+        for i, f in enumerate(frames):
+            cv2.imwrite(str(tmp_path / "dataset" / embryo / f"{embryo}_RUN{i + 1}.png"), f)
+    (tmp_path / "dataset" / "E2" / "E2_timeElapsed.csv").write_text(
+        "frame_index,time\n" + "".join(f"{n},{20 + 0.3 * n}\n" for n in range(1, 41)))
+    (tmp_path / "broken.mp4").write_bytes(b"\x00not a video" * 40)
+    lone = tmp_path / "dataset" / "E1" / "E1_RUN5.png"
+    assert main(["predict", "timelapse-stage", str(tmp_path / "dataset"), str(tmp_path / "broken.mp4"), str(lone),
+                 "--minutes-per-frame", "10", "--first-frame-hpi", "18"]) == 0
+    table = pd.read_csv(io.StringIO(capfd.readouterr().out)).set_index("file")
+    e1, e2 = table.loc[str(tmp_path / "dataset" / "E1")], table.loc[str(tmp_path / "dataset" / "E2")]
+    assert e1["n_frames"] == 40 and e1["timed_by"] == "the minutes between frames" and e1["first_frame_hpi"] == 18
+    assert e2["timed_by"] == "the time table E2_timeElapsed.csv" and e2["first_frame_hpi"] == 20.3
+    staged = task.retimed(task.predict_sequence(task.MODEL_ID, read_folder(tmp_path / "dataset" / "E1")), 10.0, 18.0)
+    times = {k: v for k, v in staged.extras.items() if k.endswith("_h") and v is not None}
+    assert times and all(e1[k] == pytest.approx(v) for k, v in times.items())
+    assert "video" in table.loc[str(tmp_path / "broken.mp4"), "error"]
+    assert table.loc["E1_RUN5.png", "warnings"].startswith("One frame staged alone")
+    assert {r.summary["input"] for r in records.query(task="timelapse")} >= {str(tmp_path / "dataset" / "E1")}
+    assert main(["predict", "pcos", str(lone), "--minutes-per-frame", "10"]) == 2
+
+
 def test_single_frame_predict_and_explain(model):
     frames, _ = synthetic.timelapse_sequence(3, size=128)
     out = model.predict(frames)

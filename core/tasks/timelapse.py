@@ -24,10 +24,11 @@ from torch import nn
 from .. import WEIGHTS_DIR, audit, registry
 from ..datasets import gomez
 from ..datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
+from ..imageio import IMAGE_SUFFIXES
 from ..preprocess import centre_square, normalise
 from ..results import Prediction
-from ..sequence import (DEFAULT_MINUTES, EVENTS, MIN_FRAME_SIDE, FrameSequence, burst_strength, decode, event_frames,
-                        frame_change, interval_fields)
+from ..sequence import (DEFAULT_MINUTES, EVENTS, MIN_FRAME_SIDE, VIDEO_SUFFIXES, FrameSequence, burst_strength,
+                        decode, event_frames, frame_change, interval_fields, read_sequence)
 
 MODEL_ID = "timelapse-stage"
 SIZE = 160  # 160 beat 112 on leave-one-embryo-out (median t2–t5 error 5.5 vs 32.5 frames; scripts/gpu_train.py)
@@ -360,8 +361,9 @@ def events_table(pred: Prediction) -> pd.DataFrame:
     return frame
 
 
-def predict_images(model_id: str, images, device: str | None = None) -> list[Prediction]:
-    """Per-frame predictions (encoder heads only, no temporal context): one Prediction per image."""
+def predict_images(model_id: str, images, device: str | None = None, **timing) -> list[Prediction]:
+    """Per-frame predictions (encoder heads only, no temporal context): one Prediction per image. The timing
+    options of recordings (predict_recording) mean nothing for a frame alone."""
     from ..imageio import refuse_blank
 
     for im in images:  # a 1 × 1 image was "cleavage" without a word
@@ -373,6 +375,27 @@ def predict_images(model_id: str, images, device: str | None = None) -> list[Pre
     return [Prediction(model_id, model.card.version, im.name, im.sha256,
                        probabilities={o: dict(zip(model.classes[o], map(float, out[o][i]))) for o in out},
                        extras={"warnings": [FRAME_ALONE]}, timings_ms={"model": ms}) for i, im in enumerate(images)]
+
+
+def recordings(path: Path) -> list[Path] | None:
+    """The recordings a `predict` input holds, each staged as one sequence, as the page stages it: a video or zip, a
+    folder of frames, or a folder of such folders (Gomez's embryo_dataset/: one per embryo); None for one frame."""
+    path = Path(path)
+    if path.is_dir():
+        if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+            return [path]
+        inner = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")
+                       and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir()))
+        return inner or [path]  # nothing to stage: read_sequence says why
+    return [path] if path.suffix.lower() in VIDEO_SUFFIXES | {".zip"} else None
+
+
+def predict_recording(path: Path, device: str | None = None, minutes_per_frame: float = DEFAULT_MINUTES,
+                      first_frame_hpi: float | None = None) -> Prediction:
+    """One recording staged as on the page: its time table's hours when it has one, else frames
+    `minutes_per_frame` apart (counted from insemination when the first frame's hours are given)."""
+    seq = read_sequence(path)
+    return retimed(predict_sequence(MODEL_ID, seq, device=device), minutes_per_frame, first_frame_hpi)
 
 
 FRAME_ALONE = ("One frame staged alone, without its recording: no forward-only decoding, and the model learnt "
