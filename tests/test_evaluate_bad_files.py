@@ -179,8 +179,9 @@ def test_class_folders_the_native_reader_does_not_know_are_scored_image_by_image
     frames, _ = synthetic.timelapse_sequence(6, size=96)
     for stage, picked in (("cleavage", frames[:3]), ("blastocyst", frames[3:])):
         (tmp_path / "set" / stage).mkdir(parents=True)
-        for i, f in enumerate(picked):
-            cv2.imwrite(str(tmp_path / "set" / stage / f"f{i}.png"), f)
+        for i, f in enumerate(picked):  # blastocysts named as Gomez crops: read as crops, cleavage/ was dropped
+            name = f"f{i}.png" if stage == "cleavage" else f"E2_EH309-8_phase_split_{i}.jpeg"
+            cv2.imwrite(str(tmp_path / "set" / stage / name), f)
     try:
         assert main(["evaluate", "timelapse-stage", str(tmp_path / "set"), "--name", NAME, "--json"]) == 0
         result = json.loads(capfd.readouterr().out)

@@ -832,6 +832,12 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
         raise ValueError(f"unknown split {split!r}: use heldout or train")
     model = registry.load(model_id, device)
     layouts = find_layouts(path)
+    if layouts["crops"] and not layouts["gomez"]:  # crops among class folders (Cleavage/, Blastocysts/): not ours
+        stray = next((p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                      and not any(p.is_relative_to(c) for c in layouts["crops"])), None)
+        if stray is not None:
+            raise FileNotFoundError(f"{path}: images outside its blastocyst-crop folders (e.g. {stray.name}): not a "
+                                    "Gomez crop layout")
     sequences = []  # (embryo, [paths], [phase or None], [stage or None], embryo crops?, [recorded hours or None])
     for root in layouts["gomez"]:
         for e in gomez.read_dataset(root):
