@@ -18,7 +18,7 @@ from core.sequence import (DEFAULT_MINUTES, EVENTS, VIDEO_SUFFIXES, FrameSequenc
 from core.tasks import timelapse as task
 from ui.common import (HANDED, bullet_list, burst_counts, card_expander, escape_markdown, handed_path, is_handed,
                        kept_upload, model_unavailable, set_aside)
-from ui.records import current_user, may_read_server_files, record_prediction
+from ui.records import adopt, current_user, earlier_review, may_read_server_files, record_prediction
 
 st.title("Time-lapse staging")
 st.markdown(
@@ -129,6 +129,8 @@ def describe_input(seq: FrameSequence) -> None:
         st.warning(task.ORDER_UNKNOWN, icon=":material/sort:")
     for note in seq.notes:
         st.info(note[0].upper() + note[1:] + ".", icon=":material/info:")
+    if seq.time_table_problem:
+        st.warning(seq.time_table_problem, icon=":material/schedule:")
     numbers = seq.frame_numbers
     if "RUN" in seq.order_rule and numbers and numbers[-1] - numbers[0] + 1 > len(numbers):
         missing = numbers[-1] - numbers[0] + 1 - len(numbers)
@@ -241,7 +243,7 @@ def headline_text(pred) -> str | None:
     for e in draft:
         if e.get("seen", True) or e in across_gap:
             at.setdefault((f"{e['after_hours']:.1f}–" if e in across_gap else "") + f"{e['hours']:.1f} {unit}"
-                          + (" (frames missing)" if e in across_gap else ""), []).append(e)
+                          + (" (a gap in the recording)" if e in across_gap else ""), []).append(e)
     items = [(e, f"**{e['event']}** {e['reviewed_hours']:.1f} {unit} ✓") for e in checked]
     items += [(named[0], ", ".join(f"**{e['event']}**" for e in named) + f" {when}") for when, named in at.items()]
     times = [text for _, text in sorted(items, key=lambda item: EVENTS.index(item[0]["event"]))]
@@ -259,33 +261,62 @@ def headline_text(pred) -> str | None:
               "below).")
 
 
-def review_calls(key: str) -> dict[str, int]:
-    """The reviewer's frame for each event checked in this sequence (a new sequence starts with none)."""
-    kept = st.session_state.get("tl_review")
-    if not kept or kept["key"] != key:
-        kept = st.session_state["tl_review"] = {"key": key, "calls": {}}
-    return kept["calls"]
+def review_calls(seq: FrameSequence) -> dict[str, int]:
+    """The reviewer's frame for each event checked in this recording, kept per recording (its frames' sha256) for the
+    session: the crops toggle, the timing or another embryo looked at in between do not lose them."""
+    return st.session_state.setdefault(f"tl_calls_{seq.sha256[:16] or seq.source}", {})
 
 
-def review_ui(pred, frame: int, n_frames: int, calls: dict[str, int]) -> None:
-    """Step through frames and set an event at the frame on screen: the reviewer's time replaces the draft's in
-    the headline, the intervals, the record and the report."""
+def offer_earlier_review(seq: FrameSequence, calls: dict[str, int], revises: str) -> None:
+    """Event frames set on this recording before (a reload forgets the session's), to restore in one click."""
+    if calls or not seq.sha256 or not (earlier := earlier_review(seq.sha256, task.MODEL_ID, CARD.version, "events",
+                                                                 called="reviewed_frame")):
+        return
+    kept = {e["event"]: e["reviewed_frame"] for e in earlier.summary["events"] if e.get("reviewed_frame") is not None}
+    st.info(f"This recording was reviewed before: record #{earlier.id} of {earlier.created_at.astimezone():%Y-%m-%d %H:%M} "
+            f"holds your frames for {', '.join(kept)}.", icon=":material/history:")
+
+    def restore() -> None:
+        calls.update(kept)
+        adopt(earlier, "timelapse", revises)  # its record goes on, in its case
+
+    st.button("Restore those event frames", key=f"tl_restore_{seq.sha256[:16]}", on_click=restore,
+              icon=":material/restore:")
+
+
+def review_ui(seq: FrameSequence, pred, frame: int, calls: dict[str, int]) -> None:
+    """Step through frames and set an event at the frame on screen (the list then moves on to the next event): the
+    reviewer's time replaces the draft's in the headline, the intervals, the record and the report."""
+    n_frames = len(seq)
+
     def step(by: int) -> None:
         st.session_state["tl_frame"] = min(max(st.session_state.get("tl_frame", 0) + by, 0), n_frames - 1)
 
-    back, forward, which, put, clear = st.columns([1, 1, 2, 2, 2], vertical_alignment="bottom")
-    back.button("◀ frame", key="tl_prev_frame", on_click=step, args=(-1,), disabled=frame == 0, width="stretch")
-    forward.button("frame ▶", key="tl_next_frame", on_click=step, args=(1,), disabled=frame >= n_frames - 1,
-                   width="stretch")
+    def put(event: str) -> None:
+        calls[event] = frame
+        if event != EVENTS[-1]:
+            st.session_state["tl_review_event"] = EVENTS[EVENTS.index(event) + 1]
+
+    back5, back, forward, forward5, which, setting, clear = st.columns([1, 1, 1, 1, 2, 2, 2],
+                                                                       vertical_alignment="bottom")
+    for column, by, label in ((back5, -5, "◀◀ 5"), (back, -1, "◀ 1"), (forward, 1, "1 ▶"), (forward5, 5, "5 ▶▶")):
+        column.button(label, key=f"tl_step_{by}", on_click=step, args=(by,), width="stretch",
+                      disabled=not 0 <= frame + (1 if by > 0 else -1) < n_frames,
+                      help=f"{'Back' if by < 0 else 'On'} {abs(by)} frame{'s' * (abs(by) > 1)}")
     event = which.selectbox("Event", EVENTS, index=EVENTS.index("t2"), key="tl_review_event",
                             help="The first frame that shows the event (e.g. t2: the first frame with two cells).")
-    put.button(f"Set {event} at frame {frame}", key="tl_review_set", width="stretch",
-               on_click=lambda: calls.__setitem__(event, frame))
+    setting.button(f"Set {event} at frame {frame}", key="tl_review_set", width="stretch", on_click=put, args=(event,))
     clear.button(f"Clear {event}" + (f" (frame {calls[event]})" if event in calls else ""), key="tl_review_clear",
                  width="stretch", disabled=event not in calls, on_click=lambda: calls.pop(event, None))
+    hours, unit = pred.extras["hours"], time_unit(pred)[0]
     if calls:
-        st.caption("Set by you: " + ", ".join(f"{e} at frame {f}" for e, f in sorted(
-            calls.items(), key=lambda c: EVENTS.index(c[0]))) + ". Kept with this sequence's record and its report.")
+        st.caption("Set by you: " + ", ".join(
+            f"{e} at frame {f} ({Path(seq.names[f]).stem}, {hours[f]:.1f} {unit})"
+            for e, f in sorted(calls.items(), key=lambda c: EVENTS.index(c[0])))
+                   + ". Kept with this recording's record and its report.")
+    if pred.extras.get("events_out_of_order"):
+        st.warning(f"Out of biological order: {pred.extras['events_out_of_order']}. Check those frames.",
+                   icon=":material/swap_vert:")
 
 
 def frame_picker(n_frames: int, bursts: list[int]) -> int:
@@ -332,11 +363,11 @@ def events_view(pred) -> None:
             "reviewed_frame": "your frame (from 0)", "reviewed_hours": f"your time ({unit})",
             "reading": "how to read it", "nearest_burst": "nearest burst (frame)",
             "true_frame": "annotated frame (from 0)", "true_hours": f"annotated time ({unit})",
-            "error_frames": "error (acquisitions, + = late)", "error_hours": "error (h, + = late)"})
+            "error_frames": "draft's error (acquisitions, + = late)", "error_hours": "draft's error (h, + = late)"})
         if "reviewed_frame" in table:  # as text: "—" where no frame was set ("None" before)
             shown["your frame (from 0)"] = [str(f) if pd.notna(f) else "—" for f in table["reviewed_frame"]]
             shown[f"your time ({unit})"] = [f"{h:.2f}" if pd.notna(h) else "—" for h in table["reviewed_hours"]]
-        text = shown.select_dtypes("object").columns
+        text = shown.select_dtypes(include=["object", "str"]).columns
         shown[text] = shown[text].fillna("—")  # an event never reached has no frame file ("None" before)
 
         def go_to_event() -> None:
@@ -348,11 +379,14 @@ def events_view(pred) -> None:
                      key="tl_events_table")
     intervals_view(pred)
     name = Path(pred.input_name).stem or "sequence"
-    c1, c2 = st.columns(2)
-    csv = table.rename(columns={"hours": "hpi", "true_hours": "true_hpi"}) if unit == "hpi" else table  # not error_hours
+    c1, c2, c3 = st.columns(3)
+    csv = table.rename(columns={"hours": "hpi", "true_hours": "true_hpi", "reviewed_hours": "reviewed_hpi"}) \
+        if unit == "hpi" else table  # not error_hours
     c1.download_button("Download events (CSV)", csv_bytes(csv), f"{name}-events.csv", "text/csv",
                        key="tl_events_csv", on_click="ignore")
-    c2.download_button("Download every frame (CSV)", csv_bytes(task.timeline_table(pred)),
+    c2.download_button("Download intervals (CSV)", csv_bytes(pd.DataFrame(pred.extras["intervals"])),
+                       f"{name}-intervals.csv", "text/csv", key="tl_intervals_csv", on_click="ignore")
+    c3.download_button("Download every frame (CSV)", csv_bytes(task.timeline_table(pred)),
                        f"{name}-frames.csv", "text/csv", key="tl_frames_csv", on_click="ignore")
     runs = [m for k, m in CARD.metrics.items()  # the shipped recipe's folds and its reruns with other seeds
             if k.startswith("gomez2022/leave-one-embryo-out") and m.get("median_abs_error_frames_t2_t5") is not None]
@@ -369,17 +403,18 @@ def events_view(pred) -> None:
     st.caption("Click an event's row to move the frame slider to it. "
                "An event is the first frame decoded at that phase or later. A phase no frame was decoded as is "
                "marked skipped and shares the next event's time: check those frames before reading it as a direct "
-               "cleavage. An event first seen after missing acquisitions happened between the frame before the gap and "
-               "that frame: both times are given. Phases no training frame showed are marked as guesses (“?” on the "
-               "chart). Events before "
-               "the first frame are not listed. Nearest burst: the closest burst of change within "
+               "cleavage. An event first seen after a gap (missing acquisitions, or a pause of the instrument in "
+               "recorded times) happened between the frame before the gap and that frame: both times are given. "
+               "Phases no training frame showed are marked as guesses (“?” on the chart). Events before the first "
+               "frame are not listed. Nearest burst: the closest burst of change within "
                f"{task.NEAREST_BURST} frames of the event, a frame to look at when checking it.")
 
 
 def intervals_view(pred) -> None:
     st.markdown("**Morphokinetic intervals**")
     rows = pd.DataFrame(pred.extras["intervals"]).reindex(columns=["interval", "meaning", "hours", "from"])
-    rows["hours"] = [f"{h:.2f}" if pd.notna(h) else "—" for h in rows["hours"]]
+    rows["hours"] = [("—" if pd.isna(h) else f"{h:.2f}" + (" ⚠ negative: events out of order" if h < 0 else ""))
+                     for h in rows["hours"]]
     st.dataframe(rows.rename(columns={"from": "times from"}), hide_index=True, width="stretch", key="tl_intervals")
     st.caption("Each interval uses the frames you set (Frame tab) where you set them, else the draft events. A draft "
                "event can be off by hours (see below), so a draft interval is only as good as both of its events: s2 "
@@ -389,10 +424,14 @@ def intervals_view(pred) -> None:
 
 def frame_view(seq: FrameSequence, pred, key: str, frame: int) -> None:
     x = pred.extras
-    left, mid, right = st.columns([2, 2, 2])
     image = seq.frames[frame]
-    left.image(image, caption=f"Frame {frame} · {x['hours'][frame]:.1f} {time_unit(pred)[0]} · {seq.names[frame]}",
-               width="stretch")
+    before, now = st.columns(2)
+    if frame > 0:  # a division or a fading pronucleus is judged against the frame before
+        before.image(seq.frames[frame - 1], width="stretch",
+                     caption=f"Frame {frame - 1} (the one before) · {x['hours'][frame - 1]:.1f} {time_unit(pred)[0]}")
+    now.image(image, caption=f"Frame {frame} · {x['hours'][frame]:.1f} {time_unit(pred)[0]} · {seq.names[frame]}",
+              width="stretch")
+    mid, right = st.columns(2)
     with mid:
         stage = x["stage_decoded"][frame]
         st.metric("Stage (decoded)", STAGE_NAMES[stage], help=f"{CARD.id} v{pred.model_version}")
@@ -421,19 +460,31 @@ seq, key = input_ui()
 recorded = seq is not None and seq.recorded_hours is not None and st.toggle(
     f"Use the recorded times ({escape_markdown(seq.time_table)})", value=True, key="tl_recorded",
     help="The instrument's own hours after insemination for each frame, read from the time table that came with the "
-         "frames. Off: times are counted from the minutes between frames below.")
-interval, start = st.columns(2)
-minutes = interval.number_input("Minutes between frames", min_value=0.5, max_value=240.0, value=DEFAULT_MINUTES,
-                                step=0.5, key="tl_minutes", disabled=recorded,
-                                help=f"Between acquisitions; default {DEFAULT_MINUTES:g} min, a usual EmbryoScope "
-                                     "interval. Event times in hours depend on it; frame numbers do not. A video that "
-                                     "repeats each acquisition has its repeats merged first.")
-first_hpi = start.number_input("First frame at (hours after insemination)", min_value=0.0, max_value=200.0,
-                               value=None, step=0.25, key="tl_first_hpi", disabled=recorded,
-                               placeholder="not given: hours from the first frame",
-                               help="From the instrument's record of this embryo. Given, event times are in hours after "
-                                    "insemination (hpi), the scale published timings use; left empty, they count from "
-                                    "the first frame and cannot be compared with those.")
+         "frames. Off: times are counted from the minutes between frames, which you give.")
+if recorded:  # the boxes are not shown, their values are kept for when the table is turned off
+    minutes = st.session_state.get("tl_minutes_kept", DEFAULT_MINUTES)
+    first_hpi = st.session_state.get("tl_first_hpi_kept")
+    steps = np.diff(seq.recorded_hours) * 60
+    st.caption(f"Times are the instrument's hours after insemination: first frame at {seq.recorded_hours[0]:.2f} hpi, "
+               f"{np.median(steps) if len(steps) else 0:.0f} min between frames as a rule"
+               + (f" (from {steps.min():.0f} to {steps.max():.0f} min)" if len(steps) and steps.max() > steps.min()
+                  else "") + ".")
+else:
+    for box, default in (("tl_minutes", DEFAULT_MINUTES), ("tl_first_hpi", None)):  # as last typed, also after
+        if box not in st.session_state:  # the recorded times were used (a box not shown forgets its value)
+            st.session_state[box] = st.session_state.get(f"{box}_kept", default)
+    interval, start = st.columns(2)
+    minutes = interval.number_input("Minutes between frames", min_value=0.5, max_value=240.0, step=0.5, key="tl_minutes",
+                                    help=f"Between acquisitions; default {DEFAULT_MINUTES:g} min, a usual EmbryoScope "
+                                         "interval. Event times in hours depend on it; frame numbers do not. A video "
+                                         "that repeats each acquisition has its repeats merged first.")
+    first_hpi = start.number_input("First frame at (hours after insemination)", min_value=0.0, max_value=200.0,
+                                   value=None, step=0.25, key="tl_first_hpi",
+                                   placeholder="not given: hours from the first frame",
+                                   help="From the instrument's record of this embryo. Given, event times are in hours "
+                                        "after insemination (hpi), the scale published timings use; left empty, they "
+                                        "count from the first frame and cannot be compared with those.")
+    st.session_state["tl_minutes_kept"], st.session_state["tl_first_hpi_kept"] = minutes, first_hpi
 crops = st.toggle("Frames are crops around the embryo", key="tl_crops",
                   help="Whole-well EmbryoScope frames need nothing: the model reads their central "
                        f"{CARD.input.get('centre_crop', 1) * 100:.0f} % square, where the embryo sits. Frames cut "
@@ -450,7 +501,9 @@ else:
         seq, key = padded_crops(key, seq), f"{key}#crops"
     try:
         staged = stage_sequence(key, CARD.version, seq)
-        calls = review_calls(key)
+        calls = review_calls(seq)
+        revises = f"{key}@{CARD.version}"  # one record per staging: re-timed and reviewed in place
+        offer_earlier_review(seq, calls, revises)
         pred = task.reviewed(task.retimed(staged, float(minutes), first_hpi, recorded=recorded), calls)
     except (ValueError, RuntimeError) as exc:
         st.error(f"The sequence could not be staged: {exc}")
@@ -463,9 +516,12 @@ else:
         headline = headline_text(pred)
         if headline:  # the times most asked for, at the top; the Events tab has every event and how to read it
             st.markdown(headline)
+        if pred.extras.get("events_out_of_order"):
+            st.warning(f"Event times out of biological order: {pred.extras['events_out_of_order']}. Check those "
+                       "frames (Frame tab).", icon=":material/swap_vert:")
         for warning in task.timing_warnings(pred.extras["hours"]):  # the input's own were said with it above
             st.warning(warning, icon=":material/schedule:")
-        record_prediction(pred, "timelapse", revises=f"{key}@{CARD.version}")  # one per staging, re-timed in place
+        record_prediction(pred, "timelapse", revises=revises)
         frame = frame_picker(len(seq), task.burst_frames(pred.extras["burst_strength"]))
         st.caption(f"Frame {frame} (counted from 0) is **{escape_markdown(Path(seq.names[frame]).name)}**, "  # the file
                    f"at {pred.extras['hours'][frame]:.2f} {time_unit(pred)[0]}.")  # carries the instrument's RUN number
@@ -474,12 +530,13 @@ else:
                    "(Viterbi), which removes single-frame flickers. Phase: decoded the same way; grey dots "
                    "are the frame-by-frame answers" + (", the wide green line the annotation. " if "true_phase" in
                                                        pred.extras else ". ") + burst_note())
-        tab_events, tab_frame, tab_whatif = st.tabs(["Events", "Frame", "What-if on this frame"],
-                                                    default="What-if on this frame" if is_handed("timelapse") else None)
+        tab_events, tab_frame, tab_whatif = st.tabs(  # keyed: a warning appearing above does not reset the tab
+            ["Events", "Frame", "What-if on this frame"], key="tl_tabs", on_change="rerun",
+            default="What-if on this frame" if is_handed("timelapse") else None)
         with tab_events:
             events_view(pred)
         with tab_frame:
-            review_ui(pred, frame, len(seq), calls)
+            review_ui(seq, pred, frame, calls)
             frame_view(seq, pred, key, frame)
         with tab_whatif:
             from core.whatif import model_explain, model_predict

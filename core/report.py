@@ -119,6 +119,10 @@ def details_of(summary: dict) -> dict:
     for k, v in summary.items():
         if k in SUMMARY_FACTS or k in FOLDED:
             continue
+        source = summary.get(f"{k.removesuffix('_h')}_from")
+        if k.removesuffix("_h") in INTERVALS and source:  # an interval says whose times it comes from, or why none
+            details[DETAIL_NAMES[k]] = f"{v:g} h, from {source} times" if v is not None else f"not given: {source}"
+            continue
         by = k.removeprefix("pct_normal_")
         if by != k and v is not None and summary.get(f"ci95_normal_{by}"):  # a share, with its interval and reading
             low, high = summary[f"ci95_normal_{by}"]
@@ -218,9 +222,11 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "current_stage": "stage at the last frame", "current_phase": "phase at the last frame",
                 "first_frame_hpi": "first frame at (hours after insemination)",
                 "reviewed_events": "events set by the reviewer",
-                **{f"{k}_h": f"{interval_name(k)}, h" for k in INTERVALS}}
+                "events_out_of_order": "events out of biological order (check them)",
+                **{f"{k}_h": interval_name(k) for k in INTERVALS}}
 FOLDED = {"n_called_by_reviewer", "who_reference", "head_model_sha256", "time_table",  # said with another detail, or in the caveats
           "events_withheld", *(f"{event}_h" for event in EVENTS),  # in the events table
+          *(f"{k}_from" for k in INTERVALS),  # said with the interval
           *(f"{kind}_{by}" for kind in ("ci95_normal", "vs_lower_limit") for by in ("classifier", "who", "both"))}
 OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(column, heading)])
     "heads": ("Heads", [("head", "head"), ("class", "classifier"), ("p_normal", "P(normal)"), ("reviewer", "reviewer"),
@@ -229,11 +235,11 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
                         ("at_border", "at border: not scored")]),
     "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
                                 ("counted", "counted")]),
-    "events": ("Events (draft timings to check against the frames)",
+    "events": ("Events (draft timings to check against the frames, and the reviewer's where set)",
                [("event", "event"), ("frame", "frame (from 0)"), ("frame_name", "frame file"), ("hours", "time (h)"),
-                ("after_hours", "after (h): frames missing before"), ("reviewed_frame", "reviewer's frame (from 0)"),
+                ("after_hours", "after (h): a gap before"), ("reviewed_frame", "reviewer's frame (from 0)"),
                 ("reviewed_hours", "reviewer's time (h)"), ("seen", "decoded as its own phase"), ("trained", "phase in training"),
-                ("annotated_frame", "annotated frame (from 0)"), ("error_frames", "error (acquisitions, + late)")]),
+                ("annotated_frame", "annotated frame (from 0)"), ("error_frames", "draft's error (acquisitions, + late)")]),
 }
 MAX_TABLE_ROWS = 30
 TABLE_DIGITS = {"diameter_mm": 1}  # as the page shows it, and as it is counted (a "2.0" is in 2–9 mm)

@@ -40,9 +40,10 @@ class FrameSequence:
     true_phases: list[str | None] | None = None  # Gomez annotations, when given
     frame_numbers: list[int] | None = None  # acquisition numbers (RUN<k>, or a sampled video's frame numbers)
     notes: list[str] = field(default_factory=list)  # how the frames were taken from the input, for the user
-    sha256: str = ""  # of the file it was read from (a video or zip), for the record
+    sha256: str = ""  # of the file it was read from (a video or zip), or of a folder's frames in order, for the record
     recorded_hours: list[float] | None = None  # hours after insemination per frame, from the instrument's time table
     time_table: str = ""  # the file they came from
+    time_table_problem: str = ""  # why a time table that came with the frames was not used
 
     @property
     def order_unknown(self) -> bool:
@@ -217,7 +218,7 @@ def distinct_frames(thumbnails: list[np.ndarray], min_repeats: float = 0.2) -> l
 def _from_named_files(entries: list[tuple[str, Callable[[], bytes]]], source: str) -> FrameSequence:
     """Frames from (name, read) pairs; each file is read only when its turn comes, so a set is never all in memory
     at once."""
-    frames, names, skipped, conversions = [], [], [], {}
+    frames, names, hashes, skipped, conversions = [], [], [], [], {}
     for entry, read in entries:
         base = PurePosixPath(entry).name
         if PurePosixPath(entry).suffix.lower() not in IMAGE_SUFFIXES:
@@ -233,6 +234,7 @@ def _from_named_files(entries: list[tuple[str, Callable[[], bytes]]], source: st
             continue
         frames.append(_shrink(image.pixels))
         names.append(entry)
+        hashes.append(image.sha256)
         for note in image.notes:  # the same conversion is usually made on every frame: say it once, with a count
             conversions[note] = conversions.get(note, 0) + 1
     if not frames:
@@ -256,7 +258,11 @@ def _from_named_files(entries: list[tuple[str, Callable[[], bytes]]], source: st
     names = [names[i] for i in order]
     notes = [f"{note} ({n} of {len(frames)} frames)" if n < len(frames) else f"every frame: {note}"
              for note, n in conversions.items()]
-    return _usable(FrameSequence(frames, names, source, rule, skipped, frame_numbers=_run_numbers(names), notes=notes))
+    # the same frames in the same order are the same input, wherever they are read from (a folder has no file hash)
+    digest = hashlib.sha256("".join(f"{PurePosixPath(names[k]).name}:{hashes[i]}\n"
+                                    for k, i in enumerate(order)).encode()).hexdigest()
+    return _usable(FrameSequence(frames, names, source, rule, skipped, frame_numbers=_run_numbers(names), notes=notes,
+                                 sha256=digest))
 
 
 MIN_FRAME_SIDE = 32  # px; a frame smaller than this shows no embryo to stage
@@ -279,23 +285,37 @@ def _run_numbers(names: list[str]) -> list[int] | None:
 TIME_TABLE_SUFFIX = "_timeelapsed.csv"  # Gomez's <embryo>_timeElapsed.csv
 
 
-def with_time_table(seq: FrameSequence, text: str, table: str) -> FrameSequence:
-    """The sequence with each frame's recorded hours when the time table covers every frame (by RUN number) and runs
-    forward; otherwise a note says why the minutes between frames are used instead."""
+MAX_CULTURE_H = 7 * 24  # embryo culture lasts up to 7 days
+
+
+def with_time_table(seq: FrameSequence, text: str, table: str, embryo: str) -> FrameSequence:
+    """The sequence with each frame's recorded hours when the time table is this embryo's (`<embryo>_timeElapsed.csv`),
+    covers every frame (by RUN number) and its times are plausible; otherwise `time_table_problem` says why the minutes
+    between frames are used instead."""
     times = gomez.parse_times(text)
     numbers = seq.frame_numbers or []
     missing = [n for n in numbers if n not in times]
     hours = [times[n] for n in numbers if n in times]
-    if seq.frame_numbers is None:
+    named_for = table[: -len(TIME_TABLE_SUFFIX)]
+    still = next((k for k in range(1, len(hours)) if hours[k] <= hours[k - 1]), None)
+    if named_for.lower() != embryo.lower():
+        why = f"it is named for {named_for}, not for this embryo, {embryo}"
+    elif seq.frame_numbers is None:
         why = "the frames' names carry no RUN numbers to look their times up by"
     elif missing:
         why = f"it has no time for {len(missing)} of the {len(numbers)} frames (e.g. RUN{missing[0]})"
-    elif any(later < earlier for earlier, later in zip(hours, hours[1:])):
-        why = "its times go backwards between frames"
+    elif hours[0] < 0:
+        why = f"it gives negative hours ({hours[0]:g} h at RUN{numbers[0]})"
+    elif still is not None:
+        why = (f"its times do not increase from frame to frame (RUN{numbers[still - 1]} at {hours[still - 1]:g} h, "
+               f"RUN{numbers[still]} at {hours[still]:g} h)")
+    elif hours[-1] - hours[0] > MAX_CULTURE_H:
+        why = (f"its times span {hours[-1] - hours[0]:.0f} h, longer than embryo culture lasts: are they in minutes? "
+               "Hours after insemination are expected")
     else:
         return replace(seq, recorded_hours=hours, time_table=table)
-    return replace(seq, notes=[*seq.notes, f"the time table {table} was not used ({why}): event times come from "
-                                           "the minutes between frames"])
+    return replace(seq, time_table_problem=f"The time table {table} was not used: {why}. Event times come from the "
+                                           "minutes between frames.")
 
 
 def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> FrameSequence:
@@ -331,7 +351,10 @@ def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> 
             entries = [(e, read) for e, read in entries if e != time_table[0]]
         seq = _from_named_files(entries, name)
         if time_table:
-            seq = with_time_table(seq, time_table[1]().decode(errors="replace"), PurePosixPath(time_table[0]).name)
+            folders = {PurePosixPath(n).parent.name for n in seq.names}
+            embryo = folders.pop() if len(folders) == 1 and "" not in folders else PurePosixPath(name).stem
+            seq = with_time_table(seq, time_table[1]().decode(errors="replace"), PurePosixPath(time_table[0]).name,
+                                  embryo)
     seq.skipped = skipped + seq.skipped
     if phases and seq.frame_numbers is not None:
         seq.true_phases = [gomez.phase_of(n, phases) for n in seq.frame_numbers]
@@ -358,9 +381,9 @@ def read_folder(folder, annotations: Path | None = None, recording_of: str | Non
         annotations = candidate if candidate.is_file() else None
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    tables = [p for p in files if p.name.lower().endswith(TIME_TABLE_SUFFIX)]  # beside the frames, or where Gomez has it
-    time_table = tables[0] if tables else gomez.time_table_path(folder)
-    files = [p for p in files if p != time_table]
+    tables = [p for p in files if p.name.lower().endswith(TIME_TABLE_SUFFIX)]
+    time_table = gomez.time_table_path(folder) or (tables[0] if tables else None)  # where Gomez has it, else beside
+    files = [p for p in files if p not in tables]  # the frames
     if recording_of is not None:
         wanted = recording_name(recording_of)
         files = images = [p for p in images if recording_name(p.name) == wanted]
@@ -381,7 +404,7 @@ def read_folder(folder, annotations: Path | None = None, recording_of: str | Non
         phases = gomez.read_phases(annotations)
         seq.true_phases = [gomez.phase_of(n, phases) for n in seq.frame_numbers]
     if time_table is not None:
-        seq = with_time_table(seq, time_table.read_text(errors="replace"), time_table.name)
+        seq = with_time_table(seq, time_table.read_text(errors="replace"), time_table.name, folder.name)
     return seq
 
 
@@ -523,9 +546,9 @@ def interval_name(key: str) -> str:
 
 
 def interval_fields(events: list[dict]) -> dict:
-    """Each event's time in hours (`<event>_h`) and each interval's (`<name>_h`), from the reviewer's times where
-    given, else from the draft's; `events_withheld` names draft times not given (an event skipped by the decoding
-    takes the next one's frame; one after missing frames happened somewhere in the gap), and `intervals` has one
+    """Each event's time in hours (`<event>_h`) and each interval's (`<name>_h`, and `<name>_from`: whose times, or
+    why it is not given), from the reviewer's times where given, else from the draft's; `events_withheld` names draft times not given (an event skipped by the decoding
+    takes the next one's frame; one after a gap in the recording (frames missing, or a pause) happened somewhere in it), and `intervals` has one
     row per interval saying where its times came from, or why it is not given. Every key is set, None where there
     is no value, so a re-timing keeps nothing stale."""
     times, why = {}, {}
@@ -535,7 +558,7 @@ def interval_fields(events: list[dict]) -> dict:
         elif not e.get("seen", True):
             why[e["event"]] = f"{e['event']} was skipped by the decoding"
         elif e.get("after_hours") is not None:
-            why[e["event"]] = f"{e['event']} came after missing frames"
+            why[e["event"]] = f"{e['event']} came after a gap in the recording"
         elif e.get("hours") is not None:
             times[e["event"]] = (e["hours"], "draft")
     fields = {f"{event}_h": times[event][0] if event in times else None for event in EVENTS}
@@ -545,13 +568,16 @@ def interval_fields(events: list[dict]) -> dict:
         if first in times and second in times:
             hours = round(times[second][0] - times[first][0], 2)
             sources = {times[first][1], times[second][1]}
-            row |= {"hours": hours, "from": " and ".join(sorted(sources, reverse=True))
-                    + (f" (negative: {second} is before {first}; check both)" if hours < 0 else "")}
+            row |= {"hours": hours, "from": " and ".join(sorted(sources, reverse=True))}
         else:
             hours = None
             row["from"] = "; ".join(why.get(e) or f"{e} not reached" for e in (first, second) if e not in times)
-        fields[f"{name}_h"] = hours
+        fields[f"{name}_h"], fields[f"{name}_from"] = hours, row["from"]
         rows.append(row)
     calls = [e["event"] for e in events if e.get("reviewed_frame") is not None]
+    timed = [(e, times[e]) for e in EVENTS if e in times]  # in biological order: their times must not go back
+    backwards = [f"{later} ({t1:.1f} h, {s1}) is before {earlier} ({t0:.1f} h, {s0})"
+                 for (earlier, (t0, s0)), (later, (t1, s1)) in zip(timed, timed[1:]) if t1 < t0]
     return fields | {"intervals": rows, "reviewed_events": ", ".join(calls) or None,
-                     "events_withheld": "; ".join(why.values()) or None}
+                     "events_withheld": "; ".join(why.values()) or None,
+                     "events_out_of_order": "; ".join(backwards) or None}

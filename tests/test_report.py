@@ -218,7 +218,8 @@ def test_a_reviewed_sequence_report_gives_the_reviewers_frames_and_the_intervals
     rep = report.from_prediction(task.reviewed(pred, {"t3": 22}))
     title, header, rows = rep.table
     assert "reviewer's frame (from 0)" in header and rows[1][header.index("reviewer's time (h)")] == "5.50"
-    assert rep.details["cc2 (t3 − t2), h"] == 2.5 and rep.details["events set by the reviewer"] == "t3"
-    assert "s2 (t4 − t3), h" not in rep.details  # not given: t4 not reached
+    assert rep.details["cc2 (t3 − t2)"] == "2.5 h, from reviewed and draft times"
+    assert rep.details["events set by the reviewer"] == "t3"
+    assert rep.details["s2 (t4 − t3)"] == "not given: t4 not reached"
     pages, text = _pdf_text(rep.pdf())
-    assert pages == 1 and "cc2 (t3 − t2), h: 2.5" in text
+    assert pages == 1 and "cc2 (t3 − t2): 2.5 h, from reviewed and draft times" in text

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,7 +183,7 @@ def test_events_table_marks_skipped_guessed_and_missed_events_and_errors_in_hour
     assert table.loc["t2", "error_frames"] == -1 and table.loc["t2", "error_hours"] == -0.5
     gappy = replace(pred, extras={**pred.extras, "acquisitions": np.r_[0:5, 8:13]})  # 3 acquisitions lost after frame 4
     table = task.events_table(task.retimed(gappy, 30.0)).set_index("event")
-    assert table.loc["t4", "reading"] == "frames missing before it: between 2.0 and 4.0 h"  # frame 4 at 2 h, 5 at 4 h
+    assert table.loc["t4", "reading"] == "a gap in the recording before it: between 2.0 and 4.0 h"  # frame 4 at 2 h, 5 at 4 h
     assert table.loc["t3", "reading"].startswith("skipped") and table.loc["t3", "reading"].endswith("and 4.0 h")
     assert table.loc["t2", "reading"] == ""
     assert table.loc["t3", "error_frames"] == 4  # files 5 and 4 are 4 acquisitions apart, not 1
@@ -225,9 +227,18 @@ def test_the_reviewers_frames_time_the_events_and_the_intervals_and_follow_a_re_
     assert later["cc2_h"] == 0.5 and [e["reviewed_hours"] for e in later["events"] if e.get("reviewed_frame")] == [
         20.75, 21.25, 22.75]
     backwards = task.reviewed(pred, {"t3": 10}).extras  # after the draft t4 and t5
-    assert backwards["s2_h"] == -2.0 and "negative: t4 is before t3" in backwards["intervals"][1]["from"]
+    assert backwards["s2_h"] == -2.0
+    assert backwards["events_out_of_order"] == "t4 (3.0 h, draft) is before t3 (5.0 h, reviewed)"
     cleared = task.reviewed(checked, {}).extras
     assert cleared["cc2_h"] is None and [e["event"] for e in cleared["events"]] == ["t2", "t3", "t4", "t5"]
+    # recorded times with a 6 h pause before frame 9 (RUN numbers unbroken): t5, first seen after it, is a range
+    paused = [20 + 0.25 * k + (6 if k >= 9 else 0) for k in range(12)]
+    timed = task.retimed(replace(pred, extras={**pred.extras, "recorded_hours": np.array(paused),
+                                               "time_table": "E_timeElapsed.csv"}), 30.0).extras
+    t5 = [e for e in timed["events"] if e["event"] == "t5"][0]
+    assert t5["after_hours"] == 22.0 and t5["hours"] == 28.25 and timed["t5_t2_h"] is None
+    assert "t5 came after a gap in the recording" in timed["events_withheld"]
+    assert all("after_hours" not in e for e in timed["events"] if e["event"] != "t5")  # the usual steps are not gaps
 
 
 def test_frames_of_several_recordings_are_refused_but_time_stamps_and_a_stray_file_are_not(tmp_path):
@@ -433,21 +444,35 @@ def test_gomez_time_table_gives_each_frame_its_recorded_hours(tmp_path):
     assert seq.recorded_hours == [0.0, 18.9, 19.15, 19.6, 19.8, 20.3] and seq.time_table == "E1_timeElapsed.csv"
     assert not seq.skipped and not seq.notes
     frames_dir = tmp_path / "embryo_dataset" / "E1"
+    shutil.copytree(frames_dir, tmp_path / "copy" / "E1")  # the same frames elsewhere: the same input (no file to hash)
+    assert read_folder(tmp_path / "copy" / "E1").sha256 == seq.sha256 and len(seq.sha256) == 64
     os.utime(tmp_path / "embryo_dataset_time_elapsed" / "E1_timeElapsed.csv", (4e9, 4e9))  # a corrected table
     assert folder_stamp(frames_dir) == 4e9  # is read again, though no frame changed
 
 
-def test_a_time_table_beside_zipped_frames_is_used_only_when_it_covers_them_in_order():
+def test_a_time_table_beside_zipped_frames_is_used_only_when_it_is_this_embryos_and_plausible():
+    """A table that misses frames, is another embryo's, goes back or stands still, starts below 0 or is in minutes
+    is not used, and the page says why (a table named for CF946-6 in AB028-6's folder was used without a word)."""
     frames, _ = synthetic.timelapse_sequence(4, size=64)
     entries = {f"E1/E1_RUN{i + 1}.png": encode_png(f) for i, f in enumerate(frames)}
-    seq = read_zip(zip_of(entries | {"E1/E1_timeElapsed.csv": b"frame_index,time\n1,25\n2,25.5\n3,26\n4,27\n"}))
-    assert seq.recorded_hours == [25.0, 25.5, 26.0, 27.0] and not seq.skipped and not seq.notes
-    short = read_zip(zip_of(entries | {"E1/E1_timeElapsed.csv": b"frame_index,time\n1,25\n2,25.5\n4,27\n"}))
-    assert short.recorded_hours is None and "no time for 1 of the 4 frames (e.g. RUN3)" in short.notes[0]
-    backwards = read_zip(zip_of(entries | {"E1/E1_timeElapsed.csv": b"1,25\n2,24\n3,26\n4,27\n"}))
-    assert backwards.recorded_hours is None and "go backwards" in backwards.notes[0]
-    unnumbered = {f"f{i}.png": encode_png(f) for i, f in enumerate(frames)} | {"x_timeElapsed.csv": b"1,2\n"}
-    assert "no RUN numbers" in read_zip(zip_of(unnumbered)).notes[0]
+
+    def read(table: bytes, name: str = "E1_timeElapsed.csv", frames=entries):
+        return read_zip(zip_of(frames | {f"E1/{name}": table}))
+
+    seq = read(b"frame_index,time\n1,25\n2,25.5\n3,26\n4,27\n")
+    assert seq.recorded_hours == [25.0, 25.5, 26.0, 27.0] and not seq.skipped and not seq.time_table_problem
+    for table, name, why in ((b"1,25\n2,25.5\n4,27\n", None, "it has no time for 1 of the 4 frames (e.g. RUN3)"),
+                             (b"1,25\n2,25.5\n3,26\n4,27\n", "CF946-6_timeElapsed.csv",
+                              "it is named for CF946-6, not for this embryo, E1"),
+                             (b"1,25\n2,24\n3,26\n4,27\n", None, "do not increase from frame to frame (RUN1 at 25 h"),
+                             (b"1,25\n2,25\n3,26\n4,27\n", None, "do not increase"),
+                             (b"1,-1.9\n2,0.1\n3,0.4\n4,0.7\n", None, "negative hours (-1.9 h at RUN1)"),
+                             (b"1,1500\n2,1515\n3,1530\n4,11000\n", None, "are they in minutes?")):
+        seq = read(table, name or "E1_timeElapsed.csv")
+        assert seq.recorded_hours is None and why in seq.time_table_problem, seq.time_table_problem
+        assert seq.time_table_problem.endswith("Event times come from the minutes between frames.")
+    unnumbered = {f"f{i}.png": encode_png(f) for i, f in enumerate(frames)} | {"frames_timeElapsed.csv": b"1,2\n"}
+    assert "no RUN numbers" in read_zip(zip_of(unnumbered), "frames.zip").time_table_problem
 
 
 def test_phase_table_with_header_quotes_and_a_broken_row(tmp_path):
@@ -515,9 +540,6 @@ def test_recorded_hours_time_the_events_unless_the_user_turns_them_off(model):
 
 
 def test_evaluate_gives_event_errors_in_the_recorded_hours_of_a_full_gomez_set(model, tmp_path):
-    import json
-    import shutil
-
     from core import metrics
     from core.tasks import timelapse as task
 

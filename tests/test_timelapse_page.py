@@ -61,7 +61,7 @@ def test_page_gives_the_first_event_times_at_the_top():
     # 10 frames sampled over 378 acquisitions: events fall in gaps, given as ranges, not as direct cleavages
     at.text_input(key="tl_folder").input(str(folder.parent / "CAV074-6")).run()
     headline = next(m.value for m in at.markdown if m.value.startswith("Draft event times: "))
-    assert "(frames missing)" in headline and "direct cleavage" not in headline, headline
+    assert "(a gap in the recording)" in headline and "direct cleavage" not in headline, headline
 
 
 def test_page_shorter_gappy_and_single_frame_sequences(tmp_path):
@@ -126,19 +126,21 @@ def test_page_times_the_events_by_the_time_table_that_came_with_the_frames(tmp_p
 
     folder = write_frames(tmp_path / "seq", n=40)
     hours = {n: 22.0 + 0.2 * n + (0.05 if n % 2 else 0.0) for n in range(1, 41)}
-    (folder / "embryo_timeElapsed.csv").write_text("frame_index,time\n" + "".join(f"{n},{h}\n" for n, h in hours.items()))
+    (folder / "seq_timeElapsed.csv").write_text("frame_index,time\n" + "".join(f"{n},{h}\n" for n, h in hours.items()))
     at = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
     at.run()
     at.radio(key="tl_source").set_value("Local folder").run()
     at.text_input(key="tl_folder").input(str(folder)).run()
     assert not at.exception and not at.warning  # the table is not 'an item that could not be used'
-    assert at.toggle(key="tl_recorded").value and at.number_input(key="tl_minutes").disabled
+    assert at.toggle(key="tl_recorded").value and not [b for b in at.number_input if b.key == "tl_minutes"]
+    assert any("first frame at 22.25 hpi, 9 min between frames as a rule (from 9 to 15 min)" in c.value
+               for c in at.caption)
     events = at.dataframe[0].value
     frame = int(events["frame (from 0)"].iloc[0])
     assert events["time (hpi)"].iloc[0] == pytest.approx(hours[frame + 1])
-    assert records.query(task="timelapse")[0].summary["timed_by"] == "the time table embryo_timeElapsed.csv"
+    assert records.query(task="timelapse")[0].summary["timed_by"] == "the time table seq_timeElapsed.csv"
     at.toggle(key="tl_recorded").set_value(False).run()
-    assert not at.number_input(key="tl_minutes").disabled
+    assert at.number_input(key="tl_minutes").value == 15
     assert at.dataframe[0].value["time (h from first frame)"].iloc[0] == pytest.approx(frame * 15 / 60)
 
 
@@ -153,21 +155,44 @@ def test_page_keeps_the_reviewers_event_frames_in_the_intervals_and_the_record(t
     at.text_input(key="tl_folder").input(str(write_frames(tmp_path / "seq", n=40))).run()
     saved = records.query(task="timelapse")[0]
     at.slider(key="tl_frame").set_value(12).run()
-    at.button(key="tl_next_frame").click().run()
+    at.button(key="tl_step_5").click().run()
+    at.button(key="tl_step_-5").click().run()
+    at.button(key="tl_step_1").click().run()
     at.selectbox(key="tl_review_event").set_value("t3").run()
     at.button(key="tl_review_set").click().run()
     assert not at.exception
+    assert at.selectbox(key="tl_review_event").value == "t4"  # on to the next event
     assert "**t3** 3.2 h from first frame ✓" in at.markdown[1].value  # frame 13 at 15 min per frame
     shown = [d.value for d in at.dataframe if "your frame (from 0)" in d.value.columns][0].set_index("event")
     assert shown.loc["t3", "your frame (from 0)"] == "13" and shown.loc["t4", "your frame (from 0)"] == "—"
     record = records.query(task="timelapse")[0]
     assert record.id == saved.id and record.summary["reviewed_events"] == "t3"
     assert {e["event"]: e.get("reviewed_frame") for e in record.summary["events"]}["t3"] == 13
+    at.toggle(key="tl_crops").set_value(True).run()  # another staging: the calls stay with the recording
+    at.toggle(key="tl_crops").set_value(False).run()
+    assert records.get(saved.id).summary["reviewed_events"] == "t3"
+    at.slider(key="tl_frame").set_value(2).run()
+    at.selectbox(key="tl_review_event").set_value("t4").run()
+    at.button(key="tl_review_set").click().run()  # t4 before t3: said
+    assert "Out of biological order: t4 (0.5 h, reviewed) is before t3 (3.2 h, reviewed)" in [
+        w for w in at.warning if "biological" in w.value][-1].value
+    assert records.get(saved.id).summary["events_out_of_order"].startswith("t4 (0.5 h, reviewed) is before t3")
+    at.selectbox(key="tl_review_event").set_value("t3").run()
     at.button(key="tl_review_clear").click().run()
-    assert records.query(task="timelapse")[0].summary["reviewed_events"] is None
-    at.button(key="tl_review_set").click().run()
+    assert records.get(saved.id).summary["reviewed_events"] == "t4"
+    assert not [w for w in at.warning if "biological" in w.value]
     at.text_input(key="tl_folder").input(str(write_frames(tmp_path / "other", n=30))).run()
     assert records.query(task="timelapse")[0].summary["reviewed_events"] is None  # not carried to another embryo
+    # a reload (a new session) offers the earlier record's frames back, and goes on in that record
+    before = len(records.query(task="timelapse"))
+    again = AppTest.from_file(str(ROOT / "app_pages" / "timelapse.py"), default_timeout=120)
+    again.run()
+    again.radio(key="tl_source").set_value("Local folder").run()
+    again.text_input(key="tl_folder").input(str(tmp_path / "seq")).run()
+    assert any("reviewed before" in i.value for i in again.info)
+    again.button(key=[b.key for b in again.button if b.key.startswith("tl_restore_")][0]).click().run()
+    assert records.get(saved.id).summary["reviewed_events"] == "t4"
+    assert len(records.query(task="timelapse")) == before  # that record goes on: the reload's own is gone
 
 
 def test_page_pads_embryo_crops_when_told_they_are_crops(tmp_path):

@@ -27,8 +27,8 @@ from ..datasets.gomez import PHASES, STAGE_OF_PHASE, STAGES
 from ..imageio import IMAGE_SUFFIXES
 from ..preprocess import centre_square, normalise
 from ..results import Prediction
-from ..sequence import (DEFAULT_MINUTES, EVENTS, MIN_FRAME_SIDE, VIDEO_SUFFIXES, FrameSequence, burst_strength,
-                        decode, event_frames, frame_change, interval_fields, read_sequence)
+from ..sequence import (DEFAULT_MINUTES, EVENTS, MAX_CULTURE_H, MIN_FRAME_SIDE, VIDEO_SUFFIXES, FrameSequence,
+                        burst_strength, decode, event_frames, frame_change, interval_fields, read_sequence)
 
 MODEL_ID = "timelapse-stage"
 SIZE = 160  # 160 beat 112 on leave-one-embryo-out (median t2–t5 error 5.5 vs 32.5 frames; scripts/gpu_train.py)
@@ -203,7 +203,6 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
     return retimed(pred, minutes_per_frame)
 
 
-MAX_CULTURE_H = 7 * 24
 ORDER_UNKNOWN = ("The frames' names carry no frame numbers: they were put in name order, which may not be their time "
                  "order. If it is not, the timeline and every event are meaningless.")
 
@@ -214,6 +213,8 @@ def input_warnings(seq: FrameSequence) -> list[str]:
     warnings = [n[0].upper() + n[1:] + "." for n in seq.notes + damaged]
     if seq.order_unknown:
         warnings.append(ORDER_UNKNOWN)
+    if seq.time_table_problem:
+        warnings.append(seq.time_table_problem)
     if len(seq.skipped) > len(damaged):
         warnings.append(f"{len(seq.skipped) - len(damaged)} item(s) of the input could not be used and were left out.")
     return warnings
@@ -243,19 +244,33 @@ def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float |
         timing = {"minutes_per_frame": float(minutes_per_frame), "first_frame_hpi": first_frame_hpi,
                   "time_zero": "first frame" if first_frame_hpi is None else "insemination",
                   "timed_by": "the minutes between frames"}
-    events = [_timed(e, hours, steps) for e in x["events"]]
+    gaps = _gaps(steps, hours, recorded=timing["minutes_per_frame"] is None)
+    events = [_timed(e, hours, gaps) for e in x["events"]]
     return replace(pred, extras={**x, **timing, "hours": hours, "events": events, **interval_fields(events),
                                  "warnings": list(x.get("input_warnings", [])) + timing_warnings(hours)})
 
 
-def _timed(event: dict, hours: np.ndarray, steps: np.ndarray) -> dict:
-    """The event at its frame's hour; after a gap in the acquisitions, also the hour of the frame before the gap
-    (`after_hours`): the event happened between the two, not at the first frame that shows it. A reviewer's frame
-    gets its hour too."""
+PAUSE_H = 1.0  # a step between recorded times this long (and 3 times the usual step) is a pause in the recording
+
+
+def _gaps(steps: np.ndarray, hours: np.ndarray, recorded: bool) -> np.ndarray:
+    """Per frame, whether acquisitions are missing before it (RUN numbers skip), or, in recorded times, the
+    instrument paused (a step of PAUSE_H or more and 3 times the usual)."""
+    gaps = np.r_[False, np.diff(steps) > 1]
+    if recorded and len(hours) > 2:
+        dt = np.diff(hours)
+        gaps |= np.r_[False, dt >= max(PAUSE_H, 3 * float(np.median(dt)))]
+    return gaps
+
+
+def _timed(event: dict, hours: np.ndarray, gaps: np.ndarray) -> dict:
+    """The event at its frame's hour; after a gap (missing acquisitions, or a pause in recorded times), also the hour
+    of the frame before it (`after_hours`): the event happened between the two, not at the first frame that shows
+    it. A reviewer's frame gets its hour too."""
     f = event["frame"]
     timed = {k: v for k, v in event.items() if k not in ("after_hours", "reviewed_hours")}
     timed["hours"] = None if f is None else float(hours[f])
-    if f is not None and f > 0 and steps[f] - steps[f - 1] > 1:
+    if f is not None and gaps[f]:
         timed["after_hours"] = float(hours[f - 1])
     if event.get("reviewed_frame") is not None:
         timed["reviewed_hours"] = float(hours[event["reviewed_frame"]])
@@ -277,8 +292,9 @@ def reviewed(pred: Prediction, calls: dict[str, int]) -> Prediction:
     rows = drafted + [{"event": e, "frame": None, "frame_name": None, "reviewed_frame": f}
                       for e, f in calls.items() if e not in named]
     rows.sort(key=lambda e: EVENTS.index(e["event"]))
-    steps = np.asarray(x["acquisitions"])
-    events = [_timed(e, np.asarray(x["hours"]), steps) for e in rows]
+    hours = np.asarray(x["hours"])
+    gaps = _gaps(np.asarray(x["acquisitions"]), hours, recorded="minutes_per_frame" in x and x["minutes_per_frame"] is None)
+    events = [_timed(e, hours, gaps) for e in rows]
     return replace(pred, extras={**x, "events": events, **interval_fields(events)})
 
 
@@ -326,7 +342,7 @@ def event_reading(event: dict) -> str:
     elif not event.get("trained", True):
         caveats.append("a guess: phase never in training")
     if event.get("after_hours") is not None:
-        caveats.append(f"frames missing before it: between {event['after_hours']:.1f} and {event['hours']:.1f} h")
+        caveats.append(f"a gap in the recording before it: between {event['after_hours']:.1f} and {event['hours']:.1f} h")
     return "; ".join(caveats)
 
 
