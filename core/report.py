@@ -236,7 +236,7 @@ OBJECT_TABLES = {  # list-valued results shown as a table: key -> (title, [(colu
     "follicles": ("Follicles", [("id", "follicle"), ("diameter_mm", "diameter (mm)"), ("in_2_9_mm", "2–9 mm"),
                                 ("counted", "counted")]),
     "events": ("Events (draft timings to check against the frames, and the reviewer's where set)",
-               [("event", "event"), ("frame", "frame (from 0)"), ("frame_name", "frame file"), ("hours", "time (h)"),
+               [("event", "event"), ("frame", "frame (from 0)"), ("frame_name", "frame"), ("hours", "time (h)"),
                 ("after_hours", "after (h): a gap before"), ("reviewed_frame", "reviewer's frame (from 0)"),
                 ("reviewed_hours", "reviewer's time (h)"), ("seen", "decoded as its own phase"), ("trained", "phase in training"),
                 ("annotated_frame", "annotated frame (from 0)"), ("error_frames", "draft's error (acquisitions, + late)")]),
@@ -252,11 +252,19 @@ def _object_table(summary: dict) -> tuple[str, list[str], list[list[str]]] | Non
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
             columns = [(col, h) for col, h in columns if any(row.get(col) not in (None, "") for row in rows)]
             shown = [[f"{row[col] * 100:.1f} %" if col in TABLE_PERCENT and isinstance(row.get(col), float)
+                      else short_frame_name(row[col]) if col == "frame_name" and row.get(col)
                       else fmt_number(row.get(col, ""), TABLE_DIGITS.get(col, 2)) for col, _ in columns]
                      for row in rows[:MAX_TABLE_ROWS]]
             more = f" (the first {MAX_TABLE_ROWS} of {len(rows)}; all are in the CSV)" if len(rows) > MAX_TABLE_ROWS else ""
             return title + more, [heading for _, heading in columns], shown
     return None
+
+
+def short_frame_name(name: str) -> str:
+    """A frame file as the table has room for it: its acquisition number (RUN<k>) when the name has one (the whole
+    name is in the record and the CSV)."""
+    run = re.search(r"RUN\d+", name, re.IGNORECASE)
+    return run.group(0) if run else name
 
 
 def _cut(text: str, n: int = MAX_TEXT) -> str:

@@ -204,7 +204,7 @@ def test_a_sequence_report_lists_its_events():
     assert rep.title.endswith("sequence report")
     title, header, rows = rep.table
     assert title.startswith("Events") and "decoded as its own phase" in header
-    assert rows[1][:5] == ["t3", "20", "RUN21.jpeg", "5.00", "no"]
+    assert rows[1][:5] == ["t3", "20", "RUN21", "5.00", "no"]  # the acquisition number: a whole name wrapped 4 lines
     assert rep.details["time (h) counted from"] == "first frame"
 
 
