@@ -52,7 +52,7 @@ def read_local_folder(path: str, stamp: float, recording_of: str | None = None) 
 def padded_crops(key: str, _seq: FrameSequence) -> FrameSequence:
     """Each crop padded with its border level, so the model sees the embryo at the size it learnt from whole-well
     frames (it reads their central square)."""
-    return replace(_seq, frames=[task.crop_as_well_frame(f) for f in _seq.frames])
+    return replace(_seq, frames=[task.crop_as_well_frame(f) for f in _seq.frames], padded_as_crops=True)
 
 
 def example_sequence() -> FrameSequence:
@@ -71,7 +71,7 @@ def input_ui() -> tuple[FrameSequence | None, str]:
         if is_handed("timelapse"):  # a frame of an evaluation: its whole recording, at that frame
             handed = st.session_state[HANDED]
             frame = handed_path()
-            seq = read_local_folder(str(frame.parent), frame.parent.stat().st_mtime, frame.name)
+            seq = read_local_folder(str(frame.parent), folder_stamp(frame.parent), frame.name)
             if not handed.get("shown"):  # once: later the slider and the toggle are the user's
                 handed["shown"] = True
                 st.session_state["tl_frame"] = seq.names.index(frame.name) if frame.name in seq.names else 0
@@ -269,8 +269,9 @@ def review_calls(seq: FrameSequence) -> dict[str, int]:
 
 def offer_earlier_review(seq: FrameSequence, calls: dict[str, int], revises: str) -> None:
     """Event frames set on this recording before (a reload forgets the session's), to restore in one click."""
-    if calls or not seq.sha256 or not (earlier := earlier_review(seq.sha256, task.MODEL_ID, CARD.version, "events",
-                                                                 called="reviewed_frame")):
+    if calls or not seq.sha256 or not (earlier := earlier_review(
+            seq.sha256, task.MODEL_ID, CARD.version, "events", called="reviewed_frame",
+            matching={"padded_as_crops": seq.padded_as_crops})):  # that staging's record goes on
         return
     kept = {e["event"]: e["reviewed_frame"] for e in earlier.summary["events"] if e.get("reviewed_frame") is not None}
     st.info(f"This recording was reviewed before: record #{earlier.id} of {earlier.created_at.astimezone():%Y-%m-%d %H:%M} "
@@ -308,15 +309,19 @@ def review_ui(seq: FrameSequence, pred, frame: int, calls: dict[str, int]) -> No
     setting.button(f"Set {event} at frame {frame}", key="tl_review_set", width="stretch", on_click=put, args=(event,))
     clear.button(f"Clear {event}" + (f" (frame {calls[event]})" if event in calls else ""), key="tl_review_clear",
                  width="stretch", disabled=event not in calls, on_click=lambda: calls.pop(event, None))
-    hours, unit = pred.extras["hours"], time_unit(pred)[0]
-    if calls:
+    checked = [e for e in pred.extras["events"] if e.get("reviewed_frame") is not None]
+    if checked:
         st.caption("Set by you: " + ", ".join(
-            f"{e} at frame {f} ({Path(seq.names[f]).stem}, {hours[f]:.1f} {unit})"
-            for e, f in sorted(calls.items(), key=lambda c: EVENTS.index(c[0])))
+            f"{e['event']} at frame {e['reviewed_frame']} ({Path(seq.names[e['reviewed_frame']]).stem}, "
+            f"{e['reviewed_hours']:.1f} {time_unit(pred)[0]})" for e in checked)
                    + ". Kept with this recording's record and its report.")
+    out_of_order_warning(pred)
+
+
+def out_of_order_warning(pred) -> None:
     if pred.extras.get("events_out_of_order"):
-        st.warning(f"Out of biological order: {pred.extras['events_out_of_order']}. Check those frames.",
-                   icon=":material/swap_vert:")
+        st.warning(f"Event times out of biological order: {pred.extras['events_out_of_order']}. Check those frames "
+                   "(Frame tab).", icon=":material/swap_vert:")
 
 
 def frame_picker(n_frames: int, bursts: list[int]) -> int:
@@ -372,8 +377,11 @@ def events_view(pred) -> None:
 
         def go_to_event() -> None:
             rows = st.session_state["tl_events_table"].selection.rows
-            if rows and not pd.isna(table["frame"].iloc[rows[0]]):
-                st.session_state["tl_frame"] = int(table["frame"].iloc[rows[0]])
+            frame = table["frame"].iloc[rows[0]] if rows else None
+            if rows and pd.isna(frame) and "reviewed_frame" in table:  # an event only the reviewer set
+                frame = table["reviewed_frame"].iloc[rows[0]]
+            if frame is not None and not pd.isna(frame):
+                st.session_state["tl_frame"] = int(frame)
 
         st.dataframe(shown, hide_index=True, width="stretch", on_select=go_to_event, selection_mode="single-row",
                      key="tl_events_table")
@@ -516,9 +524,7 @@ else:
         headline = headline_text(pred)
         if headline:  # the times most asked for, at the top; the Events tab has every event and how to read it
             st.markdown(headline)
-        if pred.extras.get("events_out_of_order"):
-            st.warning(f"Event times out of biological order: {pred.extras['events_out_of_order']}. Check those "
-                       "frames (Frame tab).", icon=":material/swap_vert:")
+        out_of_order_warning(pred)
         for warning in task.timing_warnings(pred.extras["hours"]):  # the input's own were said with it above
             st.warning(warning, icon=":material/schedule:")
         record_prediction(pred, "timelapse", revises=revises)

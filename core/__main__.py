@@ -55,6 +55,13 @@ def cmd_evaluate(args) -> int:
         log(f"error: {path} does not exist")
         return 2
     name = args.name or path.resolve().name
+    if args.name:
+        from . import registry
+        from .evaluation import cited_evaluations, documents_card
+
+        if args.name in cited_evaluations(registry.card(args.model)) and not documents_card(path):
+            log(f"error: --name {args.name} is the evaluation {args.model}'s card cites: give this set another name")
+            return 2
     if path.is_file():  # a labelled zip or CSV, or a zipped native layout: as the Metrics page reads uploads
         from .evaluation import evaluate_source
 

@@ -101,14 +101,18 @@ def predictions_frame(items: list[str], output: str, labels: list[str], y_true, 
     return frame
 
 
+def cited_evaluations(card) -> set[str]:
+    """The stored evaluations behind the card's figures (its tables' `evaluation`)."""
+    return {table["evaluation"] for table in card.metrics.values() if (table or {}).get("evaluation")}
+
+
 def kept_name(card, name: str, meta: dict) -> str:
     """The name to store an evaluation under: `name`, unless that is an evaluation the card cites and this one is of
     data the card does not document; then `name-<data hash>`, so that someone's own set (their MHSMA folder,
     evaluated without --name) never replaces the evidence behind the card's figures."""
-    cited = {(table or {}).get("evaluation") for table in card.metrics.values()}
     data = next((meta[k] for k in ("data_path", "data", "path") if meta.get(k)), None)
     data = data[0] if isinstance(data, list) and data else data
-    if name not in cited or not (card.folder / "eval" / name).is_dir() or not isinstance(data, str) \
+    if name not in cited_evaluations(card) or not (card.folder / "eval" / name).is_dir() or not isinstance(data, str) \
             or documents_card(data):
         return name
     other = f"{name}-{hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:8]}"

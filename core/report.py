@@ -221,7 +221,7 @@ DETAIL_NAMES = {"follicle_count_2_9mm": "follicles of 2–9 mm counted",
                 "minutes_per_frame": "minutes between frames", "n_frames": "frames",
                 "current_stage": "stage at the last frame", "current_phase": "phase at the last frame",
                 "first_frame_hpi": "first frame at (hours after insemination)",
-                "reviewed_events": "events set by the reviewer",
+                "reviewed_events": "events set by the reviewer", "padded_as_crops": "frames padded as embryo crops",
                 "events_out_of_order": "events out of biological order (check them)",
                 **{f"{k}_h": interval_name(k) for k in INTERVALS}}
 FOLDED = {"n_called_by_reviewer", "who_reference", "head_model_sha256", "time_table",  # said with another detail, or in the caveats

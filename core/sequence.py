@@ -44,6 +44,7 @@ class FrameSequence:
     recorded_hours: list[float] | None = None  # hours after insemination per frame, from the instrument's time table
     time_table: str = ""  # the file they came from
     time_table_problem: str = ""  # why a time table that came with the frames was not used
+    padded_as_crops: bool = False  # tight crops padded to a whole well's framing (the page's crops toggle)
 
     @property
     def order_unknown(self) -> bool:
@@ -286,34 +287,43 @@ TIME_TABLE_SUFFIX = "_timeelapsed.csv"  # Gomez's <embryo>_timeElapsed.csv
 
 
 MAX_CULTURE_H = 7 * 24  # embryo culture lasts up to 7 days
+MAX_STEP_H = 2.0  # instruments take a frame every 5 to 20 minutes: hours this far apart are minutes
+
+
+def time_table_problem(numbers: list[int], times: dict[int, float]) -> str | None:
+    """Why recorded times (hours after insemination by RUN number) cannot time these frames, or None when they can:
+    a frame without a time, a negative time, times that do not rise, or times that look like minutes."""
+    missing = [n for n in numbers if n not in times]
+    if missing:
+        return f"it has no time for {len(missing)} of the {len(numbers)} frames (e.g. RUN{missing[0]})"
+    hours = [times[n] for n in numbers]
+    if hours and hours[0] < 0:
+        return f"it gives negative hours ({hours[0]:g} h at RUN{numbers[0]})"
+    still = next((k for k in range(1, len(hours)) if hours[k] <= hours[k - 1]), None)
+    if still is not None:
+        return (f"its times do not increase from frame to frame (RUN{numbers[still - 1]} at {hours[still - 1]:g} h, "
+                f"RUN{numbers[still]} at {hours[still]:g} h)")
+    per_acquisition = np.diff(hours) / np.maximum(np.diff(numbers), 1)
+    if len(hours) > 1 and (hours[-1] - hours[0] > MAX_CULTURE_H or np.median(per_acquisition) > MAX_STEP_H):
+        return (f"its times span {hours[-1] - hours[0]:.0f} h, {np.median(per_acquisition):.1f} h an acquisition: are "
+                "they in minutes? Hours after insemination are expected")
+    return None
 
 
 def with_time_table(seq: FrameSequence, text: str, table: str, embryo: str) -> FrameSequence:
-    """The sequence with each frame's recorded hours when the time table is this embryo's (`<embryo>_timeElapsed.csv`),
-    covers every frame (by RUN number) and its times are plausible; otherwise `time_table_problem` says why the minutes
-    between frames are used instead."""
-    times = gomez.parse_times(text)
-    numbers = seq.frame_numbers or []
-    missing = [n for n in numbers if n not in times]
-    hours = [times[n] for n in numbers if n in times]
+    """The sequence with each frame's recorded hours when the time table is this embryo's (`<embryo>_timeElapsed.csv`)
+    and can time its frames (time_table_problem); otherwise `time_table_problem` says why the minutes between frames
+    are used instead."""
     named_for = table[: -len(TIME_TABLE_SUFFIX)]
-    still = next((k for k in range(1, len(hours)) if hours[k] <= hours[k - 1]), None)
     if named_for.lower() != embryo.lower():
         why = f"it is named for {named_for}, not for this embryo, {embryo}"
     elif seq.frame_numbers is None:
         why = "the frames' names carry no RUN numbers to look their times up by"
-    elif missing:
-        why = f"it has no time for {len(missing)} of the {len(numbers)} frames (e.g. RUN{missing[0]})"
-    elif hours[0] < 0:
-        why = f"it gives negative hours ({hours[0]:g} h at RUN{numbers[0]})"
-    elif still is not None:
-        why = (f"its times do not increase from frame to frame (RUN{numbers[still - 1]} at {hours[still - 1]:g} h, "
-               f"RUN{numbers[still]} at {hours[still]:g} h)")
-    elif hours[-1] - hours[0] > MAX_CULTURE_H:
-        why = (f"its times span {hours[-1] - hours[0]:.0f} h, longer than embryo culture lasts: are they in minutes? "
-               "Hours after insemination are expected")
     else:
-        return replace(seq, recorded_hours=hours, time_table=table)
+        times = gomez.parse_times(text)
+        why = time_table_problem(seq.frame_numbers, times)
+        if why is None:
+            return replace(seq, recorded_hours=[times[n] for n in seq.frame_numbers], time_table=table)
     return replace(seq, time_table_problem=f"The time table {table} was not used: {why}. Event times come from the "
                                            "minutes between frames.")
 
@@ -381,7 +391,8 @@ def read_folder(folder, annotations: Path | None = None, recording_of: str | Non
         annotations = candidate if candidate.is_file() else None
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    tables = [p for p in files if p.name.lower().endswith(TIME_TABLE_SUFFIX)]
+    tables = sorted((p for p in files if p.name.lower().endswith(TIME_TABLE_SUFFIX)),  # this embryo's first
+                    key=lambda p: (p.name.lower() != f"{folder.name.lower()}{TIME_TABLE_SUFFIX}", p.name))
     time_table = gomez.time_table_path(folder) or (tables[0] if tables else None)  # where Gomez has it, else beside
     files = [p for p in files if p not in tables]  # the frames
     if recording_of is not None:
@@ -546,38 +557,42 @@ def interval_name(key: str) -> str:
 
 
 def interval_fields(events: list[dict]) -> dict:
-    """Each event's time in hours (`<event>_h`) and each interval's (`<name>_h`, and `<name>_from`: whose times, or
-    why it is not given), from the reviewer's times where given, else from the draft's; `events_withheld` names draft times not given (an event skipped by the decoding
-    takes the next one's frame; one after a gap in the recording (frames missing, or a pause) happened somewhere in it), and `intervals` has one
-    row per interval saying where its times came from, or why it is not given. Every key is set, None where there
-    is no value, so a re-timing keeps nothing stale."""
+    """What the events' times give, from the reviewer's times where set, else the draft's:
+    - `<event>_h`: each event's time in hours;
+    - `<name>_h` and `<name>_from`: each interval, and whose times it uses or why it is not given;
+    - `intervals`: the same as rows (interval, meaning, hours, from);
+    - `events_withheld`: draft times not used (an event skipped by the decoding takes the next one's frame; one after
+      a gap in the recording, frames missing or a pause, happened somewhere in the gap);
+    - `reviewed_events`, `events_out_of_order`.
+    Every key is set, None where there is no value, so a re-timing keeps nothing stale."""
     times, why = {}, {}
     for e in events:
         if e.get("reviewed_hours") is not None:
-            times[e["event"]] = (e["reviewed_hours"], "reviewed")
+            times[e["event"]] = (e["reviewed_hours"],
+                                 "reviewed" if e.get("reviewed_after_hours") is None else "reviewed after a gap")
         elif not e.get("seen", True):
             why[e["event"]] = f"{e['event']} was skipped by the decoding"
         elif e.get("after_hours") is not None:
             why[e["event"]] = f"{e['event']} came after a gap in the recording"
         elif e.get("hours") is not None:
             times[e["event"]] = (e["hours"], "draft")
-    fields = {f"{event}_h": times[event][0] if event in times else None for event in EVENTS}
     rows = []
     for name, (first, second, meaning) in INTERVALS.items():
-        row = {"interval": interval_name(name), "meaning": meaning}
         if first in times and second in times:
             hours = round(times[second][0] - times[first][0], 2)
-            sources = {times[first][1], times[second][1]}
-            row |= {"hours": hours, "from": " and ".join(sorted(sources, reverse=True))}
+            source = " and ".join(sorted({times[first][1], times[second][1]}, reverse=True))
         else:
             hours = None
-            row["from"] = "; ".join(why.get(e) or f"{e} not reached" for e in (first, second) if e not in times)
-        fields[f"{name}_h"], fields[f"{name}_from"] = hours, row["from"]
-        rows.append(row)
-    calls = [e["event"] for e in events if e.get("reviewed_frame") is not None]
+            source = "; ".join(why.get(e) or f"{e} not reached" for e in (first, second) if e not in times)
+        rows.append({"key": name, "interval": interval_name(name), "meaning": meaning, "hours": hours, "from": source})
     timed = [(e, times[e]) for e in EVENTS if e in times]  # in biological order: their times must not go back
     backwards = [f"{later} ({t1:.1f} h, {s1}) is before {earlier} ({t0:.1f} h, {s0})"
                  for (earlier, (t0, s0)), (later, (t1, s1)) in zip(timed, timed[1:]) if t1 < t0]
+    calls = [e["event"] for e in events if e.get("reviewed_frame") is not None]
+    fields = {f"{event}_h": times[event][0] if event in times else None for event in EVENTS}
+    for r in rows:
+        key = r.pop("key")
+        fields[f"{key}_h"], fields[f"{key}_from"] = r["hours"], r["from"]
     return fields | {"intervals": rows, "reviewed_events": ", ".join(calls) or None,
                      "events_withheld": "; ".join(why.values()) or None,
                      "events_out_of_order": "; ".join(backwards) or None}

@@ -365,4 +365,6 @@ def test_an_outside_set_never_replaces_the_evaluation_the_card_cites(tmp_path, c
     finally:
         if result:
             shutil.rmtree(card.folder / "eval" / result["dataset"], ignore_errors=True)
+    assert main(["evaluate", "timelapse-stage", str(tmp_path / "gomez2022"), "--name", "gomez2022"]) == 2
+    assert "is the evaluation timelapse-stage's card cites" in capfd.readouterr().err
     assert {p.name: p.read_bytes() for p in cited.iterdir()} == before

@@ -360,6 +360,8 @@ def test_evaluate_takes_the_sets_own_splits_from_above_and_pools_sets_side_by_si
     try:
         assert n_of(tmp_path / "cf", "--split", "test") == 4 and n_of(tmp_path / "cf", "--split", "train") == 6
         assert n_of(tmp_path / "gen") == 5 and n_of(tmp_path / "gen", "--split", "PCOSGen-train") == 3
+        assert main(["evaluate", "pcos", str(tmp_path / "gen"), "--split", "heldout", "--name", name]) == 2
+        assert "defined on one PCOSGen set" in capfd.readouterr().err  # pooled names would move images between splits
         assert main(["evaluate", "pcos", str(tmp_path / "cf"), "--split", "valid", "--name", name]) == 2
         assert "a folder of the set (data, healthy, pcos, test, train)" in capfd.readouterr().err
     finally:

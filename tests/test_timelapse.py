@@ -239,6 +239,10 @@ def test_the_reviewers_frames_time_the_events_and_the_intervals_and_follow_a_re_
     assert t5["after_hours"] == 22.0 and t5["hours"] == 28.25 and timed["t5_t2_h"] is None
     assert "t5 came after a gap in the recording" in timed["events_withheld"]
     assert all("after_hours" not in e for e in timed["events"] if e["event"] != "t5")  # the usual steps are not gaps
+    # the reviewer's first frame after the pause is as uncertain as the draft's: said so
+    checked_in_gap = task.reviewed(replace(pred, extras=timed), {"t5": 9, "t4": None}).extras
+    assert checked_in_gap["t5_t2_h"] == 7.75 and checked_in_gap["t5_t2_from"] == "reviewed after a gap and draft"
+    assert checked_in_gap["reviewed_events"] == "t5"  # a call without a frame is no call
 
 
 def test_frames_of_several_recordings_are_refused_but_time_stamps_and_a_stray_file_are_not(tmp_path):
@@ -467,12 +471,24 @@ def test_a_time_table_beside_zipped_frames_is_used_only_when_it_is_this_embryos_
                              (b"1,25\n2,24\n3,26\n4,27\n", None, "do not increase from frame to frame (RUN1 at 25 h"),
                              (b"1,25\n2,25\n3,26\n4,27\n", None, "do not increase"),
                              (b"1,-1.9\n2,0.1\n3,0.4\n4,0.7\n", None, "negative hours (-1.9 h at RUN1)"),
-                             (b"1,1500\n2,1515\n3,1530\n4,11000\n", None, "are they in minutes?")):
+                             (b"1,1500\n2,1515\n3,1530\n4,11000\n", None, "are they in minutes?"),
+                             (b"1,0\n2,15\n3,30\n4,45\n", None, "15.0 h an acquisition: are they in minutes?")):
         seq = read(table, name or "E1_timeElapsed.csv")
         assert seq.recorded_hours is None and why in seq.time_table_problem, seq.time_table_problem
         assert seq.time_table_problem.endswith("Event times come from the minutes between frames.")
     unnumbered = {f"f{i}.png": encode_png(f) for i, f in enumerate(frames)} | {"frames_timeElapsed.csv": b"1,2\n"}
     assert "no RUN numbers" in read_zip(zip_of(unnumbered), "frames.zip").time_table_problem
+
+
+def test_of_several_time_tables_beside_the_frames_the_embryos_own_is_read(tmp_path):
+    frames, _ = synthetic.timelapse_sequence(3, size=64)
+    (tmp_path / "E1").mkdir()
+    for i, f in enumerate(frames):
+        (tmp_path / "E1" / f"E1_RUN{i + 1}.png").write_bytes(encode_png(f))
+    (tmp_path / "E1" / "A0_timeElapsed.csv").write_text("1,1\n2,2\n3,3\n")  # another embryo's, first by name
+    (tmp_path / "E1" / "E1_timeElapsed.csv").write_text("1,30\n2,30.25\n3,30.5\n")
+    seq = read_folder(tmp_path / "E1")
+    assert seq.recorded_hours == [30.0, 30.25, 30.5] and not seq.skipped
 
 
 def test_phase_table_with_header_quotes_and_a_broken_row(tmp_path):
@@ -557,6 +573,14 @@ def test_evaluate_gives_event_errors_in_the_recorded_hours_of_a_full_gomez_set(m
     assert note == "hours after insemination from each embryo's time table"
     true = events.set_index("event")["true_h"]
     assert true["t2"] == pytest.approx(hours[11]) and true["t4"] == pytest.approx(hours[21])
+    table = tmp_path / "embryo_dataset_time_elapsed" / "E1_timeElapsed.csv"  # in minutes: checked as the page does
+    table.write_text("frame_index,time\n" + "".join(f"{n},{15 * n}\n" for n in range(1, 33)))
+    try:
+        task.evaluate("timelapse-stage", tmp_path, name, None, "cpu")
+        meta = json.loads((model.card.folder / "eval" / name / "meta.json").read_text())
+        assert metrics.event_table(model.card.folder / "eval" / name, meta)[1].startswith("frame numbers converted")
+    finally:
+        shutil.rmtree(model.card.folder / "eval" / name, ignore_errors=True)
 
 
 def test_frames_without_numbers_and_a_damaged_input_are_warned_with_the_record():
@@ -604,6 +628,15 @@ def test_predict_stages_each_recording_as_one_row_and_a_lone_frame_alone(model, 
     assert table.loc["E1_RUN5.png", "warnings"].startswith("One frame staged alone")
     assert {r.summary["input"] for r in records.query(task="timelapse")} >= {str(tmp_path / "dataset" / "E1")}
     assert main(["predict", "pcos", str(lone), "--minutes-per-frame", "10"]) == 2
+    assert "the minutes between frames and the first frame's hours given were not used" in e2["warnings"]
+    # a folder of zipped recordings, and a Gomez root, give one row per embryo too
+    (tmp_path / "zips").mkdir()
+    for embryo in ("E1", "E2"):
+        shutil.make_archive(str(tmp_path / "zips" / embryo), "zip", tmp_path / "dataset", embryo)
+    gomez_layout(tmp_path / "gomez", "tPNa,1,10\n", n_frames=32, size=96)
+    assert task.recordings(tmp_path / "gomez") == [tmp_path / "gomez" / "embryo_dataset" / "E1"]
+    assert main(["predict", "timelapse-stage", str(tmp_path / "zips")]) == 0
+    assert list(pd.read_csv(io.StringIO(capfd.readouterr().out))["n_frames"]) == [40, 40]
 
 
 def test_single_frame_predict_and_explain(model):

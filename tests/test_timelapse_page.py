@@ -174,7 +174,7 @@ def test_page_keeps_the_reviewers_event_frames_in_the_intervals_and_the_record(t
     at.slider(key="tl_frame").set_value(2).run()
     at.selectbox(key="tl_review_event").set_value("t4").run()
     at.button(key="tl_review_set").click().run()  # t4 before t3: said
-    assert "Out of biological order: t4 (0.5 h, reviewed) is before t3 (3.2 h, reviewed)" in [
+    assert "out of biological order: t4 (0.5 h, reviewed) is before t3 (3.2 h, reviewed)" in [
         w for w in at.warning if "biological" in w.value][-1].value
     assert records.get(saved.id).summary["events_out_of_order"].startswith("t4 (0.5 h, reviewed) is before t3")
     at.selectbox(key="tl_review_event").set_value("t3").run()
@@ -191,8 +191,12 @@ def test_page_keeps_the_reviewers_event_frames_in_the_intervals_and_the_record(t
     again.text_input(key="tl_folder").input(str(tmp_path / "seq")).run()
     assert any("reviewed before" in i.value for i in again.info)
     again.button(key=[b.key for b in again.button if b.key.startswith("tl_restore_")][0]).click().run()
-    assert records.get(saved.id).summary["reviewed_events"] == "t4"
+    # the uncropped staging's record, with t4 (the crops staging's record still held t3)
+    assert any(c.value.startswith("Set by you: t4 at frame 2 ") for c in again.caption)
     assert len(records.query(task="timelapse")) == before  # that record goes on: the reload's own is gone
+    again.selectbox(key="tl_review_event").set_value("t5").run()
+    again.button(key="tl_review_set").click().run()
+    assert records.get(saved.id).summary["reviewed_events"] == "t4, t5"
 
 
 def test_page_pads_embryo_crops_when_told_they_are_crops(tmp_path):

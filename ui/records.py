@@ -205,16 +205,17 @@ def move_notice(record_ids: list[int]) -> None:
               args=(keys, box), icon=":material/drive_file_move:")
 
 
-def earlier_review(input_sha256: str, model_id: str, version: str, objects: str,
-                   called: str = "reviewer") -> records.Record | None:
+def earlier_review(input_sha256: str, model_id: str, version: str, objects: str, called: str = "reviewer",
+                   matching: dict | None = None) -> records.Record | None:
     """The newest record this user may see of this very input by this model version in which the reviewer made calls
-    on `objects` (rows with a `called` entry): to restore work lost to a reload. None when there is none or the
-    database cannot be read."""
+    on `objects` (rows with a `called` entry), made the same way (`matching`: results it must have, e.g. how the
+    frames were read): to restore work lost to a reload. None when there is none or the database cannot be read."""
     try:
         found = records.query(input_sha256=input_sha256, model=model_id, viewer=current_user(), limit=50)
     except Exception:  # noqa: BLE001 - no earlier work to offer is no reason to fail the page
         return None
     return next((r for r in found if r.model_version == version
+                 and all(r.summary.get(k) == v for k, v in (matching or {}).items())
                  and any(row.get(called) not in (None, "") for row in r.summary.get(objects) or [])), None)
 
 

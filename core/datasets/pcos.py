@@ -142,7 +142,7 @@ def read_dataset(root: Path, missing: list[str] | None = None) -> tuple[list[Ite
         items, layout = read_class_folders(root), "class-per-folder"
     if items:
         items, info = drop_conflicting_duplicates(items)
-        return items, layout, {**info, **assign_groups(items)}
+        return items, layout, {**info, **assign_groups(items), "sets": len(roots) if layout == "pcosgen" else 1}
     raise ValueError(f"{root}: no PCOS layout found (expected class_label.csv + images/, or class folders such as "
                      "healthy/ and pcos/)")
 

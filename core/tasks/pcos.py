@@ -417,6 +417,9 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None = None, dev
     if own:  # the set's own split (test/, or a PCOSGen-test/ beside PCOSGen-train/), before this project's
         items = own
     elif split in data.SPLITS:
+        if info.get("sets", 1) > 1:  # groups are named after their items, which the sets' folders now prefix
+            raise ValueError(f"{path}: this project's {split!r} groups are defined on one PCOSGen set: give that set's "
+                             f"folder alone, or a folder name as --split")
         items = [i for i in items if i.split == split]
     elif split:
         folders = sorted({part for i in items for part in Path(i.name).parts[:-1]})

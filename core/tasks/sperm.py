@@ -1080,8 +1080,10 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
             raise ValueError(f"{path}: no MHSMA split {split!r}" + (f"; found {', '.join(found)}" if found else
                                                                      " (a class-per-folder set has no splits)"))
         roots = with_split
+    root_sizes = []  # images read per root
     for root in roots:  # several sets side by side (hushem/ beside mhsma/) are pooled
         within = f"{root.relative_to(path).as_posix()}/" if len(roots) > 1 else ""
+        read_before = len(images)
         if ds.is_mhsma(root):
             for sp in [split] if split else ds.mhsma_splits(root):
                 x, y = ds.read_mhsma(root, sp)
@@ -1104,8 +1106,9 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
         else:
             raise ValueError(f"{path}: not a sperm head layout (class folders such as 01_Normal/…, or MHSMA "
                              "x_64_<split>.npy + y_head_<split>.npy)")
+        root_sizes.append(len(images) - read_before)
     layout = " + ".join(dict.fromkeys(layouts))
-    path = roots[0] if len(roots) == 1 else Path(path)
+    data_root = roots[0] if len(roots) == 1 else Path(path)
     if not images:
         raise ValueError(f"{path}: no readable sperm head images" + (f" ({skipped[0]})" if skipped else ""))
     keep, hashes = _unseen(card.folder, images)
@@ -1116,8 +1119,8 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
             raise ValueError(f"{path}: all {len(names)} images were used to train {HEAD}")
         log(f"sperm-head: every image was used to train the shipped model; reporting the out-of-fold predictions of "
             f"its {CV_EVALUATION} (models that did not see them) for {frames[0]['item'].nunique()} of them")
-        return evaluate_classifier_outputs(card, _eval_name(name, path, split), frames, {
-            "data": str(path), "layout": layout, "split": "out-of-fold (5-fold cross-validation)",
+        return evaluate_classifier_outputs(card, _eval_name(name, data_root, split), frames, {
+            "data": str(data_root), "layout": layout, "split": "out-of-fold (5-fold cross-validation)",
             "predicted_by": PREDICTED_BY_CV,
             "note": f"every image was used to train {card.file}, so these are the stored out-of-fold predictions of "
                     f"eval/{CV_EVALUATION} (5 models of the shipped recipe, each without the image's fold), matched "
@@ -1125,6 +1128,11 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
             "excluded_seen_in_training": excluded, "skipped": skipped})
     if excluded:
         log(f"sperm-head: {excluded} of {len(names)} images were used in training and are left out")
+        starts = np.cumsum([0, *root_sizes])
+        for root, start, end in zip(roots, starts, starts[1:]):  # a whole set left out: its cross-validation is the
+            if len(roots) > 1 and not keep[start:end].any():  # way to it
+                log(f"sperm-head: every image of {root} trained the shipped model, so it is not in this evaluation; "
+                    f"evaluate {root} alone for the stored {CV_EVALUATION} out-of-fold predictions")
     idx = np.flatnonzero(keep)
     images = [frame_head(im) if stained[i] else im for i, im in enumerate(images)]  # stained crops framed as in
     # training; MHSMA crops are already tight
@@ -1138,8 +1146,8 @@ def _evaluate_head(path: Path, name: str, split: str | None, device: str) -> dic
         frames.append(predictions_frame([names[idx[j]] for j in labelled], "shape", card.classes["shape"],
                                         [shape[idx[j]] for j in labelled], probs["shape"][labelled],
                                         phash=[hashes[idx[j]] for j in labelled]))
-    return evaluate_classifier_outputs(card, _eval_name(name, path, split), frames, {
-        "data": str(path), "layout": layout, "split": split or "all", "excluded_seen_in_training": excluded,
+    return evaluate_classifier_outputs(card, _eval_name(name, data_root, split), frames, {
+        "data": str(data_root), "layout": layout, "split": split or "all", "excluded_seen_in_training": excluded,
         "skipped": skipped})
 
 

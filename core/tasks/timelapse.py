@@ -28,7 +28,8 @@ from ..imageio import IMAGE_SUFFIXES
 from ..preprocess import centre_square, normalise
 from ..results import Prediction
 from ..sequence import (DEFAULT_MINUTES, EVENTS, MAX_CULTURE_H, MIN_FRAME_SIDE, VIDEO_SUFFIXES, FrameSequence,
-                        burst_strength, decode, event_frames, frame_change, interval_fields, read_sequence)
+                        burst_strength, decode, event_frames, frame_change, interval_fields, read_sequence,
+                        time_table_problem)
 
 MODEL_ID = "timelapse-stage"
 SIZE = 160  # 160 beat 112 on leave-one-embryo-out (median t2–t5 error 5.5 vs 32.5 frames; scripts/gpu_train.py)
@@ -182,6 +183,7 @@ def predict_sequence(model_id: str, seq: FrameSequence, minutes_per_frame: float
         "current_stage": STAGES[stage_dec[-1]],
         "current_phase": PHASES[phase_dec[-1]],
         "input_warnings": input_warnings(seq),
+        "padded_as_crops": seq.padded_as_crops,
     }
     if seq.recorded_hours is not None:
         extras["recorded_hours"] = np.asarray(seq.recorded_hours)
@@ -244,46 +246,16 @@ def retimed(pred: Prediction, minutes_per_frame: float, first_frame_hpi: float |
         timing = {"minutes_per_frame": float(minutes_per_frame), "first_frame_hpi": first_frame_hpi,
                   "time_zero": "first frame" if first_frame_hpi is None else "insemination",
                   "timed_by": "the minutes between frames"}
-    gaps = _gaps(steps, hours, recorded=timing["minutes_per_frame"] is None)
-    events = [_timed(e, hours, gaps) for e in x["events"]]
-    return replace(pred, extras={**x, **timing, "hours": hours, "events": events, **interval_fields(events),
-                                 "warnings": list(x.get("input_warnings", [])) + timing_warnings(hours)})
+    x = {**x, **timing, "hours": hours, "warnings": list(x.get("input_warnings", [])) + timing_warnings(hours)}
+    return replace(pred, extras=_with_events(x, x["events"]))
 
 
-PAUSE_H = 1.0  # a step between recorded times this long (and 3 times the usual step) is a pause in the recording
-
-
-def _gaps(steps: np.ndarray, hours: np.ndarray, recorded: bool) -> np.ndarray:
-    """Per frame, whether acquisitions are missing before it (RUN numbers skip), or, in recorded times, the
-    instrument paused (a step of PAUSE_H or more and 3 times the usual)."""
-    gaps = np.r_[False, np.diff(steps) > 1]
-    if recorded and len(hours) > 2:
-        dt = np.diff(hours)
-        gaps |= np.r_[False, dt >= max(PAUSE_H, 3 * float(np.median(dt)))]
-    return gaps
-
-
-def _timed(event: dict, hours: np.ndarray, gaps: np.ndarray) -> dict:
-    """The event at its frame's hour; after a gap (missing acquisitions, or a pause in recorded times), also the hour
-    of the frame before it (`after_hours`): the event happened between the two, not at the first frame that shows
-    it. A reviewer's frame gets its hour too."""
-    f = event["frame"]
-    timed = {k: v for k, v in event.items() if k not in ("after_hours", "reviewed_hours")}
-    timed["hours"] = None if f is None else float(hours[f])
-    if f is not None and gaps[f]:
-        timed["after_hours"] = float(hours[f - 1])
-    if event.get("reviewed_frame") is not None:
-        timed["reviewed_hours"] = float(hours[event["reviewed_frame"]])
-    return timed
-
-
-def reviewed(pred: Prediction, calls: dict[str, int]) -> Prediction:
+def reviewed(pred: Prediction, calls: dict[str, int | None]) -> Prediction:
     """The prediction with the reviewer's frame for some events ({event: frame from 0}; an event the decoding never
     reached is added with no draft frame); its hours follow the timing in force, and the intervals are worked out
     again. Calls replace earlier ones: an event left out has no reviewer's frame."""
     x = pred.extras
-    n = len(x["hours"])
-    calls = {e: int(f) for e, f in calls.items() if e in EVENTS and 0 <= int(f) < n}
+    calls = {e: int(f) for e, f in calls.items() if e in EVENTS and f is not None and 0 <= int(f) < len(x["hours"])}
     drafted = [{k: v for k, v in e.items() if k != "reviewed_frame"} for e in x["events"] if e["frame"] is not None]
     for e in drafted:
         if e["event"] in calls:
@@ -291,11 +263,37 @@ def reviewed(pred: Prediction, calls: dict[str, int]) -> Prediction:
     named = {e["event"] for e in drafted}
     rows = drafted + [{"event": e, "frame": None, "frame_name": None, "reviewed_frame": f}
                       for e, f in calls.items() if e not in named]
-    rows.sort(key=lambda e: EVENTS.index(e["event"]))
-    hours = np.asarray(x["hours"])
-    gaps = _gaps(np.asarray(x["acquisitions"]), hours, recorded="minutes_per_frame" in x and x["minutes_per_frame"] is None)
-    events = [_timed(e, hours, gaps) for e in rows]
-    return replace(pred, extras={**x, "events": events, **interval_fields(events)})
+    return replace(pred, extras=_with_events(x, sorted(rows, key=lambda e: EVENTS.index(e["event"]))))
+
+
+PAUSE_H = 1.0  # a step between recorded times this long (and 3 times the usual step) is a pause in the recording
+
+
+def _with_events(x: dict, events: list[dict]) -> dict:
+    """The extras with `events` timed at the hours in force, after the gaps in the recording, and the fields worked
+    out from their times (interval_fields)."""
+    hours, steps = np.asarray(x["hours"]), np.asarray(x["acquisitions"])
+    gaps = np.r_[False, np.diff(steps) > 1]  # acquisitions missing
+    if x.get("minutes_per_frame") is None and len(hours) > 2:  # recorded times: the instrument paused
+        dt = np.diff(hours)
+        gaps |= np.r_[False, dt >= max(PAUSE_H, 3 * float(np.median(dt)))]
+    timed = [_timed(e, hours, gaps) for e in events]
+    return {**x, "events": timed, **interval_fields(timed)}
+
+
+def _timed(event: dict, hours: np.ndarray, gaps: np.ndarray) -> dict:
+    """The event at its frame's hour; after a gap (missing acquisitions, or a pause in recorded times), also the hour
+    of the frame before it (`after_hours`): the event happened between the two, not at the first frame that shows
+    it. A reviewer's frame gets its hour too, and `reviewed_after_hours` after a gap."""
+    timed = {k: v for k, v in event.items() if k not in ("after_hours", "reviewed_hours", "reviewed_after_hours")}
+    for frame, at, after in ((event["frame"], "hours", "after_hours"),
+                             (event.get("reviewed_frame"), "reviewed_hours", "reviewed_after_hours")):
+        if frame is not None:
+            timed[at] = float(hours[frame])
+            if gaps[frame]:
+                timed[after] = float(hours[frame - 1])
+    timed.setdefault("hours", None)
+    return timed
 
 
 def timing_warnings(hours) -> list[str]:
@@ -395,23 +393,32 @@ def predict_images(model_id: str, images, device: str | None = None, **timing) -
 
 def recordings(path: Path) -> list[Path] | None:
     """The recordings a `predict` input holds, each staged as one sequence, as the page stages it: a video or zip, a
-    folder of frames, or a folder of such folders (Gomez's embryo_dataset/: one per embryo); None for one frame."""
+    folder of frames, or a folder of such recordings (embryo folders, videos or zips; a Gomez root's embryo_dataset/:
+    one per embryo); None for one frame."""
     path = Path(path)
     if path.is_dir():
+        if gomez.is_gomez_root(path):
+            path = path / "embryo_dataset"
         if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
             return [path]
-        inner = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")
-                       and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir()))
+        inner = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and (
+            p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())
+            or p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES | {".zip"})]
         return inner or [path]  # nothing to stage: read_sequence says why
     return [path] if path.suffix.lower() in VIDEO_SUFFIXES | {".zip"} else None
 
 
-def predict_recording(path: Path, device: str | None = None, minutes_per_frame: float = DEFAULT_MINUTES,
+def predict_recording(path: Path, device: str | None = None, minutes_per_frame: float | None = None,
                       first_frame_hpi: float | None = None) -> Prediction:
     """One recording staged as on the page: its time table's hours when it has one, else frames
-    `minutes_per_frame` apart (counted from insemination when the first frame's hours are given)."""
+    `minutes_per_frame` apart (default DEFAULT_MINUTES; from insemination when the first frame's hours are given)."""
     seq = read_sequence(path)
-    return retimed(predict_sequence(MODEL_ID, seq, device=device), minutes_per_frame, first_frame_hpi)
+    pred = retimed(predict_sequence(MODEL_ID, seq, device=device), minutes_per_frame or DEFAULT_MINUTES,
+                   first_frame_hpi)
+    if seq.recorded_hours is not None and (minutes_per_frame, first_frame_hpi) != (None, None):
+        pred.extras["warnings"].append(f"Timed by its time table {seq.time_table}: the minutes between frames and "
+                                       "the first frame's hours given were not used.")
+    return pred
 
 
 FRAME_ALONE = ("One frame staged alone, without its recording: no forward-only decoding, and the model learnt "
@@ -857,8 +864,13 @@ def evaluate(model_id: str, path: Path, name: str, split: str | None, device: st
     sequences = []  # (embryo, [paths], [phase or None], [stage or None], embryo crops?, [recorded hours or None])
     for root in layouts["gomez"]:
         for e in gomez.read_dataset(root):
+            times = {f.number: f.hours for f in e.frames if f.hours is not None}
+            problem = time_table_problem([f.number for f in e.frames], times) if times else None
+            if problem:
+                log(f"{e.name}: its time table was not used ({problem})")
+            recorded = [f.hours for f in e.frames] if times and not problem else [None] * len(e.frames)
             sequences.append((e.name, [f.path for f in e.frames], [f.phase for f in e.frames], [f.stage for f in e.frames],
-                              False, [f.hours for f in e.frames]))
+                              False, recorded))
     for folder in layouts["crops"]:
         for emb, paths in gomez.read_blastocyst_crops(folder).items():
             paths = sorted(paths, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
