@@ -251,9 +251,10 @@ def _object_table(summary: dict) -> tuple[str, list[str], list[list[str]]] | Non
         rows = summary.get(key)
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
             columns = [(col, h) for col, h in columns if any(row.get(col) not in (None, "") for row in rows)]
-            shown = [[f"{row[col] * 100:.1f} %" if col in TABLE_PERCENT and isinstance(row.get(col), float)
-                      else short_frame_name(row[col]) if col == "frame_name" and row.get(col)
-                      else fmt_number(row.get(col, ""), TABLE_DIGITS.get(col, 2)) for col, _ in columns]
+            shown = [["" if row.get(col) is None  # e.g. the draft frame of an event only the reviewer set
+                      else f"{row[col] * 100:.1f} %" if col in TABLE_PERCENT and isinstance(row[col], float)
+                      else short_frame_name(row[col]) if col == "frame_name"
+                      else fmt_number(row[col], TABLE_DIGITS.get(col, 2)) for col, _ in columns]
                      for row in rows[:MAX_TABLE_ROWS]]
             more = f" (the first {MAX_TABLE_ROWS} of {len(rows)}; all are in the CSV)" if len(rows) > MAX_TABLE_ROWS else ""
             return title + more, [heading for _, heading in columns], shown

@@ -215,11 +215,12 @@ def test_a_reviewed_sequence_report_gives_the_reviewers_frames_and_the_intervals
               {"event": "t3", "frame": 20, "frame_name": "RUN21.jpeg", "seen": True, "trained": True}]
     pred = task.retimed(Prediction("timelapse-stage", "3.0", "AB028-6", extras={
         "n_frames": 40, "events": events, "acquisitions": np.arange(40), "burst_strength": np.zeros(40)}), 15.0)
-    rep = report.from_prediction(task.reviewed(pred, {"t3": 22}))
+    rep = report.from_prediction(task.reviewed(pred, {"t3": 22, "t8": 30}))
     title, header, rows = rep.table
     assert "reviewer's frame (from 0)" in header and rows[1][header.index("reviewer's time (h)")] == "5.50"
+    assert rows[2][:4] == ["t8", "", "", ""]  # set by the reviewer alone: no draft frame ("None" before)
     assert rep.details["cc2 (t3 − t2)"] == "2.5 h, from reviewed and draft times"
-    assert rep.details["events set by the reviewer"] == "t3"
+    assert rep.details["events set by the reviewer"] == "t3, t8"
     assert rep.details["s2 (t4 − t3)"] == "not given: t4 not reached"
     pages, text = _pdf_text(rep.pdf())
     assert pages == 1 and "cc2 (t3 − t2): 2.5 h, from reviewed and draft times" in text
