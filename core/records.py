@@ -71,6 +71,7 @@ class RecordRow(Base):
     summary: Mapped[dict] = mapped_column(JSON)  # Prediction.summary()
     whatif: Mapped[dict | None] = mapped_column(JSON)
     has_image: Mapped[bool] = mapped_column(Boolean, default=False)
+    revised_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # last amend(), if any
 
 
 class RecordImage(Base):
@@ -103,6 +104,7 @@ class Record:
     summary: dict
     whatif: dict | None
     has_image: bool
+    revised_at: datetime | None = None
     image: bytes | None = None
     image_mime: str | None = None
 
@@ -260,7 +262,9 @@ def amend(record_id: int, *, case_code: str | None, image=UNCHANGED, image_mime:
     or ticked "keep image" after the prediction was made. prediction: the same prediction as the user has since
     reviewed it (e.g. follicles unticked), stored in place of the first."""
     case_code = (case_code or "").strip()[:128] or None
-    values = dict(case_code=case_code) if image is UNCHANGED else dict(case_code=case_code, has_image=image is not None)
+    values = dict(case_code=case_code, revised_at=datetime.now(timezone.utc))
+    if image is not UNCHANGED:
+        values["has_image"] = image is not None
     if prediction is not None:
         summary = _row(prediction, task="")[0]["summary"]
         values.update(summary=summary, labels=summary.get("labels") or {})
@@ -283,7 +287,8 @@ def set_case_code(record_id: int, case_code: str | None, url: str | None = None)
     """Move a record to another case (None: to no case)."""
     case_code = (case_code or "").strip()[:128] or None
     with _writer(engine(url)) as conn:
-        conn.execute(RecordRow.__table__.update().where(RecordRow.id == record_id).values(case_code=case_code))
+        conn.execute(RecordRow.__table__.update().where(RecordRow.id == record_id).values(
+            case_code=case_code, revised_at=datetime.now(timezone.utc)))
 
 
 def _row(prediction, task, card=None, input_bytes=None, input_size=None, case_code=None, user=None, whatif=None,
@@ -414,7 +419,8 @@ def frame(records: list[Record]):
 
     rows = []
     for r in records:
-        row = {"id": r.id, "time": r.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), "task": r.task,
+        row = {"id": r.id, "time": r.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+               "revised": r.revised_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.revised_at else "", "task": r.task,
                "model": r.model_id, "version": r.model_version, "case_code": r.case_code or "", "user": r.username or "",
                "input": r.input_name, "input_sha256": r.input_sha256, "input_bytes": r.input_bytes,
                "width": r.input_width, "height": r.input_height, "source": r.source}
@@ -437,4 +443,6 @@ def to_csv(records: list[Record]) -> bytes:
     table = frame(records)
     if len(table):  # with its offset from UTC: a file read elsewhere has no server clock to go by
         table["time"] = [r.created_at.astimezone().isoformat(timespec="seconds") for r in records]
+        table["revised"] = [r.revised_at.astimezone().isoformat(timespec="seconds") if r.revised_at else ""
+                            for r in records]
     return csv_bytes(table)

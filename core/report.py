@@ -10,7 +10,7 @@ import base64
 import html as htmlmod
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,6 +53,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     images: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (caption, RGB uint8)
     table: tuple[str, list[str], list[list[str]]] | None = None  # per-object results: (title, header, rows)
+    revised: datetime | None = None  # when the record was last revised
 
     def html(self) -> str:
         return _html(self)
@@ -108,8 +109,9 @@ def from_record(record, card=None) -> Report:
                 images.append((IMAGE_CAPTIONS["head_marks"], mark_heads(pixels, heads)))
     facts = {"id": record.model_id, "version": record.model_version, "sha256": record.model_sha256}
     size = (record.input_width, record.input_height) if record.input_width else None
-    return _build(record.summary, facts, card, images=images, case_code=record.case_code, user=record.username,
-                  whatif=record.whatif, record_id=record.id, created=record.created_at, input_size=size)
+    return replace(_build(record.summary, facts, card, images=images, case_code=record.case_code,
+                          user=record.username, whatif=record.whatif, record_id=record.id, created=record.created_at,
+                          input_size=size), revised=record.revised_at)
 
 
 def details_of(summary: dict) -> dict:
@@ -352,7 +354,8 @@ def _when(moment: datetime) -> str:
 
 
 def _facts(r: Report) -> list[tuple[str, str]]:
-    rows = [("Predicted", _when(r.created)), ("Case code", r.case_code or "not given")]
+    rows = [("Predicted", _when(r.created))] + ([("Revised", _when(r.revised))] if r.revised else []) \
+        + [("Case code", r.case_code or "not given")]
     if r.record_id is not None:
         rows.append(("Record", f"#{r.record_id}"))
     if r.user:

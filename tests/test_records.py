@@ -173,6 +173,27 @@ def test_schema_is_at_head_matches_the_models_and_migrates_down_and_up(db_url):
     assert records.current_revision(db_url) == head and records.count(db_url) == 0
 
 
+def test_a_revision_is_dated_and_records_of_the_first_schema_are_kept_through_the_upgrade(db_url):
+    """A report printed before a record was revised (a time-lapse review, a case code typed later) could not be told
+    from the record as it is now: the record now says when it was last revised."""
+    from alembic import command
+
+    first = records.record(prediction(), task="embryo", card=CARD, url=db_url)
+    cfg = records.alembic_config()
+    eng = records.engine(db_url)
+    with eng.begin() as conn:  # a database made before revisions were dated
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    records.upgrade(eng)
+    assert records.get(first, url=db_url).revised_at is None
+    records.amend(first, case_code="IVF-7", url=db_url)
+    revised = records.get(first, url=db_url).revised_at
+    assert revised is not None and revised >= records.get(first, url=db_url).created_at
+    records.set_case_code(first, "IVF-8", url=db_url)
+    assert records.get(first, url=db_url).revised_at >= revised
+    assert records.frame(records.query(url=db_url))["revised"].iloc[0] != ""
+
+
 def test_eight_threads_writing_500_records_each_lose_nothing(db_url):
     records.engine(db_url)  # migrate once before the threads start
     errors: list[BaseException] = []

@@ -72,8 +72,12 @@ def test_report_from_a_record_shows_the_kept_image_and_warns_when_the_model_chan
     assert rep.record_id == kept and rep.case_code == "C-7" and len(rep.images) == 1 and not rep.notes
     pages, text = _pdf_text(rep.pdf())
     assert pages == 1 and "C-7" in text and f"#{kept}" in text and "200×200 px" in text and "good 73.0%" in text
+    assert "Revised" not in text
     old = report.from_record(records.get(changed, url=url))
     assert not old.images and "differs from the model that made this prediction" in old.notes[0]
+    records.amend(kept, case_code="C-8", url=url)  # revised after a first report: the next one says when
+    pages, text = _pdf_text(report.from_record(records.get(kept, url=url)).pdf())
+    assert "Revised" in text and "C-8" in text
     records.dispose(url)
 
 
