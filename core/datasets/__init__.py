@@ -30,6 +30,6 @@ def in_folder(path: Path, root: Path, folder: str) -> bool:
     Paths are compared as given, not resolved, so a linked file stays where the layout puts it."""
     try:
         parts = Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).parts[:-1]
-    except ValueError:
-        parts = Path(path).parts[:-1]
+    except ValueError:  # not below root: none of its folders is the set's
+        return False
     return folder.lower() in (p.lower() for p in parts)
