@@ -213,8 +213,6 @@ def timeline(pred, frame: int) -> go.Figure:
     return fig
 
 
-CLEAVAGES = ("t3", "t4", "t5", "t6", "t7", "t8", "t9+")  # a skipped one may be a direct cleavage
-HEADLINE_EVENTS = ("t2", "t3", "t4", "t5", "t8", "tSB", "tB")
 
 
 def time_unit(pred) -> tuple[str, str]:
@@ -228,37 +226,6 @@ def timing_source(pred) -> str:
     x = pred.extras
     return (f"recorded times, {x['time_table']}" if x.get("minutes_per_frame") is None
             else f"{x['minutes_per_frame']:g} min between frames")
-
-
-def headline_text(pred) -> str | None:
-    """The times most asked for in a line: the reviewer's where set, else the draft's with its caveats."""
-    events = [e for e in pred.extras["events"] if e["event"] in HEADLINE_EVENTS]
-    if not events:
-        return None
-    unit = time_unit(pred)[0]
-    checked = [e for e in events if e.get("reviewed_hours") is not None]
-    draft = [e for e in events if e not in checked and e["frame"] is not None]
-    across_gap = [e for e in draft if e.get("after_hours") is not None]  # in a gap: seen or not, a range
-    at: dict[str, list[dict]] = {}  # events in one gap share its range
-    for e in draft:
-        if e.get("seen", True) or e in across_gap:
-            at.setdefault((f"{e['after_hours']:.1f}–" if e in across_gap else "") + f"{e['hours']:.1f} {unit}"
-                          + (" (a gap in the recording)" if e in across_gap else ""), []).append(e)
-    items = [(e, f"**{e['event']}** {e['reviewed_hours']:.1f} {unit} ✓") for e in checked]
-    items += [(named[0], ", ".join(f"**{e['event']}**" for e in named) + f" {when}") for when, named in at.items()]
-    times = [text for _, text in sorted(items, key=lambda item: EVENTS.index(item[0]["event"]))]
-    skipped = [e["event"] for e in draft if not e.get("seen", True) and e not in across_gap]
-    if skipped:
-        times.append(f"{', '.join(skipped)} not seen (no frame decoded as {'it' if len(skipped) == 1 else 'them'}"
-                     + (": check for a direct cleavage)" if any(e in CLEAVAGES for e in skipped) else ")"))
-    if not times:
-        return None
-    if checked:
-        return ("Event times (✓ set by the reviewer, the others drafts): " + " · ".join(times)
-                + " (every event is in the Events tab below).")
-    return ("Draft event times: " + " · ".join(times)
-            + " (check each on its frames, and set the right frame in the Frame tab; every event is in the Events tab "
-              "below).")
 
 
 def review_calls(seq: FrameSequence) -> dict[str, int]:
@@ -521,7 +488,7 @@ else:
         st.success(f"Last frame: **{STAGE_NAMES[pred.extras['current_stage']]}** · {len(seq)} "
                    f"frame{'s' if len(seq) != 1 else ''} over {span_h:.1f} h · staged in "
                    f"{pred.timings_ms['total'] / 1000:.1f} s ({CARD.id} v{pred.model_version})")
-        headline = headline_text(pred)
+        headline = task.headline(pred, time_unit(pred)[0])
         if headline:  # the times most asked for, at the top; the Events tab has every event and how to read it
             st.markdown(headline)
         out_of_order_warning(pred)

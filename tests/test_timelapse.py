@@ -223,6 +223,10 @@ def test_the_reviewers_frames_time_the_events_and_the_intervals_and_follow_a_re_
     table = task.events_table(checked).set_index("event")
     assert table.loc["t8", "reading"] == "not reached by the decoding; the reviewer's frame"
     assert table.loc["t8", "reviewed_hours"] == 5.5 and pd.isna(table.loc["t4", "reviewed_frame"])
+    assert task.headline(pred, "h").startswith("Draft event times: **t2** 1.0 h · **t4** 3.0 h · **t5** 4.5 h · t3 "
+                                                "not seen (no frame decoded as it: check for a direct cleavage)")
+    assert task.headline(checked, "h").startswith("Event times (✓ set by the reviewer, the others drafts): **t2** 1.5 h ✓"
+                                                  " · **t3** 2.5 h ✓ · **t4** 3.0 h · **t5** 4.5 h · **t8** 5.5 h ✓ (")
     later = task.retimed(checked, 15.0, first_frame_hpi=20.0).extras  # the calls keep their frames, at the new times
     assert later["cc2_h"] == 0.5 and [e["reviewed_hours"] for e in later["events"] if e.get("reviewed_frame")] == [
         20.75, 21.25, 22.75]
