@@ -233,13 +233,19 @@ def _predict(model_id: str, images: list[InputImage], device: str, options: dict
     return [_predict(model_id, [image], device, options)[0] for image in images]
 
 
+def _task_of(model_id: str):
+    """The model's task module, or None for a model without one (a classifier dropped into weights/)."""
+    from .tasks import TASK_OF_MODEL, task_module
+
+    known = model_id in TASK_OF_MODEL and importlib.util.find_spec(f"core.tasks.{TASK_OF_MODEL[model_id]}")
+    return task_module(model_id) if known else None
+
+
 def predict_images(model_id: str, images: list[InputImage], device: str | None = None, **options) -> list[Prediction]:
     """Through the model's task module (with its options); a classifier without one (a model dropped into weights/)
     gets plain per-output probabilities."""
-    from .tasks import TASK_OF_MODEL, task_module
-
-    if model_id in TASK_OF_MODEL and importlib.util.find_spec(f"core.tasks.{TASK_OF_MODEL[model_id]}"):
-        return task_module(model_id).predict_images(model_id, images, device=device, **options)
+    if (task := _task_of(model_id)) is not None:
+        return task.predict_images(model_id, images, device=device, **options)
     model = registry.load(model_id, device)
     if model.card.framework == "ultralytics":
         raise ValueError(f"{model_id}: a detector needs its task module to turn boxes into results")
@@ -338,12 +344,6 @@ def to_excel(items: list[Item], case_code: str | None = None) -> bytes:
 
 
 # --- command line -----------------------------------------------------------------------------------------------------
-def _task_of(model_id: str):
-    from .tasks import TASK_OF_MODEL, task_module
-
-    return task_module(model_id) if model_id in TASK_OF_MODEL else None
-
-
 def _recording(task, path: Path, device: str | None, options: dict) -> Item:
     name = str(path)
     try:

@@ -373,9 +373,8 @@ def read_zip(source, name: str = "frames.zip", max_frames: int = MAX_FRAMES) -> 
 
 def folder_stamp(folder: Path) -> float:
     """The latest change to a folder's files or to the Gomez annotation and time table beside it (a cache key)."""
-    beside = [folder.parent.parent / "embryo_dataset_annotations" / f"{folder.name}_phases.csv",
-              gomez.time_table_path(folder)]
-    files = [*folder.iterdir(), *(p for p in beside if p is not None and p.is_file())]
+    beside = [gomez.annotations_path(folder), gomez.time_table_path(folder)]
+    files = [*folder.iterdir(), *(p for p in beside if p is not None)]
     return max((p.lstat().st_mtime for p in files), default=0.0)  # lstat: a broken link too
 
 
@@ -387,8 +386,7 @@ def read_folder(folder, annotations: Path | None = None, recording_of: str | Non
     if not folder.is_dir():
         raise SequenceInputError(f"{folder}: no such folder.")
     if annotations is None:
-        candidate = folder.parent.parent / "embryo_dataset_annotations" / f"{folder.name}_phases.csv"
-        annotations = candidate if candidate.is_file() else None
+        annotations = gomez.annotations_path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     tables = sorted((p for p in files if p.name.lower().endswith(TIME_TABLE_SUFFIX)),  # this embryo's first

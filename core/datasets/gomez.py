@@ -67,6 +67,12 @@ def parse_phases(text: str) -> list[tuple[str, int, int]]:
     return rows
 
 
+def annotations_path(embryo_folder: Path) -> Path | None:
+    """The phase annotations of a Gomez embryo folder (embryo_dataset/<embryo>), when the set has them."""
+    path = embryo_folder.parent.parent / "embryo_dataset_annotations" / f"{embryo_folder.name}_phases.csv"
+    return path if path.is_file() else None
+
+
 def time_table_path(embryo_folder: Path) -> Path | None:
     """The instrument's time table of a Gomez embryo folder (embryo_dataset/<embryo>), when the set has one."""
     path = embryo_folder.parent.parent / "embryo_dataset_time_elapsed" / f"{embryo_folder.name}_timeElapsed.csv"

@@ -426,6 +426,9 @@ def predict_images(model_id: str, images, device: str | None = None, **timing) -
                        extras={"warnings": [FRAME_ALONE]}, timings_ms={"model": ms}) for i, im in enumerate(images)]
 
 
+RECORDING_SUFFIXES = VIDEO_SUFFIXES | {".zip"}  # a file that holds a whole recording
+
+
 def recordings(path: Path) -> list[Path] | None:
     """The recordings a `predict` input holds, each staged as one sequence, as the page stages it: a video or zip, a
     folder of frames, or a folder of such recordings (embryo folders, videos or zips; a Gomez root's embryo_dataset/:
@@ -438,9 +441,9 @@ def recordings(path: Path) -> list[Path] | None:
             return [path]
         inner = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and (
             p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())
-            or p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES | {".zip"})]
+            or p.is_file() and p.suffix.lower() in RECORDING_SUFFIXES)]
         return inner or [path]  # nothing to stage: read_sequence says why
-    return [path] if path.suffix.lower() in VIDEO_SUFFIXES | {".zip"} else None
+    return [path] if path.suffix.lower() in RECORDING_SUFFIXES else None
 
 
 def predict_recording(path: Path, device: str | None = None, minutes_per_frame: float | None = None,
